@@ -1,0 +1,6 @@
+"""Development settings: the embedded defaults `make run` uses."""
+
+from .base import *  # noqa: F403
+from .base import env_bool
+
+DEBUG = env_bool("DJANGO_DEBUG", True)

@@ -1,0 +1,154 @@
+"""Many threads, each with its own PostgreSQL connection, posting at once."""
+
+import random
+import threading
+from collections.abc import Callable
+
+import pytest
+from django.db import connection
+
+from ledger import services
+from ledger.exceptions import AlreadyReversed, HoldNotPending, LimitExceeded
+from ledger.models import Hold, Transaction
+from ledger.selectors import account_balance
+from ledger.verification import verify_ledger
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+THREADS = 8
+
+
+def run_threads(work: Callable[[int], object], threads: int = THREADS) -> list[object]:
+    """Run ``work(i)`` in ``threads`` threads started together; return results or exceptions."""
+    start = threading.Barrier(threads)
+    results: list[object] = [None] * threads
+
+    def target(i: int) -> None:
+        try:
+            start.wait()
+            results[i] = work(i)
+        except Exception as error:  # collected and asserted on by the test
+            results[i] = error
+        finally:
+            connection.close()
+
+    pool = [threading.Thread(target=target, args=(i,)) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(timeout=120)
+    return results
+
+
+def test_limited_account_is_never_overdrawn_and_no_posting_is_lost(make_account):
+    limit = 100_000
+    line = make_account("credit", "credit", limit="debits", prefix="family-line")
+    granted = make_account("credit", "debit", prefix="granted")
+    services.transfer(key="grant", debit=granted, credit=line, amount=limit)
+
+    def draw_many(i: int) -> list[int]:
+        rng = random.Random(i)
+        drawn = []
+        for n in range(25):
+            amount = rng.randint(100, 2_000)
+            try:
+                if n % 3 == 0:
+                    hold = services.hold_create(
+                        key=f"t{i}-{n}", debit=line, credit=granted, amount=amount
+                    )
+                    services.hold_post(key=f"t{i}-{n}-post", hold_id=hold.id)
+                else:
+                    services.transfer(key=f"t{i}-{n}", debit=line, credit=granted, amount=amount)
+            except LimitExceeded:
+                continue
+            drawn.append(amount)
+        return drawn
+
+    results = run_threads(draw_many)
+    assert not [r for r in results if isinstance(r, Exception)], results
+    succeeded = [amount for drawn in results for amount in drawn]  # type: ignore[union-attr]
+    attempted_total = sum(succeeded)
+    balance = account_balance(line)
+    assert balance.debits_posted == attempted_total
+    assert balance.debits_posted <= limit
+    assert balance.available == limit - attempted_total
+    assert balance.debits_pending == 0
+    # Every successful draw is there, plus the grant.
+    assert Transaction.objects.filter(entries__account=line).count() == len(succeeded) + 1
+    # More was asked than the limit allows, so some draw was refused, which happens only once
+    # less than the largest draw (2,000) is left.
+    assert limit - attempted_total < 2_000
+    services.chain_seal()
+    assert verify_ledger().intact
+
+
+def test_hot_house_accounts_end_with_the_exact_sum(make_account):
+    revenue = make_account("money", "credit", slots=16, prefix="revenue")
+    single = make_account("money", "credit", prefix="insurer-clearing")
+    payers = [make_account("money", "debit", prefix="patient") for _ in range(THREADS)]
+
+    def post_many(i: int) -> int:
+        total = 0
+        for n in range(40):
+            amount = 1_000 + i * 10 + n
+            services.transfer(key=f"h{i}-{n}", debit=payers[i], credit=revenue, amount=amount)
+            services.transfer(key=f"s{i}-{n}", debit=payers[i], credit=single, amount=amount)
+            total += amount
+        return total
+
+    results = run_threads(post_many)
+    assert not [r for r in results if isinstance(r, Exception)], results
+    expected = sum(results)  # type: ignore[arg-type]
+    assert account_balance(revenue).posted == expected
+    assert account_balance(single).posted == expected
+    used_slots = revenue.balance_rows.exclude(credits_posted=0).count()
+    assert used_slots > 1  # the load really was spread
+    services.chain_seal()
+    report = verify_ledger()
+    assert report.intact, report.problems
+    assert report.links == 2 * THREADS * 40
+
+
+def test_one_key_posted_by_many_threads_posts_once(make_account):
+    a, b = make_account(), make_account()
+    results = run_threads(
+        lambda i: services.transfer(key="same", debit=a, credit=b, amount=4_200).id
+    )
+    assert len(set(results)) == 1, results
+    assert Transaction.objects.count() == 1
+    assert account_balance(a).posted == 4_200
+
+
+def test_one_transaction_reversed_by_many_threads_reverses_once(make_account):
+    a, b = make_account(), make_account()
+    txn = services.transfer(key="t", debit=a, credit=b, amount=300)
+    results = run_threads(
+        lambda i: services.transaction_reverse(key=f"r{i}", transaction_id=txn.id).id
+    )
+    reversed_ok = [r for r in results if not isinstance(r, Exception)]
+    assert len(reversed_ok) == 1
+    assert all(isinstance(r, AlreadyReversed) for r in results if isinstance(r, Exception))
+    assert account_balance(a).posted == 0
+
+
+def test_one_hold_posted_and_voided_by_many_threads_resolves_once(make_account):
+    line = make_account("credit", "credit", limit="debits")
+    granted = make_account("credit", "debit")
+    services.transfer(key="g", debit=granted, credit=line, amount=10_000)
+    hold = services.hold_create(key="h", debit=line, credit=granted, amount=5_000)
+
+    def resolve(i: int) -> str:
+        if i % 2:
+            services.hold_void(key=f"v{i}", hold_id=hold.id)
+            return "voided"
+        services.hold_post(key=f"p{i}", hold_id=hold.id, amount=4_000)
+        return "posted"
+
+    results = run_threads(resolve)
+    winners = [r for r in results if isinstance(r, str)]
+    assert len(winners) == 1
+    assert all(isinstance(r, HoldNotPending) for r in results if isinstance(r, Exception))
+    assert Hold.objects.get(pk=hold.id).status == winners[0]
+    balance = account_balance(line)
+    assert balance.debits_pending == 0
+    assert balance.debits_posted == (4_000 if winners[0] == "posted" else 0)
