@@ -118,6 +118,10 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "accounts.api_common.exception_handler",
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.StaffTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Treat first, pay later — hospital credit payment ledger",
@@ -155,6 +159,16 @@ CELERY_BEAT_SCHEDULE = {
     "ledger-seal-chain": {
         "task": "ledger.tasks.seal_chain",
         "schedule": 60.0,
+    },
+    # Hourly, so a minor's link lapses within the hour of the 18th birthday; it is also
+    # checked whenever a link is used.
+    "accounts-lapse-family-links": {
+        "task": "accounts.tasks.lapse_family_links",
+        "schedule": 3600.0,
+    },
+    "accounts-purge-partner-nonces": {
+        "task": "accounts.tasks.purge_partner_nonces",
+        "schedule": 600.0,
     },
 }
 

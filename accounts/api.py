@@ -1,0 +1,142 @@
+"""Staff API: persons and family links (API.md § Staff API)."""
+
+from typing import Any
+
+from django.db.models import Q
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.api_common import YuanField, idempotent
+from accounts.authentication import StaffTokenAuthentication, roles, staff_actor
+from accounts.models import FamilyLink, Person
+from accounts.selectors import line_figures, lines_of
+from accounts.serializers import FamilyLinkOut, PersonOut, credit_line_out
+from accounts.services import family, persons
+
+STAFF = roles("cashier", "finance", "admin")
+FRONT_DESK = roles("cashier", "admin")
+
+
+class StaffView(APIView):
+    authentication_classes = [StaffTokenAuthentication]
+    permission_classes = [STAFF]
+
+
+class PersonDetailOut(PersonOut):
+    credit_lines = serializers.ListField(child=serializers.DictField())
+    family_links = FamilyLinkOut(many=True)
+
+    class Meta(PersonOut.Meta):
+        fields = [*PersonOut.Meta.fields, "credit_lines", "family_links"]
+
+
+class PersonListCreateApi(StaffView):
+    class PersonInput(serializers.Serializer):
+        name = serializers.CharField(max_length=100)
+        id_number = serializers.CharField(max_length=32)
+        phone = serializers.CharField(max_length=20, required=False, allow_blank=True)
+
+    def get_permissions(self) -> list[Any]:
+        return [FRONT_DESK()] if self.request.method == "POST" else [STAFF()]
+
+    @extend_schema(
+        operation_id="persons_find",
+        parameters=[
+            OpenApiParameter("id_number", str, description="exact, matched by its keyed hash"),
+            OpenApiParameter("name", str, description="part of the name"),
+        ],
+        responses=PersonOut(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        people = Person.objects.order_by("id")
+        id_number = request.query_params.get("id_number", "").strip()
+        name = request.query_params.get("name", "").strip()
+        if id_number:
+            found = persons.person_find(id_number)
+            people = people.filter(pk=found.pk) if found else people.none()
+        if name:
+            people = people.filter(Q(name__icontains=name))
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(people, request, view=self)
+        return paginator.get_paginated_response(PersonOut(page, many=True).data)
+
+    @extend_schema(operation_id="persons_create", request=PersonInput, responses={201: PersonOut})
+    def post(self, request: Request) -> Response:
+        data = self.PersonInput(data=request.data)
+        data.is_valid(raise_exception=True)
+
+        def create() -> Response:
+            person = persons.person_create(actor=staff_actor(request), **data.validated_data)
+            return Response(PersonOut(person).data, status=status.HTTP_201_CREATED)
+
+        return idempotent(request, f"staff:{request.user.pk}", create)
+
+
+class PersonDetailApi(StaffView):
+    @extend_schema(operation_id="persons_read", responses=PersonDetailOut)
+    def get(self, request: Request, person_id: int) -> Response:
+        person = Person.objects.get(pk=person_id)
+        lines = list(lines_of(person))
+        figures = line_figures(lines)
+        links = FamilyLink.objects.filter(Q(payer=person) | Q(beneficiary=person)).order_by("id")
+        body = dict(PersonOut(person).data)
+        body["credit_lines"] = [credit_line_out(line, figures[line.pk]) for line in lines]
+        body["family_links"] = FamilyLinkOut(links, many=True).data
+        return Response(body)
+
+
+class FamilyLinkCreateApi(StaffView):
+    permission_classes = [FRONT_DESK]
+
+    class FamilyLinkInput(serializers.Serializer):
+        payer = serializers.IntegerField()
+        beneficiary = serializers.IntegerField()
+        relation = serializers.ChoiceField(choices=FamilyLink.Relation.choices)
+        consent = serializers.BooleanField()
+        consent_by = serializers.CharField(max_length=150, required=False)
+        cap = YuanField(required=False, allow_null=True, allow_zero=False)
+
+    @extend_schema(
+        operation_id="family_links_create", request=FamilyLinkInput, responses={201: FamilyLinkOut}
+    )
+    def post(self, request: Request) -> Response:
+        data = self.FamilyLinkInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        people = Person.objects.in_bulk([values["payer"], values["beneficiary"]])
+        missing = {
+            f: ["no such person"] for f in ("payer", "beneficiary") if values[f] not in people
+        }
+        if missing:
+            raise serializers.ValidationError(missing)
+
+        def create() -> Response:
+            link = family.family_link_create(
+                actor=staff_actor(request),
+                payer=people[values["payer"]],
+                beneficiary=people[values["beneficiary"]],
+                relation=values["relation"],
+                consent=values["consent"],
+                consent_by=values.get("consent_by") or staff_actor(request),
+                consent_channel="cashier",
+                cap=values.get("cap"),
+            )
+            return Response(FamilyLinkOut(link).data, status=status.HTTP_201_CREATED)
+
+        return idempotent(request, f"staff:{request.user.pk}", create)
+
+
+class FamilyLinkRevokeApi(StaffView):
+    permission_classes = [FRONT_DESK]
+
+    @extend_schema(operation_id="family_links_revoke", request=None, responses=FamilyLinkOut)
+    def post(self, request: Request, link_id: int) -> Response:
+        def revoke() -> Response:
+            link = family.family_link_revoke(actor=staff_actor(request), link_id=link_id)
+            return Response(FamilyLinkOut(link).data)
+
+        return idempotent(request, f"staff:{request.user.pk}", revoke)

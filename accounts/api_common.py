@@ -1,0 +1,175 @@
+"""What every API here shares: the error shape, money fields, idempotent POSTs.
+
+Errors are ``{"error": {"code", "message", "fields"}}`` with 400, 401, 403, 404 or 409.
+"""
+
+import hashlib
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.core.exceptions import ObjectDoesNotExist
+from django.db import connection, transaction
+from django.http import Http404
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import exceptions, serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from accounts.exceptions import AccountsError
+from accounts.models import IdempotentRequest
+from ledger.exceptions import (
+    IdempotencyConflict,
+    InvalidPosting,
+    LedgerError,
+    LimitExceeded,
+)
+
+# --- the error shape --------------------------------------------------------------------------
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+    default_detail = "the request conflicts with the current state"
+
+
+def error_response(
+    status_code: int, code: str, message: str, fields: dict[str, Any] | None = None
+) -> Response:
+    return Response(
+        {"error": {"code": code, "message": message, "fields": fields or {}}},
+        status=status_code,
+    )
+
+
+def _flatten(detail: Any) -> Any:
+    if isinstance(detail, dict):
+        return {key: _flatten(value) for key, value in detail.items()}
+    if isinstance(detail, list):
+        return [_flatten(item) for item in detail]
+    return str(detail)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Map every error to the one error shape; domain errors get their own status and code."""
+    if isinstance(exc, AccountsError):
+        fields = {exc.field: [exc.message]} if exc.field else {}
+        return error_response(exc.status, exc.code, exc.message, fields)
+    if isinstance(exc, LedgerError):
+        conflict = isinstance(exc, (LimitExceeded, IdempotencyConflict)) or not isinstance(
+            exc, InvalidPosting
+        )
+        return error_response(409 if conflict else 400, exc.code, str(exc))
+    if isinstance(exc, Http404 | exceptions.NotFound | ObjectDoesNotExist):
+        return error_response(404, "not_found", "not found")
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    detail = getattr(exc, "detail", None)
+    if isinstance(exc, exceptions.ValidationError):
+        fields = _flatten(detail) if isinstance(detail, dict) else {}
+        message = "some fields are not valid" if fields else "; ".join(_flatten(detail or []))
+        body = {"error": {"code": "invalid", "message": message, "fields": fields}}
+    else:
+        code = getattr(exc, "default_code", "error")
+        body = {"error": {"code": code, "message": str(detail or exc), "fields": {}}}
+    response.data = body
+    return response
+
+
+# --- money at the edge ------------------------------------------------------------------------
+
+
+@extend_schema_field({"type": "string", "pattern": r"^-?\d+(\.\d{1,2})?$", "example": "1234.50"})
+class YuanField(serializers.Field):
+    """A yuan amount as a decimal string with at most two places, held as integer fen.
+
+    A JSON number is refused (it may have been a float on the way), as is a negative amount
+    unless ``allow_negative``.
+    """
+
+    default_error_messages = {
+        "invalid": 'an amount in yuan as a string with up to two decimals, such as "1234.50"',
+        "negative": "the amount cannot be negative",
+        "zero": "the amount must be more than zero",
+        "too_large": "the amount is too large",
+    }
+
+    def __init__(
+        self, *, allow_negative: bool = False, allow_zero: bool = True, **kwargs: Any
+    ) -> None:
+        self.allow_negative = allow_negative
+        self.allow_zero = allow_zero
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> int:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        try:
+            value = Decimal(data.strip())
+        except InvalidOperation:
+            self.fail("invalid")
+        exponent = value.as_tuple().exponent
+        if not value.is_finite() or not isinstance(exponent, int) or exponent < -2:
+            self.fail("invalid")
+        if value < 0 and not self.allow_negative:
+            self.fail("negative")
+        if value == 0 and not self.allow_zero:
+            self.fail("zero")
+        if abs(value) >= Decimal(10) ** 13:
+            self.fail("too_large")
+        return int(value * 100)
+
+    def to_representation(self, value: int) -> str:
+        return fen_to_yuan(value)
+
+
+def fen_to_yuan(fen: int) -> str:
+    sign = "-" if fen < 0 else ""
+    whole, cents = divmod(abs(int(fen)), 100)
+    return f"{sign}{whole}.{cents:02d}"
+
+
+# --- idempotent POSTs -------------------------------------------------------------------------
+
+_CLAIM_SQL = (
+    'INSERT INTO "accounts_idempotentrequest" ("scope", "key", "fingerprint", "created_at")'
+    " VALUES (%s, %s, %s, CURRENT_TIMESTAMP)"
+    ' ON CONFLICT ("scope", "key") DO NOTHING RETURNING "id"'
+)
+
+
+def idempotent(request: Request, scope: str, handler: Callable[[], Response]) -> Response:
+    """Run ``handler`` once per ``Idempotency-Key``: a replay gets the first response back.
+
+    The key is claimed inside the transaction that runs the handler, so the change and the
+    remembered response commit together; a concurrent replay waits on the claim, then replays.
+    The same key with another method, path or body is a 409.
+    """
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if not key:
+        with transaction.atomic():
+            return handler()
+    if len(key) > 200:
+        raise exceptions.ValidationError({"Idempotency-Key": ["at most 200 characters"]})
+    fingerprint = hashlib.sha256(
+        b"\n".join(
+            [(request.method or "").encode(), request.get_full_path().encode(), request.body]
+        )
+    ).hexdigest()
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(_CLAIM_SQL, [scope, key, fingerprint])
+            row = cursor.fetchone()
+        if row is None:
+            earlier = IdempotentRequest.objects.get(scope=scope, key=key)
+            if earlier.fingerprint != fingerprint or earlier.status_code is None:
+                raise Conflict("this Idempotency-Key was used for a different request")
+            return Response(earlier.body, status=earlier.status_code)
+        response = handler()
+        IdempotentRequest.objects.filter(pk=row[0]).update(
+            status_code=response.status_code, body=response.data
+        )
+        return response

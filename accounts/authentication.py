@@ -1,0 +1,105 @@
+"""Authentication and roles for the staff API (tokens) and the partner API (signatures).
+
+Kept apart from ``api_common``: DRF imports these classes while it is itself loading.
+"""
+
+from typing import Any
+
+from django.db import IntegrityError
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+
+from accounts.models import Partner, PartnerKey, StaffToken
+from accounts.services.partners import SignatureRejected, partner_authenticate
+from accounts.services.staff import token_hash, user_roles
+
+
+class StaffTokenAuthentication(BaseAuthentication):
+    """``Authorization: Token <key>``; only the key's hash is stored."""
+
+    keyword = "Token"
+
+    def authenticate(self, request: Request) -> tuple[Any, StaffToken] | None:
+        header = request.headers.get("Authorization", "")
+        if not header:
+            return None
+        parts = header.split()
+        if len(parts) != 2 or parts[0] != self.keyword:
+            raise exceptions.AuthenticationFailed("use the header `Authorization: Token <key>`")
+        token = (
+            StaffToken.objects.select_related("user")
+            .filter(key_hash=token_hash(parts[1]), revoked_at__isnull=True)
+            .first()
+        )
+        if token is None or not token.user.is_active:
+            raise exceptions.AuthenticationFailed("invalid or revoked token")
+        return token.user, token
+
+    def authenticate_header(self, request: Request) -> str:
+        return self.keyword
+
+
+class PartnerPrincipal:
+    """The authenticated bank partner of a signed request."""
+
+    is_authenticated = True
+
+    def __init__(self, key: PartnerKey) -> None:
+        self.key = key
+        self.partner: Partner = key.partner
+
+    @property
+    def actor(self) -> str:
+        return f"partner:{self.partner.pk}:{self.key.key_id}"
+
+
+class PartnerSignatureAuthentication(BaseAuthentication):
+    """The partner API's HMAC signature; see ``accounts.signing``."""
+
+    def authenticate(self, request: Request) -> tuple[PartnerPrincipal, PartnerKey]:
+        headers = request.headers
+        try:
+            key = partner_authenticate(
+                key_id=headers.get("X-Partner-Key", ""),
+                timestamp=headers.get("X-Timestamp", ""),
+                nonce=headers.get("X-Nonce", ""),
+                signature=headers.get("X-Signature", ""),
+                method=request.method or "",
+                path_with_query=request.get_full_path(),
+                body=request.body,
+            )
+        except SignatureRejected as rejected:
+            raise exceptions.AuthenticationFailed(str(rejected)) from None
+        except IntegrityError:  # pragma: no cover - the nonce insert is guarded
+            raise exceptions.AuthenticationFailed("could not record the nonce") from None
+        return PartnerPrincipal(key), key
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'HMAC-SHA256 realm="partner"'
+
+
+class HasRole(BasePermission):
+    """Allow staff users holding one of ``roles``."""
+
+    roles: tuple[str, ...] = ()
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        if not getattr(user, "is_authenticated", False) or isinstance(user, PartnerPrincipal):
+            return False
+        return bool(user_roles(user) & set(self.roles))  # type: ignore[arg-type]
+
+
+def roles(*names: str) -> type[HasRole]:
+    return type("Roles_" + "_".join(names), (HasRole,), {"roles": names})
+
+
+class IsPartner(BasePermission):
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return isinstance(request.user, PartnerPrincipal)
+
+
+def staff_actor(request: Request) -> str:
+    return f"staff:{request.user.pk}:{request.user.get_username()}"

@@ -1,0 +1,39 @@
+"""Domain errors of people, partners, credit lines and family links.
+
+``status`` is the HTTP status the API answers with; ``field`` names the input at fault when
+there is one (it becomes the error shape's ``fields``).
+"""
+
+
+class AccountsError(Exception):
+    code = "accounts_error"
+    status = 400
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidInput(AccountsError):
+    code = "invalid"
+
+
+class PersonExists(AccountsError):
+    code = "person_exists"
+    status = 409
+
+
+class FamilyRuleViolated(AccountsError):
+    """A family-link rule does not hold; ``field`` says which input breaks it."""
+
+    code = "family_rule"
+
+
+class CreditLineStateError(AccountsError):
+    code = "credit_line_state"
+    status = 409
+
+
+class NoTierForScore(AccountsError):
+    code = "no_tier"

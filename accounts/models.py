@@ -1,0 +1,296 @@
+"""People, institutions, staff tokens, bank partners, credit lines, family links, audit.
+
+Personal data (ID number, phone) is stored only encrypted (``accounts.crypto``), with a keyed
+hash beside it for lookups; ``id_number_masked`` is what any output shows. Written only by
+``accounts.services``.
+"""
+
+import uuid
+
+import pgtrigger
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from ledger.models import Account as LedgerAccount
+
+
+class Institution(models.Model):
+    """A hospital or community health centre served by the platform."""
+
+    class Kind(models.TextChoices):
+        HOSPITAL = "hospital", "hospital"
+        COMMUNITY = "community", "community health centre"
+
+    code = models.CharField(max_length=32, unique=True)
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.HOSPITAL)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Department(models.Model):
+    institution = models.ForeignKey(
+        Institution, on_delete=models.PROTECT, related_name="departments"
+    )
+    code = models.CharField(max_length=32)
+    name = models.CharField(max_length=200)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["institution", "code"], name="department_code_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.institution.code}/{self.name}"
+
+
+class Person(models.Model):
+    class Sex(models.TextChoices):
+        MALE = "M", "male"
+        FEMALE = "F", "female"
+
+    name = models.CharField(max_length=100)
+    id_number_encrypted = models.TextField()
+    id_number_hash = models.CharField(max_length=64, unique=True)
+    id_number_masked = models.CharField(max_length=18)
+    birth_date = models.DateField()
+    sex = models.CharField(max_length=1, choices=Sex.choices)
+    phone_encrypted = models.TextField(blank=True)
+    phone_hash = models.CharField(max_length=64, blank=True, db_index=True)
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="person",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id_number_masked})"
+
+
+class StaffToken(models.Model):
+    """An API token; only its SHA-256 is stored, the key is shown once."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    key_hash = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=8)
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"
+
+
+class Partner(models.Model):
+    """A bank that funds credit lines and calls the signed partner API."""
+
+    name = models.CharField(max_length=100, unique=True)
+    webhook_url = models.URLField(blank=True)
+    grace_days = models.PositiveSmallIntegerField(default=10)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PartnerTier(models.Model):
+    """Score band → limit: ``min_score`` and up, until the next band (fen)."""
+
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="tiers")
+    min_score = models.PositiveIntegerField()
+    limit = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["min_score"]
+        constraints = [
+            models.UniqueConstraint(fields=["partner", "min_score"], name="tier_unique"),
+            models.CheckConstraint(name="tier_limit_positive", condition=Q(limit__gt=0)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.partner}: {self.min_score}+ → {self.limit}"
+
+
+class PartnerKey(models.Model):
+    """A signing key of a partner. The secret is kept encrypted: verifying a signature needs it."""
+
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="keys")
+    key_id = models.CharField(max_length=40, unique=True)
+    secret_encrypted = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.key_id
+
+
+class PartnerNonce(models.Model):
+    """A nonce already used with a key; a second use is a replay. Purged after the skew window."""
+
+    key = models.ForeignKey(PartnerKey, on_delete=models.CASCADE, related_name="+")
+    nonce = models.CharField(max_length=100)
+    seen_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["key", "nonce"], name="nonce_once")]
+
+    def __str__(self) -> str:
+        return self.nonce
+
+
+class CreditLine(models.Model):
+    """A bank's credit line for a person, backed by two accounts on the ``credit`` ledger.
+
+    ``capacity_account`` (limit flag: debits never exceed credits) is credited with the limit;
+    holds and draws debit it, so its available amount is what can still be drawn.
+    ``drawn_account`` carries what has been drawn and not yet repaid. When a limit is cut below
+    what is held and drawn, the capacity is cut to zero and ``limit_shortfall`` remembers the
+    rest, taken from repayments before they restore any capacity.
+    """
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "active"
+        FROZEN = "frozen", "frozen"
+        CLOSED = "closed", "closed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="credit_lines")
+    person = models.ForeignKey(Person, on_delete=models.PROTECT, related_name="credit_lines")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.ACTIVE)
+    frozen_reason = models.CharField(max_length=32, blank=True)
+    limit = models.BigIntegerField()
+    limit_shortfall = models.BigIntegerField(default=0)
+    score = models.PositiveIntegerField()
+    score_provider = models.CharField(max_length=64)
+    expires_on = models.DateField(null=True, blank=True)
+    capacity_account = models.OneToOneField(
+        LedgerAccount, on_delete=models.PROTECT, related_name="+"
+    )
+    drawn_account = models.OneToOneField(LedgerAccount, on_delete=models.PROTECT, related_name="+")
+    opened_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["partner", "person"],
+                condition=~Q(status="closed"),
+                name="one_open_line_per_bank",
+            ),
+            models.CheckConstraint(name="line_limit_not_negative", condition=Q(limit__gte=0)),
+            models.CheckConstraint(
+                name="line_shortfall_not_negative", condition=Q(limit_shortfall__gte=0)
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.partner} line {self.id}"
+
+
+class FamilyLink(models.Model):
+    """亲情付: ``payer``'s credit lines carry ``beneficiary``'s costs.
+
+    ``parent_of_minor`` lapses on the beneficiary's 18th birthday; ``child_of_parent`` needs
+    the payer's recorded consent and is revocable. Revoking never touches amounts drawn.
+    ``cap_account`` (credit ledger, limited) enforces the optional cap on what the link draws.
+    """
+
+    class Relation(models.TextChoices):
+        PARENT_OF_MINOR = "parent_of_minor", "parent of a minor"
+        CHILD_OF_PARENT = "child_of_parent", "adult child of a parent"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "active"
+        REVOKED = "revoked", "revoked"
+        LAPSED = "lapsed", "lapsed"
+
+    payer = models.ForeignKey(Person, on_delete=models.PROTECT, related_name="links_as_payer")
+    beneficiary = models.ForeignKey(
+        Person, on_delete=models.PROTECT, related_name="links_as_beneficiary"
+    )
+    relation = models.CharField(max_length=16, choices=Relation.choices)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.ACTIVE)
+    cap = models.BigIntegerField(null=True, blank=True)
+    cap_account = models.OneToOneField(
+        LedgerAccount, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    consent_at = models.DateTimeField()
+    consent_by = models.CharField(max_length=150)
+    consent_channel = models.CharField(max_length=16)
+    created_at = models.DateTimeField(default=timezone.now)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["payer", "beneficiary"],
+                condition=Q(status="active"),
+                name="one_active_link_per_pair",
+            ),
+            models.CheckConstraint(
+                name="link_not_to_self", condition=~Q(payer=models.F("beneficiary"))
+            ),
+            models.CheckConstraint(
+                name="link_cap_positive", condition=Q(cap__isnull=True) | Q(cap__gt=0)
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.relation} {self.payer_id}→{self.beneficiary_id}"
+
+
+class AuditEvent(models.Model):
+    """Who changed what, when; written in the same transaction as the change.
+
+    ``changes`` never holds personal data in clear: ID numbers appear masked, phones not at all.
+    """
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.CharField(max_length=120)
+    action = models.CharField(max_length=64)
+    object_type = models.CharField(max_length=32)
+    object_id = models.CharField(max_length=64)
+    changes = models.JSONField(default=dict)
+
+    class Meta:
+        indexes = [models.Index(fields=["object_type", "object_id"], name="audit_object")]
+        triggers = [
+            pgtrigger.Protect(
+                name="audit_append_only", operation=pgtrigger.Update | pgtrigger.Delete
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.actor} {self.action} {self.object_id}"
+
+
+class IdempotentRequest(models.Model):
+    """An API request made with an ``Idempotency-Key`` and the response it got.
+
+    Claimed in the transaction that makes the change, so the change and its remembered
+    response commit together; a failed request leaves no record and may be retried.
+    """
+
+    scope = models.CharField(max_length=64)
+    key = models.CharField(max_length=200)
+    fingerprint = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(null=True)
+    body = models.JSONField(null=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["scope", "key"], name="idempotent_request_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.key}"

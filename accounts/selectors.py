@@ -1,0 +1,104 @@
+"""Reads of people, credit lines and family links that are more than a ``.get()``."""
+
+from dataclasses import dataclass
+from datetime import date
+from uuid import UUID
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from accounts.models import CreditLine, FamilyLink, Person
+from accounts.services.family import link_is_live
+from ledger.selectors import Balance, account_balances
+
+
+@dataclass(frozen=True)
+class LineFigures:
+    """A credit line's amounts in fen: what the bank allows, holds, drawn and still free."""
+
+    limit: int
+    held: int
+    drawn: int
+    available: int
+
+
+def line_figures(lines: list[CreditLine]) -> dict[UUID, LineFigures]:
+    """Figures for several lines from their ledger balances, in one query."""
+    accounts = [a for line in lines for a in (line.capacity_account, line.drawn_account)]
+    balances: dict[int, Balance] = account_balances(accounts)
+    figures = {}
+    for line in lines:
+        capacity = balances[line.capacity_account_id]
+        drawn = balances[line.drawn_account_id]
+        figures[line.pk] = LineFigures(
+            limit=line.limit,
+            held=capacity.debits_pending,
+            drawn=drawn.posted,
+            available=max(capacity.available or 0, 0),
+        )
+    return figures
+
+
+def line_is_usable(line: CreditLine, today: date) -> bool:
+    if line.status != CreditLine.Status.ACTIVE:
+        return False
+    return line.expires_on is None or today <= line.expires_on
+
+
+def credit_line_status(line: CreditLine, today: date | None = None) -> str:
+    """``active``, ``frozen``, ``closed``, or ``expired`` once past ``expires_on``."""
+    today = today or timezone.localdate()
+    if line.status == CreditLine.Status.ACTIVE and not line_is_usable(line, today):
+        return "expired"
+    return line.status
+
+
+def lines_of(person: Person) -> QuerySet[CreditLine]:
+    return (
+        CreditLine.objects.filter(person=person)
+        .select_related("partner", "capacity_account", "drawn_account")
+        .order_by("opened_at", "id")
+    )
+
+
+@dataclass(frozen=True)
+class Funding:
+    """The credit line to carry a stay, and the family link it is reached through, if any."""
+
+    line: CreditLine
+    via_link: FamilyLink | None
+    available: int
+
+
+def funding_line_for(*, person: Person, amount: int, today: date | None = None) -> Funding | None:
+    """The line to use for ``amount`` fen: the person's own usable line with room first (oldest
+    first), else a live family link's payer line with room within the link's cap, links in the
+    order they were made. ``None`` when no line can carry it."""
+    today = today or timezone.localdate()
+    own = [line for line in lines_of(person) if line_is_usable(line, today)]
+    figures = line_figures(own)
+    for line in own:
+        if figures[line.pk].available >= amount:
+            return Funding(line=line, via_link=None, available=figures[line.pk].available)
+
+    links = (
+        FamilyLink.objects.filter(beneficiary=person, status=FamilyLink.Status.ACTIVE)
+        .select_related("payer", "beneficiary", "cap_account")
+        .order_by("created_at", "id")
+    )
+    for link in links:
+        if not link_is_live(link, today):
+            continue
+        payer_lines = [line for line in lines_of(link.payer) if line_is_usable(line, today)]
+        payer_figures = line_figures(payer_lines)
+        cap_room = None
+        if link.cap_account is not None:
+            cap = account_balances([link.cap_account])[link.cap_account.pk]
+            cap_room = max(cap.available or 0, 0)
+        for line in payer_lines:
+            room = payer_figures[line.pk].available
+            if cap_room is not None:
+                room = min(room, cap_room)
+            if room >= amount:
+                return Funding(line=line, via_link=link, available=room)
+    return None

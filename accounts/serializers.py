@@ -1,0 +1,74 @@
+"""Output shapes shared by the staff and partner APIs."""
+
+from typing import Any
+
+from django.utils import timezone
+from rest_framework import serializers
+
+from accounts.api_common import YuanField
+from accounts.identity import age_on
+from accounts.models import CreditLine, FamilyLink, Person
+from accounts.selectors import LineFigures, credit_line_status
+
+
+class CreditLineOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    person_id = serializers.IntegerField()
+    partner = serializers.CharField(source="partner.name")
+    limit = YuanField()
+    held = YuanField()
+    drawn = YuanField()
+    available = YuanField()
+    status = serializers.CharField()
+    score = serializers.IntegerField()
+    score_provider = serializers.CharField()
+    expires_on = serializers.DateField(allow_null=True)
+
+
+def credit_line_out(line: CreditLine, figures: LineFigures) -> dict[str, Any]:
+    return CreditLineOut(
+        {
+            "id": line.id,
+            "person_id": line.person_id,
+            "partner": line.partner,
+            "limit": figures.limit,
+            "held": figures.held,
+            "drawn": figures.drawn,
+            "available": figures.available,
+            "status": credit_line_status(line),
+            "score": line.score,
+            "score_provider": line.score_provider,
+            "expires_on": line.expires_on,
+        }
+    ).data
+
+
+class FamilyLinkOut(serializers.ModelSerializer):
+    cap = YuanField(allow_null=True)
+
+    class Meta:
+        model = FamilyLink
+        fields = [
+            "id",
+            "payer",
+            "beneficiary",
+            "relation",
+            "status",
+            "cap",
+            "consent_at",
+            "consent_by",
+            "consent_channel",
+            "created_at",
+            "ended_at",
+        ]
+
+
+class PersonOut(serializers.ModelSerializer):
+    is_minor = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Person
+        fields = ["id", "name", "id_number_masked", "birth_date", "sex", "is_minor"]
+
+    def get_is_minor(self, person: Person) -> bool:
+        return age_on(person.birth_date, timezone.localdate()) < 18

@@ -1,0 +1,240 @@
+"""Credit lines on the ``credit`` ledger (see ``CreditLine`` for the accounts they use)."""
+
+from datetime import date
+from uuid import UUID
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.exceptions import CreditLineStateError, InvalidInput
+from accounts.models import CreditLine, Partner
+from ledger import services as ledger
+from ledger.models import Account, Ledger, Side
+from ledger.selectors import account_balance
+
+from .audit import audit_record
+from .partners import tier_limit
+from .persons import person_get_or_create
+
+MAX_LIMIT = 100_000_000  # ¥1,000,000 in fen: far above any tier
+
+
+def partner_pool(partner: Partner) -> Account:
+    """Where a bank's granted capacity comes from on the credit ledger (a busy house account)."""
+    return ledger.account_create(
+        code=f"credit:partner:{partner.pk}:granted",
+        name=f"{partner.name}: credit granted",
+        ledger=Ledger.CREDIT,
+        normal_side=Side.DEBIT,
+        balance_slots=16,
+    )
+
+
+def _line_accounts(partner: Partner, line_id: str) -> tuple[Account, Account]:
+    capacity = ledger.account_create(
+        code=f"credit:line:{line_id}:capacity",
+        name=f"{partner.name} line capacity",
+        ledger=Ledger.CREDIT,
+        normal_side=Side.CREDIT,
+        debits_must_not_exceed_credits=True,
+    )
+    drawn = ledger.account_create(
+        code=f"credit:line:{line_id}:drawn",
+        name=f"{partner.name} line drawn",
+        ledger=Ledger.CREDIT,
+        normal_side=Side.DEBIT,
+    )
+    return capacity, drawn
+
+
+def _check_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_LIMIT:
+        raise InvalidInput(f"limit must be between 0 and {MAX_LIMIT} fen", field="limit")
+    return limit
+
+
+def _check_score(score: int) -> int:
+    if isinstance(score, bool) or not isinstance(score, int) or not 0 <= score <= 10_000:
+        raise InvalidInput("score must be a whole number from 0 to 10000", field="score")
+    return score
+
+
+@transaction.atomic
+def credit_line_grant(
+    *,
+    actor: str,
+    partner: Partner,
+    id_number: str,
+    name: str,
+    score: int,
+    score_provider: str,
+    limit: int | None = None,
+    expires_on: date | None = None,
+) -> tuple[CreditLine, bool]:
+    """Open a line for the person with this ID number, or update the open one; True if new.
+
+    Without ``limit`` the partner's tier table decides from ``score``.
+    """
+    score = _check_score(score)
+    if not score_provider or len(score_provider) > 64:
+        raise InvalidInput("score_provider of 1 to 64 characters is needed", field="score_provider")
+    limit = _check_limit(tier_limit(partner, score) if limit is None else limit)
+    if expires_on is not None and expires_on <= timezone.localdate():
+        raise InvalidInput("expires_on must be in the future", field="expires_on")
+    person, _ = person_get_or_create(actor=actor, name=name, id_number=id_number)
+    line = (
+        CreditLine.objects.select_for_update()
+        .filter(partner=partner, person=person)
+        .exclude(status=CreditLine.Status.CLOSED)
+        .first()
+    )
+    if line is not None:
+        changes = {"score": score, "score_provider": score_provider, "expires_on": expires_on}
+        for field, value in changes.items():
+            setattr(line, field, value)
+        _set_limit(line, limit)
+        line.updated_at = timezone.now()
+        line.save()
+        audit_record(
+            actor=actor,
+            action="credit_line.update",
+            obj=line,
+            changes={**changes, "limit": limit, "expires_on": str(expires_on or "")},
+        )
+        return line, False
+
+    line = CreditLine(
+        partner=partner,
+        person=person,
+        limit=0,
+        score=score,
+        score_provider=score_provider,
+        expires_on=expires_on,
+    )
+    line.capacity_account, line.drawn_account = _line_accounts(partner, str(line.id))
+    line.save(force_insert=True)
+    _set_limit(line, limit)
+    line.save()
+    audit_record(
+        actor=actor,
+        action="credit_line.grant",
+        obj=line,
+        changes={
+            "person": person.pk,
+            "limit": limit,
+            "score": score,
+            "score_provider": score_provider,
+            "expires_on": str(expires_on or ""),
+        },
+    )
+    return line, True
+
+
+def _set_limit(line: CreditLine, new_limit: int) -> None:
+    """Move capacity between the bank's pool and the line so the line allows ``new_limit``.
+
+    A cut below what is held and drawn takes all free capacity and records the rest as
+    ``limit_shortfall``; nothing owed changes, and no new draw is possible until repayments
+    cover the shortfall.
+    """
+    delta = new_limit - line.limit
+    if delta == 0:
+        return
+    pool = partner_pool(line.partner)
+    key = f"credit-line:{line.id}:limit:{line.limit}->{new_limit}:{timezone.now().isoformat()}"
+    if delta > 0:
+        absorbed = min(line.limit_shortfall, delta)
+        line.limit_shortfall -= absorbed
+        if delta - absorbed:
+            ledger.transfer(
+                key=key,
+                debit=pool,
+                credit=line.capacity_account,
+                amount=delta - absorbed,
+                reference=f"credit-line:{line.id}",
+                description="limit granted",
+            )
+    else:
+        free = max(account_balance(line.capacity_account).available or 0, 0)
+        taken = min(free, -delta)
+        if taken:
+            ledger.transfer(
+                key=key,
+                debit=line.capacity_account,
+                credit=pool,
+                amount=taken,
+                reference=f"credit-line:{line.id}",
+                description="limit cut",
+            )
+        line.limit_shortfall += -delta - taken
+    line.limit = new_limit
+
+
+def _change_status(line_id: UUID, partner: Partner, actor: str, action: str) -> CreditLine:
+    line = CreditLine.objects.select_for_update().filter(pk=line_id, partner=partner).first()
+    if line is None:
+        raise CreditLine.DoesNotExist
+    if line.status == CreditLine.Status.CLOSED:
+        raise CreditLineStateError("the credit line is closed")
+    before = line.status
+    if action == "freeze":
+        line.status, line.frozen_reason = CreditLine.Status.FROZEN, "bank"
+    elif action == "unfreeze":
+        line.status, line.frozen_reason = CreditLine.Status.ACTIVE, ""
+    line.updated_at = timezone.now()
+    line.save(update_fields=["status", "frozen_reason", "updated_at"])
+    if before != line.status:
+        audit_record(
+            actor=actor,
+            action=f"credit_line.{action}",
+            obj=line,
+            changes={"status": [before, line.status]},
+        )
+    return line
+
+
+@transaction.atomic
+def credit_line_freeze(*, actor: str, partner: Partner, line_id: UUID) -> CreditLine:
+    """Stop new draws and holds; what is owed is unchanged. Freezing twice is harmless."""
+    return _change_status(line_id, partner, actor, "freeze")
+
+
+@transaction.atomic
+def credit_line_unfreeze(*, actor: str, partner: Partner, line_id: UUID) -> CreditLine:
+    return _change_status(line_id, partner, actor, "unfreeze")
+
+
+@transaction.atomic
+def credit_line_close(*, actor: str, partner: Partner, line_id: UUID) -> CreditLine:
+    """Close the line: refused while amounts are held; what is drawn stays owed."""
+    line = CreditLine.objects.select_for_update().filter(pk=line_id, partner=partner).first()
+    if line is None:
+        raise CreditLine.DoesNotExist
+    if line.status == CreditLine.Status.CLOSED:
+        return line
+    capacity = account_balance(line.capacity_account)
+    if capacity.debits_pending:
+        raise CreditLineStateError(
+            "amounts are held on this line for a stay in progress; close it after settlement"
+        )
+    free = capacity.available or 0
+    if free > 0:
+        ledger.transfer(
+            key=f"credit-line:{line.id}:close",
+            debit=line.capacity_account,
+            credit=partner_pool(line.partner),
+            amount=free,
+            reference=f"credit-line:{line.id}",
+            description="line closed",
+        )
+    before = line.status
+    line.status, line.closed_at = CreditLine.Status.CLOSED, timezone.now()
+    line.updated_at = line.closed_at
+    line.save(update_fields=["status", "closed_at", "updated_at"])
+    audit_record(
+        actor=actor,
+        action="credit_line.close",
+        obj=line,
+        changes={"status": [before, line.status], "capacity_returned": free},
+    )
+    return line

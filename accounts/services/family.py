@@ -1,0 +1,178 @@
+"""亲情付: family links between a payer's credit lines and a beneficiary's costs."""
+
+from datetime import date
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.exceptions import CreditLineStateError, FamilyRuleViolated
+from accounts.identity import age_on, eighteenth_birthday
+from accounts.models import FamilyLink, Person
+from ledger import services as ledger
+from ledger.models import Account, Ledger, Side
+
+from .audit import audit_record
+
+CONSENT_CHANNELS = ("cashier", "portal", "api")
+MAX_CAP = 100_000_000
+
+
+def family_cap_pool() -> Account:
+    return ledger.account_create(
+        code="credit:family-caps",
+        name="family link caps granted",
+        ledger=Ledger.CREDIT,
+        normal_side=Side.DEBIT,
+        balance_slots=16,
+    )
+
+
+def check_family_rules(
+    *, payer: Person, beneficiary: Person, relation: str, consent: bool, today: date
+) -> None:
+    """Raise ``FamilyRuleViolated`` naming the input that breaks a rule."""
+    if relation not in FamilyLink.Relation.values:
+        raise FamilyRuleViolated(
+            "relation must be parent_of_minor or child_of_parent", field="relation"
+        )
+    if payer.pk == beneficiary.pk:
+        raise FamilyRuleViolated("a person cannot carry their own costs", field="beneficiary")
+    if consent is not True:
+        raise FamilyRuleViolated("the payer's consent must be given and recorded", field="consent")
+    if age_on(payer.birth_date, today) < 18:
+        raise FamilyRuleViolated("the payer must be 18 or older", field="payer")
+    if relation == FamilyLink.Relation.PARENT_OF_MINOR:
+        if age_on(beneficiary.birth_date, today) >= 18:
+            raise FamilyRuleViolated(
+                "parent_of_minor needs a beneficiary under 18 today", field="beneficiary"
+            )
+        if payer.birth_date >= beneficiary.birth_date:
+            raise FamilyRuleViolated("a parent must be older than the child", field="payer")
+    else:
+        if beneficiary.birth_date >= payer.birth_date:
+            raise FamilyRuleViolated(
+                "child_of_parent needs a beneficiary older than the payer", field="beneficiary"
+            )
+
+
+def link_is_live(link: FamilyLink, today: date) -> bool:
+    """Active and, for a minor, before the 18th birthday (checked at use, not only by the task)."""
+    if link.status != FamilyLink.Status.ACTIVE:
+        return False
+    if link.relation == FamilyLink.Relation.PARENT_OF_MINOR:
+        return today < eighteenth_birthday(link.beneficiary.birth_date)
+    return True
+
+
+@transaction.atomic
+def family_link_create(
+    *,
+    actor: str,
+    payer: Person,
+    beneficiary: Person,
+    relation: str,
+    consent: bool,
+    consent_by: str,
+    consent_channel: str,
+    cap: int | None = None,
+    today: date | None = None,
+) -> FamilyLink:
+    today = today or timezone.localdate()
+    check_family_rules(
+        payer=payer, beneficiary=beneficiary, relation=relation, consent=consent, today=today
+    )
+    if consent_channel not in CONSENT_CHANNELS:
+        raise FamilyRuleViolated(
+            f"consent channel must be one of {', '.join(CONSENT_CHANNELS)}", field="consent"
+        )
+    if cap is not None and (isinstance(cap, bool) or not 0 < cap <= MAX_CAP):
+        raise FamilyRuleViolated(f"cap must be between 1 and {MAX_CAP} fen", field="cap")
+    if FamilyLink.objects.filter(
+        payer=payer, beneficiary=beneficiary, status=FamilyLink.Status.ACTIVE
+    ).exists():
+        raise FamilyRuleViolated("these two people are already linked", field="beneficiary")
+    try:
+        with transaction.atomic():
+            link = FamilyLink.objects.create(
+                payer=payer,
+                beneficiary=beneficiary,
+                relation=relation,
+                cap=cap,
+                consent_at=timezone.now(),
+                consent_by=consent_by,
+                consent_channel=consent_channel,
+            )
+    except IntegrityError:
+        raise FamilyRuleViolated(
+            "these two people are already linked", field="beneficiary"
+        ) from None
+    if cap is not None:
+        link.cap_account = ledger.account_create(
+            code=f"credit:family-link:{link.pk}:cap",
+            name="family link cap",
+            ledger=Ledger.CREDIT,
+            normal_side=Side.CREDIT,
+            debits_must_not_exceed_credits=True,
+        )
+        ledger.transfer(
+            key=f"family-link:{link.pk}:cap",
+            debit=family_cap_pool(),
+            credit=link.cap_account,
+            amount=cap,
+            reference=f"family-link:{link.pk}",
+            description="family link cap",
+        )
+        link.save(update_fields=["cap_account"])
+    audit_record(
+        actor=actor,
+        action="family_link.create",
+        obj=link,
+        changes={
+            "payer": payer.pk,
+            "beneficiary": beneficiary.pk,
+            "relation": relation,
+            "cap": cap,
+            "consent_by": consent_by,
+            "consent_channel": consent_channel,
+        },
+    )
+    return link
+
+
+@transaction.atomic
+def family_link_revoke(*, actor: str, link_id: int) -> FamilyLink:
+    """End a link for future stays. Amounts already drawn through it are untouched."""
+    link = FamilyLink.objects.select_for_update().get(pk=link_id)
+    if link.status == FamilyLink.Status.REVOKED:
+        return link
+    if link.status == FamilyLink.Status.LAPSED:
+        raise CreditLineStateError("the link has already lapsed")
+    link.status, link.ended_at = FamilyLink.Status.REVOKED, timezone.now()
+    link.save(update_fields=["status", "ended_at"])
+    audit_record(actor=actor, action="family_link.revoke", obj=link)
+    return link
+
+
+def family_links_lapse(*, today: date | None = None) -> int:
+    """Mark parent_of_minor links whose beneficiary has turned 18 as lapsed (daily beat)."""
+    today = today or timezone.localdate()
+    lapsed = 0
+    candidates = FamilyLink.objects.filter(
+        status=FamilyLink.Status.ACTIVE, relation=FamilyLink.Relation.PARENT_OF_MINOR
+    ).select_related("beneficiary")
+    for link in candidates.iterator():
+        if link_is_live(link, today):
+            continue
+        with transaction.atomic():
+            updated = FamilyLink.objects.filter(pk=link.pk, status=FamilyLink.Status.ACTIVE).update(
+                status=FamilyLink.Status.LAPSED, ended_at=timezone.now()
+            )
+            if updated:
+                audit_record(
+                    actor="system",
+                    action="family_link.lapse",
+                    obj=link,
+                    changes={"reason": "beneficiary turned 18"},
+                )
+                lapsed += 1
+    return lapsed

@@ -1,0 +1,135 @@
+import re
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts import crypto
+from accounts.exceptions import InvalidInput, PersonExists
+from accounts.identity import InvalidIdNumber, ResidentId, parse_id_number
+from accounts.models import Person
+
+from .audit import audit_record
+
+PHONE = re.compile(r"^1\d{10}$")
+
+
+def parse_id_number_field(id_number: str) -> ResidentId:
+    try:
+        return parse_id_number(id_number)
+    except InvalidIdNumber as error:
+        raise InvalidInput(str(error), field="id_number") from None
+
+
+def _clean_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise InvalidInput("a name of 1 to 100 characters is needed", field="name")
+    return name
+
+
+def _clean_phone(phone: str | None) -> str:
+    phone = (phone or "").strip().replace(" ", "").replace("-", "")
+    if phone and not PHONE.match(phone):
+        raise InvalidInput("a mainland mobile number has 11 digits starting with 1", field="phone")
+    return phone
+
+
+def person_find(id_number: str) -> Person | None:
+    """The person with this ID number, found by its keyed hash (under any configured key)."""
+    resident = parse_id_number_field(id_number)
+    return Person.objects.filter(id_number_hash__in=crypto.lookup_hashes(resident.number)).first()
+
+
+@transaction.atomic
+def person_create(*, actor: str, name: str, id_number: str, phone: str | None = None) -> Person:
+    name, phone = _clean_name(name), _clean_phone(phone)
+    resident = parse_id_number_field(id_number)
+    if Person.objects.filter(id_number_hash__in=crypto.lookup_hashes(resident.number)).exists():
+        raise PersonExists("a person with this ID number is already enrolled", field="id_number")
+    try:
+        with transaction.atomic():
+            person = Person.objects.create(
+                name=name,
+                id_number_encrypted=crypto.encrypt(resident.number),
+                id_number_hash=crypto.lookup_hash(resident.number),
+                id_number_masked=resident.masked,
+                birth_date=resident.birth_date,
+                sex=resident.sex,
+                phone_encrypted=crypto.encrypt(phone) if phone else "",
+                phone_hash=crypto.lookup_hash(phone) if phone else "",
+            )
+    except IntegrityError:  # enrolled concurrently
+        raise PersonExists(
+            "a person with this ID number is already enrolled", field="id_number"
+        ) from None
+    audit_record(
+        actor=actor,
+        action="person.create",
+        obj=person,
+        changes={"name": name, "id_number": resident.masked, "phone": bool(phone)},
+    )
+    return person
+
+
+def person_get_or_create(*, actor: str, name: str, id_number: str) -> tuple[Person, bool]:
+    existing = person_find(id_number)
+    if existing is not None:
+        return existing, False
+    try:
+        return person_create(actor=actor, name=name, id_number=id_number), True
+    except PersonExists:
+        found = person_find(id_number)
+        assert found is not None  # noqa: S101 - PersonExists means the row is there
+        return found, False
+
+
+@transaction.atomic
+def person_update(
+    *, actor: str, person: Person, name: str | None = None, phone: str | None = None
+) -> Person:
+    changes: dict[str, object] = {}
+    if name is not None and name.strip() != person.name:
+        person.name = _clean_name(name)
+        changes["name"] = person.name
+    if phone is not None:
+        cleaned = _clean_phone(phone)
+        person.phone_encrypted = crypto.encrypt(cleaned) if cleaned else ""
+        person.phone_hash = crypto.lookup_hash(cleaned) if cleaned else ""
+        changes["phone"] = "changed" if cleaned else "removed"
+    if changes:
+        person.updated_at = timezone.now()
+        person.save()
+        audit_record(actor=actor, action="person.update", obj=person, changes=changes)
+    return person
+
+
+def person_id_number(person: Person) -> str:
+    """The ID number in clear, for the insurer and the like; never for output or logs."""
+    return crypto.decrypt(person.id_number_encrypted)
+
+
+def persons_rotate_keys(*, batch: int = 500) -> int:
+    """Re-encrypt and re-hash every person under the first configured key. Safe to rerun."""
+    done = 0
+    last_pk = 0
+    while True:
+        with transaction.atomic():
+            people = list(
+                Person.objects.select_for_update().filter(pk__gt=last_pk).order_by("pk")[:batch]
+            )
+            if not people:
+                return done
+            for person in people:
+                number = crypto.decrypt(person.id_number_encrypted)
+                person.id_number_encrypted = crypto.reencrypt(person.id_number_encrypted)
+                person.id_number_hash = crypto.lookup_hash(number)
+                if person.phone_encrypted:
+                    phone = crypto.decrypt(person.phone_encrypted)
+                    person.phone_encrypted = crypto.reencrypt(person.phone_encrypted)
+                    person.phone_hash = crypto.lookup_hash(phone)
+            Person.objects.bulk_update(
+                people,
+                ["id_number_encrypted", "id_number_hash", "phone_encrypted", "phone_hash"],
+            )
+            done += len(people)
+            last_pk = people[-1].pk

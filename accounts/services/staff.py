@@ -1,0 +1,62 @@
+import hashlib
+import secrets
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractUser, Group
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.exceptions import InvalidInput
+from accounts.models import StaffToken
+
+from .audit import audit_record
+
+ROLES = ("cashier", "finance", "admin")
+
+
+def token_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@transaction.atomic
+def staff_create(*, actor: str, username: str, role: str) -> tuple[AbstractUser, str]:
+    """Create (or find) a staff user in ``role`` and issue a new API token, shown only here."""
+    if role not in ROLES:
+        raise InvalidInput(f"role must be one of {', '.join(ROLES)}", field="role")
+    username = username.strip()
+    if not username or len(username) > 150:
+        raise InvalidInput("a user name of 1 to 150 characters is needed", field="username")
+    user, created = get_user_model().objects.get_or_create(username=username)
+    group, _ = Group.objects.get_or_create(name=role)
+    user.groups.add(group)
+    if role == "admin" and not user.is_staff:
+        user.is_staff = True
+        user.save(update_fields=["is_staff"])
+    audit_record(
+        actor=actor,
+        action="staff.create" if created else "staff.add_role",
+        obj=user,
+        changes={"username": username, "role": role},
+    )
+    return user, token_issue(user=user)
+
+
+def token_issue(*, user: Any) -> str:
+    key = secrets.token_urlsafe(32)
+    StaffToken.objects.create(user=user, key_hash=token_hash(key), prefix=key[:8])
+    return key
+
+
+def token_revoke(*, key: str) -> bool:
+    return bool(
+        StaffToken.objects.filter(key_hash=token_hash(key), revoked_at__isnull=True).update(
+            revoked_at=timezone.now()
+        )
+    )
+
+
+def user_roles(user: AbstractUser) -> set[str]:
+    if user.is_superuser:
+        return set(ROLES)
+    return set(user.groups.filter(name__in=ROLES).values_list("name", flat=True))

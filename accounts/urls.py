@@ -1,0 +1,38 @@
+from django.urls import path
+
+from accounts import api, partner_api
+
+staff_urlpatterns = [
+    path("persons/", api.PersonListCreateApi.as_view(), name="persons"),
+    path("persons/<int:person_id>/", api.PersonDetailApi.as_view(), name="person-detail"),
+    path("family-links/", api.FamilyLinkCreateApi.as_view(), name="family-links"),
+    path(
+        "family-links/<int:link_id>/revoke/",
+        api.FamilyLinkRevokeApi.as_view(),
+        name="family-link-revoke",
+    ),
+]
+
+partner_urlpatterns = [
+    path("credit-lines/", partner_api.CreditLineGrantApi.as_view(), name="partner-credit-lines"),
+    path(
+        "credit-lines/<uuid:line_id>/",
+        partner_api.CreditLineDetailApi.as_view(),
+        name="partner-credit-line",
+    ),
+    path(
+        "credit-lines/<uuid:line_id>/freeze/",
+        partner_api.CreditLineFreezeApi.as_view(),
+        name="partner-credit-line-freeze",
+    ),
+    path(
+        "credit-lines/<uuid:line_id>/unfreeze/",
+        partner_api.CreditLineUnfreezeApi.as_view(),
+        name="partner-credit-line-unfreeze",
+    ),
+    path(
+        "credit-lines/<uuid:line_id>/close/",
+        partner_api.CreditLineCloseApi.as_view(),
+        name="partner-credit-line-close",
+    ),
+]
