@@ -4,13 +4,15 @@ Errors are ``{"error": {"code", "message", "fields"}}`` with 400, 401, 403, 404 
 """
 
 import hashlib
+import json
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist
+from django.core.files.uploadedfile import UploadedFile
 from django.db import connection, transaction
-from django.http import Http404
+from django.http import Http404, QueryDict
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, serializers, status
 from rest_framework.request import Request
@@ -141,6 +143,29 @@ _CLAIM_SQL = (
 )
 
 
+def request_fingerprint(request: Request) -> str:
+    """A hash of the method, path and parsed body (uploaded files by their content)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, UploadedFile):
+            digest = hashlib.sha256()
+            for chunk in value.chunks():
+                digest.update(chunk)
+            value.seek(0)
+            return f"file:{digest.hexdigest()}"
+        if isinstance(value, QueryDict):
+            return {key: [plain(v) for v in value.getlist(key)] for key in sorted(value)}
+        if isinstance(value, dict):
+            return {str(key): plain(v) for key, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        return value
+
+    body = json.dumps(plain(request.data), sort_keys=True, default=str, ensure_ascii=False)
+    parts = [request.method or "", request.get_full_path(), body]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
 def idempotent(request: Request, scope: str, handler: Callable[[], Response]) -> Response:
     """Run ``handler`` once per ``Idempotency-Key``: a replay gets the first response back.
 
@@ -154,11 +179,7 @@ def idempotent(request: Request, scope: str, handler: Callable[[], Response]) ->
             return handler()
     if len(key) > 200:
         raise exceptions.ValidationError({"Idempotency-Key": ["at most 200 characters"]})
-    fingerprint = hashlib.sha256(
-        b"\n".join(
-            [(request.method or "").encode(), request.get_full_path().encode(), request.body]
-        )
-    ).hexdigest()
+    fingerprint = request_fingerprint(request)
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(_CLAIM_SQL, [scope, key, fingerprint])

@@ -151,9 +151,11 @@ class CreditLine(models.Model):
 
     ``capacity_account`` (limit flag: debits never exceed credits) is credited with the limit;
     holds and draws debit it, so its available amount is what can still be drawn.
-    ``drawn_account`` carries what has been drawn and not yet repaid. When a limit is cut below
-    what is held and drawn, the capacity is cut to zero and ``limit_shortfall`` remembers the
-    rest, taken from repayments before they restore any capacity.
+    ``drawn_account`` is credited by each draw (debiting capacity) and debited by each
+    repayment (crediting capacity back), so its balance is what is drawn and not yet repaid.
+    When a limit is cut below what is held and drawn, the capacity is cut to zero and
+    ``limit_shortfall`` remembers the rest, taken from repayments before they restore any
+    capacity.
     """
 
     class Status(models.TextChoices):

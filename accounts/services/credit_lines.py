@@ -42,7 +42,7 @@ def _line_accounts(partner: Partner, line_id: str) -> tuple[Account, Account]:
         code=f"credit:line:{line_id}:drawn",
         name=f"{partner.name} line drawn",
         ledger=Ledger.CREDIT,
-        normal_side=Side.DEBIT,
+        normal_side=Side.CREDIT,
     )
     return capacity, drawn
 
