@@ -5,13 +5,21 @@ from typing import Any
 from django.db.models import Q
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.api_common import YuanField, idempotent
-from accounts.authentication import StaffTokenAuthentication, roles, staff_actor
+from accounts.authentication import (
+    StaffTokenAuthentication,
+    patient_person_id,
+    roles,
+    staff_actor,
+)
 from accounts.models import FamilyLink, Person
 from accounts.selectors import line_figures, lines_of
 from accounts.serializers import FamilyLinkOut, PersonOut, credit_line_out
@@ -77,8 +85,18 @@ class PersonListCreateApi(StaffView):
 
 
 class PersonDetailApi(StaffView):
+    """Staff see anyone; a patient's own login (session or token) sees only itself."""
+
+    authentication_classes = [StaffTokenAuthentication, SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+
     @extend_schema(operation_id="persons_read", responses=PersonDetailOut)
     def get(self, request: Request, person_id: int) -> Response:
+        own = patient_person_id(request)
+        if own is None and not STAFF().has_permission(request, self):
+            raise PermissionDenied("staff roles or the person's own login only")
+        if own is not None and own != person_id:
+            raise PermissionDenied("a patient sees only their own data")
         person = Person.objects.get(pk=person_id)
         lines = list(lines_of(person))
         figures = line_figures(lines)

@@ -96,6 +96,15 @@ def roles(*names: str) -> type[HasRole]:
     return type("Roles_" + "_".join(names), (HasRole,), {"roles": names})
 
 
+def patient_person_id(request: Request) -> int | None:
+    """The person id of a patient's own login, or None for anyone else."""
+    user = request.user
+    if not getattr(user, "is_authenticated", False) or isinstance(user, PartnerPrincipal):
+        return None
+    person = getattr(user, "person", None)
+    return person.pk if person is not None and not user_roles(user) else None  # type: ignore[arg-type]
+
+
 class IsPartner(BasePermission):
     def has_permission(self, request: Request, view: Any) -> bool:
         return isinstance(request.user, PartnerPrincipal)

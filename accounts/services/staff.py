@@ -8,11 +8,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.exceptions import InvalidInput
-from accounts.models import StaffToken
+from accounts.models import Person, StaffToken
 
 from .audit import audit_record
 
 ROLES = ("cashier", "finance", "admin")
+PATIENT_ROLE = "patient"
 
 
 def token_hash(key: str) -> str:
@@ -60,3 +61,24 @@ def user_roles(user: AbstractUser) -> set[str]:
     if user.is_superuser:
         return set(ROLES)
     return set(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
+
+
+@transaction.atomic
+def patient_login_create(*, actor: str, person: Person, password: str) -> AbstractUser:
+    """Give a person a login that sees only their own data; set a new password if it exists.
+
+    The user name is opaque (``patient-<id>``): a phone or ID number never becomes a user name.
+    """
+    if len(password) < 8:
+        raise InvalidInput("a password of at least 8 characters is needed", field="password")
+    user = person.user
+    if user is None:
+        user = get_user_model().objects.create_user(username=f"patient-{person.pk}")
+        person.user = user
+        person.save(update_fields=["user"])
+    user.set_password(password)
+    user.save(update_fields=["password"])
+    group, _ = Group.objects.get_or_create(name=PATIENT_ROLE)
+    user.groups.add(group)
+    audit_record(actor=actor, action="person.login", obj=person, changes={"login": user.username})
+    return user

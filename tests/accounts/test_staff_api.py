@@ -232,3 +232,19 @@ def test_schema_and_docs_are_served():
     text = schema.content.decode()
     assert "/api/partner/v1/credit-lines/" in text and "partnerSignature" in text
     assert client.get("/api/docs/").status_code == 200
+
+
+def test_a_patient_login_sees_only_its_own_person(make_person):
+    from accounts.services.staff import patient_login_create
+
+    me, other = make_person("本人"), make_person("他人")
+    user = patient_login_create(actor="test", person=me, password="s3cret-pass")
+    assert user.username == f"patient-{me.pk}"
+    client = APIClient()
+    assert client.login(username=user.username, password="s3cret-pass")
+    mine = client.get(f"/api/v1/persons/{me.pk}/")
+    assert mine.status_code == 200 and mine.json()["id"] == me.pk
+    theirs = client.get(f"/api/v1/persons/{other.pk}/")
+    assert theirs.status_code == 403
+    assert error_of(theirs)["code"] == "permission_denied"
+    assert client.get("/api/v1/persons/").status_code == 401  # staff search is not for patients
