@@ -8,7 +8,7 @@ from django.utils import timezone
 from stdnum.cn import ric
 from stdnum.exceptions import InvalidComponent
 
-FORMAT = re.compile(r"\d{17}[\dX]")
+FORMAT = re.compile(r"[0-9]{17}[0-9X]")  # ASCII digits only, not any Unicode digit
 # GB/T 2260 province-level codes, and 83 for residence permits of Taiwan residents.
 PROVINCES = frozenset(
     "11 12 13 14 15 21 22 23 31 32 33 34 35 36 37 41 42 43 44 45 46 "

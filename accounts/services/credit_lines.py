@@ -1,6 +1,7 @@
 """Credit lines on the ``credit`` ledger (see ``CreditLine`` for the accounts they use)."""
 
 from datetime import date
+from typing import Literal
 from uuid import UUID
 
 from django.db import transaction
@@ -69,17 +70,18 @@ def credit_line_grant(
     score: int,
     score_provider: str,
     limit: int | None = None,
-    expires_on: date | None = None,
+    expires_on: date | None | Literal["keep"] = "keep",
 ) -> tuple[CreditLine, bool]:
     """Open a line for the person with this ID number, or update the open one; True if new.
 
-    Without ``limit`` the partner's tier table decides from ``score``.
+    Without ``limit`` the partner's tier table decides from ``score``. ``expires_on`` left
+    out keeps an open line's expiry (none for a new line); ``None`` removes it.
     """
     score = _check_score(score)
     if not score_provider or len(score_provider) > 64:
         raise InvalidInput("score_provider of 1 to 64 characters is needed", field="score_provider")
     limit = _check_limit(tier_limit(partner, score) if limit is None else limit)
-    if expires_on is not None and expires_on <= timezone.localdate():
+    if isinstance(expires_on, date) and expires_on <= timezone.localdate():
         raise InvalidInput("expires_on must be in the future", field="expires_on")
     person, _ = person_get_or_create(actor=actor, name=name, id_number=id_number)
     line = (
@@ -89,6 +91,8 @@ def credit_line_grant(
         .first()
     )
     if line is not None:
+        if expires_on == "keep":
+            expires_on = line.expires_on
         changes = {"score": score, "score_provider": score_provider, "expires_on": expires_on}
         for field, value in changes.items():
             setattr(line, field, value)
@@ -109,7 +113,7 @@ def credit_line_grant(
         limit=0,
         score=score,
         score_provider=score_provider,
-        expires_on=expires_on,
+        expires_on=None if expires_on == "keep" else expires_on,
     )
     line.capacity_account, line.drawn_account = _line_accounts(partner, str(line.id))
     line.save(force_insert=True)
@@ -124,7 +128,7 @@ def credit_line_grant(
             "limit": limit,
             "score": score,
             "score_provider": score_provider,
-            "expires_on": str(expires_on or ""),
+            "expires_on": str(line.expires_on or ""),
         },
     )
     return line, True
@@ -206,12 +210,12 @@ def credit_line_unfreeze(*, actor: str, partner: Partner, line_id: UUID) -> Cred
 
 @transaction.atomic
 def credit_line_close(*, actor: str, partner: Partner, line_id: UUID) -> CreditLine:
-    """Close the line: refused while amounts are held; what is drawn stays owed."""
+    """Close the line: refused while amounts are held or when closed; what is drawn stays owed."""
     line = CreditLine.objects.select_for_update().filter(pk=line_id, partner=partner).first()
     if line is None:
         raise CreditLine.DoesNotExist
     if line.status == CreditLine.Status.CLOSED:
-        return line
+        raise CreditLineStateError("the credit line is already closed")
     capacity = account_balance(line.capacity_account)
     if capacity.debits_pending:
         raise CreditLineStateError(
