@@ -37,10 +37,15 @@ class Department(models.Model):
     )
     code = models.CharField(max_length=32)
     name = models.CharField(max_length=200)
+    # The inpatient deposit when the diagnosis has no entry in the deposit table (fen).
+    default_deposit = models.BigIntegerField(default=0)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["institution", "code"], name="department_code_unique")
+            models.UniqueConstraint(fields=["institution", "code"], name="department_code_unique"),
+            models.CheckConstraint(
+                name="department_deposit_not_negative", condition=Q(default_deposit__gte=0)
+            ),
         ]
 
     def __str__(self) -> str:
