@@ -194,3 +194,31 @@ def idempotent(request: Request, scope: str, handler: Callable[[], Response]) ->
             status_code=response.status_code, body=response.data
         )
         return response
+
+
+def idempotent_unwrapped(request: Request, scope: str, handler: Callable[[], Response]) -> Response:
+    """``idempotent`` for handlers that manage their own transactions (and talk to others
+    between them): the response is remembered after the handler succeeds. A concurrent
+    duplicate is not serialised here, so the handler itself must refuse a second run."""
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if not key:
+        return handler()
+    if len(key) > 200:
+        raise exceptions.ValidationError({"Idempotency-Key": ["at most 200 characters"]})
+    fingerprint = request_fingerprint(request)
+    earlier = IdempotentRequest.objects.filter(scope=scope, key=key).first()
+    if earlier is not None:
+        if earlier.fingerprint != fingerprint or earlier.status_code is None:
+            raise Conflict("this Idempotency-Key was used for a different request")
+        return Response(earlier.body, status=earlier.status_code)
+    response = handler()
+    IdempotentRequest.objects.get_or_create(
+        scope=scope,
+        key=key,
+        defaults={
+            "fingerprint": fingerprint,
+            "status_code": response.status_code,
+            "body": response.data,
+        },
+    )
+    return response

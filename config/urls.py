@@ -3,7 +3,8 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from accounts.urls import partner_urlpatterns, staff_urlpatterns
+from accounts import urls as accounts_urls
+from settlement import urls as settlement_urls
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -13,8 +14,10 @@ def healthz(request: HttpRequest) -> JsonResponse:
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
-    path("api/v1/", include(staff_urlpatterns)),
-    path("api/partner/v1/", include(partner_urlpatterns)),
+    path("api/v1/", include(accounts_urls.staff_urlpatterns)),
+    path("api/v1/", include(settlement_urls.staff_urlpatterns)),
+    path("api/partner/v1/", include(accounts_urls.partner_urlpatterns)),
+    path("api/partner/v1/", include(settlement_urls.partner_urlpatterns)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]

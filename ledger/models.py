@@ -325,6 +325,25 @@ class ChainLink(models.Model):
         return f"{self.ledger}#{self.seq}"
 
 
+class ChainQueue(models.Model):
+    """A posted transaction not yet in the chain; the sealer links it and deletes this row.
+
+    It keeps finding the unsealed transactions cheap however long the ledger grows.
+    """
+
+    transaction = models.OneToOneField(
+        Transaction, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    ledger = models.CharField(max_length=16, choices=Ledger.choices)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["ledger", "created_at"], name="chain_queue_order")]
+
+    def __str__(self) -> str:
+        return str(self.transaction_id)
+
+
 class ChainHead(models.Model):
     """The last link of each ledger's chain; only the sealer locks it."""
 

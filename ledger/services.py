@@ -45,6 +45,7 @@ from .models import (
     BalanceSlot,
     ChainHead,
     ChainLink,
+    ChainQueue,
     Entry,
     Hold,
     IdempotencyRecord,
@@ -355,26 +356,30 @@ def _release_deltas(hold: Hold) -> dict[int, tuple[Account, _Delta]]:
 # --- the hash chain ---------------------------------------------------------------------------
 
 
-def chain_seal(*, batch: int = 5000) -> int:
+def chain_seal(*, batch: int = 5000, wait: bool = True) -> int:
     """Link every committed, not yet chained transaction into its ledger's hash chain.
 
-    Postings seal right after they commit (``on_commit``) and a beat task seals whatever is
-    left, so the chain's head row is locked only here, briefly, and never on a posting's path:
-    postings to different accounts do not queue behind one chain row. Sealers exclude each
-    other with the head's row lock; a waiting sealer then finds what the first one left.
+    Postings queue themselves (``ChainQueue``) and seal right after they commit; the beat task
+    seals whatever is left. Sealers exclude each other with the head's row lock, which no
+    posting takes. With ``wait=False`` (the after-commit path) a sealer that finds another at
+    work leaves the queue to it or to the next seal, so postings never queue behind the chain;
+    a transaction therefore joins the chain within a beat interval at the latest.
     """
     sealed = 0
     for ledger in Ledger.values:
-        while True:
+        while ChainQueue.objects.filter(ledger=ledger).exists():
             with transaction.atomic():
-                head = _lock_chain_head(ledger)
-                pending = list(
-                    Transaction.objects.filter(ledger=ledger, chain_link__isnull=True).order_by(
-                        "created_at", "id"
-                    )[:batch]
+                head = _lock_chain_head(ledger, wait=wait)
+                if head is None:
+                    break  # another sealer is at work on this ledger
+                queued = list(
+                    ChainQueue.objects.filter(ledger=ledger)
+                    .order_by("created_at", "transaction_id")
+                    .values_list("transaction_id", flat=True)[:batch]
                 )
-                if not pending:
-                    break
+                pending = list(
+                    Transaction.objects.filter(pk__in=queued).order_by("created_at", "id")
+                )
                 entries: dict[UUID, list[tuple[int, int]]] = {txn.pk: [] for txn in pending}
                 for txn_id, account_id, amount in Entry.objects.filter(
                     transaction_id__in=entries
@@ -389,23 +394,35 @@ def chain_seal(*, batch: int = 5000) -> int:
                         ChainLink(ledger=ledger, seq=head.seq, transaction=txn, hash=head.hash)
                     )
                 ChainLink.objects.bulk_create(links)
+                ChainQueue.objects.filter(transaction_id__in=queued).delete()
                 head.save(update_fields=["seq", "hash"])
                 sealed += len(links)
-            if len(pending) < batch:
+            if len(queued) < batch:
                 break
     return sealed
 
 
-def _lock_chain_head(ledger: str) -> ChainHead:
-    head = ChainHead.objects.select_for_update().filter(ledger=ledger).first()
-    if head is None:  # the ledger's first seal: create the head, then lock it
-        ChainHead.objects.get_or_create(ledger=ledger)
-        head = ChainHead.objects.select_for_update().get(ledger=ledger)
+def _lock_chain_head(ledger: str, *, wait: bool) -> ChainHead | None:
+    heads = ChainHead.objects.select_for_update(skip_locked=not wait).filter(ledger=ledger)
+    head = heads.first()
+    if head is None and not ChainHead.objects.filter(ledger=ledger).exists():
+        ChainHead.objects.get_or_create(ledger=ledger)  # the ledger's first seal
+        head = heads.first()
     return head
 
 
 def _seal_after_commit() -> None:
-    chain_seal()
+    chain_seal(wait=False)
+
+
+def _seal_once_after_commit() -> None:
+    """Register one seal for the current transaction, however many postings it makes.
+
+    Django drops the callbacks of a rolled-back transaction or savepoint, so a later posting
+    registers again when needed.
+    """
+    if not any(item[1] is _seal_after_commit for item in connection.run_on_commit):
+        transaction.on_commit(_seal_after_commit, robust=True)
 
 
 # --- internals --------------------------------------------------------------------------------
@@ -445,7 +462,8 @@ def _post(
     Entry.objects.bulk_create(
         Entry(transaction=txn, account=leg.account, amount=leg.amount) for leg in legs
     )
-    transaction.on_commit(_seal_after_commit, robust=True)
+    ChainQueue.objects.create(transaction=txn, ledger=ledger, created_at=txn.created_at)
+    _seal_once_after_commit()
     return txn
 
 
@@ -499,11 +517,11 @@ _slot_seed = threading.local()
 
 
 def _slot_for(account: Account) -> int:
-    """The balance slot this thread's connection writes for a multi-slot account.
+    """The balance slot this thread writes for a multi-slot account.
 
-    Fixed per thread, so one database transaction posting to a hot account twice touches one
-    row (no deadlock between two such transactions), while other threads and processes, with
-    their own seeds, spread over the other rows.
+    Fixed per thread (each thread has its own connection), so one database transaction posting
+    to a hot account twice touches one row, while other threads and processes, with their own
+    random seeds, mostly land on other rows.
     """
     if account.balance_slots == 1:
         return 0

@@ -69,7 +69,9 @@ class Encounter(models.Model):
     funding_link = models.ForeignKey(
         FamilyLink, null=True, blank=True, on_delete=models.PROTECT, related_name="encounters"
     )
-    hold_id = models.UUIDField(null=True, blank=True)
+    # The holds reserving the waived deposit on the line and on the family link's cap.
+    line_hold_id = models.UUIDField(null=True, blank=True)
+    cap_hold_id = models.UUIDField(null=True, blank=True)
     admitted_at = models.DateTimeField(default=timezone.now)
     settled_at = models.DateTimeField(null=True, blank=True)
 
@@ -151,7 +153,11 @@ class InsuranceClaim(models.Model):
     personal_account = models.BigIntegerField(default=0)
     self_pay = models.BigIntegerField(default=0)
     setl_id = models.CharField(max_length=64, blank=True)
+    # A settle sent without a known outcome: resolved by query or reversal before any other.
     settle_msgid = models.CharField(max_length=64, blank=True)
+    settle_infno = models.CharField(max_length=8, blank=True)
+    # Who is talking to the insurer about this claim right now, until when.
+    lease_until = models.DateTimeField(null=True, blank=True)
     reverted_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)

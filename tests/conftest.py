@@ -10,6 +10,8 @@ import os
 import pytest
 from django.db import connection
 
+pytest_plugins = ["tests.factories"]
+
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("postgres") is None or connection.vendor == "postgresql":

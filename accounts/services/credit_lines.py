@@ -1,6 +1,7 @@
 """Credit lines on the ``credit`` ledger (see ``CreditLine`` for the accounts they use)."""
 
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Literal
 from uuid import UUID
 
@@ -8,9 +9,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.exceptions import CreditLineStateError, InvalidInput
-from accounts.models import CreditLine, Partner
+from accounts.models import CreditLine, FamilyLink, Partner
 from ledger import services as ledger
-from ledger.models import Account, Ledger, Side
+from ledger.models import Account, Hold, Ledger, Side
 from ledger.selectors import account_balance
 
 from .audit import audit_record
@@ -242,3 +243,157 @@ def credit_line_close(*, actor: str, partner: Partner, line_id: UUID) -> CreditL
         changes={"status": [before, line.status], "capacity_returned": free},
     )
     return line
+
+
+# --- drawing on a line (used by settlement) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreditHold:
+    """The holds reserving a stay's deposit on a line, and on the family link's cap if any."""
+
+    line_hold: UUID
+    cap_hold: UUID | None = None
+
+
+def _cap_pool_and_account(link: FamilyLink | None) -> tuple[Account, Account] | None:
+    if link is None or link.cap_account is None:
+        return None
+    from .family import family_cap_pool
+
+    return family_cap_pool(), link.cap_account
+
+
+def _check_usable(line: CreditLine) -> None:
+    if line.status != CreditLine.Status.ACTIVE:
+        raise CreditLineStateError(f"the credit line is {line.status}", field="credit_line")
+    if line.expires_on is not None and line.expires_on < timezone.localdate():
+        raise CreditLineStateError("the credit line has expired", field="credit_line")
+
+
+@transaction.atomic
+def credit_hold_create(
+    *,
+    key: str,
+    line: CreditLine,
+    link: FamilyLink | None,
+    amount: int,
+    expires_at: datetime | None = None,
+) -> CreditHold:
+    """Reserve ``amount`` on the line (and the link's cap); ``LimitExceeded`` if it lacks room."""
+    line = CreditLine.objects.select_for_update().get(pk=line.pk)
+    _check_usable(line)
+    line_hold = ledger.hold_create(
+        key=f"{key}:line",
+        debit=line.capacity_account,
+        credit=line.drawn_account,
+        amount=amount,
+        expires_at=expires_at,
+        reference=f"credit-line:{line.pk}",
+    )
+    cap = _cap_pool_and_account(link)
+    cap_hold = None
+    if cap is not None:
+        pool, cap_account = cap
+        cap_hold = ledger.hold_create(
+            key=f"{key}:cap",
+            debit=cap_account,
+            credit=pool,
+            amount=amount,
+            expires_at=expires_at,
+            reference=f"family-link:{link.pk if link else ''}",
+        )
+    return CreditHold(line_hold=line_hold.pk, cap_hold=cap_hold.pk if cap_hold else None)
+
+
+@transaction.atomic
+def credit_hold_release(*, key: str, hold: CreditHold) -> None:
+    """Free a stay's reservation (nothing drawn)."""
+    for suffix, hold_id in (("line", hold.line_hold), ("cap", hold.cap_hold)):
+        if hold_id is not None and Hold.objects.get(pk=hold_id).status == Hold.Status.PENDING:
+            ledger.hold_void(key=f"{key}:{suffix}", hold_id=hold_id)
+
+
+def credit_room(line: CreditLine, link: FamilyLink | None, hold: CreditHold | None) -> int:
+    """What the line can still pay for this stay: its free capacity plus the stay's own hold,
+    within the link's cap; 0 when the line is not usable."""
+    if line.status != CreditLine.Status.ACTIVE or (
+        line.expires_on is not None and line.expires_on < timezone.localdate()
+    ):
+        return 0
+
+    def room(account: Account, hold_id: UUID | None) -> int:
+        free = max(account_balance(account).available or 0, 0)
+        if hold_id is not None:
+            held = Hold.objects.get(pk=hold_id)
+            if held.status == Hold.Status.PENDING:
+                free += held.amount
+        return free
+
+    available = room(line.capacity_account, hold.line_hold if hold else None)
+    cap = _cap_pool_and_account(link)
+    if cap is not None:
+        available = min(available, room(cap[1], hold.cap_hold if hold else None))
+    return available
+
+
+@transaction.atomic
+def credit_draw(
+    *,
+    key: str,
+    line: CreditLine,
+    link: FamilyLink | None,
+    amount: int,
+    hold: CreditHold | None,
+    reference: str,
+) -> None:
+    """Draw ``amount``: capture the stay's hold for what it covers (freeing the rest of it),
+    then draw any excess directly. Raises ``LimitExceeded`` when the line lacks the room."""
+    line = CreditLine.objects.select_for_update().get(pk=line.pk)
+    _check_usable(line)
+    cap = _cap_pool_and_account(link)
+    captured = 0
+    if hold is not None and Hold.objects.get(pk=hold.line_hold).status == Hold.Status.PENDING:
+        line_hold = Hold.objects.get(pk=hold.line_hold)
+        captured = min(amount, line_hold.amount)
+        ledger.hold_post(key=f"{key}:line", hold_id=line_hold.pk, amount=captured)
+        if hold.cap_hold is not None:
+            ledger.hold_post(key=f"{key}:cap", hold_id=hold.cap_hold, amount=captured)
+    excess = amount - captured
+    if excess:
+        legs = [
+            ledger.Leg.debit(line.capacity_account, excess),
+            ledger.Leg.credit(line.drawn_account, excess),
+        ]
+        if cap is not None:
+            legs += [ledger.Leg.debit(cap[1], excess), ledger.Leg.credit(cap[0], excess)]
+        ledger.transaction_post(key=f"{key}:draw", legs=legs, reference=reference)
+
+
+@transaction.atomic
+def credit_restore(
+    *, key: str, line: CreditLine, link: FamilyLink | None, amount: int, reference: str
+) -> None:
+    """Give back capacity for ``amount`` repaid (or moved to the insurer): drawn goes down, and
+    capacity comes back except what a limit cut below usage still claims."""
+    line = CreditLine.objects.select_for_update().get(pk=line.pk)
+    legs = [
+        ledger.Leg.debit(line.drawn_account, amount),
+        ledger.Leg.credit(line.capacity_account, amount),
+    ]
+    cap = _cap_pool_and_account(link)
+    if cap is not None:
+        legs += [ledger.Leg.debit(cap[0], amount), ledger.Leg.credit(cap[1], amount)]
+    ledger.transaction_post(key=f"{key}:restore", legs=legs, reference=reference)
+    absorbed = min(line.limit_shortfall, amount)
+    if absorbed:
+        ledger.transfer(
+            key=f"{key}:shortfall",
+            debit=line.capacity_account,
+            credit=partner_pool(line.partner),
+            amount=absorbed,
+            reference=f"credit-line:{line.pk}",
+            description="limit cut taken from a repayment",
+        )
+        line.limit_shortfall -= absorbed
+        line.save(update_fields=["limit_shortfall"])

@@ -170,7 +170,21 @@ CELERY_BEAT_SCHEDULE = {
         "task": "accounts.tasks.purge_partner_nonces",
         "schedule": 600.0,
     },
+    # Each claim has its own backoff (next_attempt_at); this only looks for due ones.
+    "settlement-retry-deferred-claims": {
+        "task": "settlement.tasks.retry_deferred_claims",
+        "schedule": 30.0,
+    },
+    "settlement-mark-overdue": {
+        "task": "settlement.tasks.mark_overdue_receivables",
+        "schedule": 3600.0,
+    },
+    "settlement-deliver-webhooks": {
+        "task": "settlement.tasks.deliver_webhooks",
+        "schedule": 30.0,
+    },
 }
+INSURER_TIMEOUT_SECONDS = float(os.environ.get("INSURER_TIMEOUT_SECONDS", "5"))
 
 INSURER_URL = os.environ.get("INSURER_URL", "http://127.0.0.1:8765")
 

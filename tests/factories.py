@@ -1,4 +1,7 @@
-"""Fixtures for people, staff clients and signed partner clients."""
+"""Fixtures for people, staff clients and signed partner clients, shared by every test app.
+
+Loaded as a plugin by ``tests/conftest.py``.
+"""
 
 import itertools
 import json

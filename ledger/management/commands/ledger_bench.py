@@ -1,0 +1,379 @@
+"""Posting throughput of ``ledger.services`` next to hand-written SQL doing the same work.
+
+``manage.py ledger_bench --transfers N --clients C [--batch B]`` posts N two-leg transfers from
+C threads, B transfers per database transaction, twice: through ``ledger.services``, then
+through plain psycopg statements. Each run gets accounts of its own on the "credit" ledger:
+credit lines with ``debits_must_not_exceed_credits``, each funded with a grant large enough
+that the limit is checked by every posting and never reached, and a hot house account with
+several balance slots. A transfer debits a random credit line, credits the house account and
+has a key of its own. A batch posts in account order, as a careful caller would, so batches do
+not deadlock; a batch that still does is retried and counted. A batch's latency runs from its
+first statement to the end of sealing.
+
+The SQL run writes what the services write, so ``manage.py verify_ledger`` still finds the
+ledger intact, but seals once per batch where the services seal once per posting.
+"""
+
+import functools
+import hashlib
+import json
+import math
+import queue
+import random
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection, transaction
+from django.utils import timezone
+from psycopg.rows import dict_row
+
+from ledger import chain, services
+from ledger.ids import uuid7
+from ledger.models import GENESIS_HASH, Account, Ledger, Side, Transaction
+
+LINES = 200
+HOT_SLOTS = 16
+GRANT = 10**12  # fen per credit line, far beyond what a run spends
+WARMUP = 10  # transfers per client before the clock starts
+SEAL_BATCH = 5000  # as services.chain_seal
+
+_CLAIM = (
+    "INSERT INTO ledger_idempotencyrecord (key, request_hash, result_type, result_id, created_at)"
+    " VALUES (%s, %s, 'transaction', %s, %s) ON CONFLICT (key) DO NOTHING RETURNING key"
+)
+_DEBIT_LIMITED = (
+    "UPDATE ledger_balanceslot SET debits_posted = debits_posted + %(amount)s"
+    " WHERE account_id = %(account)s AND slot = %(slot)s"
+    " AND debits_posted + debits_pending + %(amount)s <= credits_posted"
+)
+_CREDIT = (
+    "UPDATE ledger_balanceslot SET credits_posted = credits_posted + %(amount)s"
+    " WHERE account_id = %(account)s AND slot = %(slot)s"
+)
+_INSERT_TRANSACTION = (
+    "INSERT INTO ledger_transaction (id, ledger, kind, reference, description, created_at)"
+    " VALUES (%s, %s, 'transfer', '', '', %s)"
+)
+_INSERT_ENTRIES = (
+    "INSERT INTO ledger_entry (transaction_id, account_id, amount)"
+    " VALUES (%s, %s, %s), (%s, %s, %s)"
+)
+_QUEUE = "INSERT INTO ledger_chainqueue (transaction_id, ledger, created_at) VALUES (%s, %s, %s)"
+_QUEUED = "SELECT 1 FROM ledger_chainqueue WHERE ledger = %s LIMIT 1"
+_HEAD_EXISTS = "SELECT 1 FROM ledger_chainhead WHERE ledger = %s"
+_LOCK_HEAD = "SELECT seq, hash FROM ledger_chainhead WHERE ledger = %s FOR UPDATE SKIP LOCKED"
+_CREATE_HEAD = (
+    "INSERT INTO ledger_chainhead (ledger, seq, hash) VALUES (%s, 0, %s)"
+    " ON CONFLICT (ledger) DO NOTHING"
+)
+_UNSEALED = (
+    "SELECT t.id, t.kind, t.hold_id, t.reverses_id, t.reference, t.description, t.created_at"
+    " FROM ledger_chainqueue q JOIN ledger_transaction t ON t.id = q.transaction_id"
+    " WHERE q.ledger = %s ORDER BY q.created_at, q.transaction_id LIMIT %s"
+)
+_DEQUEUE = "DELETE FROM ledger_chainqueue WHERE transaction_id = ANY(%s)"
+_ENTRIES = (
+    "SELECT transaction_id, account_id, amount FROM ledger_entry WHERE transaction_id = ANY(%s)"
+)
+_INSERT_LINK = (
+    "INSERT INTO ledger_chainlink (ledger, seq, transaction_id, hash) VALUES (%s, %s, %s, %s)"
+)
+_MOVE_HEAD = "UPDATE ledger_chainhead SET seq = %s, hash = %s WHERE ledger = %s"
+
+
+@dataclass(frozen=True)
+class Transfer:
+    key: str
+    line: Account
+    amount: int
+
+
+class ServicesPoster:
+    """Posts a batch through ``ledger.services``; sealing runs when the ``atomic`` block ends."""
+
+    def __init__(self, hot: Account) -> None:
+        self.hot = hot
+
+    def post(self, batch: list[Transfer]) -> None:
+        with transaction.atomic():
+            for item in batch:
+                services.transfer(
+                    key=item.key, debit=item.line, credit=self.hot, amount=item.amount
+                )
+
+    def close(self) -> None:
+        """The client thread closes its Django connection itself."""
+
+
+class SqlPoster:
+    """Posts a batch with hand-written SQL on a psycopg connection of its own, then seals."""
+
+    def __init__(self, hot: Account, params: dict[str, Any]) -> None:
+        self.hot = hot
+        # Fixed per connection, as services._slot_for.
+        self.slot = random.randrange(1 << 30) % hot.balance_slots  # noqa: S311 - load spreading
+        self.conn = psycopg.connect(**params)
+
+    def post(self, batch: list[Transfer]) -> None:
+        try:
+            with self.conn.cursor() as cursor:
+                for item in batch:
+                    self._transfer(cursor, item)
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
+        self._seal()
+
+    def _transfer(self, cursor: psycopg.Cursor[Any], item: Transfer) -> None:
+        line, hot, amount = item.line, self.hot, item.amount
+        legs = sorted([(line.pk, amount), (hot.pk, -amount)])
+        request = {"op": "transaction_post", "legs": legs, "reference": "", "description": ""}
+        payload = json.dumps(request, sort_keys=True, separators=(",", ":")).encode()
+        txn_id, now = uuid7(), timezone.now()
+        cursor.execute(_CLAIM, (item.key, hashlib.sha256(payload).hexdigest(), txn_id, now))
+        if cursor.fetchone() is None:
+            raise CommandError(f"key {item.key} was used before")
+        updates = [  # in account order, as services._apply_balances
+            (line.pk, _DEBIT_LIMITED, {"amount": amount, "account": line.pk, "slot": 0}),
+            (hot.pk, _CREDIT, {"amount": amount, "account": hot.pk, "slot": self.slot}),
+        ]
+        for _, sql, params in sorted(updates, key=lambda update: update[0]):
+            if cursor.execute(sql, params).rowcount != 1:
+                raise CommandError(f"the limit of {line.code} is reached")
+        cursor.execute(_INSERT_TRANSACTION, (txn_id, line.ledger, now))
+        cursor.execute(_INSERT_ENTRIES, (txn_id, line.pk, amount, txn_id, hot.pk, -amount))
+        cursor.execute(_QUEUE, (txn_id, line.ledger, now))
+
+    def _seal(self) -> None:
+        """Do what ``services.chain_seal(wait=False)`` does after a commit."""
+        with self.conn.cursor(row_factory=dict_row) as cursor:
+            for ledger in Ledger.values:
+                while cursor.execute(_QUEUED, (ledger,)).fetchone() is not None:
+                    if self._seal_some(cursor, ledger) < SEAL_BATCH:
+                        break
+            self.conn.commit()
+
+    def _seal_some(self, cursor: psycopg.Cursor[dict[str, Any]], ledger: str) -> int:
+        head = cursor.execute(_LOCK_HEAD, (ledger,)).fetchone()
+        if head is None and cursor.execute(_HEAD_EXISTS, (ledger,)).fetchone() is None:
+            cursor.execute(_CREATE_HEAD, (ledger, GENESIS_HASH))  # the ledger's first seal
+            head = cursor.execute(_LOCK_HEAD, (ledger,)).fetchone()
+        if head is None:  # another sealer is at work
+            self.conn.commit()
+            return 0
+        pending = cursor.execute(_UNSEALED, (ledger, SEAL_BATCH)).fetchall()
+        entries: dict[UUID, list[tuple[int, int]]] = {row["id"]: [] for row in pending}
+        if pending:
+            for entry in cursor.execute(_ENTRIES, (list(entries),)):
+                entries[entry["transaction_id"]].append((entry["account_id"], entry["amount"]))
+        seq, digest, links = head["seq"], head["hash"], []
+        for row in pending:
+            content = chain.transaction_bytes(Transaction(ledger=ledger, **row), entries[row["id"]])
+            seq, digest = seq + 1, chain.link_hash(digest, content)
+            links.append((ledger, seq, row["id"], digest))
+        if links:
+            cursor.executemany(_INSERT_LINK, links)
+            cursor.execute(_DEQUEUE, ([link[2] for link in links],))
+            cursor.execute(_MOVE_HEAD, (seq, digest, ledger))
+        self.conn.commit()
+        return len(pending)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+Poster = ServicesPoster | SqlPoster
+
+
+def _deadlocked(exc: BaseException) -> bool:
+    cause = exc if isinstance(exc, psycopg.Error) else exc.__cause__
+    return isinstance(cause, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure)
+
+
+def _percentile(values: list[float], percent: int) -> float:
+    """The nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(len(ordered) * percent / 100) - 1)]
+
+
+@dataclass
+class Run:
+    """One measured run; its client threads share it."""
+
+    label: str
+    prefix: str
+    hot: Account
+    lines: list[Account]
+    poster: Callable[[Account], Poster]
+    transfers: int
+    batch: int
+    work: "queue.SimpleQueue[int]" = field(default_factory=queue.SimpleQueue)
+    latencies: list[float] = field(default_factory=list)
+    retries: int = 0
+    done: int = 0
+    errors: list[BaseException] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    seconds: float = 0.0
+
+    def make_batch(self, rng: random.Random, name: str, first: int, size: int) -> list[Transfer]:
+        batch = [
+            Transfer(
+                f"{self.prefix}:{name}:{first + i}", rng.choice(self.lines), rng.randint(1, 10**6)
+            )
+            for i in range(size)
+        ]
+        # Account order: concurrent batches then lock rows in one order and do not deadlock.
+        return sorted(batch, key=lambda item: item.line.pk)
+
+    def post(self, poster: Poster, batch: list[Transfer]) -> int:
+        """Post a batch, again after a deadlock (its keys were rolled back); return the retries."""
+        for retries in range(100):
+            try:
+                poster.post(batch)
+            except Exception as exc:
+                if not _deadlocked(exc):
+                    raise
+            else:
+                return retries
+        raise CommandError(f"{self.label}: a batch deadlocked 100 times")
+
+    def record(self, latency: float, size: int, retries: int) -> int | None:
+        """Count a posted batch; return the transfers done when that crosses a tenth of all."""
+        with self.lock:
+            self.latencies.append(latency)
+            self.retries += retries
+            before, self.done = self.done, self.done + size
+            if self.done * 10 // self.transfers > before * 10 // self.transfers:
+                return self.done
+        return None
+
+
+class Command(BaseCommand):
+    help = (
+        "Post N two-leg transfers on PostgreSQL through ledger.services and through plain SQL "
+        "doing the same work; print transfers/s and p50/p99 batch latency of each."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--transfers", type=int, default=5000, help="Measured transfers.")
+        parser.add_argument("--clients", type=int, default=4, help="Client threads.")
+        parser.add_argument("--batch", type=int, default=1, help="Transfers per transaction.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if connection.vendor != "postgresql":
+            raise CommandError(
+                f"ledger_bench measures PostgreSQL, but the default database is "
+                f"{connection.vendor}. Set DATABASE_URL to a PostgreSQL database."
+            )
+        transfers, clients, batch = options["transfers"], options["clients"], options["batch"]
+        if min(transfers, clients, batch) < 1:
+            raise CommandError("--transfers, --clients and --batch must be at least 1.")
+        # Plain psycopg: without Django's cursor class, adapters and client-side binding.
+        params = {
+            name: value
+            for name, value in connection.get_connection_params().items()
+            if name not in {"cursor_factory", "context", "prepare_threshold"}
+        }
+        prefix = f"bench:{timezone.now():%Y%m%d%H%M%S}-{secrets.token_hex(3)}"
+        self.stdout.write(f"setting up {prefix}: {LINES} credit lines per run")
+        posters: list[tuple[str, str, Callable[[Account], Poster]]] = [
+            ("django services", "svc", ServicesPoster),
+            ("sql only", "sql", functools.partial(SqlPoster, params=params)),
+        ]
+        runs = []
+        for label, tag, poster in posters:
+            hot, lines = self._accounts(f"{prefix}:{tag}")
+            runs.append(Run(label, f"{prefix}:{tag}", hot, lines, poster, transfers, batch))
+        for run in runs:
+            self._measure(run, clients)
+        for run in runs:
+            p50, p99 = (_percentile(run.latencies, p) * 1000 for p in (50, 99))
+            self.stdout.write(
+                f"{run.label:<17} N={transfers} C={clients} B={batch}  "
+                f"{transfers / run.seconds:8.1f} transfers/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms"
+                + (f"  ({run.retries} deadlocks retried)" if run.retries else "")
+            )
+        self.stdout.write(f"ratio services/sql: {runs[1].seconds / runs[0].seconds:.2f}")
+
+    def _accounts(self, prefix: str) -> tuple[Account, list[Account]]:
+        """Create a run's house account and credit lines and fund the lines (not measured)."""
+
+        def create(name: str, side: str, **options: Any) -> Account:
+            code = f"{prefix}:{name}"
+            return services.account_create(
+                code=code, ledger=Ledger.CREDIT, normal_side=side, **options
+            )
+
+        grantor = create("grantor", Side.DEBIT)
+        hot = create("house", Side.CREDIT, balance_slots=HOT_SLOTS)
+        lines = [
+            create(f"line:{number}", Side.CREDIT, debits_must_not_exceed_credits=True)
+            for number in range(LINES)
+        ]
+        with transaction.atomic():
+            for line in lines:
+                services.transfer(
+                    key=f"{prefix}:grant:{line.pk}", debit=grantor, credit=line, amount=GRANT
+                )
+        return hot, lines
+
+    def _measure(self, run: Run, clients: int) -> None:
+        existing = Transaction.objects.filter(ledger=Ledger.CREDIT).count()
+        self.stdout.write(f"  {run.label}: the credit ledger holds {existing} transactions")
+        for first in range(0, run.transfers, run.batch):
+            run.work.put(first)
+        barrier = threading.Barrier(clients + 1)
+        threads = [
+            threading.Thread(target=self._client, args=(run, barrier, number), daemon=True)
+            for number in range(clients)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            pass  # a client failed while warming up; its error is raised below
+        started = time.perf_counter()
+        for thread in threads:
+            thread.join()
+        run.seconds = time.perf_counter() - started
+        errors = [exc for exc in run.errors if not isinstance(exc, threading.BrokenBarrierError)]
+        if errors:
+            raise CommandError(f"{run.label}: {errors[0]!r}") from errors[0]
+
+    def _client(self, run: Run, barrier: threading.Barrier, number: int) -> None:
+        """One client thread: its own connection, a warm-up, then batches until none are left."""
+        rng = random.Random()  # noqa: S311 - picks benchmark accounts and amounts
+        poster: Poster | None = None
+        try:
+            poster = run.poster(run.hot)
+            for first in range(0, WARMUP, run.batch):
+                size = min(run.batch, WARMUP - first)
+                run.post(poster, run.make_batch(rng, f"warm{number}", first, size))
+            barrier.wait()
+            while not run.errors:
+                try:
+                    first = run.work.get_nowait()
+                except queue.Empty:
+                    break
+                batch = run.make_batch(rng, "t", first, min(run.batch, run.transfers - first))
+                started = time.perf_counter()
+                retries = run.post(poster, batch)
+                done = run.record(time.perf_counter() - started, len(batch), retries)
+                if done is not None:
+                    self.stdout.write(f"  {run.label}: {done}/{run.transfers} transfers")
+        except BaseException as exc:
+            run.errors.append(exc)
+            barrier.abort()
+        finally:
+            if poster is not None:
+                poster.close()
+            connection.close()

@@ -1,0 +1,331 @@
+"""Staff API: encounters, deposits, charges, bills, settlement, receipts, insurance claims."""
+
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.api_common import YuanField, fen_to_yuan, idempotent, idempotent_unwrapped
+from accounts.authentication import StaffTokenAuthentication, patient_person_id, roles, staff_actor
+from accounts.models import Department, Person
+from ledger.selectors import account_balance
+
+from .models import Channel, Charge, Encounter, InsuranceClaim, Receipt
+from .selectors import charge_out, encounter_bill, settlement_out
+from .services import encounters, house
+from .services.receipts import receipt_verify
+from .services.settle import encounter_settle
+
+STAFF = roles("cashier", "finance", "admin")
+FRONT_DESK = roles("cashier", "admin")
+FINANCE = roles("finance", "admin")
+
+
+class StaffView(APIView):
+    authentication_classes = [StaffTokenAuthentication]
+    permission_classes = [FRONT_DESK]
+
+
+def encounter_out(encounter: Encounter) -> dict[str, Any]:
+    paid = max(account_balance(house.deposit_held(encounter)).posted, 0)
+    line = encounter.funding_line
+    return {
+        "id": str(encounter.pk),
+        "person": encounter.person_id,
+        "kind": encounter.kind,
+        "department": encounter.department_id,
+        "diagnosis_code": encounter.diagnosis_code,
+        "status": encounter.status,
+        "deposit": {
+            "required": fen_to_yuan(encounter.deposit_required),
+            "waived": encounter.deposit_waived,
+            "paid": fen_to_yuan(paid),
+        },
+        "funding_line": None
+        if line is None
+        else {
+            "id": str(line.pk),
+            "holder": line.person_id,
+            "via_family_link": encounter.funding_link_id,
+        },
+        "admitted_at": encounter.admitted_at.isoformat(),
+    }
+
+
+class EncounterOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    person = serializers.IntegerField()
+    kind = serializers.CharField()
+    department = serializers.IntegerField()
+    diagnosis_code = serializers.CharField()
+    status = serializers.CharField()
+    deposit = serializers.DictField()
+    funding_line = serializers.DictField(allow_null=True)
+    admitted_at = serializers.DateTimeField()
+
+
+class EncounterCreateApi(StaffView):
+    class EncounterInput(serializers.Serializer):
+        person = serializers.IntegerField()
+        kind = serializers.ChoiceField(choices=Encounter.Kind.choices)
+        department = serializers.IntegerField()
+        diagnosis_code = serializers.CharField(max_length=32, required=False, allow_blank=True)
+
+    @extend_schema(
+        operation_id="encounters_admit", request=EncounterInput, responses={201: EncounterOut}
+    )
+    def post(self, request: Request) -> Response:
+        data = self.EncounterInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        person = Person.objects.filter(pk=values["person"]).first()
+        department = Department.objects.filter(pk=values["department"]).first()
+        missing = {}
+        if person is None:
+            missing["person"] = ["no such person"]
+        if department is None:
+            missing["department"] = ["no such department"]
+        if missing:
+            raise serializers.ValidationError(missing)
+
+        def admit() -> Response:
+            encounter = encounters.encounter_admit(
+                actor=staff_actor(request),
+                person=person,  # type: ignore[arg-type]
+                department=department,  # type: ignore[arg-type]
+                kind=values["kind"],
+                diagnosis_code=values.get("diagnosis_code", ""),
+            )
+            return Response(encounter_out(encounter), status=status.HTTP_201_CREATED)
+
+        return idempotent(request, f"staff:{request.user.pk}", admit)
+
+
+class EncounterDetailApi(StaffView):
+    permission_classes = [STAFF]
+
+    @extend_schema(operation_id="encounters_read", responses=EncounterOut)
+    def get(self, request: Request, encounter_id: UUID) -> Response:
+        return Response(encounter_out(Encounter.objects.get(pk=encounter_id)))
+
+
+class DepositApi(StaffView):
+    class DepositInput(serializers.Serializer):
+        amount = YuanField(allow_zero=False)
+        channel = serializers.ChoiceField(choices=Channel.choices)
+
+    @extend_schema(operation_id="encounters_deposit", request=DepositInput, responses={201: dict})
+    def post(self, request: Request, encounter_id: UUID) -> Response:
+        Encounter.objects.get(pk=encounter_id)
+        data = self.DepositInput(data=request.data)
+        data.is_valid(raise_exception=True)
+
+        def pay() -> Response:
+            deposit = encounters.deposit_pay(
+                actor=staff_actor(request), encounter_id=encounter_id, **data.validated_data
+            )
+            return Response(
+                {
+                    "id": deposit.pk,
+                    "encounter": str(encounter_id),
+                    "amount": fen_to_yuan(deposit.amount),
+                    "channel": deposit.channel,
+                    "paid_at": deposit.paid_at.isoformat(),
+                },
+                status=status.HTTP_201_CREATED,
+            )
+
+        return idempotent(request, f"staff:{request.user.pk}", pay)
+
+
+class ChargeItemInput(serializers.Serializer):
+    code = serializers.CharField(max_length=64)
+    name = serializers.CharField(max_length=200)
+    category = serializers.CharField(max_length=32)
+    insurance_class = serializers.ChoiceField(choices=Charge.InsuranceClass.choices)
+    quantity = serializers.DecimalField(max_digits=12, decimal_places=3, min_value=Decimal("0.001"))
+    unit_price = YuanField()
+    service_date = serializers.DateField()
+
+
+class ChargesApi(StaffView):
+    class ChargesInput(serializers.Serializer):
+        items = ChargeItemInput(many=True, allow_empty=False, max_length=500)  # type: ignore[call-arg]
+
+    @extend_schema(operation_id="encounters_charge", request=ChargesInput, responses={201: dict})
+    def post(self, request: Request, encounter_id: UUID) -> Response:
+        Encounter.objects.get(pk=encounter_id)
+        data = self.ChargesInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        items = [encounters.ChargeItem(**item) for item in data.validated_data["items"]]
+
+        def post() -> Response:
+            charges = encounters.charges_post(
+                actor=staff_actor(request), encounter_id=encounter_id, items=items
+            )
+            return Response(
+                {
+                    "charges": [charge_out(charge) for charge in charges],
+                    "total": fen_to_yuan(sum(charge.amount for charge in charges)),
+                },
+                status=status.HTTP_201_CREATED,
+            )
+
+        return idempotent(request, f"staff:{request.user.pk}", post)
+
+
+class ChargeReverseApi(StaffView):
+    class ReverseInput(serializers.Serializer):
+        reason = serializers.CharField(max_length=200)
+
+    @extend_schema(operation_id="charges_reverse", request=ReverseInput, responses={201: dict})
+    def post(self, request: Request, charge_id: int) -> Response:
+        Charge.objects.get(pk=charge_id)
+        data = self.ReverseInput(data=request.data)
+        data.is_valid(raise_exception=True)
+
+        def reverse() -> Response:
+            charge = encounters.charge_reverse(
+                actor=staff_actor(request), charge_id=charge_id, **data.validated_data
+            )
+            return Response(charge_out(charge), status=status.HTTP_201_CREATED)
+
+        return idempotent(request, f"staff:{request.user.pk}", reverse)
+
+
+class BillApi(StaffView):
+    """Staff see any bill; a patient's own login sees its own encounters' bills."""
+
+    authentication_classes = [StaffTokenAuthentication, SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(operation_id="encounters_bill", responses=dict)
+    def get(self, request: Request, encounter_id: UUID) -> Response:
+        encounter = Encounter.objects.get(pk=encounter_id)
+        own = patient_person_id(request)
+        if own is None and not STAFF().has_permission(request, self):
+            raise PermissionDenied("staff roles or the patient's own login only")
+        if own is not None and own != encounter.person_id:
+            raise PermissionDenied("a patient sees only their own bills")
+        return Response(encounter_bill(encounter))
+
+
+class SettleApi(StaffView):
+    class SettleInput(serializers.Serializer):
+        channel = serializers.ChoiceField(choices=Channel.choices, required=False)
+
+    @extend_schema(
+        operation_id="encounters_settle",
+        description="Settle once: 200 with the split and funding; 409 when already settled, "
+        "while another settle runs, or when self-pay is not covered and no channel is given.",
+        request=SettleInput,
+        responses=dict,
+    )
+    def post(self, request: Request, encounter_id: UUID) -> Response:
+        Encounter.objects.get(pk=encounter_id)
+        data = self.SettleInput(data=request.data)
+        data.is_valid(raise_exception=True)
+
+        def settle() -> Response:
+            settlement = encounter_settle(
+                actor=staff_actor(request),
+                encounter_id=encounter_id,
+                channel=data.validated_data.get("channel"),
+            )
+            settlement.refresh_from_db()
+            return Response(settlement_out(settlement))
+
+        # Settling talks to the insurer between short transactions of its own, so it cannot run
+        # inside idempotent()'s transaction; a second settle is a 409 in any case.
+        return idempotent_unwrapped(request, f"staff:{request.user.pk}", settle)
+
+
+class ReceiptApi(APIView):
+    authentication_classes = [StaffTokenAuthentication, SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        operation_id="receipts_read",
+        parameters=[OpenApiParameter("code", str, description="verification code to check")],
+        responses=dict,
+    )
+    def get(self, request: Request, receipt_no: str) -> Response:
+        receipt = Receipt.objects.select_related("encounter").get(receipt_no=receipt_no)
+        own = patient_person_id(request)
+        if own is None and not STAFF().has_permission(request, self):
+            raise PermissionDenied("staff roles or the patient's own login only")
+        if own is not None and own != receipt.encounter.person_id:
+            raise PermissionDenied("a patient sees only their own receipts")
+        body = {
+            "receipt_no": receipt.receipt_no,
+            "version": receipt.version,
+            "issued_at": receipt.issued_at.isoformat(),
+            "superseded_by": receipt.superseded_by.receipt_no if receipt.superseded_by else None,
+            "verification_code": receipt.verification_code,
+            **{k: fen_to_yuan(v) if isinstance(v, int) else v for k, v in receipt.content.items()},
+        }
+        code = request.query_params.get("code")
+        if code is not None:
+            body["verified"] = receipt_verify(receipt, code)
+        return Response(body)
+
+
+class ClaimsApi(StaffView):
+    permission_classes = [STAFF]
+
+    @extend_schema(
+        operation_id="insurance_claims_list",
+        parameters=[OpenApiParameter("status", str, enum=InsuranceClaim.Status.values)],
+        responses=dict,
+    )
+    def get(self, request: Request) -> Response:
+        claims = InsuranceClaim.objects.order_by("-created_at", "-pk")
+        wanted = request.query_params.get("status")
+        if wanted:
+            if wanted not in InsuranceClaim.Status.values:
+                raise serializers.ValidationError({"status": ["unknown status"]})
+            claims = claims.filter(status=wanted)
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(claims, request, view=self)
+        return paginator.get_paginated_response(
+            [
+                {
+                    "id": claim.pk,
+                    "encounter": str(claim.encounter_id),
+                    "status": claim.status,
+                    "attempts": claim.attempts,
+                    "last_error": claim.last_error,
+                    "next_attempt_at": claim.next_attempt_at,
+                    "insurance_fund": fen_to_yuan(claim.insurance_fund),
+                    "personal_account": fen_to_yuan(claim.personal_account),
+                    "self_pay": fen_to_yuan(claim.self_pay),
+                    "reverted_at": claim.reverted_at,
+                }
+                for claim in page or []
+            ]
+        )
+
+
+class ClaimsRetryApi(StaffView):
+    permission_classes = [roles("cashier", "finance", "admin")]
+
+    @extend_schema(operation_id="insurance_claims_retry", request=None, responses={202: dict})
+    def post(self, request: Request) -> Response:
+        from .tasks import retry_deferred_claims
+
+        InsuranceClaim.objects.filter(status=InsuranceClaim.Status.DEFERRED).update(
+            next_attempt_at=timezone.now()
+        )
+        retry_deferred_claims.delay()
+        deferred = InsuranceClaim.objects.filter(status=InsuranceClaim.Status.DEFERRED).count()
+        return Response({"queued": True, "deferred": deferred}, status=status.HTTP_202_ACCEPTED)

@@ -1,0 +1,433 @@
+"""The adapter to the insurer (API.md § Insurer protocol).
+
+Each call gets a fresh ``msgid`` and is stored as an :class:`~settlement.models.InsurerCall`
+before it is sent, then completed with the answer and its outcome:
+
+``ok``
+    ``infcode 0``; the typed helpers return what it says, in fen.
+``rejected``
+    ``infcode -1`` (or an HTTP 4xx): :class:`InsurerRejected`; nothing changed at the insurer.
+``unavailable``
+    refused connection, DNS failure, HTTP 5xx, a timeout while connecting, or any failure of a
+    call that changes nothing (pre-settle, query, reconciliation): :class:`InsurerUnavailable`.
+``unknown``
+    a settle, cancel or reversal was sent and no usable answer came back (a timeout while
+    waiting, a dropped connection, a 502/504 from a gateway, an answer that does not parse):
+    :class:`InsurerOutcomeUnknown`. It may have taken effect: query it, or reverse the msgid,
+    before sending anything else for that encounter; never settle again blindly.
+
+Only the standard library is used, and proxies from the environment are ignored: the insurer is
+reached over its own network, not the hospital's way out to the internet.
+"""
+
+import http.client
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import date
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+from uuid import uuid4
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.utils import timezone
+
+from settlement.insurer import (
+    CANCEL,
+    CHANGES_STATE,
+    DAILY_DETAIL,
+    DAILY_TOTALS,
+    PRE_SETTLE,
+    QUERY,
+    REVERSE,
+    SETTLE,
+    InsurerError,
+    InsurerOutcomeUnknown,
+    InsurerRejected,
+    InsurerUnavailable,
+    fen_to_yuan,
+    yuan_to_fen,
+)
+from settlement.models import Charge, InsurerCall
+
+__all__ = [
+    "DailyTotals",
+    "DetailRow",
+    "FeeLine",
+    "InsurerClient",
+    "InsurerError",
+    "InsurerOutcomeUnknown",
+    "InsurerRejected",
+    "InsurerUnavailable",
+    "Split",
+]
+
+Json = dict[str, Any]
+T = TypeVar("T")
+NOT_FOUND = "not found"
+
+
+@dataclass(frozen=True)
+class FeeLine:
+    """One charge line as the insurer sees it; ``amount`` in fen, negative for a reversal."""
+
+    insurance_class: str
+    amount: int
+    code: str = ""
+    service_date: date | None = None
+
+    @classmethod
+    def from_charge(cls, charge: Charge) -> "FeeLine":
+        return cls(charge.insurance_class, charge.amount, charge.code, charge.service_date)
+
+    def to_wire(self) -> Json:
+        return {
+            "insurance_class": self.insurance_class,
+            "amount": fen_to_yuan(self.amount),
+            "code": self.code,
+            "service_date": self.service_date.isoformat() if self.service_date else None,
+        }
+
+
+@dataclass(frozen=True)
+class Split:
+    """The insurer's split of a bill, in fen: ``medfee_sumamt`` is the sum of the other three.
+
+    ``setl_id`` is set once settled; ``msgid`` names the call that produced it.
+    """
+
+    medfee_sumamt: int
+    fund_pay_sumamt: int
+    acct_pay: int
+    psn_cash_pay: int
+    setl_id: str | None = None
+    msgid: str = ""
+
+
+@dataclass(frozen=True)
+class DailyTotals:
+    """3201: the standing settlements made from ``begin`` to ``end``, counted and summed."""
+
+    begin: date
+    end: date
+    count: int
+    medfee_sumamt: int
+    fund_pay_sumamt: int
+    acct_pay: int
+    psn_cash_pay: int
+
+
+@dataclass(frozen=True)
+class DetailRow:
+    """3202: one standing settlement."""
+
+    setl_id: str
+    mdtrt_id: str
+    medfee_sumamt: int
+    fund_pay_sumamt: int
+    acct_pay: int
+
+
+class _NotSent(Exception):
+    """The request never reached the insurer whole."""
+
+
+class _NoAnswer(Exception):
+    """The request was sent and no answer came back."""
+
+
+class InsurerClient:
+    """Calls to the insurer at ``base_url`` (``settings.INSURER_URL``).
+
+    ``timeout`` (``settings.INSURER_TIMEOUT_SECONDS``, 5 s) bounds connecting and each wait
+    for data. ``last_msgid`` is the msgid of the latest call, whatever its outcome.
+    """
+
+    def __init__(self, base_url: str | None = None, timeout: float | None = None) -> None:
+        url = base_url if base_url is not None else settings.INSURER_URL
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+            raise ImproperlyConfigured(f"INSURER_URL must be an http(s) URL, not {url!r}")
+        self.base_url = url.rstrip("/")
+        self.timeout = float(
+            timeout if timeout is not None else getattr(settings, "INSURER_TIMEOUT_SECONDS", 5.0)
+        )
+        self.last_msgid = ""
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    @staticmethod
+    def new_msgid(infno: str) -> str:
+        """A msgid no other call has: ``"2207-<32 hex digits>"``."""
+        return f"{infno}-{uuid4().hex}"
+
+    # --- typed calls --------------------------------------------------------------------------
+
+    def pre_settle(
+        self, kind: str, mdtrt_id: str, psn_no: str, fee_lines: Iterable[FeeLine]
+    ) -> Split:
+        """2206/2303: what the insurer would pay; changes nothing."""
+        lines = list(fee_lines)
+        split = self._exchange(
+            PRE_SETTLE[_kind(kind)],
+            _settle_input(mdtrt_id, psn_no, lines),
+            lambda output: _split(output, sum(line.amount for line in lines), settled=False),
+            mdtrt_id=mdtrt_id,
+        )
+        return replace(split, msgid=self.last_msgid)
+
+    def settle(
+        self,
+        kind: str,
+        mdtrt_id: str,
+        psn_no: str,
+        fee_lines: Iterable[FeeLine],
+        *,
+        msgid: str | None = None,
+    ) -> Split:
+        """2207/2304: settle the encounter; ``Split.setl_id`` and ``Split.msgid`` are set.
+
+        ``msgid`` may be chosen beforehand (see :meth:`new_msgid`) so that the caller can
+        record it before the call; on :class:`InsurerOutcomeUnknown` it is the one to reverse.
+        """
+        lines = list(fee_lines)
+        split = self._exchange(
+            SETTLE[_kind(kind)],
+            _settle_input(mdtrt_id, psn_no, lines),
+            lambda output: _split(output, sum(line.amount for line in lines), settled=True),
+            mdtrt_id=mdtrt_id,
+            msgid=msgid,
+        )
+        return replace(split, msgid=self.last_msgid)
+
+    def cancel(
+        self, kind: str, setl_id: str, mdtrt_id: str, psn_no: str, *, msgid: str | None = None
+    ) -> None:
+        """2208/2305: cancel a settlement known to have succeeded."""
+        self._exchange(
+            CANCEL[_kind(kind)],
+            {"setl_id": setl_id, "mdtrt_id": mdtrt_id, "psn_no": psn_no},
+            lambda output: None,
+            mdtrt_id=mdtrt_id,
+            msgid=msgid,
+        )
+
+    def reverse(self, omsgid: str, oinfno: str) -> bool:
+        """2601: undo the call ``omsgid`` (a settle or cancel) whose outcome is unknown.
+
+        Returns whether the insurer undid something; ``False`` when the call never took effect,
+        which the insurer also remembers, so that the call is refused if it arrives late.
+        """
+        original = InsurerCall.objects.filter(msgid=omsgid).values_list("mdtrt_id", flat=True)
+        return self._exchange(
+            REVERSE,
+            {"omsgid": omsgid, "oinfno": oinfno},
+            lambda output: _flag(output, "reversed"),
+            mdtrt_id=original.first() or "",
+        )
+
+    def query(self, mdtrt_id: str = "", *, setl_id: str = "") -> Split | None:
+        """5203: the standing (not cancelled) settlement of an encounter, or ``None``.
+
+        The insurer's "not found" is stored as a ``rejected`` call, as it answers it.
+        """
+        if not mdtrt_id and not setl_id:
+            raise ValueError("query needs mdtrt_id or setl_id")
+        data = {"mdtrt_id": mdtrt_id, "setl_id": setl_id}
+        try:
+            split = self._exchange(
+                QUERY, data, lambda output: _split(output, None, settled=True), mdtrt_id=mdtrt_id
+            )
+        except InsurerRejected as e:
+            if e.message == NOT_FOUND:
+                return None
+            raise
+        return replace(split, msgid=self.last_msgid)
+
+    def daily_totals(self, day: date, end: date | None = None) -> DailyTotals:
+        """3201: totals of the standing settlements made on ``day`` (through ``end``)."""
+        return self._exchange(DAILY_TOTALS, _range(day, end), _totals)
+
+    def daily_detail(self, day: date, end: date | None = None) -> list[DetailRow]:
+        """3202: the standing settlements made on ``day`` (through ``end``), one row each."""
+        return self._exchange(DAILY_DETAIL, _range(day, end), _rows)
+
+    # --- the exchange -------------------------------------------------------------------------
+
+    def _exchange(
+        self,
+        infno: str,
+        data: Json,
+        parse: Callable[[Json], T],
+        *,
+        mdtrt_id: str = "",
+        msgid: str | None = None,
+    ) -> T:
+        msgid = msgid or self.new_msgid(infno)
+        self.last_msgid = msgid
+        body = {"infno": infno, "msgid": msgid, "input": data}
+        call = InsurerCall.objects.create(msgid=msgid, infno=infno, mdtrt_id=mdtrt_id, request=body)
+        # Failing before the insurer could act is "unavailable"; after a state-changing call
+        # was sent, anything short of a clear answer is "unknown".
+        after_send = InsurerOutcomeUnknown if infno in CHANGES_STATE else InsurerUnavailable
+        try:
+            status, response = self._post(infno, body)
+        except _NotSent as e:
+            raise self._finish(call, InsurerUnavailable, None, f"not sent: {e}") from e
+        except _NoAnswer as e:
+            raise self._finish(call, after_send, None, f"no answer: {e}") from e
+        if status >= 500:
+            gateway = status in (502, 504)  # a gateway's: the insurer may have acted
+            error = after_send if gateway else InsurerUnavailable
+            raise self._finish(call, error, response, f"HTTP {status}")
+        if status in (408, 429):
+            raise self._finish(call, InsurerUnavailable, response, f"HTTP {status}")
+        if 400 <= status < 500:
+            err_msg = response.get("err_msg") if isinstance(response, dict) else None
+            raise self._finish(call, InsurerRejected, response, str(err_msg or f"HTTP {status}"))
+        if not 200 <= status < 300 or not isinstance(response, dict):
+            raise self._finish(call, after_send, response, f"HTTP {status}, not a JSON object")
+        if response.get("infcode") == -1:
+            raise self._finish(call, InsurerRejected, response, str(response.get("err_msg")))
+        output = response.get("output")
+        if response.get("infcode") != 0 or not isinstance(output, dict):
+            raise self._finish(call, after_send, response, "answer not in the protocol's shape")
+        try:
+            result = parse(output)
+        except (ValueError, KeyError, TypeError) as e:
+            raise self._finish(call, after_send, response, f"answer not understood: {e}") from e
+        self._complete(call, InsurerCall.Outcome.OK, response, "")
+        return result
+
+    def _post(self, infno: str, body: Json) -> tuple[int, Any]:
+        request = urllib.request.Request(  # noqa: S310 - the scheme is checked in __init__
+            f"{self.base_url}/fsi/api/{infno}",
+            data=json.dumps(body, ensure_ascii=False).encode(),
+            headers={"Content-Type": "application/json; charset=utf-8"},
+            method="POST",
+        )
+        try:
+            # http(s) only: the scheme is checked in __init__.
+            with self._opener.open(request, timeout=self.timeout) as answer:  # noqa: S310
+                status, raw = answer.status, answer.read()
+        except urllib.error.HTTPError as e:
+            status = e.code
+            try:
+                raw = e.read()
+            except (OSError, http.client.HTTPException):
+                raw = b""
+            finally:
+                e.close()
+        except urllib.error.URLError as e:
+            # urllib raises URLError while connecting or sending, before anything was answered.
+            raise _NotSent(str(e.reason)) from e
+        except (OSError, http.client.HTTPException) as e:
+            # A timeout while waiting, a connection closed without an answer, a cut-off body.
+            raise _NoAnswer(f"{type(e).__name__}: {e}".rstrip(": ")) from e
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, {"http_status": status, "body": raw[:2000].decode(errors="replace")}
+
+    def _finish(
+        self,
+        call: InsurerCall,
+        error: type[InsurerError],
+        response: Any,
+        message: str,
+    ) -> InsurerError:
+        outcome = {
+            InsurerRejected: InsurerCall.Outcome.REJECTED,
+            InsurerUnavailable: InsurerCall.Outcome.UNAVAILABLE,
+            InsurerOutcomeUnknown: InsurerCall.Outcome.UNKNOWN,
+        }[error]
+        self._complete(call, outcome, response, message)
+        return error(message, msgid=call.msgid, infno=call.infno)
+
+    @staticmethod
+    def _complete(call: InsurerCall, outcome: str, response: Any, error: str) -> None:
+        call.outcome = outcome
+        call.response = response
+        call.error = error
+        call.finished_at = timezone.now()
+        call.save(update_fields=["outcome", "response", "error", "finished_at"])
+
+
+def _kind(kind: str) -> str:
+    if kind not in SETTLE:
+        raise ValueError(f"kind must be one of {sorted(SETTLE)}, not {kind!r}")
+    return kind
+
+
+def _settle_input(mdtrt_id: str, psn_no: str, lines: list[FeeLine]) -> Json:
+    return {
+        "mdtrt_id": mdtrt_id,
+        "psn_no": psn_no,
+        "medfee_sumamt": fen_to_yuan(sum(line.amount for line in lines)),
+        "fee_lines": [line.to_wire() for line in lines],
+    }
+
+
+def _split(output: Json, expected_total: int | None, *, settled: bool) -> Split:
+    info = output["setlinfo"]
+    amounts = {
+        key: yuan_to_fen(info[key])
+        for key in ("medfee_sumamt", "fund_pay_sumamt", "acct_pay", "psn_cash_pay")
+    }
+    if any(value < 0 for value in amounts.values()):
+        raise ValueError("a negative amount in setlinfo")
+    parts = amounts["fund_pay_sumamt"] + amounts["acct_pay"] + amounts["psn_cash_pay"]
+    if parts != amounts["medfee_sumamt"]:
+        raise ValueError("setlinfo parts do not add up to medfee_sumamt")
+    if expected_total is not None and amounts["medfee_sumamt"] != expected_total:
+        raise ValueError("medfee_sumamt differs from the sum of the fee lines sent")
+    setl_id = info.get("setl_id")
+    if settled and (not isinstance(setl_id, str) or not setl_id):
+        raise ValueError("setl_id missing")
+    return Split(
+        medfee_sumamt=amounts["medfee_sumamt"],
+        fund_pay_sumamt=amounts["fund_pay_sumamt"],
+        acct_pay=amounts["acct_pay"],
+        psn_cash_pay=amounts["psn_cash_pay"],
+        setl_id=setl_id if settled else None,
+    )
+
+
+def _flag(output: Json, key: str) -> bool:
+    value = output[key]
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} is not true or false")
+    return value
+
+
+def _range(day: date, end: date | None) -> Json:
+    return {"begndate": day.isoformat(), "enddate": (end or day).isoformat()}
+
+
+def _totals(output: Json) -> DailyTotals:
+    count = output["setl_cnt"]
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise ValueError("setl_cnt is not a count")
+    return DailyTotals(
+        begin=date.fromisoformat(output["begndate"]),
+        end=date.fromisoformat(output["enddate"]),
+        count=count,
+        medfee_sumamt=yuan_to_fen(output["medfee_sumamt"]),
+        fund_pay_sumamt=yuan_to_fen(output["fund_pay_sumamt"]),
+        acct_pay=yuan_to_fen(output["acct_pay"]),
+        psn_cash_pay=yuan_to_fen(output["psn_cash_pay"]),
+    )
+
+
+def _rows(output: Json) -> list[DetailRow]:
+    return [
+        DetailRow(
+            setl_id=str(row["setl_id"]),
+            mdtrt_id=str(row["mdtrt_id"]),
+            medfee_sumamt=yuan_to_fen(row["medfee_sumamt"]),
+            fund_pay_sumamt=yuan_to_fen(row["fund_pay_sumamt"]),
+            acct_pay=yuan_to_fen(row["acct_pay"]),
+        )
+        for row in output["rows"]
+    ]

@@ -1,0 +1,95 @@
+"""Reads for bills, settlements, claims, receivables and bank statements."""
+
+from datetime import date
+from typing import Any
+
+from django.db.models import Sum
+
+from accounts.api_common import fen_to_yuan
+from ledger.selectors import account_balance
+
+from .models import Charge, CreditMovement, Encounter, Partner, Settlement
+from .services import house
+
+
+def settlement_out(settlement: Settlement) -> dict[str, Any]:
+    """The settle answer as it stands now (after any reversal to the insurer)."""
+    encounter = settlement.encounter
+    return {
+        "status": encounter.status,
+        "total": fen_to_yuan(settlement.total),
+        "insurance_fund": fen_to_yuan(settlement.insurance_fund),
+        "personal_account": fen_to_yuan(settlement.personal_account),
+        "self_pay": fen_to_yuan(settlement.self_pay),
+        "funded_by": settlement.funded_by,
+        "paid_by": {
+            "deposit": fen_to_yuan(settlement.paid_by_deposit),
+            "credit": fen_to_yuan(settlement.paid_by_credit),
+            "channel": fen_to_yuan(settlement.paid_by_channel),
+        },
+        "due_date": settlement.due_date.isoformat() if settlement.due_date else None,
+        "receipt_no": settlement.receipt_no,
+    }
+
+
+def charge_out(charge: Charge) -> dict[str, Any]:
+    return {
+        "id": charge.pk,
+        "code": charge.code,
+        "name": charge.name,
+        "category": charge.category,
+        "insurance_class": charge.insurance_class,
+        "quantity": str(charge.quantity.normalize()),
+        "unit_price": fen_to_yuan(charge.unit_price),
+        "amount": fen_to_yuan(charge.amount),
+        "service_date": charge.service_date.isoformat(),
+        "reverses": charge.reverses_id,
+        "reason": charge.reason,
+    }
+
+
+def encounter_bill(encounter: Encounter) -> dict[str, Any]:
+    """Totals, the lines per day (每日清单), what is paid and outstanding, and the settlement."""
+    charges = list(encounter.charges.order_by("service_date", "pk"))
+    days: dict[date, list[Charge]] = {}
+    for charge in charges:
+        days.setdefault(charge.service_date, []).append(charge)
+    total = sum(charge.amount for charge in charges)
+    settlement = Settlement.objects.filter(encounter=encounter).first()
+    if settlement is not None:
+        paid = settlement.total
+    else:
+        paid = max(account_balance(house.deposit_held(encounter)).posted, 0)
+    return {
+        "encounter": str(encounter.pk),
+        "status": encounter.status,
+        "total": fen_to_yuan(total),
+        "days": [
+            {
+                "date": day.isoformat(),
+                "items": [charge_out(charge) for charge in lines],
+                "subtotal": fen_to_yuan(sum(charge.amount for charge in lines)),
+            }
+            for day, lines in sorted(days.items())
+        ],
+        "paid": fen_to_yuan(paid),
+        "outstanding": fen_to_yuan(max(total - paid, 0)),
+        "settlement": settlement_out(settlement) if settlement is not None else None,
+    }
+
+
+def bank_statement(partner: Partner, day: date) -> dict[str, Any]:
+    """The day's draws and reversals for one bank, and their net (what the bank pays)."""
+    movements = CreditMovement.objects.filter(partner=partner, business_date=day).order_by(
+        "created_at", "pk"
+    )
+    net = movements.aggregate(net=Sum("amount"))["net"] or 0
+    return {
+        "reference": f"ST{partner.pk:04d}{day:%Y%m%d}",
+        "date": day.isoformat(),
+        "net_amount": fen_to_yuan(int(net)),
+        "items": [
+            {"reference": m.reference, "kind": m.kind, "amount": fen_to_yuan(m.amount)}
+            for m in movements
+        ],
+    }

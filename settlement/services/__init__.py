@@ -1,0 +1,1 @@
+"""Write services of the settlement app, one module per use-case group."""

@@ -1,0 +1,258 @@
+"""Admission, deposits and charges."""
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from uuid import UUID
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import Department, Person
+from accounts.selectors import funding_line_for
+from accounts.services.audit import audit_record
+from accounts.services.credit_lines import credit_hold_create
+from ledger import services as ledger
+from ledger.ids import uuid7
+
+from ..exceptions import EncounterStateError, SettlementInputError
+from ..models import Channel, Charge, Deposit, DiagnosisDeposit, Encounter
+from . import house
+
+# A waived deposit stays reserved on the line this long at most; a longer stay is drawn at
+# settlement against whatever capacity the line then has.
+HOLD_DAYS = 180
+MAX_ITEMS = 500
+MAX_CHARGE = 10**11  # ¥1,000,000,000 in fen
+
+
+def deposit_for(*, department: Department, kind: str, diagnosis_code: str) -> int:
+    """The inpatient deposit: the diagnosis's average personal payment, else the department's
+    default. Outpatient visits take none."""
+    if kind != Encounter.Kind.INPATIENT:
+        return 0
+    if diagnosis_code:
+        row = DiagnosisDeposit.objects.filter(
+            institution_id=department.institution_id, diagnosis_code=diagnosis_code
+        ).first()
+        if row is not None:
+            return row.amount
+    return department.default_deposit
+
+
+@transaction.atomic
+def encounter_admit(
+    *, actor: str, person: Person, department: Department, kind: str, diagnosis_code: str = ""
+) -> Encounter:
+    """Open an encounter. With a usable credit line (own, or a family payer's) the inpatient
+    deposit is waived and held on that line instead."""
+    if kind not in Encounter.Kind.values:
+        raise SettlementInputError("kind must be inpatient or outpatient", field="kind")
+    diagnosis_code = (diagnosis_code or "").strip().upper()
+    required = deposit_for(department=department, kind=kind, diagnosis_code=diagnosis_code)
+    encounter = Encounter.objects.create(
+        institution_id=department.institution_id,
+        department=department,
+        person=person,
+        kind=kind,
+        diagnosis_code=diagnosis_code,
+        deposit_required=required,
+    )
+    if required:
+        funding = funding_line_for(person=person, amount=required)
+        if funding is not None:
+            hold = credit_hold_create(
+                key=f"encounter:{encounter.pk}:admit",
+                line=funding.line,
+                link=funding.via_link,
+                amount=required,
+                expires_at=timezone.now() + timedelta(days=HOLD_DAYS),
+            )
+            encounter.deposit_waived = True
+            encounter.funding_line = funding.line
+            encounter.funding_link = funding.via_link
+            encounter.line_hold_id, encounter.cap_hold_id = hold.line_hold, hold.cap_hold
+            encounter.save()
+    audit_record(
+        actor=actor,
+        action="encounter.admit",
+        obj=encounter,
+        changes={
+            "person": person.pk,
+            "kind": kind,
+            "department": department.pk,
+            "diagnosis_code": diagnosis_code,
+            "deposit_required": required,
+            "deposit_waived": encounter.deposit_waived,
+            "funding_line": str(encounter.funding_line_id or ""),
+        },
+    )
+    return encounter
+
+
+def lock_open_encounter(encounter_id: UUID) -> Encounter:
+    encounter = (
+        Encounter.objects.select_for_update(of=("self",))
+        .select_related("institution", "person")
+        .get(pk=encounter_id)
+    )
+    if encounter.status != Encounter.Status.OPEN:
+        raise EncounterStateError(f"the encounter is {encounter.status}, not open")
+    return encounter
+
+
+@transaction.atomic
+def deposit_pay(*, actor: str, encounter_id: UUID, amount: int, channel: str) -> Deposit:
+    """Take a deposit through a channel; it is held as a liability until settlement."""
+    if channel not in Channel.values:
+        raise SettlementInputError("unknown payment channel", field="channel")
+    if isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount <= MAX_CHARGE:
+        raise SettlementInputError("the deposit must be more than zero", field="amount")
+    encounter = lock_open_encounter(encounter_id)
+    txn = ledger.transfer(
+        key=f"encounter:{encounter.pk}:deposit:{uuid7()}",
+        debit=house.clearing(encounter.institution, channel),
+        credit=house.deposit_held(encounter),
+        amount=amount,
+        reference=f"encounter:{encounter.pk}",
+        description=f"deposit by {channel}",
+    )
+    deposit = Deposit.objects.create(
+        encounter=encounter, amount=amount, channel=channel, transaction_id=txn.pk
+    )
+    audit_record(
+        actor=actor,
+        action="encounter.deposit",
+        obj=encounter,
+        changes={"amount": amount, "channel": channel},
+    )
+    return deposit
+
+
+@dataclass(frozen=True)
+class ChargeItem:
+    code: str
+    name: str
+    category: str
+    insurance_class: str
+    quantity: Decimal
+    unit_price: int
+    service_date: date
+
+
+def _amount(item: ChargeItem) -> int:
+    return int((item.quantity * item.unit_price).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def _check_items(items: list[ChargeItem], encounter: Encounter) -> None:
+    if not 1 <= len(items) <= MAX_ITEMS:
+        raise SettlementInputError(f"post 1 to {MAX_ITEMS} charge lines", field="items")
+    today = timezone.localdate()
+    admitted = timezone.localdate(encounter.admitted_at)
+    for index, item in enumerate(items):
+        where = f"items[{index}]"
+        if item.insurance_class not in Charge.InsuranceClass.values:
+            raise SettlementInputError("insurance_class is A, B or C", field=where)
+        if item.quantity <= 0 or item.quantity.as_tuple().exponent < -3:  # type: ignore[operator]
+            raise SettlementInputError("quantity is positive, at most 3 decimals", field=where)
+        if not 0 <= item.unit_price <= MAX_CHARGE or not 0 <= _amount(item) <= MAX_CHARGE:
+            raise SettlementInputError("unit_price is out of range", field=where)
+        if not admitted <= item.service_date <= today:
+            raise SettlementInputError(
+                "service_date must be between admission and today", field=where
+            )
+        if not item.code.strip() or not item.name.strip() or not item.category.strip():
+            raise SettlementInputError("code, name and category are required", field=where)
+
+
+@transaction.atomic
+def charges_post(*, actor: str, encounter_id: UUID, items: list[ChargeItem]) -> list[Charge]:
+    """Post a batch of charge lines: the patient owes them, revenue by category earns them."""
+    encounter = lock_open_encounter(encounter_id)
+    _check_items(items, encounter)
+    amounts = [_amount(item) for item in items]
+    total = sum(amounts)
+    by_category: dict[str, int] = {}
+    for item, amount in zip(items, amounts, strict=True):
+        by_category[item.category] = by_category.get(item.category, 0) + amount
+    txn_id = None
+    if total:
+        legs = [ledger.Leg.debit(house.patient_receivable(encounter), total)]
+        legs += [
+            ledger.Leg.credit(house.revenue(encounter.institution, category), amount)
+            for category, amount in sorted(by_category.items())
+            if amount
+        ]
+        txn_id = ledger.transaction_post(
+            key=f"encounter:{encounter.pk}:charges:{uuid7()}",
+            legs=legs,
+            reference=f"encounter:{encounter.pk}",
+            description="charges",
+        ).pk
+    charges = Charge.objects.bulk_create(
+        Charge(
+            encounter=encounter,
+            code=item.code.strip(),
+            name=item.name.strip(),
+            category=item.category.strip(),
+            insurance_class=item.insurance_class,
+            quantity=item.quantity,
+            unit_price=item.unit_price,
+            amount=amount,
+            service_date=item.service_date,
+            transaction_id=txn_id or uuid7(),
+        )
+        for item, amount in zip(items, amounts, strict=True)
+    )
+    audit_record(
+        actor=actor,
+        action="encounter.charges",
+        obj=encounter,
+        changes={"lines": len(items), "total": total},
+    )
+    return charges
+
+
+@transaction.atomic
+def charge_reverse(*, actor: str, charge_id: int, reason: str) -> Charge:
+    """冲红: a new negative line pointing at the wrong one; the wrong one stays as it was."""
+    reason = (reason or "").strip()
+    if not reason or len(reason) > 200:
+        raise SettlementInputError("a reason of 1 to 200 characters is needed", field="reason")
+    original = Charge.objects.get(pk=charge_id)
+    encounter = lock_open_encounter(original.encounter_id)
+    if original.reverses_id is not None:
+        raise EncounterStateError("a reversing line cannot itself be reversed")
+    if Charge.objects.filter(reverses=original).exists():
+        raise EncounterStateError("this charge line is already reversed")
+    txn_id = uuid7()
+    if original.amount:
+        txn_id = ledger.transfer(
+            key=f"charge:{original.pk}:reverse",
+            debit=house.revenue(encounter.institution, original.category),
+            credit=house.patient_receivable(encounter),
+            amount=original.amount,
+            reference=f"encounter:{encounter.pk}",
+            description=f"reversal of charge {original.pk}",
+        ).pk
+    reversal = Charge.objects.create(
+        encounter=encounter,
+        code=original.code,
+        name=original.name,
+        category=original.category,
+        insurance_class=original.insurance_class,
+        quantity=-original.quantity,
+        unit_price=original.unit_price,
+        amount=-original.amount,
+        service_date=original.service_date,
+        reverses=original,
+        reason=reason,
+        transaction_id=txn_id,
+    )
+    audit_record(
+        actor=actor,
+        action="charge.reverse",
+        obj=encounter,
+        changes={"charge": original.pk, "amount": original.amount, "reason": reason},
+    )
+    return reversal

@@ -1,0 +1,176 @@
+"""Repayments reported by banks, and overdue receivables."""
+
+import hashlib
+import json
+from datetime import date, datetime
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import CreditLine, Partner
+from accounts.services.audit import audit_record
+from accounts.services.credit_lines import credit_restore
+
+from ..exceptions import RepaymentConflict, SettlementInputError
+from ..insurer import fen_to_yuan
+from ..models import Receivable, Repayment
+from .outbox import event_record
+
+
+def _fingerprint(receivable_id: str, amount: int, paid_at: datetime) -> str:
+    payload = json.dumps([receivable_id, amount, paid_at.isoformat()])
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def repayment_apply(
+    *,
+    partner: Partner,
+    receivable_id: str,
+    amount: int,
+    bank_txn_id: str,
+    paid_at: datetime,
+) -> tuple[Repayment, bool]:
+    """Apply a bank's repayment once per ``bank_txn_id``; True when applied now, False on replay.
+
+    The same id with other content is a conflict; more than the outstanding amount is refused.
+    """
+    bank_txn_id = (bank_txn_id or "").strip()
+    if not bank_txn_id or len(bank_txn_id) > 64:
+        raise SettlementInputError("bank_txn_id of 1 to 64 characters", field="bank_txn_id")
+    fingerprint = _fingerprint(str(receivable_id), amount, paid_at)
+    earlier = Repayment.objects.filter(partner=partner, bank_txn_id=bank_txn_id).first()
+    if earlier is not None:
+        return _replay(earlier, fingerprint), False
+    try:
+        return _apply(partner, receivable_id, amount, bank_txn_id, paid_at, fingerprint), True
+    except IntegrityError:  # the same bank_txn_id applied concurrently
+        earlier = Repayment.objects.get(partner=partner, bank_txn_id=bank_txn_id)
+        return _replay(earlier, fingerprint), False
+
+
+def _replay(earlier: Repayment, fingerprint: str) -> Repayment:
+    if earlier.fingerprint != fingerprint:
+        raise RepaymentConflict(
+            "this bank_txn_id was already used for a different repayment", field="bank_txn_id"
+        )
+    return earlier
+
+
+@transaction.atomic
+def _apply(
+    partner: Partner,
+    receivable_id: str,
+    amount: int,
+    bank_txn_id: str,
+    paid_at: datetime,
+    fingerprint: str,
+) -> Repayment:
+    receivable = (
+        Receivable.objects.select_for_update(of=("self",))
+        .select_related("credit_line", "encounter__funding_link")
+        .get(pk=receivable_id, partner=partner)
+    )
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise SettlementInputError("the amount must be more than zero", field="amount")
+    if amount > receivable.outstanding:
+        raise SettlementInputError(
+            f"the amount is more than the outstanding {fen_to_yuan(receivable.outstanding)}",
+            field="amount",
+        )
+    repayment = Repayment.objects.create(
+        partner=partner,
+        receivable=receivable,
+        amount=amount,
+        bank_txn_id=bank_txn_id,
+        paid_at=paid_at,
+        fingerprint=fingerprint,
+    )
+    credit_restore(
+        key=f"repayment:{partner.pk}:{bank_txn_id}",
+        line=receivable.credit_line,
+        link=receivable.encounter.funding_link,
+        amount=amount,
+        reference=f"receivable:{receivable.reference}",
+    )
+    receivable.outstanding -= amount
+    if receivable.outstanding == 0:
+        receivable.status = Receivable.Status.REPAID
+    receivable.updated_at = timezone.now()
+    receivable.save(update_fields=["outstanding", "status", "updated_at"])
+    _unfreeze_if_nothing_overdue(receivable.credit_line)
+    event_record(
+        partner=partner,
+        type="repayment.applied",
+        data={
+            "receivable": str(receivable.pk),
+            "bank_txn_id": bank_txn_id,
+            "amount": fen_to_yuan(amount),
+            "outstanding": fen_to_yuan(receivable.outstanding),
+        },
+    )
+    audit_record(
+        actor=f"partner:{partner.pk}",
+        action="receivable.repay",
+        obj=receivable,
+        changes={"amount": amount, "bank_txn_id": bank_txn_id},
+    )
+    return repayment
+
+
+def _unfreeze_if_nothing_overdue(line: CreditLine) -> None:
+    line = CreditLine.objects.select_for_update().get(pk=line.pk)
+    if line.status != CreditLine.Status.FROZEN or line.frozen_reason != "overdue":
+        return
+    if Receivable.objects.filter(credit_line=line, status=Receivable.Status.OVERDUE).exists():
+        return
+    line.status, line.frozen_reason, line.updated_at = CreditLine.Status.ACTIVE, "", timezone.now()
+    line.save(update_fields=["status", "frozen_reason", "updated_at"])
+    audit_record(
+        actor="system:repayment",
+        action="credit_line.unfreeze",
+        obj=line,
+        changes={"reason": "overdue amounts repaid"},
+    )
+
+
+def receivables_mark_overdue(*, today: date | None = None) -> int:
+    """Mark open receivables past their due date overdue, freeze their lines, tell the bank."""
+    today = today or timezone.localdate()
+    marked = 0
+    due = Receivable.objects.filter(status=Receivable.Status.OPEN, due_date__lt=today)
+    for receivable_id in list(due.values_list("pk", flat=True)):
+        with transaction.atomic():
+            receivable = (
+                Receivable.objects.select_for_update(of=("self",))
+                .select_related("partner")
+                .get(pk=receivable_id)
+            )
+            if receivable.status != Receivable.Status.OPEN or receivable.outstanding == 0:
+                continue
+            receivable.status = Receivable.Status.OVERDUE
+            receivable.updated_at = timezone.now()
+            receivable.save(update_fields=["status", "updated_at"])
+            line = CreditLine.objects.select_for_update().get(pk=receivable.credit_line_id)
+            if line.status == CreditLine.Status.ACTIVE:
+                line.status, line.frozen_reason = CreditLine.Status.FROZEN, "overdue"
+                line.updated_at = timezone.now()
+                line.save(update_fields=["status", "frozen_reason", "updated_at"])
+                audit_record(
+                    actor="system:overdue",
+                    action="credit_line.freeze",
+                    obj=line,
+                    changes={"reason": "overdue", "receivable": receivable.reference},
+                )
+            event_record(
+                partner=receivable.partner,
+                type="receivable.overdue",
+                data={
+                    "receivable": str(receivable.pk),
+                    "reference": receivable.reference,
+                    "credit_line": str(line.pk),
+                    "outstanding": fen_to_yuan(receivable.outstanding),
+                    "due_date": receivable.due_date.isoformat(),
+                },
+            )
+            marked += 1
+    return marked

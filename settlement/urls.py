@@ -1,0 +1,22 @@
+from django.urls import path
+
+from . import api, partner_api
+
+staff_urlpatterns = [
+    path("encounters/", api.EncounterCreateApi.as_view(), name="encounters"),
+    path("encounters/<uuid:encounter_id>/", api.EncounterDetailApi.as_view(), name="encounter"),
+    path("encounters/<uuid:encounter_id>/deposits/", api.DepositApi.as_view(), name="deposits"),
+    path("encounters/<uuid:encounter_id>/charges/", api.ChargesApi.as_view(), name="charges"),
+    path("encounters/<uuid:encounter_id>/bill/", api.BillApi.as_view(), name="bill"),
+    path("encounters/<uuid:encounter_id>/settle/", api.SettleApi.as_view(), name="settle"),
+    path("charges/<int:charge_id>/reverse/", api.ChargeReverseApi.as_view(), name="reverse"),
+    path("receipts/<str:receipt_no>/", api.ReceiptApi.as_view(), name="receipt"),
+    path("insurance/claims/", api.ClaimsApi.as_view(), name="claims"),
+    path("insurance/claims/retry/", api.ClaimsRetryApi.as_view(), name="claims-retry"),
+]
+
+partner_urlpatterns = [
+    path("receivables/", partner_api.ReceivablesApi.as_view(), name="partner-receivables"),
+    path("repayments/", partner_api.RepaymentsApi.as_view(), name="partner-repayments"),
+    path("statements/<str:day>/", partner_api.StatementApi.as_view(), name="partner-statement"),
+]
