@@ -1,8 +1,9 @@
 """``make run``: the whole product on embedded defaults, in the foreground.
 
 Migrates the database (SQLite under ``var/`` unless ``DATABASE_URL`` is set), loads the demo
-data, then starts the web server and a Celery worker with beat (on the embedded filesystem
-broker unless ``CELERY_BROKER_URL`` is set). Prints what runs where; Ctrl-C stops all of it.
+data, then starts the insurer simulator, the web server and a Celery worker with beat (on the
+embedded filesystem broker unless ``CELERY_BROKER_URL`` is set). Prints what runs where;
+Ctrl-C stops all of it.
 """
 
 import os
@@ -15,6 +16,9 @@ from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 WEB_ADDRESS = os.environ.get("WEB_ADDRESS", "127.0.0.1:8000")
+# The shipped insurer simulator answers at the default INSURER_URL; stop it to see an outage.
+SIMULATOR_PORT = "8765"
+SIMULATOR_STATE = str(BASE_DIR / "var" / "insurer-sim.json")
 
 
 def main() -> int:
@@ -26,6 +30,8 @@ def main() -> int:
             return 1
 
     commands = {
+        "insurer": manage
+        + ["run_insurer_simulator", "--port", SIMULATOR_PORT, "--state", SIMULATOR_STATE],
         "web": manage + ["runserver", WEB_ADDRESS],
         "worker": [sys.executable, "-m", "celery", "-A", "config", "worker", "-B"]
         + ["--loglevel", "info", "--concurrency", "2"],
@@ -81,6 +87,7 @@ def banner() -> str:
             "Treat first, pay later is running:",
             f"  web       http://{WEB_ADDRESS}/  admin /admin/  API docs /api/docs/",
             f"  worker    Celery worker with beat on the {broker}",
+            f"  insurer   simulator at {settings.INSURER_URL} (state {SIMULATOR_STATE})",
             f"  database  {database['ENGINE'].rsplit('.', 1)[-1]} {where}",
             "The demo logins are printed above by seed_demo. Ctrl-C stops everything.",
             "",

@@ -16,7 +16,14 @@ from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.partners import partner_create, partner_key_issue
 from accounts.services.persons import person_find, person_get_or_create
 from accounts.services.staff import patient_login_create, staff_create, token_issue
+from settlement.services.deposit_table import deposit_table_import
 
+DEPOSIT_TABLE = """diagnosis_code,name,amount
+J18.9,肺炎 (未特指),1800.00
+K35.8,急性阑尾炎,2600.00
+I63.9,脑梗死,5200.00
+J06.9,急性上呼吸道感染,600.00
+"""
 DEMO_PASSWORD_DEFAULT = "demo-pass-2026"  # noqa: S105 - printed demo login, DEBUG only
 ACTOR = "command:seed_demo"
 BANK = "厦门国际银行 (demo)"
@@ -38,10 +45,10 @@ FAMILY = {
 
 class Command(BaseCommand):
     help = (
-        "Load idempotent demo data (a hospital and departments, a bank partner with credit "
-        "lines, a family with a minor and one with an elderly parent, cashier, finance and "
-        "admin users) and print the demo logins. It sets known passwords, so it runs only "
-        "with DEBUG on unless --force is given."
+        "Load idempotent demo data and print the demo logins: a hospital with departments and "
+        "the diagnosis deposit table, a bank partner with credit lines, a family with a minor "
+        "and one with an elderly parent, and cashier, finance and admin users. It sets known "
+        "passwords, so it runs only with DEBUG on unless --force is given."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -70,8 +77,18 @@ class Command(BaseCommand):
         institution_ensure(
             actor=ACTOR, code="XMC1", name="思明区社区卫生服务中心 (demo)", kind="community"
         )
-        for code, name in [("IM", "内科"), ("SUR", "外科"), ("PED", "儿科"), ("GER", "老年科")]:
-            department_ensure(actor=ACTOR, institution=hospital, code=code, name=name)
+        departments = [
+            ("IM", "内科", 300_000),
+            ("SUR", "外科", 500_000),
+            ("PED", "儿科", 200_000),
+            ("GER", "老年科", 300_000),
+        ]
+        for code, name, default_deposit in departments:
+            department = department_ensure(actor=ACTOR, institution=hospital, code=code, name=name)
+            if department.default_deposit != default_deposit:
+                department.default_deposit = default_deposit
+                department.save(update_fields=["default_deposit"])
+        deposit_table_import(actor=ACTOR, institution=hospital, text=DEPOSIT_TABLE)
 
         partner = Partner.objects.filter(name=BANK).first()
         if partner is None:

@@ -1,0 +1,64 @@
+"""The diagnosis deposit table: CSV import and its use at admission."""
+
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from accounts.services.institutions import department_ensure, institution_ensure
+from settlement.models import DiagnosisDeposit
+from settlement.services.encounters import deposit_for
+
+pytestmark = pytest.mark.django_db
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "deposit_table.csv"
+
+
+@pytest.fixture
+def department():
+    institution = institution_ensure(actor="test", code="XMH1", name="厦门市第一医院")
+    dept = department_ensure(actor="test", institution=institution, code="IM", name="内科")
+    dept.default_deposit = 100_000
+    dept.save()
+    return dept
+
+
+def load(path: Path) -> str:
+    out = StringIO()
+    call_command("import_deposit_table", str(path), institution="XMH1", stdout=out)
+    return out.getvalue().strip()
+
+
+def test_import_then_reimport_is_idempotent(department):
+    assert load(SAMPLE) == "created=3 updated=0 unchanged=0"
+    assert load(SAMPLE) == "created=0 updated=0 unchanged=3"
+    row = DiagnosisDeposit.objects.get(diagnosis_code="I63.9")
+    assert (row.name, row.amount) == ("脑梗死", 520_050)
+
+
+def test_admission_deposit_comes_from_the_table_else_the_department(department):
+    load(SAMPLE)
+    assert deposit_for(department=department, kind="inpatient", diagnosis_code="K35.8") == 260_000
+    assert deposit_for(department=department, kind="inpatient", diagnosis_code="Z99") == 100_000
+    assert deposit_for(department=department, kind="inpatient", diagnosis_code="") == 100_000
+    assert deposit_for(department=department, kind="outpatient", diagnosis_code="K35.8") == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("code,amount\nJ18,1.00\n", "header"),
+        ("diagnosis_code,name,amount\nA01,ok,10.00\nJ18,x,12.345\n", "line 3"),
+        ("diagnosis_code,name,amount\nA01,ok,10.00\nJ18,x,-1\n", "line 3"),
+        ("diagnosis_code,name,amount\nJ18,x,10\nJ18,y,11\n", "twice"),
+        ("diagnosis_code,name,amount\n", "no rows"),
+    ],
+)
+def test_a_bad_file_is_refused_whole(department, tmp_path, text, message):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(text, encoding="utf-8")
+    with pytest.raises(CommandError, match=message):
+        load(bad)
+    assert DiagnosisDeposit.objects.count() == 0
