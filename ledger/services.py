@@ -549,6 +549,8 @@ def _check_legs(legs: Sequence[Leg]) -> str:
             raise InvalidPosting(f"leg amount exceeds {MAX_AMOUNT} fen")
         if leg.account.pk is None:
             raise InvalidPosting("leg account is not saved")
+    if len({leg.account.pk for leg in legs}) < 2:
+        raise InvalidPosting("a transaction moves money between at least two accounts")
     total = sum(leg.amount for leg in legs)
     if total != 0:
         raise InvalidPosting(f"legs sum to {total} fen, not zero")

@@ -42,7 +42,7 @@ def repayment_apply(
     if earlier is not None:
         return _replay(earlier, fingerprint), False
     try:
-        return _apply(partner, receivable_id, amount, bank_txn_id, paid_at, fingerprint), True
+        return _apply(partner, receivable_id, amount, bank_txn_id, paid_at, fingerprint)
     except IntegrityError:  # the same bank_txn_id applied concurrently
         earlier = Repayment.objects.get(partner=partner, bank_txn_id=bank_txn_id)
         return _replay(earlier, fingerprint), False
@@ -64,12 +64,17 @@ def _apply(
     bank_txn_id: str,
     paid_at: datetime,
     fingerprint: str,
-) -> Repayment:
+) -> tuple[Repayment, bool]:
     receivable = (
         Receivable.objects.select_for_update(of=("self",))
         .select_related("credit_line", "encounter__funding_link")
         .get(pk=receivable_id, partner=partner)
     )
+    # A concurrent call with the same bank_txn_id may have applied it while this one waited
+    # for the lock: answer as a replay, before judging the amount against what is left.
+    earlier = Repayment.objects.filter(partner=partner, bank_txn_id=bank_txn_id).first()
+    if earlier is not None:
+        return _replay(earlier, fingerprint), False
     if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
         raise SettlementInputError("the amount must be more than zero", field="amount")
     if amount > receivable.outstanding:
@@ -114,7 +119,7 @@ def _apply(
         obj=receivable,
         changes={"amount": amount, "bank_txn_id": bank_txn_id},
     )
-    return repayment
+    return repayment, True
 
 
 def _unfreeze_if_nothing_overdue(line: CreditLine) -> None:

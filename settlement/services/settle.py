@@ -313,7 +313,10 @@ def _funding_plan(
         else None
     )
     if rest and line is None:
-        funding = funding_line_for(person=encounter.person, amount=rest)
+        # A line with room for all of it, else one with some room (the rest by channel).
+        funding = funding_line_for(person=encounter.person, amount=rest) or funding_line_for(
+            person=encounter.person, amount=1
+        )
         if funding is not None:
             line, link = funding.line, funding.via_link
     from_credit = min(rest, credit_room(line, link, hold)) if rest and line is not None else 0
@@ -356,6 +359,10 @@ def _finish(
         )
     self_pay = total - insurer_pays
     from_deposit, from_credit, line, link, hold = _funding_plan(encounter, self_pay)
+    if line is not None and encounter.funding_line_id is None:
+        # A line chosen now: lock it and plan again on what it has left.
+        CreditLine.objects.select_for_update().get(pk=line.pk)
+        from_deposit, from_credit, line, link, hold = _funding_plan(encounter, self_pay)
     from_channel = self_pay - from_deposit - from_credit
     drawing_line = line if from_credit else None
     if from_channel and not channel:

@@ -212,3 +212,12 @@ def test_hot_account_balance_is_the_sum_of_its_slots(make_account):
     for i in range(5):
         services.transfer(key=f"t{i}", debit=payer, credit=hot, amount=100 + i)
     assert account_balance(hot).posted == 510
+
+
+def test_a_transfer_or_hold_needs_two_different_accounts(make_account):
+    a = make_account()
+    with pytest.raises(InvalidPosting, match="two accounts"):
+        services.transfer(key="t", debit=a, credit=a, amount=5)
+    with pytest.raises(InvalidPosting, match="two accounts"):
+        services.hold_create(key="h", debit=a, credit=a, amount=5)
+    assert counts() == (0, 0, 0, 0)

@@ -1,0 +1,418 @@
+"""Settlement under concurrency on PostgreSQL, each thread on its own connection.
+
+Parallel settlements drawing on one family line, parallel settles of one encounter, parallel
+retries of one deferred claim and parallel repayments (one ``bank_txn_id``, and many that
+together ask for more than is owed). The insurer is the simulator, a real child process.
+"""
+
+import threading
+from collections.abc import Callable
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from accounts.models import Department
+from accounts.services.credit_lines import credit_line_grant
+from accounts.services.family import family_link_create
+from accounts.services.institutions import department_ensure, institution_ensure
+from accounts.services.persons import person_id_number
+from ledger.exceptions import LimitExceeded
+from ledger.selectors import account_balance
+from ledger.services import chain_seal
+from ledger.verification import verify_ledger
+from settlement.exceptions import (
+    AlreadySettled,
+    EncounterStateError,
+    SelfPayNotCovered,
+    SettlementInputError,
+)
+from settlement.insurer import SETTLE
+from settlement.insurer.client import InsurerClient
+from settlement.models import (
+    CreditMovement,
+    Encounter,
+    InsuranceClaim,
+    InsurerCall,
+    Receipt,
+    Receivable,
+    Repayment,
+    Settlement,
+)
+from settlement.services import house
+from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
+from settlement.services.repayments import repayment_apply
+from settlement.services.settle import claim_retry, claims_retry, encounter_settle
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+THREADS = 8
+
+
+def run_threads(work: Callable[[int], object], threads: int = THREADS) -> list[object]:
+    """Run ``work(i)`` in ``threads`` threads started together; return results or exceptions."""
+    start = threading.Barrier(threads)
+    results: list[object] = [None] * threads
+
+    def target(i: int) -> None:
+        try:
+            start.wait()
+            results[i] = work(i)
+        except Exception as error:  # collected and asserted on by the test
+            results[i] = error
+        finally:
+            connection.close()
+
+    pool = [threading.Thread(target=target, args=(i,)) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(timeout=120)
+    assert not [thread for thread in pool if thread.is_alive()], "a thread is stuck"
+    return results
+
+
+# --- set-up -----------------------------------------------------------------------------------
+
+
+def hospital(default_deposit: int) -> tuple:
+    institution = institution_ensure(actor="test", code="XMCC", name="厦门并发医院")
+    department = department_ensure(actor="test", institution=institution, code="PED", name="儿科")
+    Department.objects.filter(pk=department.pk).update(default_deposit=default_deposit)
+    department.refresh_from_db()
+    return institution, department
+
+
+def grant(partner, person, limit: int):
+    line, _ = credit_line_grant(
+        actor="test",
+        partner=partner,
+        id_number=person_id_number(person),
+        name=person.name,
+        score=650,
+        score_provider="白鹭分",
+        limit=limit,
+    )
+    return line
+
+
+def link(parent, child) -> None:
+    family_link_create(
+        actor="test",
+        payer=parent,
+        beneficiary=child,
+        relation="parent_of_minor",
+        consent=True,
+        consent_by="parent in person",
+        consent_channel="cashier",
+    )
+
+
+def item(insurance_class: str, fen: int, code: str = "X001") -> ChargeItem:
+    return ChargeItem(
+        code=code,
+        name="项目",
+        category="exam",
+        insurance_class=insurance_class,
+        quantity=Decimal(1),
+        unit_price=fen,
+        service_date=timezone.localdate(),
+    )
+
+
+def admit_and_charge(person, department, kind: str, items: list[ChargeItem]) -> Encounter:
+    encounter = encounter_admit(actor="test", person=person, department=department, kind=kind)
+    charges_post(actor="test", encounter_id=encounter.pk, items=items)
+    return encounter
+
+
+def settle(encounter_id, url: str, channel: str | None = None) -> Settlement:
+    return encounter_settle(
+        actor="test",
+        encounter_id=encounter_id,
+        channel=channel,
+        client=InsurerClient(base_url=url, timeout=5),
+    )
+
+
+def standing(sim, encounter: Encounter) -> list[dict]:
+    """The simulator's settlements of this encounter that are not cancelled."""
+    return [
+        s
+        for s in sim.state()["settlements"]
+        if s["mdtrt_id"] == str(encounter.pk) and s["cancelled_at"] is None
+    ]
+
+
+def assert_ledger_intact() -> None:
+    chain_seal()
+    report = verify_ledger()
+    assert report.intact, report.problems
+
+
+# --- parallel settlements on one family line --------------------------------------------------
+
+LIMIT = 100_000  # ¥1,000
+BILL = 30_000  # ¥300 of class C each: all self-pay, so at most three fit on the line
+CHILDREN = 6
+
+
+@pytest.mark.parametrize(
+    ("kind", "deposit"),
+    [("outpatient", 0), ("inpatient", 1_000)],
+    ids=["outpatient-nothing-held", "inpatient-small-hold"],
+)
+def test_parallel_settlements_never_draw_a_family_line_past_its_limit(
+    kind, deposit, make_person, make_partner, shared_sim
+):
+    institution, department = hospital(default_deposit=deposit)
+    partner, _ = make_partner()
+    parent = make_person("林母", birth=date(1985, 4, 2))
+    line = grant(partner, parent, LIMIT)
+    encounters = []
+    for n in range(CHILDREN):
+        child = make_person(f"林子{n}", birth=date(2012 + n, 1, 1 + n))
+        link(parent, child)
+        encounters.append(admit_and_charge(child, department, kind, [item("C", BILL)]))
+    held = account_balance(line.capacity_account).debits_pending
+    assert held == CHILDREN * deposit
+    assert CHILDREN * BILL > LIMIT
+
+    results = run_threads(lambda i: settle(encounters[i].pk, shared_sim.url), threads=CHILDREN)
+
+    settled = [r for r in results if isinstance(r, Settlement)]
+    refused = [r for r in results if not isinstance(r, Settlement)]
+    assert all(
+        isinstance(r, SelfPayNotCovered | EncounterStateError | LimitExceeded) for r in refused
+    ), refused
+    # Each settlement after the first three finds less than ¥300 free, whatever the order.
+    assert len(settled) == LIMIT // BILL
+    assert all(s.paid_by_credit == BILL and s.paid_by_channel == 0 for s in settled)
+
+    capacity = account_balance(line.capacity_account)
+    drawn = account_balance(line.drawn_account).posted
+    receivables = Receivable.objects.filter(credit_line=line)
+    assert capacity.available >= 0
+    assert drawn <= LIMIT
+    assert drawn == sum(r.amount for r in receivables) == len(settled) * BILL
+    assert sorted(r.encounter_id for r in receivables) == sorted(s.encounter_id for s in settled)
+    assert account_balance(house.bank_receivable(institution, partner)).posted == drawn
+    # The unsettled stays keep their holds; the settled ones captured theirs.
+    assert capacity.debits_pending == len(refused) * deposit
+    assert capacity.available == LIMIT - drawn - capacity.debits_pending
+
+    by_id = {e.pk: e for e in Encounter.objects.filter(pk__in=[e.pk for e in encounters])}
+    for encounter, result in zip(encounters, results, strict=True):
+        fresh = by_id[encounter.pk]
+        claim = InsuranceClaim.objects.get(encounter=encounter)
+        if isinstance(result, Settlement):
+            assert fresh.status == Encounter.Status.SETTLED
+            assert claim.status == InsuranceClaim.Status.SETTLED
+        else:
+            assert fresh.status == Encounter.Status.OPEN  # not stuck in settling
+            assert claim.lease_until is None
+            assert not Settlement.objects.filter(encounter=encounter).exists()
+        # The insurer never settled an encounter twice.
+        assert len(standing(shared_sim, encounter)) <= 1
+
+    # The refused ones settle afterwards with a payment channel for what the line cannot pay,
+    # reusing whatever the insurer already settled for them.
+    for encounter, result in zip(encounters, results, strict=True):
+        if not isinstance(result, Settlement):
+            paid = settle(encounter.pk, shared_sim.url, channel="cash")
+            assert paid.paid_by_credit + paid.paid_by_channel == BILL
+            assert len(standing(shared_sim, encounter)) == 1
+    capacity = account_balance(line.capacity_account)
+    drawn = account_balance(line.drawn_account).posted
+    assert capacity.available >= 0 and capacity.debits_pending == 0
+    assert drawn <= LIMIT
+    assert drawn == sum(r.amount for r in Receivable.objects.filter(credit_line=line))
+    assert_ledger_intact()
+
+
+# --- two (eight) settles of one encounter -----------------------------------------------------
+
+
+def test_concurrent_settles_of_one_encounter_settle_it_once(make_person, make_partner, shared_sim):
+    institution, department = hospital(default_deposit=50_000)
+    partner, _ = make_partner()
+    parent = make_person("陈静", birth=date(1988, 3, 14))
+    child = make_person("陈小雨", birth=date(2015, 9, 1))
+    line = grant(partner, parent, 300_000)
+    link(parent, child)
+    encounter = admit_and_charge(
+        child, department, "inpatient", [item("A", 150_000, "A001"), item("C", 20_000, "C001")]
+    )
+
+    results = run_threads(lambda i: settle(encounter.pk, shared_sim.url))
+
+    settled = [r for r in results if isinstance(r, Settlement)]
+    assert len(settled) == 1, results
+    assert all(
+        isinstance(r, EncounterStateError | AlreadySettled) for r in results if r not in settled
+    ), results
+    # Inpatient: fund (1,500 − 800) × 85% = 595.00, the personal account 500.00, self-pay 605.00.
+    settlement = settled[0]
+    assert (settlement.insurance_fund, settlement.personal_account) == (59_500, 50_000)
+    assert settlement.self_pay == settlement.paid_by_credit == 60_500
+    assert Settlement.objects.filter(encounter=encounter).count() == 1
+    assert Receipt.objects.filter(encounter=encounter).count() == 1
+    receivable = Receivable.objects.get(encounter=encounter)
+    assert receivable.amount == 60_500
+    assert CreditMovement.objects.filter(receivable=receivable).count() == 1
+    assert Encounter.objects.get(pk=encounter.pk).status == Encounter.Status.SETTLED
+    assert InsuranceClaim.objects.get(encounter=encounter).status == InsuranceClaim.Status.SETTLED
+    assert (
+        InsurerCall.objects.filter(mdtrt_id=str(encounter.pk), infno=SETTLE["inpatient"]).count()
+        == 1
+    )
+    assert len(standing(shared_sim, encounter)) == 1
+    assert account_balance(house.insurer_receivable(institution)).posted == 109_500
+    assert account_balance(line.drawn_account).posted == 60_500
+    assert account_balance(line.capacity_account).debits_pending == 0
+    assert_ledger_intact()
+
+
+# --- parallel retries of one deferred claim ---------------------------------------------------
+
+
+def test_parallel_retries_of_one_deferred_claim_revert_it_once(make_person, make_partner, sim):
+    institution, department = hospital(default_deposit=50_000)
+    partner, _ = make_partner()
+    parent = make_person("王母", birth=date(1986, 6, 6))
+    child = make_person("王小明", birth=date(2016, 2, 2))
+    line = grant(partner, parent, 300_000)
+    link(parent, child)
+    encounter = admit_and_charge(
+        child, department, "inpatient", [item("A", 150_000, "A001"), item("C", 20_000, "C001")]
+    )
+
+    sim.stop()  # the insurer is unreachable: the whole bill is self-pay, the claim deferred
+    deferred = settle(encounter.pk, sim.url)
+    assert deferred.paid_by_credit == 170_000
+    assert Encounter.objects.get(pk=encounter.pk).status == "settled_insurance_deferred"
+    claim = InsuranceClaim.objects.get(encounter=encounter)
+    assert claim.status == InsuranceClaim.Status.DEFERRED
+    sim.start()
+
+    def retry(i: int) -> dict:
+        client = InsurerClient(base_url=sim.url, timeout=5)
+        if i % 2:
+            return {claim_retry(claim_id=claim.pk, client=client): 1}
+        return claims_retry(client=client)
+
+    results = run_threads(retry)
+
+    assert not [r for r in results if isinstance(r, Exception)], results
+    reverted = sum(r.get("reverted", 0) for r in results)  # type: ignore[union-attr]
+    assert reverted == 1, results
+    assert all(set(r) <= {"reverted", "busy"} for r in results), results  # type: ignore[arg-type]
+
+    moved = 59_500 + 50_000
+    claim.refresh_from_db()
+    assert claim.status == InsuranceClaim.Status.SETTLED
+    assert claim.reverted_at is not None and claim.lease_until is None
+    assert account_balance(house.insurer_receivable(institution)).posted == moved
+    receivable = Receivable.objects.get(encounter=encounter)
+    assert receivable.outstanding == 170_000 - moved
+    reversals = CreditMovement.objects.filter(
+        receivable=receivable, kind=CreditMovement.Kind.REVERSAL
+    )
+    assert [m.amount for m in reversals] == [-moved]
+    receipts = Receipt.objects.filter(encounter=encounter).order_by("version")
+    assert [(r.version, r.superseded_by_id is None) for r in receipts] == [(1, False), (2, True)]
+    settlement = Settlement.objects.get(encounter=encounter)
+    assert (settlement.self_pay, settlement.paid_by_credit) == (60_500, 60_500)
+    assert Encounter.objects.get(pk=encounter.pk).status == Encounter.Status.SETTLED
+    assert account_balance(line.drawn_account).posted == 60_500
+    assert account_balance(line.capacity_account).available == 300_000 - 60_500
+    assert account_balance(house.bank_receivable(institution, partner)).posted == 60_500
+    assert len(standing(sim, encounter)) == 1
+    assert len(sim.state()["settlements"]) == 1
+    assert_ledger_intact()
+
+
+# --- parallel repayments ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def drawn_receivable(make_person, make_partner, shared_sim):
+    """A ¥300 receivable drawn on a parent's ¥1,000 line for a child's outpatient visit."""
+    _, department = hospital(default_deposit=0)
+    partner, _ = make_partner()
+    parent = make_person("赵母", birth=date(1984, 8, 8))
+    child = make_person("赵小", birth=date(2014, 4, 4))
+    line = grant(partner, parent, LIMIT)
+    link(parent, child)
+    encounter = admit_and_charge(child, department, "outpatient", [item("C", BILL)])
+    settle(encounter.pk, shared_sim.url)
+    receivable = Receivable.objects.get(encounter=encounter)
+    assert receivable.outstanding == BILL
+    assert account_balance(line.capacity_account).available == LIMIT - BILL
+    return partner, line, receivable
+
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [
+        pytest.param(BILL, id="in-full"),
+        pytest.param(BILL // 3, id="in-part"),
+    ],
+)
+def test_parallel_repayments_with_one_bank_txn_id_apply_once(drawn_receivable, amount):
+    partner, line, receivable = drawn_receivable
+    paid_at = timezone.now()
+
+    results = run_threads(
+        lambda i: repayment_apply(
+            partner=partner,
+            receivable_id=str(receivable.pk),
+            amount=amount,
+            bank_txn_id="SAME-TXN-0001",
+            paid_at=paid_at,
+        )
+    )
+
+    assert not [r for r in results if isinstance(r, Exception)], results
+    applied_now = [r for r in results if r[1]]  # type: ignore[index]
+    assert len(applied_now) == 1, results
+    assert len({r[0].pk for r in results}) == 1, results  # type: ignore[index]
+    assert Repayment.objects.filter(partner=partner).count() == 1
+    receivable.refresh_from_db()
+    assert receivable.outstanding == BILL - amount
+    assert account_balance(line.drawn_account).posted == BILL - amount
+    assert account_balance(line.capacity_account).available == LIMIT - BILL + amount
+    assert_ledger_intact()
+
+
+def test_parallel_repayments_never_take_a_receivable_below_zero(drawn_receivable):
+    partner, line, receivable = drawn_receivable
+    part = 4_000  # eight of them ask ¥320 of the ¥300 owed: seven fit
+    paid_at = timezone.now()
+
+    results = run_threads(
+        lambda i: repayment_apply(
+            partner=partner,
+            receivable_id=str(receivable.pk),
+            amount=part,
+            bank_txn_id=f"TXN-{i:04d}",
+            paid_at=paid_at,
+        )
+    )
+
+    applied = [r for r in results if not isinstance(r, Exception)]
+    refused = [r for r in results if isinstance(r, Exception)]
+    assert len(applied) == BILL // part, results
+    assert all(r[1] for r in applied)  # type: ignore[index]
+    assert all(isinstance(r, SettlementInputError) for r in refused), refused
+    assert all("outstanding" in str(r) for r in refused), refused
+    receivable.refresh_from_db()
+    assert receivable.outstanding == BILL - len(applied) * part >= 0
+    assert receivable.status == Receivable.Status.OPEN
+    assert Repayment.objects.filter(receivable=receivable).count() == len(applied)
+    assert account_balance(line.drawn_account).posted == receivable.outstanding
+    assert account_balance(line.capacity_account).available == LIMIT - receivable.outstanding
+    assert_ledger_intact()
