@@ -1,10 +1,8 @@
 """Staff API: encounters, deposits, charges, bills, settlement, receipts, insurance claims."""
 
 from decimal import Decimal
-from typing import Any
 from uuid import UUID
 
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication
@@ -18,13 +16,12 @@ from rest_framework.views import APIView
 from accounts.api_common import YuanField, fen_to_yuan, idempotent, idempotent_unwrapped
 from accounts.authentication import StaffTokenAuthentication, patient_person_id, roles, staff_actor
 from accounts.models import Department, Person
-from ledger.selectors import account_balance
 
 from .models import Channel, Charge, Encounter, InsuranceClaim, Receipt
-from .selectors import charge_out, encounter_bill, settlement_out
-from .services import encounters, house
+from .selectors import charge_out, encounter_bill, encounter_out, settlement_out
+from .services import encounters
 from .services.receipts import receipt_verify
-from .services.settle import encounter_settle
+from .services.settle import claims_due_now, encounter_settle
 
 STAFF = roles("cashier", "finance", "admin")
 FRONT_DESK = roles("cashier", "admin")
@@ -34,32 +31,6 @@ FINANCE = roles("finance", "admin")
 class StaffView(APIView):
     authentication_classes = [StaffTokenAuthentication]
     permission_classes = [FRONT_DESK]
-
-
-def encounter_out(encounter: Encounter) -> dict[str, Any]:
-    paid = max(account_balance(house.deposit_held(encounter)).posted, 0)
-    line = encounter.funding_line
-    return {
-        "id": str(encounter.pk),
-        "person": encounter.person_id,
-        "kind": encounter.kind,
-        "department": encounter.department_id,
-        "diagnosis_code": encounter.diagnosis_code,
-        "status": encounter.status,
-        "deposit": {
-            "required": fen_to_yuan(encounter.deposit_required),
-            "waived": encounter.deposit_waived,
-            "paid": fen_to_yuan(paid),
-        },
-        "funding_line": None
-        if line is None
-        else {
-            "id": str(line.pk),
-            "holder": line.person_id,
-            "via_family_link": encounter.funding_link_id,
-        },
-        "admitted_at": encounter.admitted_at.isoformat(),
-    }
 
 
 class EncounterOut(serializers.Serializer):
@@ -323,9 +294,6 @@ class ClaimsRetryApi(StaffView):
     def post(self, request: Request) -> Response:
         from .tasks import retry_deferred_claims
 
-        InsuranceClaim.objects.filter(status=InsuranceClaim.Status.DEFERRED).update(
-            next_attempt_at=timezone.now()
-        )
+        deferred = claims_due_now()
         retry_deferred_claims.delay()
-        deferred = InsuranceClaim.objects.filter(status=InsuranceClaim.Status.DEFERRED).count()
         return Response({"queued": True, "deferred": deferred}, status=status.HTTP_202_ACCEPTED)

@@ -12,6 +12,32 @@ from .models import Charge, CreditMovement, Encounter, Partner, Settlement
 from .services import house
 
 
+def encounter_out(encounter: Encounter) -> dict[str, Any]:
+    paid = max(account_balance(house.deposit_held(encounter)).posted, 0)
+    line = encounter.funding_line
+    return {
+        "id": str(encounter.pk),
+        "person": encounter.person_id,
+        "kind": encounter.kind,
+        "department": encounter.department_id,
+        "diagnosis_code": encounter.diagnosis_code,
+        "status": encounter.status,
+        "deposit": {
+            "required": fen_to_yuan(encounter.deposit_required),
+            "waived": encounter.deposit_waived,
+            "paid": fen_to_yuan(paid),
+        },
+        "funding_line": None
+        if line is None
+        else {
+            "id": str(line.pk),
+            "holder": line.person_id,
+            "via_family_link": encounter.funding_link_id,
+        },
+        "admitted_at": encounter.admitted_at.isoformat(),
+    }
+
+
 def settlement_out(settlement: Settlement) -> dict[str, Any]:
     """The settle answer as it stands now (after any reversal to the insurer)."""
     encounter = settlement.encounter

@@ -129,6 +129,13 @@ def claims_retry(*, now: datetime | None = None, client: InsurerClient | None = 
     return results
 
 
+def claims_due_now() -> int:
+    """Make every deferred claim due at once (the retry button); returns how many there are."""
+    return InsuranceClaim.objects.filter(status=InsuranceClaim.Status.DEFERRED).update(
+        next_attempt_at=timezone.now()
+    )
+
+
 def claim_retry(*, claim_id: int, client: InsurerClient | None = None) -> str:
     """Retry one deferred claim: ``reverted``, ``deferred``, ``failed`` or ``busy``."""
     now = timezone.now()
