@@ -626,10 +626,13 @@ def _revert_to_insurer(claim_id: int, answer: InsurerAnswer) -> bool:
         )
     settlement.insurance_fund, settlement.personal_account = answer.fund, answer.account
     settlement.self_pay -= moved
-    settlement.paid_by_credit -= off_credit
-    from_channel_back = min(to_refund, settlement.paid_by_channel)
-    settlement.paid_by_channel -= from_channel_back
-    settlement.paid_by_deposit -= to_refund - from_channel_back
+    # What each source paid goes down by its part of the insurer's share, whatever happens to
+    # the money (off the bank receivable, or owed back to a patient who already repaid).
+    credit_back = min(moved, settlement.paid_by_credit)
+    channel_back = min(moved - credit_back, settlement.paid_by_channel)
+    settlement.paid_by_credit -= credit_back
+    settlement.paid_by_channel -= channel_back
+    settlement.paid_by_deposit -= moved - credit_back - channel_back
     settlement.updated_at = timezone.now()
     receipt_issue(settlement=settlement)
     settlement.save()
