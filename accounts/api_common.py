@@ -5,6 +5,7 @@ Errors are ``{"error": {"code", "message", "fields"}}`` with 400, 401, 403, 404 
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -84,6 +85,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 # --- money at the edge ------------------------------------------------------------------------
 
 
+YUAN = re.compile(r"-?[0-9]+(\.[0-9]{1,2})?")
+
+
 @extend_schema_field({"type": "string", "pattern": r"^-?\d+(\.\d{1,2})?$", "example": "1234.50"})
 class YuanField(serializers.Field):
     """A yuan amount as a decimal string with at most two places, held as integer fen.
@@ -107,7 +111,7 @@ class YuanField(serializers.Field):
         super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> int:
-        if not isinstance(data, str):
+        if not isinstance(data, str) or not YUAN.fullmatch(data.strip()):
             self.fail("invalid")
         try:
             value = Decimal(data.strip())

@@ -302,6 +302,9 @@ class Repayment(models.Model):
     bank_txn_id = models.CharField(max_length=64)
     paid_at = models.DateTimeField()
     fingerprint = models.CharField(max_length=64)
+    # The receivable as this repayment left it, so a replay answers exactly as the first time.
+    outstanding_after = models.BigIntegerField(default=0)
+    status_after = models.CharField(max_length=8, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -1,5 +1,6 @@
 """Partner API: receivables, repayments and daily statements, signed by the bank."""
 
+import re
 from datetime import date
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -57,8 +58,8 @@ def repayment_out(repayment: Repayment) -> dict[str, object]:
         "amount": fen_to_yuan(repayment.amount),
         "bank_txn_id": repayment.bank_txn_id,
         "paid_at": repayment.paid_at.isoformat(),
-        "outstanding": fen_to_yuan(receivable.outstanding),
-        "receivable_status": receivable.status,
+        "outstanding": fen_to_yuan(repayment.outstanding_after),
+        "receivable_status": repayment.status_after,
     }
 
 
@@ -98,6 +99,8 @@ class StatementApi(PartnerView):
     @extend_schema(operation_id="partner_statements_read", description=SIGNED, responses=dict)
     def get(self, request: Request, day: str) -> Response:
         try:
+            if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", day):
+                raise ValueError(day)
             parsed = date.fromisoformat(day)
         except ValueError:
             raise serializers.ValidationError({"date": ["YYYY-MM-DD"]}) from None

@@ -102,7 +102,9 @@ def _apply(
         receivable.status = Receivable.Status.REPAID
     receivable.updated_at = timezone.now()
     receivable.save(update_fields=["outstanding", "status", "updated_at"])
-    _unfreeze_if_nothing_overdue(receivable.credit_line)
+    repayment.outstanding_after, repayment.status_after = receivable.outstanding, receivable.status
+    repayment.save(update_fields=["outstanding_after", "status_after"])
+    unfreeze_if_nothing_overdue(receivable.credit_line)
     event_record(
         partner=partner,
         type="repayment.applied",
@@ -122,7 +124,8 @@ def _apply(
     return repayment, True
 
 
-def _unfreeze_if_nothing_overdue(line: CreditLine) -> None:
+def unfreeze_if_nothing_overdue(line: CreditLine) -> None:
+    """Unfreeze a line frozen for overdue amounts once none is overdue any more."""
     line = CreditLine.objects.select_for_update().get(pk=line.pk)
     if line.status != CreditLine.Status.FROZEN or line.frozen_reason != "overdue":
         return

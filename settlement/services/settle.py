@@ -70,6 +70,7 @@ from ..models import (
 from . import house
 from .outbox import event_record
 from .receipts import receipt_issue
+from .repayments import unfreeze_if_nothing_overdue
 
 LEASE = timedelta(seconds=90)
 MAX_RETRY_DELAY = timedelta(hours=1)
@@ -597,6 +598,7 @@ def _revert_to_insurer(claim_id: int, answer: InsurerAnswer) -> bool:
         )
         receivable.updated_at = timezone.now()
         receivable.save(update_fields=["outstanding", "status", "updated_at"])
+        unfreeze_if_nothing_overdue(receivable.credit_line)
         CreditMovement.objects.create(
             reference=f"RV{encounter.pk.hex[:12].upper()}",
             partner=receivable.partner,

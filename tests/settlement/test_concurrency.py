@@ -354,7 +354,6 @@ def drawn_receivable(make_person, make_partner, shared_sim):
     return partner, line, receivable
 
 
-
 @pytest.mark.parametrize(
     "amount",
     [
