@@ -1,43 +1,17 @@
 """Many threads, each with its own PostgreSQL connection, posting at once."""
 
 import random
-import threading
-from collections.abc import Callable
 
 import pytest
-from django.db import connection
 
 from ledger import services
 from ledger.exceptions import AlreadyReversed, HoldNotPending, LimitExceeded
 from ledger.models import Hold, Transaction
 from ledger.selectors import account_balance
 from ledger.verification import verify_ledger
+from tests.threads import THREADS, run_threads
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-THREADS = 8
-
-
-def run_threads(work: Callable[[int], object], threads: int = THREADS) -> list[object]:
-    """Run ``work(i)`` in ``threads`` threads started together; return results or exceptions."""
-    start = threading.Barrier(threads)
-    results: list[object] = [None] * threads
-
-    def target(i: int) -> None:
-        try:
-            start.wait()
-            results[i] = work(i)
-        except Exception as error:  # collected and asserted on by the test
-            results[i] = error
-        finally:
-            connection.close()
-
-    pool = [threading.Thread(target=target, args=(i,)) for i in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join(timeout=120)
-    return results
 
 
 def test_limited_account_is_never_overdrawn_and_no_posting_is_lost(make_account):

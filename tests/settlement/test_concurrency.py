@@ -5,13 +5,10 @@ retries of one deferred claim and parallel repayments (one ``bank_txn_id``, and 
 together ask for more than is owed). The insurer is the simulator, a real child process.
 """
 
-import threading
-from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from accounts.models import Department
@@ -45,33 +42,9 @@ from settlement.services import house
 from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
 from settlement.services.repayments import repayment_apply
 from settlement.services.settle import claim_retry, claims_retry, encounter_settle
+from tests.threads import run_threads
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-THREADS = 8
-
-
-def run_threads(work: Callable[[int], object], threads: int = THREADS) -> list[object]:
-    """Run ``work(i)`` in ``threads`` threads started together; return results or exceptions."""
-    start = threading.Barrier(threads)
-    results: list[object] = [None] * threads
-
-    def target(i: int) -> None:
-        try:
-            start.wait()
-            results[i] = work(i)
-        except Exception as error:  # collected and asserted on by the test
-            results[i] = error
-        finally:
-            connection.close()
-
-    pool = [threading.Thread(target=target, args=(i,)) for i in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join(timeout=120)
-    assert not [thread for thread in pool if thread.is_alive()], "a thread is stuck"
-    return results
 
 
 # --- set-up -----------------------------------------------------------------------------------
