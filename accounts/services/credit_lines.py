@@ -15,6 +15,7 @@ from ledger.models import Account, Hold, Ledger, Side
 from ledger.selectors import account_balance
 
 from .audit import audit_record
+from .family import link_is_live
 from .partners import tier_limit
 from .persons import person_get_or_create
 
@@ -322,8 +323,11 @@ def credit_room(line: CreditLine, link: FamilyLink | None, hold: CreditHold | No
     ):
         return 0
 
+    # A revoked or lapsed link still carries what the stay already holds, nothing more.
+    live = link is None or link_is_live(link, timezone.localdate())
+
     def room(account: Account, hold_id: UUID | None) -> int:
-        free = max(account_balance(account).available or 0, 0)
+        free = max(account_balance(account).available or 0, 0) if live else 0
         if hold_id is not None:
             held = Hold.objects.get(pk=hold_id)
             if held.status == Hold.Status.PENDING:
@@ -360,6 +364,11 @@ def credit_draw(
         if hold.cap_hold is not None:
             ledger.hold_post(key=f"{key}:cap", hold_id=hold.cap_hold, amount=captured)
     excess = amount - captured
+    if excess and link is not None and not link_is_live(link, timezone.localdate()):
+        raise CreditLineStateError(
+            "the family link has ended: it carries only what the stay already holds",
+            field="credit_line",
+        )
     if excess:
         legs = [
             ledger.Leg.debit(line.capacity_account, excess),

@@ -16,7 +16,7 @@ from ledger import services as ledger
 from ledger.ids import uuid7
 
 from ..exceptions import EncounterStateError, SettlementInputError
-from ..models import Channel, Charge, Deposit, DiagnosisDeposit, Encounter
+from ..models import Channel, Charge, Deposit, DiagnosisDeposit, Encounter, InsuranceClaim
 from . import house
 
 # A waived deposit stays reserved on the line this long at most; a longer stay is drawn at
@@ -98,6 +98,12 @@ def lock_open_encounter(encounter_id: UUID) -> Encounter:
     )
     if encounter.status != Encounter.Status.OPEN:
         raise EncounterStateError(f"the encounter is {encounter.status}, not open")
+    if InsuranceClaim.objects.filter(encounter=encounter).exclude(setl_id="").exists():
+        # An earlier settle got as far as the insurer; its bill must not change now.
+        raise EncounterStateError(
+            "the insurer has already settled this bill: finish the settlement (with a payment"
+            " channel if credit does not cover it) before changing charges"
+        )
     return encounter
 
 

@@ -72,7 +72,9 @@ from .outbox import event_record
 from .receipts import receipt_issue
 from .repayments import unfreeze_if_nothing_overdue
 
-LEASE = timedelta(seconds=90)
+# Longer than any run of insurer calls one attempt makes (at most six, each bounded by the
+# adapter's timeout), so a lease does not lapse while its holder is still talking.
+LEASE = timedelta(minutes=5)
 MAX_RETRY_DELAY = timedelta(hours=1)
 
 
@@ -125,9 +127,28 @@ def claims_retry(*, now: datetime | None = None, client: InsurerClient | None = 
     )
     results: dict[str, int] = {}
     for claim_id in due:
-        result = claim_retry(claim_id=claim_id, client=client)
+        try:
+            result = claim_retry(claim_id=claim_id, client=client)
+        except Exception as error:  # one bad claim must not hold up the others
+            _postpone(claim_id, f"{type(error).__name__}: {error}")
+            result = "error"
         results[result] = results.get(result, 0) + 1
     return results
+
+
+def _postpone(claim_id: int, error: str) -> None:
+    claim = InsuranceClaim.objects.get(pk=claim_id)
+    attempts = claim.attempts + 1
+    InsuranceClaim.objects.filter(pk=claim_id).update(
+        attempts=attempts,
+        last_error=error[:2000],
+        next_attempt_at=timezone.now() + _retry_delay(attempts),
+        updated_at=timezone.now(),
+    )
+
+
+def _retry_delay(attempts: int) -> timedelta:
+    return min(timedelta(seconds=30 * 2 ** min(attempts, 12)), MAX_RETRY_DELAY)
 
 
 def claims_due_now() -> int:
@@ -153,14 +174,7 @@ def claim_retry(*, claim_id: int, client: InsurerClient | None = None) -> str:
             client or InsurerClient(), claim.encounter, claim, channel=None, check_cover=False
         )
         if answer.status == "deferred":
-            attempts = claim.attempts + 1
-            delay = min(timedelta(seconds=30 * 2 ** min(attempts, 12)), MAX_RETRY_DELAY)
-            InsuranceClaim.objects.filter(pk=claim_id).update(
-                attempts=attempts,
-                last_error=answer.error[:2000],
-                next_attempt_at=timezone.now() + delay,
-                updated_at=timezone.now(),
-            )
+            _postpone(claim_id, answer.error)
             return "deferred"
         if answer.status == "failed":
             InsuranceClaim.objects.filter(

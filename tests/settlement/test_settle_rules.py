@@ -1,0 +1,88 @@
+"""Settlement rules found by review: a bill fixed once the insurer settled; ended family links."""
+
+from datetime import date, timedelta
+from decimal import Decimal
+
+import pytest
+from django.test import override_settings
+from django.utils import timezone
+
+from accounts.models import Department
+from accounts.services.family import family_link_create, family_link_revoke
+from accounts.services.institutions import department_ensure, institution_ensure
+from accounts.services.persons import person_id_number
+from ledger.selectors import account_balance
+from settlement.exceptions import EncounterStateError, SelfPayNotCovered
+from settlement.models import Encounter, InsuranceClaim
+from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
+from settlement.services.settle import encounter_settle
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def ward():
+    institution = institution_ensure(actor="test", code="XMH9", name="测试医院")
+    department = department_ensure(actor="test", institution=institution, code="PED", name="儿科")
+    Department.objects.filter(pk=department.pk).update(default_deposit=50_000)
+    department.refresh_from_db()
+    return department
+
+
+def charge(encounter: Encounter, amount: int) -> None:
+    charges_post(
+        actor="test",
+        encounter_id=encounter.pk,
+        items=[
+            ChargeItem("R1", "病房", "bed", "C", Decimal(1), amount, timezone.localdate()),
+        ],
+    )
+
+
+def test_no_charge_changes_once_the_insurer_has_settled_the_bill(ward, make_person):
+    patient = make_person("病人", birth=date(1970, 1, 1))
+    encounter = encounter_admit(actor="test", person=patient, department=ward, kind="inpatient")
+    charge(encounter, 10_000)
+    # An earlier settle reached the insurer, then failed here and put the encounter back.
+    InsuranceClaim.objects.create(encounter=encounter, setl_id="S-1", medfee_sumamt=10_000)
+    with pytest.raises(EncounterStateError, match="insurer has already settled"):
+        charge(encounter, 500)
+
+
+def test_a_revoked_family_link_carries_only_what_the_stay_holds(
+    ward, make_person, make_partner, shared_sim
+):
+    from accounts.services.credit_lines import credit_line_grant
+
+    partner, _ = make_partner()
+    mother = make_person("母", birth=date(1985, 1, 1))
+    child = make_person("子", birth=date(2016, 1, 1))
+    line, _ = credit_line_grant(
+        actor="test",
+        partner=partner,
+        id_number=person_id_number(mother),
+        name="母",
+        score=650,
+        score_provider="白鹭分",
+    )
+    link = family_link_create(
+        actor="test",
+        payer=mother,
+        beneficiary=child,
+        relation="parent_of_minor",
+        consent=True,
+        consent_by="母",
+        consent_channel="cashier",
+    )
+    encounter = encounter_admit(actor="test", person=child, department=ward, kind="inpatient")
+    assert encounter.deposit_waived and encounter.funding_link == link
+    charge(encounter, 200_000)
+    family_link_revoke(actor="test", link_id=link.pk)
+
+    with override_settings(INSURER_URL=shared_sim.url):
+        with pytest.raises(SelfPayNotCovered):
+            encounter_settle(actor="test", encounter_id=encounter.pk)
+        settlement = encounter_settle(actor="test", encounter_id=encounter.pk, channel="cash")
+    assert (settlement.paid_by_credit, settlement.paid_by_channel) == (50_000, 150_000)
+    assert account_balance(line.drawn_account).posted == 50_000
+    assert timezone.now() - timedelta(minutes=5) < settlement.settled_at
