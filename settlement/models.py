@@ -364,3 +364,93 @@ class OutboxEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.id}"
+
+
+class ReconBatch(models.Model):
+    """A reconciliation (对账) run: a bank statement file, the insurer's day, or the ledger check.
+
+    A statement file is recognised by its hash: uploading it again returns the same batch.
+    ``resume_after`` is the last statement line whose results are stored, so a worker killed
+    mid-batch is followed by one that goes on from there without counting anything twice.
+    """
+
+    class Source(models.TextChoices):
+        BANK_STATEMENT = "bank_statement", "bank statement"
+        INSURER = "insurer", "insurer daily list"
+        LEDGER = "ledger", "ledger integrity check"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    partner = models.ForeignKey(
+        Partner, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    period_start = models.DateField(null=True, blank=True)
+    period_end = models.DateField(null=True, blank=True)
+    fingerprint = models.CharField(max_length=100)
+    file_name = models.CharField(max_length=200, blank=True)
+    file_format = models.CharField(max_length=16, blank=True)
+    file_path = models.CharField(max_length=500, blank=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    progress_done = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    resume_after = models.PositiveIntegerField(default=0)
+    counts = models.JSONField(default=dict)
+    totals = models.JSONField(default=dict)
+    error = models.TextField(blank=True)
+    created_by = models.CharField(max_length=120)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "fingerprint"], name="recon_batch_once_per_input"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} {self.id} {self.status}"
+
+
+class ReconItem(models.Model):
+    """One result of a batch: a matched line, or an exception for finance to resolve."""
+
+    class Kind(models.TextChoices):
+        MATCHED = "matched", "matched"
+        AMOUNT_MISMATCH = "amount_mismatch", "amount mismatch"
+        UNKNOWN_REFERENCE = "unknown_reference", "unknown reference"
+        DUPLICATE = "duplicate", "duplicate"
+        MISSING = "missing", "missing"
+        PROBLEM = "problem", "integrity problem"
+
+    batch = models.ForeignKey(ReconBatch, on_delete=models.CASCADE, related_name="items")
+    position = models.PositiveIntegerField()  # statement line, or 0-based order of the rest
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    reference = models.CharField(max_length=64, blank=True, db_index=True)
+    external_id = models.CharField(max_length=64, blank=True)
+    amount = models.BigIntegerField(null=True, blank=True)
+    expected = models.BigIntegerField(null=True, blank=True)
+    detail = models.CharField(max_length=500, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.CharField(max_length=120, blank=True)
+    resolution_comment = models.TextField(blank=True)
+    adjustment_transaction_id = models.UUIDField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["batch", "kind", "position", "reference"], name="recon_item_once"
+            )
+        ]
+        indexes = [models.Index(fields=["batch", "kind"], name="recon_item_kind")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.reference}"

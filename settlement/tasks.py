@@ -18,3 +18,17 @@ def mark_overdue_receivables() -> int:
 @shared_task
 def deliver_webhooks() -> int:
     return outbox_deliver()
+
+
+@shared_task(acks_late=True)
+def run_recon_batch(batch_id: str) -> str:
+    from .services.reconciliation import batch_run
+
+    return batch_run(batch_id).status
+
+
+@shared_task
+def resume_stalled_recon_batches() -> int:
+    from .services.reconciliation import batches_resume_stalled
+
+    return batches_resume_stalled()

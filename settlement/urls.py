@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import api, partner_api
+from . import api, partner_api, recon_api
 
 staff_urlpatterns = [
     path("encounters/", api.EncounterCreateApi.as_view(), name="encounters"),
@@ -13,6 +13,26 @@ staff_urlpatterns = [
     path("receipts/<str:receipt_no>/", api.ReceiptApi.as_view(), name="receipt"),
     path("insurance/claims/", api.ClaimsApi.as_view(), name="claims"),
     path("insurance/claims/retry/", api.ClaimsRetryApi.as_view(), name="claims-retry"),
+    path(
+        "reconciliation/bank-statements/",
+        recon_api.BankStatementUploadApi.as_view(),
+        name="recon-upload",
+    ),
+    path(
+        "reconciliation/batches/<uuid:batch_id>/",
+        recon_api.BatchDetailApi.as_view(),
+        name="recon-batch",
+    ),
+    path(
+        "reconciliation/batches/<uuid:batch_id>/export/",
+        recon_api.BatchExportApi.as_view(),
+        name="recon-export",
+    ),
+    path(
+        "reconciliation/items/<int:item_id>/resolve/",
+        recon_api.ItemResolveApi.as_view(),
+        name="recon-resolve",
+    ),
 ]
 
 partner_urlpatterns = [

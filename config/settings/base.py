@@ -179,6 +179,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "settlement.tasks.mark_overdue_receivables",
         "schedule": 3600.0,
     },
+    "settlement-resume-stalled-recon-batches": {
+        "task": "settlement.tasks.resume_stalled_recon_batches",
+        "schedule": 60.0,
+    },
     "settlement-deliver-webhooks": {
         "task": "settlement.tasks.deliver_webhooks",
         "schedule": 30.0,

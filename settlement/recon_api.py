@@ -1,0 +1,165 @@
+"""Finance API: bank statement uploads, reconciliation batches and their exceptions."""
+
+import csv
+from collections.abc import Iterator
+from typing import Any
+from uuid import UUID
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.api_common import fen_to_yuan
+from accounts.authentication import StaffTokenAuthentication, roles, staff_actor
+
+from .models import ReconBatch, ReconItem
+from .services.reconciliation import item_resolve, partner_named, statement_batch_create
+
+FINANCE = roles("finance", "admin")
+EXCEPTIONS_SHOWN = 1000
+
+
+class FinanceView(APIView):
+    authentication_classes = [StaffTokenAuthentication]
+    permission_classes = [FINANCE]
+
+
+def item_out(item: ReconItem) -> dict[str, Any]:
+    return {
+        "id": item.pk,
+        "kind": item.kind,
+        "reference": item.reference,
+        "bank_txn_id": item.external_id,
+        "line": item.position or None,
+        "amount": fen_to_yuan(item.amount) if item.amount is not None else None,
+        "expected": fen_to_yuan(item.expected) if item.expected is not None else None,
+        "detail": item.detail,
+        "resolved": item.resolved_at is not None,
+        "resolution_comment": item.resolution_comment,
+    }
+
+
+def batch_out(batch: ReconBatch, *, limit: int = EXCEPTIONS_SHOWN) -> dict[str, Any]:
+    exceptions = batch.items.exclude(kind=ReconItem.Kind.MATCHED).order_by("kind", "position", "pk")
+    return {
+        "id": str(batch.pk),
+        "source": batch.source,
+        "bank": batch.partner.name if batch.partner else None,
+        "file_name": batch.file_name,
+        "period": {
+            "start": batch.period_start.isoformat() if batch.period_start else None,
+            "end": batch.period_end.isoformat() if batch.period_end else None,
+        },
+        "status": batch.status,
+        "progress": {"done": batch.progress_done, "total": batch.progress_total},
+        "matched": batch.counts.get(ReconItem.Kind.MATCHED, 0),
+        "counts": batch.counts,
+        "totals": {kind: fen_to_yuan(amount) for kind, amount in batch.totals.items()},
+        "exceptions_count": exceptions.count() if batch.status == "done" else None,
+        "exceptions": [item_out(item) for item in exceptions[:limit]],
+        "error": batch.error,
+        "created_at": batch.created_at.isoformat(),
+        "finished_at": batch.finished_at.isoformat() if batch.finished_at else None,
+    }
+
+
+class BankStatementUploadApi(FinanceView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    class StatementUpload(serializers.Serializer):
+        bank = serializers.CharField(max_length=100, help_text="partner id or name")
+        file = serializers.FileField()
+
+    @extend_schema(
+        operation_id="reconciliation_statement_upload",
+        description="Upload a bank statement (CSV, camt.053 XML or the daily file). The file "
+        "is checked whole first; a bad file is a 400 and creates no batch. The same file again "
+        "returns its existing batch.",
+        request={"multipart/form-data": StatementUpload},
+        responses={202: dict},
+    )
+    def post(self, request: Request) -> Response:
+        data = self.StatementUpload(data=request.data)
+        data.is_valid(raise_exception=True)
+        bank = data.validated_data["bank"].strip()
+        partner = partner_named(bank)
+        if partner is None:
+            raise serializers.ValidationError({"bank": ["no such bank partner"]})
+        upload = data.validated_data["file"]
+        batch, created = statement_batch_create(
+            actor=staff_actor(request), partner=partner, stream=upload, file_name=upload.name
+        )
+        return Response(
+            {"batch": {"id": str(batch.pk), "status": batch.status}, "duplicate": not created},
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+class BatchDetailApi(FinanceView):
+    @extend_schema(
+        operation_id="reconciliation_batch_read",
+        parameters=[OpenApiParameter("limit", int, description="exceptions shown (≤ 1000)")],
+        responses=dict,
+    )
+    def get(self, request: Request, batch_id: UUID) -> Response:
+        batch = ReconBatch.objects.select_related("partner").get(pk=batch_id)
+        try:
+            limit = min(int(request.query_params.get("limit", EXCEPTIONS_SHOWN)), 1000)
+        except ValueError:
+            raise serializers.ValidationError({"limit": ["a whole number"]}) from None
+        return Response(batch_out(batch, limit=max(limit, 0)))
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+class BatchExportApi(FinanceView):
+    @extend_schema(operation_id="reconciliation_batch_export", responses={(200, "text/csv"): str})
+    def get(self, request: Request, batch_id: UUID) -> StreamingHttpResponse:
+        batch = ReconBatch.objects.get(pk=batch_id)
+        writer = csv.writer(_Echo())
+        columns = ["kind", "line", "reference", "bank_txn_id", "amount", "expected", "detail"]
+        columns += ["resolved_at", "resolved_by", "resolution_comment"]
+
+        def rows() -> Iterator[str]:
+            yield writer.writerow(columns)
+            for item in batch.items.order_by("kind", "position", "pk").iterator(chunk_size=5000):
+                yield writer.writerow(
+                    [
+                        item.kind,
+                        item.position or "",
+                        item.reference,
+                        item.external_id,
+                        fen_to_yuan(item.amount) if item.amount is not None else "",
+                        fen_to_yuan(item.expected) if item.expected is not None else "",
+                        item.detail,
+                        item.resolved_at.isoformat() if item.resolved_at else "",
+                        item.resolved_by,
+                        item.resolution_comment,
+                    ]
+                )
+
+        response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="recon-{batch.pk}.csv"'
+        return response
+
+
+class ItemResolveApi(FinanceView):
+    class Resolution(serializers.Serializer):
+        comment = serializers.CharField(max_length=2000)
+
+    @extend_schema(operation_id="reconciliation_item_resolve", request=Resolution, responses=dict)
+    def post(self, request: Request, item_id: int) -> Response:
+        ReconItem.objects.get(pk=item_id)
+        data = self.Resolution(data=request.data)
+        data.is_valid(raise_exception=True)
+        item = item_resolve(
+            actor=staff_actor(request), item_id=item_id, comment=data.validated_data["comment"]
+        )
+        return Response(item_out(item))

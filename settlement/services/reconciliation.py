@@ -1,0 +1,403 @@
+"""Reconciliation (对账): bank statements, the insurer's daily list and the ledger's own checks.
+
+A batch works through its input in chunks. Each chunk's results and the position reached are
+committed together, so a worker killed mid-batch leaves a batch the next run resumes from that
+position without counting a line twice; the totals are computed from the stored results at the
+end, so a rerun gives the same figures. A statement file is recognised by its hash.
+
+Matching a bank statement, exact to the fen:
+- a line whose reference is a draw's or reversal's reference matches it one to one;
+- a line whose reference is a daily statement's reference (``bank_statement``) matches every
+  draw and reversal of that bank and day at once, against their net;
+- a reference matched before (in this file or an earlier finished batch) or a bank
+  transaction id seen before in this file is a duplicate; an unknown reference is reported;
+- afterwards, every draw or reversal of the bank up to the statement's last value date that no
+  finished batch has matched is missing.
+"""
+
+import hashlib
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from datetime import date, timedelta
+from pathlib import Path
+from typing import IO, Any
+from uuid import UUID
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+
+from accounts.models import Partner
+from accounts.services.audit import audit_record
+
+from ..exceptions import EncounterStateError, SettlementInputError
+from ..models import CreditMovement, ReconBatch, ReconItem
+from ..statements import StatementFormatError, StatementLine, detect_format, parse_statement
+
+CHUNK = 5000
+LEASE = timedelta(minutes=5)
+STATEMENT_REFERENCE = re.compile(r"ST(\d{4})(\d{8})")
+
+
+def partner_named(bank: str) -> Partner | None:
+    """A bank partner by id or by name."""
+    bank = bank.strip()
+    if bank.isdigit():
+        found = Partner.objects.filter(pk=int(bank)).first()
+        if found is not None:
+            return found
+    return Partner.objects.filter(name=bank).first()
+
+
+def upload_dir() -> Path:
+    folder = Path(getattr(settings, "RECON_UPLOAD_DIR", settings.VAR_DIR / "statements"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+# --- creating batches -------------------------------------------------------------------------
+
+
+def statement_batch_create(
+    *, actor: str, partner: Partner, stream: IO[bytes], file_name: str
+) -> tuple[ReconBatch, bool]:
+    """Check a statement file whole and queue a batch for it; ``False`` if it was seen before.
+
+    The file is copied to the upload folder while being hashed, then parsed once to the end,
+    so a malformed file (or a daily file whose trailer disagrees) is refused before any batch
+    exists.
+    """
+    digest = hashlib.sha256()
+    with tempfile.NamedTemporaryFile(dir=upload_dir(), delete=False, suffix=".part") as copy:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+            copy.write(chunk)
+    temp = Path(copy.name)
+    fingerprint = f"{partner.pk}:{digest.hexdigest()}"
+    existing = ReconBatch.objects.filter(
+        source=ReconBatch.Source.BANK_STATEMENT, fingerprint=fingerprint
+    ).first()
+    if existing is not None:
+        temp.unlink(missing_ok=True)
+        return existing, False
+    try:
+        with temp.open("rb") as handle:
+            fmt = detect_format(handle.read(8192))
+        lines, first, last = 0, None, None
+        with temp.open("rb") as handle:
+            for line in parse_statement(handle, fmt):
+                lines += 1
+                first = min(first or line.value_date, line.value_date)
+                last = max(last or line.value_date, line.value_date)
+    except StatementFormatError as error:
+        temp.unlink(missing_ok=True)
+        raise SettlementInputError(str(error), field="file") from None
+    if not lines:
+        temp.unlink(missing_ok=True)
+        raise SettlementInputError("the statement has no lines", field="file")
+    final = upload_dir() / f"{digest.hexdigest()}.{fmt}"
+    shutil.move(temp, final)
+    try:
+        with transaction.atomic():
+            batch = ReconBatch.objects.create(
+                source=ReconBatch.Source.BANK_STATEMENT,
+                partner=partner,
+                period_start=first,
+                period_end=last,
+                fingerprint=fingerprint,
+                file_name=file_name[:200],
+                file_format=fmt,
+                file_path=str(final),
+                progress_total=lines,
+                created_by=actor,
+            )
+            audit_record(
+                actor=actor,
+                action="recon.statement_upload",
+                obj=batch,
+                changes={"file": file_name[:200], "format": fmt, "lines": lines},
+            )
+            transaction.on_commit(lambda: _enqueue(batch.pk), robust=True)
+    except IntegrityError:  # the same file uploaded concurrently
+        return ReconBatch.objects.get(
+            source=ReconBatch.Source.BANK_STATEMENT, fingerprint=fingerprint
+        ), False
+    return batch, True
+
+
+def _enqueue(batch_id: object) -> None:
+    from ..tasks import run_recon_batch
+
+    run_recon_batch.delay(str(batch_id))
+
+
+# --- running batches --------------------------------------------------------------------------
+
+
+def batch_run(batch_id: UUID | str) -> ReconBatch:
+    """Run (or resume) a batch; safe to call again, and concurrently (a lease decides)."""
+    now = timezone.now()
+    taken = (
+        ReconBatch.objects.filter(pk=batch_id)
+        .filter(
+            Q(status=ReconBatch.Status.QUEUED)
+            | Q(status=ReconBatch.Status.RUNNING, lease_until__lt=now)
+        )
+        .update(status=ReconBatch.Status.RUNNING, lease_until=now + LEASE, started_at=now)
+    )
+    batch = ReconBatch.objects.get(pk=batch_id)
+    if not taken:
+        return batch
+    try:
+        if batch.source == ReconBatch.Source.BANK_STATEMENT:
+            _run_statement(batch)
+        _finish(batch)
+    except Exception as error:
+        ReconBatch.objects.filter(pk=batch.pk).update(
+            status=ReconBatch.Status.FAILED,
+            error=f"{type(error).__name__}: {error}"[:2000],
+            lease_until=None,
+            finished_at=timezone.now(),
+        )
+        raise
+    batch.refresh_from_db()
+    return batch
+
+
+def batches_resume_stalled() -> int:
+    """Queue again the batches whose worker died (lease expired) or that never started."""
+    now = timezone.now()
+    stalled = ReconBatch.objects.filter(
+        Q(status=ReconBatch.Status.RUNNING, lease_until__lt=now)
+        | Q(status=ReconBatch.Status.QUEUED, created_at__lt=now - timedelta(minutes=2))
+    ).values_list("pk", flat=True)
+    count = 0
+    for batch_id in stalled:
+        _enqueue(batch_id)
+        count += 1
+    return count
+
+
+def _chunks(lines: Iterable[StatementLine], size: int) -> Iterator[list[StatementLine]]:
+    chunk: list[StatementLine] = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _run_statement(batch: ReconBatch) -> None:
+    assert batch.partner_id is not None  # noqa: S101 - statement batches always have a bank
+    with open(batch.file_path, "rb") as handle:
+        lines = (
+            line
+            for line in parse_statement(handle, batch.file_format)
+            if line.line_no > batch.resume_after
+        )
+        for chunk in _chunks(lines, CHUNK):
+            with transaction.atomic():
+                ReconItem.objects.bulk_create(
+                    _match_chunk(batch, chunk), ignore_conflicts=True, batch_size=2000
+                )
+                batch.resume_after = chunk[-1].line_no
+                ReconBatch.objects.filter(pk=batch.pk).update(
+                    resume_after=batch.resume_after,
+                    progress_done=batch.resume_after,
+                    lease_until=timezone.now() + LEASE,
+                )
+    _record_missing(batch)
+
+
+def _daily_statements(
+    partner_id: int | None, references: set[str]
+) -> dict[str, tuple[int, list[Any]]]:
+    """Net amount and movements of each daily statement reference of this bank."""
+    found = {}
+    for reference in references:
+        match = STATEMENT_REFERENCE.fullmatch(reference)
+        if match is None or int(match.group(1)) != partner_id:
+            continue
+        try:
+            day = date(int(match.group(2)[:4]), int(match.group(2)[4:6]), int(match.group(2)[6:]))
+        except ValueError:
+            continue
+        movements = list(
+            CreditMovement.objects.filter(partner_id=partner_id, business_date=day).values_list(
+                "reference", "amount"
+            )
+        )
+        found[reference] = (sum(amount for _, amount in movements), movements)
+    return found
+
+
+def _match_chunk(batch: ReconBatch, chunk: list[StatementLine]) -> list[ReconItem]:
+    partner_id = batch.partner_id
+    assert partner_id is not None  # noqa: S101
+    references = {line.reference for line in chunk}
+    movements = dict(
+        CreditMovement.objects.filter(partner_id=partner_id, reference__in=references).values_list(
+            "reference", "amount"
+        )
+    )
+    daily = _daily_statements(partner_id, references - set(movements))
+    wanted = references | {ref for _, moves in daily.values() for ref, _ in moves}
+    matched_before = set(
+        ReconItem.objects.filter(kind=ReconItem.Kind.MATCHED, reference__in=wanted)
+        .filter(
+            Q(batch=batch) | Q(batch__partner_id=partner_id, batch__status=ReconBatch.Status.DONE)
+        )
+        .values_list("reference", flat=True)
+    )
+    seen_ids = set(
+        ReconItem.objects.filter(
+            batch=batch, external_id__in={line.bank_txn_id for line in chunk}
+        ).values_list("external_id", flat=True)
+    )
+    items = []
+    for line in chunk:
+        item = ReconItem(
+            batch=batch,
+            position=line.line_no,
+            reference=line.reference[:64],
+            external_id=line.bank_txn_id[:64],
+            amount=line.amount,
+        )
+        items.append(item)
+        duplicate_id = line.bank_txn_id in seen_ids
+        seen_ids.add(line.bank_txn_id)
+        if duplicate_id or line.reference in matched_before:
+            item.kind = ReconItem.Kind.DUPLICATE
+            item.detail = "bank transaction seen before" if duplicate_id else "already paid"
+        elif line.reference in movements:
+            item.expected = movements[line.reference]
+            if item.expected == line.amount:
+                item.kind = ReconItem.Kind.MATCHED
+                matched_before.add(line.reference)
+            else:
+                item.kind = ReconItem.Kind.AMOUNT_MISMATCH
+        elif line.reference in daily:
+            net, moves = daily[line.reference]
+            item.expected = net
+            if net != line.amount:
+                item.kind = ReconItem.Kind.AMOUNT_MISMATCH
+                item.detail = f"net of {len(moves)} items"
+            elif any(ref in matched_before for ref, _ in moves):
+                item.kind = ReconItem.Kind.DUPLICATE
+                item.detail = "some of the day's items were already paid"
+            else:
+                item.kind = ReconItem.Kind.MATCHED
+                item.detail = f"daily net of {len(moves)} items"
+                for ref, amount in moves:
+                    matched_before.add(ref)
+                    items.append(
+                        ReconItem(
+                            batch=batch,
+                            position=line.line_no,
+                            kind=ReconItem.Kind.MATCHED,
+                            reference=ref,
+                            external_id=line.bank_txn_id[:64],
+                            amount=amount,
+                            expected=amount,
+                            detail=f"in daily statement {line.reference}",
+                        )
+                    )
+        else:
+            item.kind = ReconItem.Kind.UNKNOWN_REFERENCE
+    return items
+
+
+def _record_missing(batch: ReconBatch) -> None:
+    """Every draw or reversal up to the statement's date that no finished batch matched."""
+    assert batch.partner_id is not None  # noqa: S101 - statement batches always have a bank
+    # Paid: matched here or by an earlier finished batch. A line paying the wrong amount is
+    # already reported as a mismatch, so it is not reported missing as well.
+    matched = ReconItem.objects.filter(
+        Q(batch=batch, kind__in=[ReconItem.Kind.MATCHED, ReconItem.Kind.AMOUNT_MISMATCH])
+        | Q(
+            batch__partner_id=batch.partner_id,
+            batch__status=ReconBatch.Status.DONE,
+            kind=ReconItem.Kind.MATCHED,
+        )
+    )
+    due = (
+        CreditMovement.objects.filter(
+            partner_id=batch.partner_id, business_date__lte=batch.period_end
+        )
+        .exclude(reference__in=matched.values("reference"))
+        .order_by("business_date", "reference")
+        .values_list("reference", "amount", "business_date")
+    )
+    pending: list[ReconItem] = []
+    for reference, amount, day in due.iterator(chunk_size=CHUNK):
+        pending.append(
+            ReconItem(
+                batch=batch,
+                position=0,
+                kind=ReconItem.Kind.MISSING,
+                reference=reference,
+                expected=amount,
+                detail=f"drawn on {day.isoformat()}, not paid by the bank",
+            )
+        )
+        if len(pending) == CHUNK:
+            ReconItem.objects.bulk_create(pending, ignore_conflicts=True)
+            pending = []
+    if pending:
+        ReconItem.objects.bulk_create(pending, ignore_conflicts=True)
+
+
+def _finish(batch: ReconBatch) -> None:
+    rows = (
+        ReconItem.objects.filter(batch=batch)
+        .values("kind")
+        .annotate(n=Count("pk"), amount=Sum("amount"), expected=Sum("expected"))
+    )
+    counts = {kind: 0 for kind in ReconItem.Kind.values}
+    totals: dict[str, int] = {}
+    for row in rows:
+        counts[row["kind"]] = row["n"]
+        totals[row["kind"]] = int(
+            row["amount"] if row["amount"] is not None else row["expected"] or 0
+        )
+    ReconBatch.objects.filter(pk=batch.pk).update(
+        status=ReconBatch.Status.DONE,
+        counts=counts,
+        totals=totals,
+        progress_done=batch.progress_total or batch.resume_after,
+        lease_until=None,
+        finished_at=timezone.now(),
+        error="",
+    )
+
+
+# --- resolving exceptions ---------------------------------------------------------------------
+
+
+@transaction.atomic
+def item_resolve(*, actor: str, item_id: int, comment: str) -> ReconItem:
+    """Finance closes an exception with a required comment; audited."""
+    comment = (comment or "").strip()
+    if not comment:
+        raise SettlementInputError(
+            "a comment saying how it was resolved is required", field="comment"
+        )
+    item = ReconItem.objects.select_for_update().get(pk=item_id)
+    if item.kind == ReconItem.Kind.MATCHED:
+        raise EncounterStateError("a matched line is not an exception")
+    if item.resolved_at is not None:
+        raise EncounterStateError("the exception is already resolved")
+    item.resolved_at, item.resolved_by, item.resolution_comment = timezone.now(), actor, comment
+    item.save(update_fields=["resolved_at", "resolved_by", "resolution_comment"])
+    audit_record(
+        actor=actor,
+        action="recon.resolve",
+        obj=item,
+        changes={"kind": item.kind, "reference": item.reference, "comment": comment},
+    )
+    return item

@@ -1,0 +1,644 @@
+"""Streaming parsers for the bank statement files used in reconciliation (对账).
+
+A statement file is read one line (or one camt.053 entry) at a time, so a file of millions of
+lines is checked and matched in flat memory. Nothing here touches the database: the parsers turn
+bytes into :class:`StatementLine` values and refuse anything they do not understand with a
+:class:`StatementFormatError` that names the line or entry and what is wrong with it.
+
+Money is integer fen. Yuan strings are converted with :class:`~decimal.Decimal`, exactly; an
+amount that is not a whole number of fen is refused, never rounded, and so is an amount of zero
+(a transfer of nothing is neither a payment nor a refund).
+
+Three formats are understood; :func:`detect_format` tells them apart from the first few KB.
+
+``csv``
+    UTF-8 (a byte order mark is accepted), header exactly
+    ``bank_txn_id,value_date,amount,reference``; ``value_date`` is ``YYYY-MM-DD``; ``amount`` is
+    yuan with at most two decimal places and an optional leading ``-`` (``1e3``, ``12.345``,
+    ``+5`` and an empty amount are refused). Blank lines are skipped.
+
+``camt053``
+    An ISO 20022 ``BkToCstmrStmt`` document of any ``camt.053.001.xx`` version. Each ``Ntry``
+    of each ``Stmt`` is one line: the amount is the entry's ``Amt`` (``Ccy="CNY"`` required),
+    positive for ``CdtDbtInd`` ``CRDT`` and negative for ``DBIT`` (``Amt`` itself is unsigned
+    and may carry up to five decimal places, as the schema allows, if they come to whole fen);
+    the value date is ``ValDt/Dt`` (else ``BookgDt/Dt``; a ``DtTm`` counts by its date); the
+    bank's id is ``AcctSvcrRef`` (else ``NtryRef``); the reference is the first non-empty
+    ``NtryDtls/TxDtls/RmtInf/Ustrd``, else the first ``NtryDtls/TxDtls/Refs/EndToEndId`` other
+    than the ``NOTPROVIDED`` placeholder. DTDs and entities are refused (defusedxml), and each
+    entry is dropped from the tree once read.
+
+``daily``
+    The daily reconciliation file (日终对账文件) of the Chinese partner banks: text lines ended by
+    LF or CRLF, fields separated by ``|`` (a field cannot contain ``|``; blanks around a field
+    are ignored)::
+
+        H|<bank code>|<statement date YYYYMMDD>|<file sequence, digits>
+        D|<bank_txn_id>|<value date YYYYMMDD>|<amount in yuan, optional leading ->|<reference>
+        ...
+        T|<number of D lines>|<sum of the D amounts in yuan, optional leading ->
+
+    Exactly one header, first; zero or more detail lines; exactly one trailer, last. Only blank
+    lines may follow the trailer; a blank line before it is refused. Amounts follow the CSV
+    rules, and the trailer's count and sum must equal the details'. The text is UTF-8 (a byte
+    order mark is accepted) or GB18030: the encoding is decided once, by the first line that is
+    not plain ASCII (normally the header, when the bank code is in Chinese), which is decoded as
+    UTF-8 if it can be and as GB18030 otherwise; every later line must decode the same way.
+
+    The trailer comes last, so a count or sum that disagrees, a missing trailer (a truncated
+    file) or a line after it is only found once every detail line has been yielded. **Whoever
+    consumes** :func:`parse_statement` **must treat the whole file as failed when the iterator
+    raises at any point**, and so must not act on any line until the iterator is exhausted (for
+    instance: parse the file once to the end to check it, then again to match it).
+
+``StatementLine.line_no`` counts the detail lines (or camt.053 entries) from 1, whatever the
+format; it is the position to resume after and matches :func:`count_lines`. Error messages for
+the text formats name the line of the file as an editor shows it (the header is line 1), and
+``StatementFormatError.line_no`` holds that number (the entry number for camt.053).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import TYPE_CHECKING, BinaryIO, Literal
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import ParseError, iterparse
+
+if TYPE_CHECKING:
+    from xml.etree.ElementTree import Element
+
+    from _typeshed import WriteableBuffer
+
+__all__ = [
+    "FORMATS",
+    "StatementFormatError",
+    "StatementLine",
+    "count_lines",
+    "detect_format",
+    "parse_statement",
+]
+
+Format = Literal["csv", "camt053", "daily"]
+FORMATS: tuple[Format, ...] = ("csv", "camt053", "daily")
+
+CSV_HEADER = ["bank_txn_id", "value_date", "amount", "reference"]
+HEAD_SIZE = 8192  # bytes read by parse_statement() to detect the format
+MAX_DAILY_LINE = 64 * 1024  # a longer "line" means the file is not a daily file
+
+_BOM = b"\xef\xbb\xbf"
+_YUAN = re.compile(r"-?[0-9]{1,15}(?:\.[0-9]{1,2})?")
+_CAMT_AMOUNT = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,5})?")  # schema allows 5 places
+_ISO_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+_COMPACT_DATE = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})")
+_CAMT053_NS = re.compile(r"urn:iso:std:iso:20022:tech:xsd:camt\.053\.001\.[0-9]{2}")
+
+
+@dataclass(frozen=True, slots=True)
+class StatementLine:
+    """One transfer the bank reports.
+
+    ``line_no`` is the 1-based position of the detail line (camt.053: entry) among the file's
+    detail lines; ``amount`` is in fen, positive when the bank paid the hospital and negative
+    when money went back to the bank; ``reference`` is an item's or a daily statement's
+    reference.
+    """
+
+    line_no: int
+    bank_txn_id: str
+    value_date: date
+    amount: int
+    reference: str
+
+
+class StatementFormatError(ValueError):
+    """A statement file that cannot be read; the message names the line or entry at fault."""
+
+    def __init__(self, message: str, *, line_no: int | None = None) -> None:
+        super().__init__(message)
+        self.line_no = line_no
+
+
+# Detection and dispatch
+
+
+def detect_format(head: bytes) -> Format:
+    """Return the format of a statement file from its first bytes (a few KB are plenty).
+
+    Raise :class:`StatementFormatError` when the bytes are none of the known formats.
+    """
+    if not head.strip():
+        raise StatementFormatError("the file is empty")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise StatementFormatError("the file is UTF-16; statement files must be UTF-8")
+    text = head.removeprefix(_BOM)
+    if text.lstrip().startswith(b"<"):
+        if b"BkToCstmrStmt" in text or b"camt.053" in text:
+            return "camt053"
+        raise StatementFormatError(
+            "the file is XML but not an ISO 20022 camt.053 statement (no BkToCstmrStmt)"
+        )
+    first_line = text.split(b"\n", 1)[0].rstrip(b"\r")
+    if first_line.lstrip(b'"').startswith(b"bank_txn_id"):
+        return "csv"
+    if first_line.startswith(b"H|"):
+        return "daily"
+    raise StatementFormatError(
+        "not a bank statement: expected a CSV file with the header "
+        f"'{','.join(CSV_HEADER)}', a camt.053 XML document or a daily file starting 'H|'"
+    )
+
+
+def parse_statement(stream: BinaryIO, fmt: str | None = None) -> Iterator[StatementLine]:
+    """Return an iterator over the lines of a statement file, read as it goes.
+
+    ``stream`` is a binary file positioned at the start of the statement; it is not closed.
+    Without ``fmt`` the format is detected here, at once, from the first bytes. Errors in the
+    body are raised while iterating, some (a daily file's trailer) only at the end: treat the
+    file as failed if iterating raises at any point.
+    """
+    if fmt is None:
+        head = _read_head(stream)
+        fmt = detect_format(head)
+        stream = _rewound(head, stream)
+    if fmt == "csv":
+        return _parse_csv(stream)
+    if fmt == "camt053":
+        return _parse_camt053(stream)
+    if fmt == "daily":
+        return _parse_daily(stream)
+    raise ValueError(f"Unknown statement format {fmt!r}; expected one of {', '.join(FORMATS)}.")
+
+
+def count_lines(stream: BinaryIO, fmt: str | None = None) -> int:
+    """Return the number of detail lines (camt.053: entries), reading the stream once.
+
+    Meant for a progress bar: the count is quick and does not check the lines themselves, but a
+    file whose structure cannot be followed still raises :class:`StatementFormatError`.
+    """
+    if fmt is None:
+        head = _read_head(stream)
+        fmt = detect_format(head)
+        stream = _rewound(head, stream)
+    if fmt == "csv":
+        return sum(1 for _ in _csv_rows(stream))
+    if fmt == "camt053":
+        return sum(1 for _ in _camt053_entries(stream))
+    if fmt == "daily":
+        count = 0
+        while raw := stream.readline(MAX_DAILY_LINE + 1):
+            if raw.startswith(b"D|"):
+                count += 1
+        return count
+    raise ValueError(f"Unknown statement format {fmt!r}; expected one of {', '.join(FORMATS)}.")
+
+
+def _read_head(stream: BinaryIO) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < HEAD_SIZE:
+        chunk = stream.read(HEAD_SIZE - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+class _Prefixed(io.RawIOBase):
+    """Bytes already read from a stream, followed by the rest of that stream.
+
+    Closing it leaves the underlying stream open: that stream belongs to the caller.
+    """
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        super().__init__()
+        self._head = memoryview(head)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        target = memoryview(buffer).cast("B")
+        if self._head:
+            size = min(len(target), len(self._head))
+            target[:size] = self._head[:size]
+            self._head = self._head[size:]
+            return size
+        data = self._rest.read(len(target))
+        target[: len(data)] = data
+        return len(data)
+
+
+def _rewound(head: bytes, rest: BinaryIO) -> BinaryIO:
+    return io.BufferedReader(_Prefixed(head, rest))
+
+
+# Money, dates and messages
+
+
+def _yuan_to_fen(text: str) -> int | None:
+    """Return the fen in a yuan string such as ``-12.30``, or ``None`` if it is not one."""
+    if not _YUAN.fullmatch(text):
+        return None
+    return int(Decimal(text).scaleb(2))
+
+
+def _fen_to_yuan(fen: int) -> str:
+    sign = "-" if fen < 0 else ""
+    whole, cents = divmod(abs(fen), 100)
+    return f"{sign}¥{whole}.{cents:02d}"
+
+
+def _date(text: str, pattern: re.Pattern[str]) -> date | None:
+    match = pattern.fullmatch(text)
+    if match is None:
+        return None
+    try:
+        return date(int(match[1]), int(match[2]), int(match[3]))
+    except ValueError:
+        return None
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """Quote a piece of the file for an error message, cut short if long."""
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def _at_line(line: int, problem: str) -> StatementFormatError:
+    return StatementFormatError(f"line {line}: {problem}", line_no=line)
+
+
+def _statement_line(
+    line_no: int,
+    fields: tuple[str, str, str, str],
+    *,
+    line: int,
+    date_pattern: re.Pattern[str],
+    date_shape: str,
+) -> StatementLine:
+    """Check the four fields shared by the CSV and daily formats, found at ``line``."""
+    bank_txn_id, value_date, amount, reference = fields
+    if not bank_txn_id:
+        raise _at_line(line, "bank_txn_id is empty")
+    parsed_date = _date(value_date, date_pattern)
+    if parsed_date is None:
+        raise _at_line(
+            line, f"value date {_shown(value_date)} is not a date in the form {date_shape}"
+        )
+    fen = _yuan_to_fen(amount)
+    if fen is None:
+        raise _at_line(
+            line,
+            f"amount {_shown(amount)} is not an amount in yuan with at most two decimal places",
+        )
+    if fen == 0:
+        raise _at_line(line, "amount is zero")
+    if not reference:
+        raise _at_line(line, "reference is empty")
+    return StatementLine(line_no, bank_txn_id, parsed_date, fen, reference)
+
+
+# CSV
+
+
+def _csv_rows(stream: BinaryIO) -> Iterator[tuple[int, list[str]]]:
+    """Yield ``(file line, row)`` for each non-blank row after a correct header."""
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    reader = csv.reader(text, strict=True)
+    read_up_to = 0
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise StatementFormatError("the CSV file is empty", line_no=1)
+        if header != CSV_HEADER:
+            raise _at_line(
+                1,
+                f"the header must be exactly '{','.join(CSV_HEADER)}', "
+                f"not {_shown(','.join(header), 80)}",
+            )
+        read_up_to = reader.line_num
+        for row in reader:
+            line = read_up_to + 1  # where the row starts; a quoted field may span lines
+            read_up_to = reader.line_num
+            if row and (len(row) > 1 or row[0].strip()):
+                yield line, row
+    except UnicodeDecodeError:
+        # The wrapper decodes ahead of the reader, so the line is only a lower bound.
+        raise StatementFormatError(
+            f"the CSV file is not valid UTF-8 (at or after line {read_up_to + 1}); "
+            "save it as UTF-8",
+            line_no=read_up_to + 1,
+        ) from None
+    except csv.Error as error:
+        raise _at_line(reader.line_num, f"not valid CSV ({error})") from None
+    finally:
+        # Detached, the wrapper no longer closes the caller's stream when collected.
+        with suppress(ValueError):
+            text.detach()
+
+
+def _parse_csv(stream: BinaryIO) -> Iterator[StatementLine]:
+    line_no = 0
+    for line, row in _csv_rows(stream):
+        if len(row) != 4:
+            raise _at_line(line, f"expected 4 fields, found {len(row)}")
+        line_no += 1
+        bank_txn_id, value_date, amount, reference = row
+        yield _statement_line(
+            line_no,
+            (bank_txn_id.strip(), value_date.strip(), amount.strip(), reference.strip()),
+            line=line,
+            date_pattern=_ISO_DATE,
+            date_shape="YYYY-MM-DD",
+        )
+
+
+# ISO 20022 camt.053
+
+
+class _Names:
+    """The qualified tags of one document's namespace, for quick lookups in its entries."""
+
+    def __init__(self, namespace: str) -> None:
+        prefix = f"{{{namespace}}}" if namespace else ""
+        self.stmt = f"{prefix}Stmt"
+        self.ntry = f"{prefix}Ntry"
+        self.amt = f"{prefix}Amt"
+        self.indicator = f"{prefix}CdtDbtInd"
+        self.servicer_ref = f"{prefix}AcctSvcrRef"
+        self.entry_ref = f"{prefix}NtryRef"
+        self.value_date = (f"{prefix}ValDt/{prefix}Dt", f"{prefix}ValDt/{prefix}DtTm")
+        self.booking_date = (f"{prefix}BookgDt/{prefix}Dt", f"{prefix}BookgDt/{prefix}DtTm")
+        details = f"{prefix}NtryDtls/{prefix}TxDtls"
+        self.unstructured = f"{details}/{prefix}RmtInf/{prefix}Ustrd"
+        self.end_to_end = f"{details}/{prefix}Refs/{prefix}EndToEndId"
+
+
+def _text(element: Element | None) -> str:
+    return "" if element is None or element.text is None else element.text.strip()
+
+
+def _camt053_entries(stream: BinaryIO) -> Iterator[tuple[int, Element, _Names]]:
+    """Yield ``(entry number, Ntry element, names)``, dropping each entry once it is read."""
+    stack: list[Element] = []
+    names = _Names("")
+    entries = 0
+    in_entry = False
+    seen_statement = False
+    try:
+        for event, element in iterparse(stream, events=("start", "end"), forbid_dtd=True):
+            depth = len(stack)
+            if event == "start":
+                if depth == 0:
+                    namespace, _, name = element.tag.rpartition("}")
+                    namespace = namespace.removeprefix("{")
+                    if name != "Document" or (namespace and not _CAMT053_NS.fullmatch(namespace)):
+                        raise StatementFormatError(
+                            "not a camt.053 statement: the root element is "
+                            f"{_shown(element.tag, 80)}, not a camt.053.001 Document"
+                        )
+                    names = _Names(namespace)
+                elif depth == 1:
+                    if element.tag.rpartition("}")[2] != "BkToCstmrStmt":
+                        raise StatementFormatError(
+                            f"not a camt.053 statement: {_shown(element.tag, 80)} instead of "
+                            "BkToCstmrStmt"
+                        )
+                    seen_statement = True
+                elif depth == 3 and element.tag == names.ntry and stack[2].tag == names.stmt:
+                    entries += 1
+                    in_entry = True
+                stack.append(element)
+                continue
+            stack.pop()
+            if depth <= 4:
+                if depth == 4 and in_entry:
+                    in_entry = False
+                    yield entries, element, names
+                if depth >= 2:
+                    # Read: drop it, so the tree never holds more than the current entry.
+                    stack[-1].remove(element)
+    except ParseError as error:
+        if in_entry:
+            where = f"in entry {entries}"
+        else:
+            where = f"after entry {entries}" if entries else "before the first entry"
+        raise StatementFormatError(
+            f"not a well-formed XML document ({error}; {where})",
+            line_no=entries if in_entry else None,
+        ) from None
+    except DefusedXmlException as error:
+        raise StatementFormatError(
+            f"the XML document is refused: {error} (DTDs and entities are not allowed)"
+        ) from None
+    if not seen_statement:
+        raise StatementFormatError("not a camt.053 statement: no BkToCstmrStmt")
+
+
+def _parse_camt053(stream: BinaryIO) -> Iterator[StatementLine]:
+    for line_no, entry, names in _camt053_entries(stream):
+        yield _camt053_line(line_no, entry, names)
+
+
+def _camt053_line(line_no: int, entry: Element, names: _Names) -> StatementLine:
+    bank_txn_id = _text(entry.find(names.servicer_ref)) or _text(entry.find(names.entry_ref))
+    where = f"entry {line_no} ({bank_txn_id})" if bank_txn_id else f"entry {line_no}"
+
+    def fail(problem: str) -> StatementFormatError:
+        return StatementFormatError(f"{where}: {problem}", line_no=line_no)
+
+    if not bank_txn_id:
+        raise fail("no AcctSvcrRef or NtryRef to identify the transfer")
+
+    amount_element = entry.find(names.amt)
+    if amount_element is None:
+        raise fail("no Amt")
+    currency = amount_element.get("Ccy")
+    if currency != "CNY":
+        shown = "no currency" if currency is None else f"currency {currency}"
+        raise fail(f"Amt is in {shown}; only CNY is accepted")
+    amount_text = _text(amount_element)
+    if not _CAMT_AMOUNT.fullmatch(amount_text):
+        raise fail(f"Amt {_shown(amount_text)} is not a decimal amount")
+    fen_exact = Decimal(amount_text).scaleb(2)
+    if fen_exact != fen_exact.to_integral_value():
+        raise fail(f"Amt {_shown(amount_text)} is not a whole number of fen")
+    fen = int(fen_exact)
+    if fen == 0:
+        raise fail("Amt is zero")
+
+    indicator = _text(entry.find(names.indicator))
+    if indicator == "DBIT":
+        fen = -fen
+    elif not indicator:
+        raise fail("no CdtDbtInd (CRDT or DBIT)")
+    elif indicator != "CRDT":
+        raise fail(f"CdtDbtInd {_shown(indicator)} is neither CRDT nor DBIT")
+
+    value_date = _camt053_date(entry, names.value_date) or _camt053_date(entry, names.booking_date)
+    if value_date is None:
+        raise fail("no valid ValDt/Dt or BookgDt/Dt (YYYY-MM-DD)")
+
+    reference = _first_text(entry.iterfind(names.unstructured)) or _first_text(
+        entry.iterfind(names.end_to_end), placeholder="NOTPROVIDED"
+    )
+    if not reference:
+        raise fail("no reference: neither RmtInf/Ustrd nor Refs/EndToEndId in NtryDtls/TxDtls")
+    return StatementLine(line_no, bank_txn_id, value_date, fen, reference)
+
+
+def _first_text(elements: Iterable[Element], placeholder: str = "") -> str:
+    """The first non-empty text, skipping the schema's placeholder for "no value"."""
+    for element in elements:
+        text = _text(element)
+        if text and text != placeholder:
+            return text
+    return ""
+
+
+def _camt053_date(entry: Element, paths: tuple[str, str]) -> date | None:
+    day = _text(entry.find(paths[0]))
+    if not day:
+        # ISODateTime: the date as the bank wrote it, before any time or offset.
+        day = _text(entry.find(paths[1]))[:10]
+    return _date(day, _ISO_DATE) if day else None
+
+
+# The banks' daily file
+
+
+def _parse_daily(stream: BinaryIO) -> Iterator[StatementLine]:
+    decoder = _DailyDecoder()
+    line = 0
+    header_seen = False
+    trailer_line: int | None = None
+    details = 0
+    total = 0
+    while raw := stream.readline(MAX_DAILY_LINE + 1):
+        line += 1
+        if len(raw) > MAX_DAILY_LINE:
+            raise _at_line(line, f"longer than {MAX_DAILY_LINE} bytes; this is not a daily file")
+        if line == 1:
+            raw = raw.removeprefix(_BOM)
+        text = decoder.decode(raw, line).rstrip("\r\n")
+        blank = not text or text.isspace()
+        if trailer_line is not None:
+            if not blank:
+                raise _at_line(line, f"nothing may follow the trailer (line {trailer_line})")
+            continue
+        if blank:
+            raise _at_line(line, "blank line before the trailer")
+        fields = text.split("|")
+        if " " in text or "\t" in text:
+            fields = [field.strip() for field in fields]
+        kind = fields[0]
+        if not header_seen:
+            if kind != "H":
+                raise _at_line(
+                    line,
+                    "the file must start with the header 'H|bank code|YYYYMMDD|sequence', "
+                    f"not {_shown(text)}",
+                )
+            _check_daily_header(fields, line)
+            header_seen = True
+        elif kind == "D":
+            if len(fields) != 5:
+                raise _at_line(
+                    line,
+                    "a detail line has 5 fields (D|bank_txn_id|YYYYMMDD|amount|reference), "
+                    f"found {len(fields)}",
+                )
+            details += 1
+            _, bank_txn_id, value_date, amount, reference = fields
+            statement_line = _statement_line(
+                details,
+                (bank_txn_id, value_date, amount, reference),
+                line=line,
+                date_pattern=_COMPACT_DATE,
+                date_shape="YYYYMMDD",
+            )
+            total += statement_line.amount
+            yield statement_line
+        elif kind == "T":
+            _check_daily_trailer(fields, details, total, line)
+            trailer_line = line
+        elif kind == "H":
+            raise _at_line(line, "a second header line")
+        else:
+            raise _at_line(line, f"unknown line type {_shown(kind)}; expected H, D or T")
+    if not header_seen:
+        raise StatementFormatError("the daily file is empty", line_no=1)
+    if trailer_line is None:
+        raise StatementFormatError(
+            f"the daily file ends at line {line} without a trailer 'T|count|sum'; "
+            "it may be truncated",
+            line_no=line,
+        )
+
+
+def _check_daily_header(fields: list[str], line: int) -> None:
+    if len(fields) != 4:
+        raise _at_line(
+            line, f"the header has 4 fields (H|bank code|YYYYMMDD|sequence), found {len(fields)}"
+        )
+    _, bank_code, statement_date, sequence = fields
+    if not bank_code:
+        raise _at_line(line, "the header's bank code is empty")
+    if _date(statement_date, _COMPACT_DATE) is None:
+        raise _at_line(
+            line, f"the header's statement date {_shown(statement_date)} is not YYYYMMDD"
+        )
+    if not (sequence.isascii() and sequence.isdigit()):
+        raise _at_line(line, f"the header's file sequence {_shown(sequence)} is not a number")
+
+
+def _check_daily_trailer(fields: list[str], details: int, total: int, line: int) -> None:
+    if len(fields) != 3:
+        raise _at_line(line, f"the trailer has 3 fields (T|count|sum), found {len(fields)}")
+    _, count_text, sum_text = fields
+    if not (count_text.isascii() and count_text.isdigit()):
+        raise _at_line(line, f"the trailer's count {_shown(count_text)} is not a number")
+    expected_total = _yuan_to_fen(sum_text)
+    if expected_total is None:
+        raise _at_line(line, f"the trailer's sum {_shown(sum_text)} is not an amount in yuan")
+    if int(count_text) != details or expected_total != total:
+        raise _at_line(
+            line,
+            f"trailer says {int(count_text)} lines / {_fen_to_yuan(expected_total)}, "
+            f"the file has {details} / {_fen_to_yuan(total)}",
+        )
+
+
+class _DailyDecoder:
+    """Decode lines as UTF-8 or GB18030, decided by the first line that is not plain ASCII."""
+
+    def __init__(self) -> None:
+        self.encoding: str | None = None
+        self.decided_at = 0
+
+    def decode(self, raw: bytes, line: int) -> str:
+        if self.encoding is None:
+            if raw.isascii():
+                return raw.decode("ascii")
+            for encoding in ("utf-8", "gb18030"):
+                with suppress(UnicodeDecodeError):
+                    text = raw.decode(encoding)
+                    self.encoding, self.decided_at = encoding, line
+                    return text
+            raise _at_line(line, "neither UTF-8 nor GB18030 text")
+        try:
+            return raw.decode(self.encoding)
+        except UnicodeDecodeError:
+            raise _at_line(
+                line,
+                f"not valid {self.encoding.upper()}, the encoding of line {self.decided_at}",
+            ) from None

@@ -1,0 +1,242 @@
+"""Reconciling bank statements: matching classes, a real worker, the same file twice, a bad file,
+and a worker process killed mid-batch then resumed."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from django.db import connection
+from django.test import override_settings
+from django.utils import timezone
+
+from accounts.models import Department
+from accounts.services.credit_lines import credit_line_grant
+from accounts.services.institutions import department_ensure, institution_ensure
+from accounts.services.persons import person_id_number
+from config.celery import app
+from settlement.models import CreditMovement, ReconBatch, ReconItem
+from settlement.selectors import bank_statement
+from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
+from settlement.services.reconciliation import batch_run
+from settlement.services.settle import encounter_settle
+
+ROOT = Path(__file__).resolve().parents[2]
+INSURER_DOWN = "http://127.0.0.1:9"  # nothing listens: every settle is all self-pay, on credit
+
+
+@pytest.fixture
+def draws(make_person, make_partner, tmp_path, settings):
+    """A bank with three settled credit draws of ¥100, ¥200 and ¥300 today."""
+    settings.RECON_UPLOAD_DIR = tmp_path / "uploads"
+    partner, _ = make_partner("厦门国际银行")
+    institution = institution_ensure(actor="test", code="XMH1", name="厦门市第一医院")
+    department = department_ensure(actor="test", institution=institution, code="IM", name="内科")
+    Department.objects.filter(pk=department.pk).update(default_deposit=0)
+    department.refresh_from_db()
+    for index, amount in enumerate((10_000, 20_000, 30_000)):
+        person = make_person(f"病人{index}", birth=date(1970 + index, 1, 1))
+        credit_line_grant(
+            actor="test",
+            partner=partner,
+            id_number=person_id_number(person),
+            name=person.name,
+            score=650,
+            score_provider="白鹭分",
+        )
+        encounter = encounter_admit(
+            actor="test", person=person, department=department, kind="outpatient"
+        )
+        charges_post(
+            actor="test",
+            encounter_id=encounter.pk,
+            items=[ChargeItem("C1", "诊查", "exam", "C", Decimal(1), amount, timezone.localdate())],
+        )
+        with override_settings(INSURER_URL=INSURER_DOWN, INSURER_TIMEOUT_SECONDS=1):
+            encounter_settle(actor="test", encounter_id=encounter.pk)
+    movements = list(CreditMovement.objects.order_by("amount").values_list("reference", "amount"))
+    assert [amount for _, amount in movements] == [10_000, 20_000, 30_000]
+    return partner, [reference for reference, _ in movements]
+
+
+def statement_csv(rows: list[tuple[str, str, str]]) -> bytes:
+    today = timezone.localdate().isoformat()
+    lines = ["bank_txn_id,value_date,amount,reference"]
+    lines += [f"{txn},{today},{amount},{reference}" for txn, amount, reference in rows]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def upload(client, partner, content: bytes, name: str = "statement.csv"):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return client.post(
+        "/api/v1/reconciliation/bank-statements/",
+        {"bank": partner.name, "file": SimpleUploadedFile(name, content)},
+        format="multipart",
+    )
+
+
+def wait_until(condition, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_upload_is_reconciled_by_a_real_worker_into_each_class(draws, staff_client):
+    partner, (first, second, third) = draws
+    finance = staff_client("finance")
+    content = statement_csv(
+        [
+            ("B1", "100.00", first),  # matched
+            ("B2", "200.01", second),  # amount mismatch
+            ("B3", "50.00", "DRNOSUCHTHING"),  # unknown reference
+            ("B4", "100.00", first),  # paid twice: duplicate
+        ]
+    )
+    with start_worker(app, perform_ping_check=False, shutdown_timeout=30):
+        answer = upload(finance, partner, content)
+        assert answer.status_code == 202, answer.json()
+        batch_id = answer.json()["batch"]["id"]
+        assert wait_until(lambda: ReconBatch.objects.get(pk=batch_id).status == "done")
+
+    body = finance.get(f"/api/v1/reconciliation/batches/{batch_id}/").json()
+    assert body["status"] == "done"
+    assert body["progress"] == {"done": 4, "total": 4}
+    assert body["matched"] == 1
+    assert body["counts"] == {
+        "matched": 1,
+        "amount_mismatch": 1,
+        "unknown_reference": 1,
+        "duplicate": 1,
+        "missing": 1,
+        "problem": 0,
+    }
+    kinds = {(e["kind"], e["reference"]) for e in body["exceptions"]}
+    assert kinds == {
+        ("amount_mismatch", second),
+        ("unknown_reference", "DRNOSUCHTHING"),
+        ("duplicate", first),
+        ("missing", third),
+    }
+    assert body["totals"]["missing"] == "300.00"
+
+    again = upload(finance, partner, content, name="renamed.csv")
+    assert again.status_code == 202
+    assert again.json() == {"batch": {"id": batch_id, "status": "done"}, "duplicate": True}
+    assert ReconBatch.objects.count() == 1
+    assert ReconItem.objects.filter(batch_id=batch_id).count() == 5
+
+    exported = finance.get(f"/api/v1/reconciliation/batches/{batch_id}/export/")
+    text = b"".join(exported.streaming_content).decode()
+    assert text.splitlines()[0].startswith("kind,line,reference")
+    assert len(text.splitlines()) == 6
+
+    missing = ReconItem.objects.get(batch_id=batch_id, kind="missing")
+    refused = finance.post(f"/api/v1/reconciliation/items/{missing.pk}/resolve/", {"comment": ""})
+    assert refused.status_code == 400
+    resolved = finance.post(
+        f"/api/v1/reconciliation/items/{missing.pk}/resolve/",
+        {"comment": "paid in tomorrow's transfer"},
+    )
+    assert resolved.status_code == 200 and resolved.json()["resolved"] is True
+    assert (
+        staff_client("cashier").get(f"/api/v1/reconciliation/batches/{batch_id}/").status_code
+        == 403
+    )
+
+
+@pytest.mark.django_db
+def test_a_daily_net_transfer_matches_all_the_days_draws(draws, staff_client):
+    partner, references = draws
+    statement = bank_statement(partner, timezone.localdate())
+    assert statement["net_amount"] == "600.00"
+    content = statement_csv([("N1", "600.00", statement["reference"])])
+    answer = upload(staff_client("finance"), partner, content)
+    batch = batch_run(answer.json()["batch"]["id"])
+    assert batch.counts["matched"] == 4  # the statement line and the three draws it pays
+    assert batch.counts["missing"] == 0
+    assert set(
+        ReconItem.objects.filter(batch=batch, kind="matched").values_list("reference", flat=True)
+    ) == {statement["reference"], *references}
+    # A later statement paying one of them again finds it already paid.
+    later = upload(
+        staff_client("finance"), partner, statement_csv([("N2", "100.00", references[0])])
+    )
+    assert batch_run(later.json()["batch"]["id"]).counts["duplicate"] == 1
+
+
+@pytest.mark.django_db
+def test_a_bad_file_is_refused_and_leaves_no_batch(draws, staff_client, settings):
+    partner, _ = draws
+    finance = staff_client("finance")
+    bad = b"bank_txn_id,value_date,amount,reference\nB1,2026-11-23,12.345,DR1\n"
+    answer = upload(finance, partner, bad)
+    assert answer.status_code == 400
+    assert "file" in answer.json()["error"]["fields"]
+    assert ReconBatch.objects.count() == 0
+    assert list(Path(settings.RECON_UPLOAD_DIR).iterdir()) == []
+    unknown_bank = finance.post(
+        "/api/v1/reconciliation/bank-statements/", {"bank": "nobody"}, format="multipart"
+    )
+    assert unknown_bank.status_code == 400
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_batch_is_resumed_without_counting_twice(draws, staff_client, tmp_path):
+    partner, (first, second, third) = draws
+    lines = 60_000
+    rows = [(f"B{n}", "1.00", f"UNKNOWN{n}") for n in range(lines)]
+    rows[10] = ("M1", "100.00", first)
+    rows[-1] = ("M2", "200.00", second)
+    answer = upload(staff_client("finance"), partner, statement_csv(rows))
+    batch_id = answer.json()["batch"]["id"]
+
+    settings_dict = connection.settings_dict
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"}
+    if connection.vendor == "postgresql":
+        env["DATABASE_URL"] = (
+            f"postgres://{settings_dict['USER']}@{settings_dict['HOST'] or '127.0.0.1'}:"
+            f"{settings_dict['PORT'] or 5432}/{settings_dict['NAME']}"
+        )
+    else:
+        env["DATABASE_URL"] = f"sqlite:///{settings_dict['NAME']}"
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import django; django.setup(); "
+            f"from settlement.services.reconciliation import batch_run; batch_run({batch_id!r})",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_until(lambda: ReconBatch.objects.get(pk=batch_id).resume_after > 0, 120)
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    stalled = ReconBatch.objects.get(pk=batch_id)
+    assert stalled.status == "running" and 0 < stalled.resume_after < lines
+
+    ReconBatch.objects.filter(pk=batch_id).update(lease_until=timezone.now())  # lease lapses
+    batch = batch_run(batch_id)
+    assert batch.status == "done"
+    assert batch.counts["matched"] == 2
+    assert batch.counts["unknown_reference"] == lines - 2
+    assert batch.counts["missing"] == 1
+    assert ReconItem.objects.filter(batch_id=batch_id).count() == lines + 1
+    assert batch.progress_done == lines
