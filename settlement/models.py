@@ -156,6 +156,8 @@ class InsuranceClaim(models.Model):
     # A settle sent without a known outcome: resolved by query or reversal before any other.
     settle_msgid = models.CharField(max_length=64, blank=True)
     settle_infno = models.CharField(max_length=8, blank=True)
+    # When the insurer's settlement was confirmed here: the day it is reconciled under.
+    insurer_settled_at = models.DateTimeField(null=True, blank=True)
     # Who is talking to the insurer about this claim right now, until when.
     lease_until = models.DateTimeField(null=True, blank=True)
     reverted_at = models.DateTimeField(null=True, blank=True)

@@ -32,3 +32,22 @@ def resume_stalled_recon_batches() -> int:
     from .services.reconciliation import batches_resume_stalled
 
     return batches_resume_stalled()
+
+
+@shared_task
+def reconcile_insurer_yesterday() -> str:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from .services.reconciliation import insurer_day_reconcile
+
+    day = timezone.localdate() - timedelta(days=1)
+    return insurer_day_reconcile(day=day).status
+
+
+@shared_task
+def nightly_ledger_check() -> dict:
+    from .services.reconciliation import ledger_check_batch
+
+    return ledger_check_batch().counts

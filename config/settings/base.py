@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dj_database_url
 import django_stubs_ext
+from celery.schedules import crontab
 
 django_stubs_ext.monkeypatch()
 
@@ -178,6 +179,14 @@ CELERY_BEAT_SCHEDULE = {
     "settlement-mark-overdue": {
         "task": "settlement.tasks.mark_overdue_receivables",
         "schedule": 3600.0,
+    },
+    "settlement-reconcile-insurer-yesterday": {
+        "task": "settlement.tasks.reconcile_insurer_yesterday",
+        "schedule": crontab(hour=2, minute=0),
+    },
+    "settlement-nightly-ledger-check": {
+        "task": "settlement.tasks.nightly_ledger_check",
+        "schedule": crontab(hour=3, minute=0),
     },
     "settlement-resume-stalled-recon-batches": {
         "task": "settlement.tasks.resume_stalled_recon_batches",

@@ -20,7 +20,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import IO, Any
 from uuid import UUID
@@ -401,3 +401,128 @@ def item_resolve(*, actor: str, item_id: int, comment: str) -> ReconItem:
         changes={"kind": item.kind, "reference": item.reference, "comment": comment},
     )
     return item
+
+
+# --- the insurer's day ------------------------------------------------------------------------
+
+
+def insurer_day_reconcile(*, day: date, client: Any = None) -> ReconBatch:
+    """Match the insurer's settlements of ``day`` (3201 totals, 3202 detail) with the claims it
+    settled here that day. A finished day is returned as it is; a failed one is run again."""
+    from ..insurer.client import InsurerClient
+    from ..models import InsuranceClaim
+
+    batch, _ = ReconBatch.objects.get_or_create(
+        source=ReconBatch.Source.INSURER,
+        fingerprint=day.isoformat(),
+        defaults={"period_start": day, "period_end": day, "created_by": "system:insurer-day"},
+    )
+    if batch.status == ReconBatch.Status.DONE:
+        return batch
+    ReconItem.objects.filter(batch=batch).delete()
+    ReconBatch.objects.filter(pk=batch.pk).update(
+        status=ReconBatch.Status.RUNNING, started_at=timezone.now(), error=""
+    )
+    try:
+        client = client or InsurerClient()
+        totals = client.daily_totals(day)
+        rows = {row.setl_id: row for row in client.daily_detail(day)}
+        start = timezone.make_aware(datetime.combine(day, time.min))
+        ours = {
+            claim.setl_id: claim
+            for claim in InsuranceClaim.objects.filter(
+                insurer_settled_at__gte=start, insurer_settled_at__lt=start + timedelta(days=1)
+            ).exclude(setl_id="")
+        }
+        items = []
+        for position, setl_id in enumerate(sorted(set(rows) | set(ours)), start=1):
+            row, claim = rows.get(setl_id), ours.get(setl_id)
+            item = ReconItem(batch=batch, position=position, reference=setl_id[:64])
+            if row is not None and claim is not None:
+                theirs = (row.medfee_sumamt, row.fund_pay_sumamt, row.acct_pay)
+                mine = (claim.medfee_sumamt, claim.insurance_fund, claim.personal_account)
+                item.external_id, item.amount, item.expected = (
+                    row.mdtrt_id[:64],
+                    row.fund_pay_sumamt + row.acct_pay,
+                    claim.insurance_fund + claim.personal_account,
+                )
+                item.kind = (
+                    ReconItem.Kind.MATCHED if theirs == mine else ReconItem.Kind.AMOUNT_MISMATCH
+                )
+                if theirs != mine:
+                    item.detail = f"insurer {theirs} != ledger {mine} (total, fund, account)"
+            elif row is not None:
+                item.kind, item.external_id = ReconItem.Kind.UNKNOWN_REFERENCE, row.mdtrt_id[:64]
+                item.amount = row.fund_pay_sumamt + row.acct_pay
+                item.detail = "settled at the insurer, no claim here"
+            else:
+                assert claim is not None  # noqa: S101 - one side or the other
+                item.kind, item.external_id = ReconItem.Kind.MISSING, str(claim.encounter_id)
+                item.expected = claim.insurance_fund + claim.personal_account
+                item.detail = "settled here, not in the insurer's list"
+            items.append(item)
+        detail_total = sum(row.medfee_sumamt for row in rows.values())
+        if totals.count != len(rows) or totals.medfee_sumamt != detail_total:
+            items.append(
+                ReconItem(
+                    batch=batch,
+                    position=0,
+                    kind=ReconItem.Kind.PROBLEM,
+                    reference="3201",
+                    amount=totals.medfee_sumamt,
+                    expected=detail_total,
+                    detail=f"totals say {totals.count} settlements, the detail has {len(rows)}",
+                )
+            )
+        ReconItem.objects.bulk_create(items)
+        ReconBatch.objects.filter(pk=batch.pk).update(
+            progress_total=len(items), resume_after=len(items)
+        )
+        batch.refresh_from_db()
+        _finish(batch)
+    except Exception as error:
+        ReconBatch.objects.filter(pk=batch.pk).update(
+            status=ReconBatch.Status.FAILED,
+            error=f"{type(error).__name__}: {error}"[:2000],
+            finished_at=timezone.now(),
+        )
+        raise
+    batch.refresh_from_db()
+    return batch
+
+
+# --- the ledger's own checks ------------------------------------------------------------------
+
+
+def ledger_check_batch(*, actor: str = "system:nightly") -> ReconBatch:
+    """Run ``verify_ledger``'s checks and keep the outcome as a batch."""
+    from ledger.verification import verify_ledger
+
+    now = timezone.now()
+    batch = ReconBatch.objects.create(
+        source=ReconBatch.Source.LEDGER,
+        fingerprint=now.isoformat(),
+        period_start=timezone.localdate(now),
+        period_end=timezone.localdate(now),
+        status=ReconBatch.Status.RUNNING,
+        started_at=now,
+        created_by=actor,
+    )
+    report = verify_ledger()
+    ReconItem.objects.bulk_create(
+        ReconItem(
+            batch=batch,
+            position=position,
+            kind=ReconItem.Kind.PROBLEM,
+            reference="verify_ledger",
+            detail=problem[:500],
+        )
+        for position, problem in enumerate(report.problems, start=1)
+    )
+    ReconBatch.objects.filter(pk=batch.pk).update(
+        progress_total=report.transactions, resume_after=report.transactions
+    )
+    batch.refresh_from_db()
+    _finish(batch)
+    batch.refresh_from_db()
+    return batch

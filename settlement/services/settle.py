@@ -260,6 +260,7 @@ def _settled(claim: InsuranceClaim, split: Split) -> InsurerAnswer:
         self_pay=answer.medfee - answer.fund - answer.account,
         settle_msgid="",
         settle_infno="",
+        insurer_settled_at=timezone.now(),
     )
     return answer
 

@@ -240,3 +240,56 @@ def test_a_worker_killed_mid_batch_is_resumed_without_counting_twice(draws, staf
     assert batch.counts["missing"] == 1
     assert ReconItem.objects.filter(batch_id=batch_id).count() == lines + 1
     assert batch.progress_done == lines
+
+
+@pytest.mark.django_db
+def test_the_insurers_day_is_matched_with_the_claims_settled_here(make_person, staff_client, sim):
+    from settlement.insurer.client import FeeLine, InsurerClient
+    from settlement.models import Encounter, InsuranceClaim
+    from settlement.services.reconciliation import insurer_day_reconcile
+
+    institution = institution_ensure(actor="test", code="XMH1", name="厦门市第一医院")
+    department = department_ensure(actor="test", institution=institution, code="IM", name="内科")
+    today = timezone.localdate()
+    for index in range(2):
+        person = make_person(f"病人{index}", birth=date(1960 + index, 1, 1))
+        encounter = encounter_admit(
+            actor="test", person=person, department=department, kind="outpatient"
+        )
+        charges_post(
+            actor="test",
+            encounter_id=encounter.pk,
+            items=[ChargeItem("A1", "药", "drug", "A", Decimal(1), 50_000, today)],
+        )
+        with override_settings(INSURER_URL=sim.url):
+            encounter_settle(actor="test", encounter_id=encounter.pk, channel="cash")
+    assert InsuranceClaim.objects.filter(status="settled").count() == 2
+    client = InsurerClient(base_url=sim.url)
+    # Settled at the insurer by someone else: no claim here.
+    client.settle("outpatient", "OTHER-HIS-1", "P999", [FeeLine("A", 30_000, "X", today)])
+    # A claim here the insurer does not list.
+    ghost = Encounter.objects.first()
+    assert ghost is not None
+    claim = InsuranceClaim.objects.get(encounter=ghost)
+    InsuranceClaim.objects.filter(pk=claim.pk).update(setl_id="GHOST-1")
+
+    batch = insurer_day_reconcile(day=today, client=client)
+    assert batch.status == "done"
+    assert (batch.counts["matched"], batch.counts["unknown_reference"]) == (1, 2)
+    assert batch.counts["missing"] == 1
+    missing = ReconItem.objects.get(batch=batch, kind="missing")
+    assert missing.reference == "GHOST-1"
+    assert insurer_day_reconcile(day=today, client=client).pk == batch.pk  # a done day stays
+
+
+@pytest.mark.django_db
+def test_the_nightly_ledger_check_is_kept_as_a_batch(draws):
+    from settlement.services.reconciliation import ledger_check_batch
+
+    clean = ledger_check_batch()
+    assert clean.status == "done" and clean.counts["problem"] == 0
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE ledger_balanceslot SET credits_posted = credits_posted + 1")
+    broken = ledger_check_batch()
+    assert broken.counts["problem"] > 0
+    assert ReconItem.objects.filter(batch=broken, kind="problem").exists()
