@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api_common import fen_to_yuan
+from accounts.api_common import YuanField, fen_to_yuan
 from accounts.authentication import StaffTokenAuthentication, roles, staff_actor
 
 from .models import ReconBatch, ReconItem
@@ -40,6 +40,7 @@ def item_out(item: ReconItem) -> dict[str, Any]:
         "detail": item.detail,
         "resolved": item.resolved_at is not None,
         "resolution_comment": item.resolution_comment,
+        "adjustment_transaction": str(item.adjustment_transaction_id or "") or None,
     }
 
 
@@ -153,6 +154,13 @@ class BatchExportApi(FinanceView):
 class ItemResolveApi(FinanceView):
     class Resolution(serializers.Serializer):
         comment = serializers.CharField(max_length=2000)
+        adjust = YuanField(
+            required=False,
+            allow_null=True,
+            allow_negative=True,
+            allow_zero=False,
+            help_text="move this much off (positive) or back onto (negative) the bank receivable",
+        )
 
     @extend_schema(operation_id="reconciliation_item_resolve", request=Resolution, responses=dict)
     def post(self, request: Request, item_id: int) -> Response:
@@ -160,6 +168,9 @@ class ItemResolveApi(FinanceView):
         data = self.Resolution(data=request.data)
         data.is_valid(raise_exception=True)
         item = item_resolve(
-            actor=staff_actor(request), item_id=item_id, comment=data.validated_data["comment"]
+            actor=staff_actor(request),
+            item_id=item_id,
+            comment=data.validated_data["comment"],
+            adjust=data.validated_data.get("adjust"),
         )
         return Response(item_out(item))

@@ -380,8 +380,13 @@ def _finish(batch: ReconBatch) -> None:
 
 
 @transaction.atomic
-def item_resolve(*, actor: str, item_id: int, comment: str) -> ReconItem:
-    """Finance closes an exception with a required comment; audited."""
+def item_resolve(*, actor: str, item_id: int, comment: str, adjust: int | None = None) -> ReconItem:
+    """Finance closes an exception with a required comment; audited.
+
+    ``adjust`` (fen, for a line about a known draw) moves money where it must: a positive
+    amount takes that much off the hospital's receivable from the bank into reconciliation
+    differences (the bank will not pay it), a negative one puts it back.
+    """
     comment = (comment or "").strip()
     if not comment:
         raise SettlementInputError(
@@ -392,15 +397,65 @@ def item_resolve(*, actor: str, item_id: int, comment: str) -> ReconItem:
         raise EncounterStateError("a matched line is not an exception")
     if item.resolved_at is not None:
         raise EncounterStateError("the exception is already resolved")
+    if adjust:
+        item.adjustment_transaction_id = _adjust(item, adjust)
     item.resolved_at, item.resolved_by, item.resolution_comment = timezone.now(), actor, comment
-    item.save(update_fields=["resolved_at", "resolved_by", "resolution_comment"])
+    item.save(
+        update_fields=[
+            "resolved_at",
+            "resolved_by",
+            "resolution_comment",
+            "adjustment_transaction_id",
+        ]
+    )
     audit_record(
         actor=actor,
         action="recon.resolve",
         obj=item,
-        changes={"kind": item.kind, "reference": item.reference, "comment": comment},
+        changes={
+            "kind": item.kind,
+            "reference": item.reference,
+            "comment": comment,
+            "adjust": adjust,
+        },
     )
     return item
+
+
+def _adjust(item: ReconItem, amount: int) -> UUID:
+    from ledger import services as ledger
+    from ledger.models import Ledger, Side
+
+    from . import house
+
+    movement = (
+        CreditMovement.objects.select_related("receivable__encounter__institution", "partner")
+        .filter(reference=item.reference)
+        .first()
+    )
+    if movement is None or item.batch.source != ReconBatch.Source.BANK_STATEMENT:
+        raise SettlementInputError(
+            "only a line about a known draw or reversal can move money", field="adjust"
+        )
+    if abs(amount) > 10**11:
+        raise SettlementInputError("the adjustment is too large", field="adjust")
+    institution = movement.receivable.encounter.institution
+    differences = ledger.account_create(
+        code=f"money:inst:{institution.pk}:recon-differences",
+        name=f"{institution.code} reconciliation differences",
+        ledger=Ledger.MONEY,
+        normal_side=Side.DEBIT,
+    )
+    receivable = house.bank_receivable(institution, movement.partner)
+    debit, credit = (differences, receivable) if amount > 0 else (receivable, differences)
+    return ledger.transfer(
+        key=f"recon-item:{item.pk}:adjust",
+        debit=debit,
+        credit=credit,
+        amount=abs(amount),
+        reference=f"recon:{item.batch_id}",
+        description=f"reconciliation adjustment for {item.reference}",
+    ).pk
 
 
 # --- the insurer's day ------------------------------------------------------------------------

@@ -293,3 +293,41 @@ def test_the_nightly_ledger_check_is_kept_as_a_batch(draws):
     broken = ledger_check_batch()
     assert broken.counts["problem"] > 0
     assert ReconItem.objects.filter(batch=broken, kind="problem").exists()
+
+
+@pytest.mark.django_db
+def test_resolving_a_mismatch_can_write_off_the_difference_through_the_ledger(draws, staff_client):
+    from ledger.selectors import account_balance
+    from ledger.services import chain_seal
+    from ledger.verification import verify_ledger
+    from settlement.services import house
+
+    partner, (first, second, third) = draws
+    finance = staff_client("finance")
+    answer = upload(finance, partner, statement_csv([("B1", "199.50", second)]))
+    batch = batch_run(answer.json()["batch"]["id"])
+    mismatch = ReconItem.objects.get(batch=batch, kind="amount_mismatch")
+    institution = CreditMovement.objects.get(reference=second).receivable.encounter.institution
+    receivable = house.bank_receivable(institution, partner)
+    before = account_balance(receivable).posted
+
+    resolved = finance.post(
+        f"/api/v1/reconciliation/items/{mismatch.pk}/resolve/",
+        {"comment": "bank fee deducted, agreed with the bank", "adjust": "0.50"},
+    )
+    assert resolved.status_code == 200, resolved.json()
+    assert resolved.json()["adjustment_transaction"]
+    assert account_balance(receivable).posted == before - 50
+    again = finance.post(
+        f"/api/v1/reconciliation/items/{mismatch.pk}/resolve/", {"comment": "twice"}
+    )
+    assert again.status_code == 409
+    unknown = ReconItem.objects.create(
+        batch=batch, position=99, kind="unknown_reference", reference="NOPE"
+    )
+    refused = finance.post(
+        f"/api/v1/reconciliation/items/{unknown.pk}/resolve/", {"comment": "x", "adjust": "1.00"}
+    )
+    assert refused.status_code == 400 and "adjust" in refused.json()["error"]["fields"]
+    chain_seal()
+    assert verify_ledger().intact
