@@ -18,6 +18,8 @@ urlpatterns = [
     path("api/v1/", include(settlement_urls.staff_urlpatterns)),
     path("api/partner/v1/", include(accounts_urls.partner_urlpatterns)),
     path("api/partner/v1/", include(settlement_urls.partner_urlpatterns)),
+    path("i18n/", include("django.conf.urls.i18n")),
+    path("", include("settlement.web.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]

@@ -1,0 +1,5 @@
+"""The cashier pages (filled in area by area)."""
+
+from django.urls import URLPattern
+
+urlpatterns: list[URLPattern] = []
