@@ -52,20 +52,19 @@ class PersonListCreateApi(StaffView):
         return [FRONT_DESK()] if self.request.method == "POST" else [STAFF()]
 
     @extend_schema(
-        operation_id="persons_find",
-        parameters=[
-            OpenApiParameter("id_number", str, description="exact, matched by its keyed hash"),
-            OpenApiParameter("name", str, description="part of the name"),
-        ],
+        operation_id="persons_list",
+        description="People by part of their name. To find someone by ID number, POST it to "
+        "/api/v1/persons/find/: an ID number never goes into a URL (and so into access logs).",
+        parameters=[OpenApiParameter("name", str, description="part of the name")],
         responses=PersonOut(many=True),
     )
     def get(self, request: Request) -> Response:
         people = Person.objects.order_by("id")
-        id_number = request.query_params.get("id_number", "").strip()
+        if "id_number" in request.query_params:
+            raise serializers.ValidationError(
+                {"id_number": ["POST it to /api/v1/persons/find/; ID numbers stay out of URLs"]}
+            )
         name = request.query_params.get("name", "").strip()
-        if id_number:
-            found = persons.person_find(id_number)
-            people = people.filter(pk=found.pk) if found else people.none()
         if name:
             people = people.filter(Q(name__icontains=name))
         paginator = PageNumberPagination()
@@ -82,6 +81,21 @@ class PersonListCreateApi(StaffView):
             return Response(PersonOut(person).data, status=status.HTTP_201_CREATED)
 
         return idempotent(request, f"staff:{request.user.pk}", create)
+
+
+class PersonFindApi(StaffView):
+    """Exact lookup by ID number, through its keyed hash; the number travels in the body."""
+
+    class FindInput(serializers.Serializer):
+        id_number = serializers.CharField(max_length=32)
+
+    @extend_schema(operation_id="persons_find", request=FindInput, responses=PersonOut(many=True))
+    def post(self, request: Request) -> Response:
+        data = self.FindInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        found = persons.person_find(data.validated_data["id_number"])
+        results = [PersonOut(found).data] if found else []
+        return Response({"count": len(results), "next": None, "results": results})
 
 
 class PersonDetailApi(StaffView):

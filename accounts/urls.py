@@ -4,6 +4,7 @@ from accounts import api, partner_api
 
 staff_urlpatterns = [
     path("persons/", api.PersonListCreateApi.as_view(), name="persons"),
+    path("persons/find/", api.PersonFindApi.as_view(), name="person-find"),
     path("persons/<int:person_id>/", api.PersonDetailApi.as_view(), name="person-detail"),
     path("family-links/", api.FamilyLinkCreateApi.as_view(), name="family-links"),
     path(

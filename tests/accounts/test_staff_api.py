@@ -64,14 +64,16 @@ def test_find_by_id_number_or_name_paginated(staff_client, make_person):
     client = staff_client("finance")
     from accounts.services.persons import person_id_number
 
-    found = client.get("/api/v1/persons/", {"id_number": person_id_number(people[1])})
+    found = client.post("/api/v1/persons/find/", {"id_number": person_id_number(people[1])})
     assert found.status_code == 200
     assert [p["id"] for p in found.json()["results"]] == [people[1].pk]
+    in_url = client.get("/api/v1/persons/", {"id_number": person_id_number(people[1])})
+    assert in_url.status_code == 400  # ID numbers stay out of URLs and access logs
     by_name = client.get("/api/v1/persons/", {"name": "王"}).json()
     assert by_name["count"] == 3 and "next" in by_name and len(by_name["results"]) == 3
-    unknown = client.get("/api/v1/persons/", {"id_number": "11010519491231002X"}).json()
+    unknown = client.post("/api/v1/persons/find/", {"id_number": "11010519491231002X"}).json()
     assert unknown["count"] == 0
-    bad = client.get("/api/v1/persons/", {"id_number": "123"})
+    bad = client.post("/api/v1/persons/find/", {"id_number": "123"})
     assert bad.status_code == 400
 
 
