@@ -1,5 +1,676 @@
-"""The cashier pages (filled in area by area)."""
+"""The cashier console (收费处): find and enrol people, family links, admission and deposits,
+charges and their reversal, the bill by day, settlement, receipts and deferred claims.
 
-from django.urls import URLPattern
+Views are thin: they check fields with forms, call the services and selectors the API calls,
+and put a domain error's message next to the field it names. Every page needs the ``cashier``
+or ``admin`` role.
+"""
 
-urlpatterns: list[URLPattern] = []
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from django import forms
+from django.contrib import messages
+from django.db import IntegrityError, transaction
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.functional import Promise
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+from django.views.decorators.http import require_http_methods
+
+from accounts.api_common import fen_to_yuan
+from accounts.exceptions import AccountsError
+from accounts.models import CreditLine, FamilyLink, IdempotentRequest, Person
+from accounts.selectors import credit_line_status, line_figures, lines_of
+from accounts.services.family import family_link_create
+from accounts.services.persons import person_create, person_find
+from ledger.exceptions import LedgerError, LimitExceeded
+from settlement.exceptions import AlreadySettled, SelfPayNotCovered
+from settlement.models import (
+    Channel,
+    Charge,
+    Encounter,
+    InsuranceClaim,
+    InsurerCall,
+    Receipt,
+    Settlement,
+)
+from settlement.selectors import encounter_bill, encounter_out, settlement_out
+from settlement.services.encounters import (
+    ChargeItem,
+    charge_reverse,
+    charges_post,
+    deposit_pay,
+    encounter_admit,
+)
+from settlement.services.settle import encounter_settle
+
+from .access import role_required
+from .cashier_forms import (
+    CATEGORY_SUGGESTIONS,
+    CHANNEL_LABELS,
+    AdmitForm,
+    ChargeForm,
+    DepositForm,
+    FamilyLinkForm,
+    FindForm,
+    PersonForm,
+    ReverseForm,
+    SettleForm,
+)
+
+cashier_only = role_required("cashier", "admin")
+
+OUTAGE_WINDOW = timedelta(minutes=10)
+ID_NUMBER_LIKE = re.compile(r"^[0-9]{17}[0-9Xx]$")
+NAME_RESULTS = 50
+
+STATUS_LABELS: dict[str, Promise] = {
+    Encounter.Status.OPEN: _("Not settled"),
+    Encounter.Status.SETTLING: _("Being settled"),
+    Encounter.Status.SETTLED: _("Settled"),
+    Encounter.Status.SETTLED_INSURANCE_DEFERRED: _("Settled, insurance deferred"),
+}
+FUNDED_BY_LABELS: dict[str, Promise] = {
+    Settlement.FundedBy.CREDIT: _("Credit line"),
+    Settlement.FundedBy.DEPOSIT: _("Deposit"),
+    Settlement.FundedBy.CHANNEL: _("Paid at the window"),
+}
+LINE_STATUS_LABELS: dict[str, Promise] = {
+    "active": _("Active"),
+    "frozen": _("Frozen"),
+    "closed": _("Closed"),
+    "expired": _("Expired"),
+}
+LINK_STATUS_LABELS: dict[str, Promise] = {
+    FamilyLink.Status.ACTIVE: _("Active"),
+    FamilyLink.Status.REVOKED: _("Revoked"),
+    FamilyLink.Status.LAPSED: _("Lapsed"),
+}
+RELATION_LABELS: dict[str, Promise] = {
+    FamilyLink.Relation.PARENT_OF_MINOR: _("Parent of a minor"),
+    FamilyLink.Relation.CHILD_OF_PARENT: _("Adult child of a parent"),
+}
+KIND_LABELS: dict[str, Promise] = {
+    Encounter.Kind.INPATIENT: _("Inpatient"),
+    Encounter.Kind.OUTPATIENT: _("Outpatient"),
+}
+
+# The services speak English to the API; the page says the same in its own language.
+DOMAIN_MESSAGES: dict[str, Promise] = {
+    "a person with this ID number is already enrolled": _(
+        "A person with this ID number is already enrolled."
+    ),
+    "a name of 1 to 100 characters is needed": _("A name of 1 to 100 characters is needed."),
+    "a mainland mobile number has 11 digits starting with 1": _(
+        "A mainland mobile number has 11 digits starting with 1."
+    ),
+    "an ID number has 18 characters": _("An ID number has 18 characters."),
+    "an ID number is 17 digits and a digit or X": _(
+        "An ID number is 17 digits followed by a digit or X."
+    ),
+    "the ID number's region code is not a province of China": _(
+        "The ID number's region code is not a province of China."
+    ),
+    "the ID number's check digit is wrong": _("The ID number's check digit is wrong."),
+    "the ID number's birth date is not a real date": _(
+        "The ID number's birth date is not a real date."
+    ),
+    "the ID number's birth date is in the future": _(
+        "The ID number's birth date is in the future."
+    ),
+    "a person cannot carry their own costs": _("A person cannot carry their own costs."),
+    "the payer's consent must be given and recorded": _(
+        "The payer's consent must be given and recorded."
+    ),
+    "the payer must be 18 or older": _("The payer must be 18 or older."),
+    "parent_of_minor needs a beneficiary under 18 today": _(
+        "A parent can only carry the costs of a child under 18."
+    ),
+    "a parent must be older than the child": _("A parent must be older than the child."),
+    "child_of_parent needs a beneficiary older than the payer": _(
+        "An adult child can only carry the costs of someone older (a parent)."
+    ),
+    "these two people are already linked": _("These two people are already linked."),
+    "the deposit must be more than zero": _("The deposit must be more than zero."),
+    "unknown payment channel": _("Unknown payment channel."),
+    "service_date must be between admission and today": _(
+        "The service date must be between admission and today."
+    ),
+    "quantity is positive, at most 3 decimals": _(
+        "The quantity must be positive, with at most 3 decimals."
+    ),
+    "unit_price is out of range": _("The unit price is out of range."),
+    "code, name and category are required": _("Code, name and category are required."),
+    "a reason of 1 to 200 characters is needed": _("A reason of 1 to 200 characters is needed."),
+    "a reversing line cannot itself be reversed": _("A reversing line cannot itself be reversed."),
+    "this charge line is already reversed": _("This charge line is already reversed."),
+    "the encounter is already settled": _("This encounter is already settled."),
+    "the encounter is being settled right now": _("This encounter is being settled right now."),
+}
+
+
+def _actor(request: HttpRequest) -> str:
+    return f"staff:{request.user.pk}:{request.user.get_username()}"
+
+
+def error_text(error: Exception) -> str:
+    """A service's error in the page's language (its English message when there is no entry)."""
+    if isinstance(error, SelfPayNotCovered):
+        return gettext(
+            "The deposit and the credit line do not cover the self-pay: choose a payment channel."
+        )
+    if isinstance(error, AlreadySettled):
+        return gettext("This encounter is already settled.")
+    if isinstance(error, AccountsError):
+        known = DOMAIN_MESSAGES.get(error.message)
+        if known is not None:
+            return str(known)
+        if error.message.startswith("the encounter is "):
+            return gettext("This encounter is not open for changes any more.")
+        return error.message
+    if isinstance(error, LimitExceeded):
+        return gettext("The credit line does not have enough room for this.")
+    return gettext("The ledger refused this posting (%(code)s).") % {
+        "code": getattr(error, "code", "error")
+    }
+
+
+def add_service_error(
+    form: forms.Form, error: Exception, fields: dict[str, str | None] | None = None
+) -> None:
+    """Put a service error next to the field it names (through ``fields`` when the service's
+    name differs from the form's), else at the top of the form."""
+    field = getattr(error, "field", None)
+    if fields and field in fields:
+        field = fields[field]
+    if field not in form.fields:
+        field = None
+    form.add_error(field, error_text(error))
+
+
+def run_once(request: HttpRequest, form: forms.Form, action: Callable[[], str]) -> str:
+    """Run ``action`` (which returns where to go next) once per the form's token: a double
+    click or a resent form goes where the first one went instead of doing it again."""
+    token = str(form.cleaned_data["token"])
+    scope = f"web:{request.user.pk}"
+    try:
+        with transaction.atomic():
+            claim = IdempotentRequest.objects.create(scope=scope, key=token, fingerprint="web")
+            target = action()
+            claim.status_code, claim.body = 303, {"location": target}
+            claim.save(update_fields=["status_code", "body"])
+            return target
+    except IntegrityError:
+        earlier = IdempotentRequest.objects.filter(scope=scope, key=token).first()
+        if earlier is None or not earlier.body:
+            raise
+        return str(earlier.body["location"])
+
+
+def insurer_outage() -> dict[str, Any]:
+    """Whether to warn the desk: deferred claims, or the insurer's last answer was none."""
+    deferred = InsuranceClaim.objects.filter(status=InsuranceClaim.Status.DEFERRED).count()
+    last = InsurerCall.objects.order_by("-started_at", "-pk").first()
+    unreachable = (
+        last is not None
+        and last.outcome in (InsurerCall.Outcome.UNAVAILABLE, InsurerCall.Outcome.UNKNOWN)
+        and (last.finished_at or last.started_at) >= timezone.now() - OUTAGE_WINDOW
+    )
+    return {"show": bool(deferred) or unreachable, "unreachable": unreachable, "deferred": deferred}
+
+
+def page(request: HttpRequest, template: str, context: dict[str, Any]) -> HttpResponse:
+    # A form shown again with its errors is a 200, as on the sign-in page.
+    return render(request, f"web/cashier/{template}", {"outage": insurer_outage(), **context})
+
+
+# --- finding and enrolling people ------------------------------------------------------------
+
+
+def find_people(query: str) -> tuple[list[Person], str | None]:
+    """By ID number through its keyed hash (exact), else by name; an error text if the ID
+    number is not valid."""
+    query = query.strip()
+    if ID_NUMBER_LIKE.match(query):
+        try:
+            found = person_find(query.upper())
+        except AccountsError as error:
+            return [], error_text(error)
+        return ([found] if found else []), None
+    people = Person.objects.filter(name__contains=query).order_by("name", "pk")[:NAME_RESULTS]
+    return list(people), None
+
+
+@cashier_only
+@require_http_methods(["GET"])
+def home(request: HttpRequest) -> HttpResponse:
+    form = FindForm(request.GET or None)
+    people: list[Person] | None = None
+    if form.is_bound and form.is_valid():
+        people, problem = find_people(form.cleaned_data["q"])
+        if problem:
+            form.add_error("q", problem)
+    open_encounters = (
+        Encounter.objects.filter(status__in=[Encounter.Status.OPEN, Encounter.Status.SETTLING])
+        .select_related("person", "department")
+        .order_by("-admitted_at")[:20]
+    )
+    return page(
+        request,
+        "home.html",
+        {
+            "form": form,
+            "people": people,
+            "open_encounters": [encounter_row(e) for e in open_encounters],
+        },
+    )
+
+
+@cashier_only
+@require_http_methods(["GET", "POST"])
+def person_new(request: HttpRequest) -> HttpResponse:
+    form = PersonForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            person = person_create(
+                actor=_actor(request),
+                name=form.cleaned_data["name"],
+                id_number=form.cleaned_data["id_number"].strip().upper(),
+                phone=form.cleaned_data["phone"],
+            )
+        except AccountsError as error:
+            add_service_error(form, error)
+        else:
+            messages.success(request, gettext("The person is enrolled."))
+            return HttpResponseRedirect(reverse("cashier-person", args=[person.pk]))
+    return page(request, "person_new.html", {"form": form})
+
+
+def line_rows(lines: list[CreditLine]) -> list[dict[str, Any]]:
+    figures = line_figures(lines)
+    return [
+        {
+            "line": line,
+            "bank": line.partner.name,
+            "status": LINE_STATUS_LABELS.get(credit_line_status(line), credit_line_status(line)),
+            "usable": credit_line_status(line) == "active",
+            "limit": fen_to_yuan(figures[line.pk].limit),
+            "held": fen_to_yuan(figures[line.pk].held),
+            "drawn": fen_to_yuan(figures[line.pk].drawn),
+            "available": fen_to_yuan(figures[line.pk].available),
+            "score": f"{line.score_provider} {line.score}",
+            "expires_on": line.expires_on,
+        }
+        for line in lines
+    ]
+
+
+def link_rows(links: Any, other: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "link": link,
+            "other": getattr(link, other),
+            "relation": RELATION_LABELS.get(link.relation, link.relation),
+            "status": LINK_STATUS_LABELS.get(link.status, link.status),
+            "cap": fen_to_yuan(link.cap) if link.cap is not None else None,
+        }
+        for link in links
+    ]
+
+
+def encounter_row(encounter: Encounter) -> dict[str, Any]:
+    return {
+        "encounter": encounter,
+        "kind": KIND_LABELS.get(encounter.kind, encounter.kind),
+        "status": STATUS_LABELS.get(encounter.status, encounter.status),
+    }
+
+
+def admit(request: HttpRequest, person: Person, form: AdmitForm) -> str:
+    def action() -> str:
+        encounter = encounter_admit(
+            actor=_actor(request),
+            person=person,
+            department=form.cleaned_data["department"],
+            kind=form.cleaned_data["kind"],
+            diagnosis_code=form.cleaned_data["diagnosis_code"],
+        )
+        return reverse("cashier-encounter", args=[encounter.pk])
+
+    return run_once(request, form, action)
+
+
+def link_create(request: HttpRequest, person: Person, form: FamilyLinkForm) -> bool:
+    data = form.cleaned_data
+    try:
+        other = person_find(data["other_id_number"].strip().upper())
+    except AccountsError as error:
+        form.add_error("other_id_number", error_text(error))
+        return False
+    if other is None:
+        form.add_error("other_id_number", gettext("No one is enrolled with this ID number."))
+        return False
+    this_pays = data["this_is"] == "payer"
+    payer, beneficiary = (person, other) if this_pays else (other, person)
+    try:
+        family_link_create(
+            actor=_actor(request),
+            payer=payer,
+            beneficiary=beneficiary,
+            relation=data["relation"],
+            consent=data["consent"],
+            consent_by=data["consent_by"],
+            consent_channel="cashier",
+            cap=data["cap"],
+        )
+    except AccountsError as error:
+        other_field = "payer" if not this_pays else "beneficiary"
+        add_service_error(form, error, {other_field: "other_id_number"})
+        return False
+    return True
+
+
+@cashier_only
+@require_http_methods(["GET", "POST"])
+def person_detail(request: HttpRequest, person_id: int) -> HttpResponse:
+    person = get_object_or_404(Person, pk=person_id)
+    action = request.POST.get("action") if request.method == "POST" else None
+    admit_form = AdmitForm(request.POST if action == "admit" else None)
+    link_form = FamilyLinkForm(
+        request.POST if action == "link" else None, initial={"this_is": "beneficiary"}
+    )
+    if action == "admit" and admit_form.is_valid():
+        try:
+            return HttpResponseRedirect(admit(request, person, admit_form))
+        except (AccountsError, LedgerError) as error:
+            add_service_error(admit_form, error)
+    elif action == "link" and link_form.is_valid() and link_create(request, person, link_form):
+        messages.success(request, gettext("The family link is recorded."))
+        return HttpResponseRedirect(reverse("cashier-person", args=[person.pk]))
+    lines = list(lines_of(person))
+    as_beneficiary = (
+        FamilyLink.objects.filter(beneficiary=person).select_related("payer").order_by("-pk")
+    )
+    as_payer = FamilyLink.objects.filter(payer=person).select_related("beneficiary").order_by("-pk")
+    encounters = (
+        Encounter.objects.filter(person=person)
+        .select_related("department")
+        .order_by("-admitted_at")[:20]
+    )
+    return page(
+        request,
+        "person.html",
+        {
+            "person": person,
+            "age": _age(person),
+            "lines": line_rows(lines),
+            "links_in": link_rows(as_beneficiary, "payer"),
+            "links_out": link_rows(as_payer, "beneficiary"),
+            "encounters": [encounter_row(e) for e in encounters],
+            "admit_form": admit_form,
+            "link_form": link_form,
+        },
+    )
+
+
+def _age(person: Person) -> int:
+    today = timezone.localdate()
+    born = person.birth_date
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+
+
+# --- the encounter: deposit, charges, bill, settlement ---------------------------------------
+
+
+def funding_view(encounter: Encounter) -> dict[str, Any] | None:
+    line = encounter.funding_line
+    if line is None:
+        return None
+    link = encounter.funding_link
+    return {
+        "bank": line.partner.name,
+        "holder": line.person,
+        "own": link is None,
+        "relation": RELATION_LABELS.get(link.relation, link.relation) if link else None,
+    }
+
+
+def _encounter(encounter_id: UUID) -> Encounter:
+    return get_object_or_404(
+        Encounter.objects.select_related(
+            "person",
+            "department__institution",
+            "funding_line__partner",
+            "funding_line__person",
+            "funding_link",
+        ),
+        pk=encounter_id,
+    )
+
+
+def bill_view(encounter: Encounter) -> dict[str, Any]:
+    bill = encounter_bill(encounter)
+    reversed_ids = set(
+        Charge.objects.filter(encounter=encounter, reverses__isnull=False).values_list(
+            "reverses_id", flat=True
+        )
+    )
+    for day in bill["days"]:
+        for item in day["items"]:
+            item["reversed"] = item["id"] in reversed_ids
+            item["can_reverse"] = (
+                encounter.status == Encounter.Status.OPEN
+                and not item["reversed"]
+                and item["reverses"] is None
+            )
+    return bill
+
+
+def settlement_view(encounter: Encounter) -> dict[str, Any] | None:
+    settlement = Settlement.objects.filter(encounter=encounter).first()
+    if settlement is None:
+        return None
+    out = settlement_out(settlement)
+    out["status_label"] = STATUS_LABELS.get(out["status"], out["status"])
+    out["funded_by_label"] = FUNDED_BY_LABELS.get(out["funded_by"], out["funded_by"])
+    out["channel_label"] = (
+        CHANNEL_LABELS[Channel(settlement.channel)] if settlement.channel else None
+    )
+    return out
+
+
+@cashier_only
+@require_http_methods(["GET", "POST"])
+def encounter_detail(request: HttpRequest, encounter_id: UUID) -> HttpResponse:
+    encounter = _encounter(encounter_id)
+    action = request.POST.get("action") if request.method == "POST" else None
+    posted = request.POST if request.method == "POST" else None
+    deposit_form = DepositForm(posted if action == "deposit" else None)
+    charge_form = ChargeForm(posted if action == "charge" else None)
+    reverse_form = ReverseForm(posted if action == "reverse" else None)
+    settle_form = SettleForm(posted if action == "settle" else None)
+    here = reverse("cashier-encounter", args=[encounter.pk])
+    if action == "deposit" and deposit_form.is_valid():
+        try:
+            target = run_once(
+                request, deposit_form, lambda: _deposit(request, encounter, deposit_form, here)
+            )
+            return HttpResponseRedirect(target)
+        except (AccountsError, LedgerError) as error:
+            add_service_error(deposit_form, error)
+    elif action == "charge" and charge_form.is_valid():
+        try:
+            target = run_once(
+                request, charge_form, lambda: _charge(request, encounter, charge_form, here)
+            )
+            return HttpResponseRedirect(target)
+        except (AccountsError, LedgerError) as error:
+            add_service_error(charge_form, error, {"items[0]": charge_error_field(error)})
+    elif action == "reverse" and reverse_form.is_valid():
+        charge = Charge.objects.filter(
+            pk=reverse_form.cleaned_data["charge"], encounter=encounter
+        ).first()
+        if charge is None:
+            raise Http404
+        try:
+            charge_reverse(
+                actor=_actor(request),
+                charge_id=charge.pk,
+                reason=reverse_form.cleaned_data["reason"],
+            )
+        except (AccountsError, LedgerError) as error:
+            add_service_error(reverse_form, error)
+        else:
+            messages.success(request, gettext("The charge line is reversed."))
+            return HttpResponseRedirect(here + "#bill")
+    elif action == "settle" and settle_form.is_valid():
+        try:
+            encounter_settle(
+                actor=_actor(request),
+                encounter_id=encounter.pk,
+                channel=settle_form.cleaned_data["channel"] or None,
+            )
+        except (AccountsError, LedgerError) as error:
+            add_service_error(settle_form, error)
+        else:
+            return HttpResponseRedirect(here + "#settlement")
+    encounter.refresh_from_db(fields=["status"])
+    out = encounter_out(encounter)
+    return page(
+        request,
+        "encounter.html",
+        {
+            "encounter": encounter,
+            "kind": KIND_LABELS.get(encounter.kind, encounter.kind),
+            "status": STATUS_LABELS.get(encounter.status, encounter.status),
+            "is_open": encounter.status == Encounter.Status.OPEN,
+            "deposit": out["deposit"],
+            "deposits": [
+                {
+                    "amount": fen_to_yuan(d.amount),
+                    "channel": CHANNEL_LABELS[Channel(d.channel)],
+                    "paid_at": d.paid_at,
+                }
+                for d in encounter.deposits.order_by("paid_at", "pk")
+            ],
+            "funding": funding_view(encounter),
+            "bill": bill_view(encounter),
+            "settlement": settlement_view(encounter),
+            "deposit_form": deposit_form,
+            "charge_form": charge_form,
+            "reverse_form": reverse_form,
+            "settle_form": settle_form,
+            "categories": CATEGORY_SUGGESTIONS,
+        },
+    )
+
+
+def _deposit(request: HttpRequest, encounter: Encounter, form: DepositForm, here: str) -> str:
+    deposit_pay(
+        actor=_actor(request),
+        encounter_id=encounter.pk,
+        amount=form.cleaned_data["amount"],
+        channel=form.cleaned_data["channel"],
+    )
+    messages.success(request, gettext("The deposit is taken."))
+    return here
+
+
+def _charge(request: HttpRequest, encounter: Encounter, form: ChargeForm, here: str) -> str:
+    data = form.cleaned_data
+    charges_post(
+        actor=_actor(request),
+        encounter_id=encounter.pk,
+        items=[
+            ChargeItem(
+                code=data["code"],
+                name=data["name"],
+                category=data["category"],
+                insurance_class=data["insurance_class"],
+                quantity=data["quantity"],
+                unit_price=data["unit_price"],
+                service_date=data["service_date"],
+            )
+        ],
+    )
+    messages.success(request, gettext("The charge line is posted."))
+    return here + "#bill"
+
+
+def charge_error_field(error: Exception) -> str | None:
+    """The form field a charge line's error is about (the service names the line, not it)."""
+    message = getattr(error, "message", "")
+    for name in ("service_date", "unit_price", "quantity", "insurance_class"):
+        if message.startswith(name):
+            return name
+    return None
+
+
+@cashier_only
+@require_http_methods(["GET"])
+def receipt(request: HttpRequest, encounter_id: UUID) -> HttpResponse:
+    encounter = _encounter(encounter_id)
+    settlement = settlement_view(encounter)
+    if settlement is None:
+        raise Http404
+    current = Receipt.objects.filter(receipt_no=settlement["receipt_no"]).first()
+    return page(
+        request,
+        "receipt.html",
+        {
+            "encounter": encounter,
+            "kind": KIND_LABELS.get(encounter.kind, encounter.kind),
+            "settlement": settlement,
+            "receipt": current,
+            "bill": encounter_bill(encounter),
+            "funding": funding_view(encounter),
+        },
+    )
+
+
+@cashier_only
+@require_http_methods(["GET"])
+def claims(request: HttpRequest) -> HttpResponse:
+    deferred = (
+        InsuranceClaim.objects.filter(status=InsuranceClaim.Status.DEFERRED)
+        .select_related("encounter__person", "encounter__department")
+        .order_by("created_at", "pk")
+    )
+    failed = (
+        InsuranceClaim.objects.filter(status=InsuranceClaim.Status.FAILED)
+        .select_related("encounter__person")
+        .order_by("-updated_at")[:50]
+    )
+    return page(
+        request,
+        "claims.html",
+        {
+            "claims": [
+                {
+                    "claim": claim,
+                    "encounter": claim.encounter,
+                    "total": fen_to_yuan(claim.medfee_sumamt),
+                    "self_pay": fen_to_yuan(claim.self_pay),
+                }
+                for claim in deferred
+            ],
+            "failed": failed,
+        },
+    )
+
+
+urlpatterns: list[URLPattern] = [
+    path("", home, name="cashier-home"),
+    path("persons/new/", person_new, name="cashier-person-new"),
+    path("persons/<int:person_id>/", person_detail, name="cashier-person"),
+    path("encounters/<uuid:encounter_id>/", encounter_detail, name="cashier-encounter"),
+    path("encounters/<uuid:encounter_id>/receipt/", receipt, name="cashier-receipt"),
+    path("claims/", claims, name="cashier-claims"),
+]

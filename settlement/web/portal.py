@@ -1,5 +1,411 @@
-"""The portal pages (filled in area by area)."""
+"""The patient portal: my credit lines, family links, encounters with the daily bill, receipts
+and what I owe to which bank.
 
-from django.urls import URLPattern
+Every object is looked up through ``request.person`` (404 for anyone else's); the services and
+selectors are the same the API uses.
+"""
 
-urlpatterns: list[URLPattern] = []
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from django.contrib import messages
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from accounts.api_common import fen_to_yuan
+from accounts.exceptions import AccountsError
+from accounts.models import FamilyLink, Person
+from accounts.selectors import credit_line_status, line_figures, lines_of
+from accounts.services.family import family_link_create, family_link_revoke
+from accounts.services.persons import person_find
+from settlement.models import Encounter, Receipt, Receivable, Refund
+from settlement.selectors import encounter_bill, settlement_out
+from settlement.services.receipts import receipt_verify
+
+from .access import patient_required
+from .portal_forms import DOMAIN_MESSAGES, FamilyLinkForm, ReceiptCheckForm, add_domain_error
+
+if TYPE_CHECKING:  # django-stubs-ext is a development requirement
+    from django_stubs_ext import StrOrPromise, StrPromise
+
+STATUS_LABELS: dict[str, StrPromise] = {
+    # credit lines
+    "active": _("active"),
+    "frozen": _("frozen"),
+    "closed": _("closed"),
+    "expired": _("expired"),
+    # family links
+    "revoked": _("revoked"),
+    "lapsed": _("lapsed"),
+    # encounters
+    "open": _("open"),
+    "settling": _("settling"),
+    "settled": _("settled"),
+    "settled_insurance_deferred": _("settled, insurance pending"),
+    # receivables and refunds
+    "overdue": _("overdue"),
+    "repaid": _("repaid"),
+    "owed": _("owed to you"),
+    "paid": _("paid"),
+}
+RELATION_LABELS: dict[str, StrPromise] = {
+    FamilyLink.Relation.PARENT_OF_MINOR: _("my minor child"),
+    FamilyLink.Relation.CHILD_OF_PARENT: _("my parent"),
+}
+KIND_LABELS: dict[str, StrPromise] = {
+    Encounter.Kind.INPATIENT: _("inpatient"),
+    Encounter.Kind.OUTPATIENT: _("outpatient"),
+}
+FUNDED_BY_LABELS: dict[str, StrPromise] = {
+    "credit": _("credit line"),
+    "deposit": _("deposit"),
+    "channel": _("paid at the window"),
+}
+ADD_KINDS: dict[str, tuple[str, StrPromise]] = {
+    "minor": (
+        FamilyLink.Relation.PARENT_OF_MINOR,
+        _(
+            "I am this child's parent or guardian and agree that my credit lines pay for"
+            " the child's care."
+        ),
+    ),
+    "parent": (
+        FamilyLink.Relation.CHILD_OF_PARENT,
+        _("I agree that my credit lines pay for my parent's care, until I revoke it."),
+    ),
+}
+
+
+def label(labels: dict[str, StrPromise], value: str) -> StrOrPromise:
+    return labels.get(value, value)
+
+
+def me(request: HttpRequest) -> Person:
+    person: Person = request.person  # type: ignore[attr-defined]
+    return person
+
+
+def actor(request: HttpRequest) -> str:
+    return f"patient:{me(request).pk}"
+
+
+def owed_receivables(person: Person) -> list[Receivable]:
+    """Open and overdue receivables of my encounters or of lines I hold."""
+    return list(
+        Receivable.objects.filter(
+            Q(encounter__person=person) | Q(credit_line__person=person),
+            status__in=[Receivable.Status.OPEN, Receivable.Status.OVERDUE],
+        )
+        .select_related("partner", "encounter__person", "encounter__institution")
+        .order_by("due_date", "created_at")
+    )
+
+
+def owed_rows(person: Person) -> list[dict[str, Any]]:
+    today = timezone.localdate()
+    rows = []
+    for receivable in owed_receivables(person):
+        encounter = receivable.encounter
+        rows.append(
+            {
+                "bank": receivable.partner.name,
+                "outstanding": fen_to_yuan(receivable.outstanding),
+                "amount": fen_to_yuan(receivable.amount),
+                "due_date": receivable.due_date,
+                "status": receivable.status,
+                "status_label": label(STATUS_LABELS, receivable.status),
+                "overdue": receivable.status == Receivable.Status.OVERDUE
+                or receivable.due_date < today,
+                "institution": encounter.institution.name,
+                "patient": encounter.person.name,
+                "mine": encounter.person_id == person.pk,
+                "encounter_id": encounter.pk,
+            }
+        )
+    return rows
+
+
+# --- pages ------------------------------------------------------------------------------------
+
+
+@require_GET
+@patient_required
+def home(request: HttpRequest) -> HttpResponse:
+    person = me(request)
+    lines = list(lines_of(person))
+    figures = line_figures(lines)
+    owed = owed_receivables(person)
+    rows = []
+    for line in lines:
+        figure = figures[line.pk]
+        on_line = [r for r in owed if r.credit_line_id == line.pk]
+        status = credit_line_status(line)
+        rows.append(
+            {
+                "bank": line.partner.name,
+                "status": status,
+                "status_label": label(STATUS_LABELS, status),
+                "limit": fen_to_yuan(figure.limit),
+                "held": fen_to_yuan(figure.held),
+                "drawn": fen_to_yuan(figure.drawn),
+                "available": fen_to_yuan(figure.available),
+                "expires_on": line.expires_on,
+                "next_due": min((r.due_date for r in on_line), default=None),
+                "owed": fen_to_yuan(sum(r.outstanding for r in on_line)),
+            }
+        )
+    total_owed = sum(r.outstanding for r in owed)
+    return render(
+        request,
+        "web/portal/home.html",
+        {
+            "person": person,
+            "lines": rows,
+            "total_owed": fen_to_yuan(total_owed) if owed else None,
+            "section": "home",
+        },
+    )
+
+
+@require_GET
+@patient_required
+def owed(request: HttpRequest) -> HttpResponse:
+    return render(
+        request, "web/portal/owed.html", {"rows": owed_rows(me(request)), "section": "owed"}
+    )
+
+
+def family_context(person: Person, forms: dict[str, FamilyLinkForm]) -> dict[str, Any]:
+    as_payer = (
+        FamilyLink.objects.filter(payer=person)
+        .select_related("beneficiary")
+        .order_by("-status", "-created_at")
+    )
+    as_beneficiary = (
+        FamilyLink.objects.filter(beneficiary=person, status=FamilyLink.Status.ACTIVE)
+        .select_related("payer")
+        .order_by("-created_at")
+    )
+    return {
+        "links": [
+            {
+                "pk": link.pk,
+                "name": link.beneficiary.name,
+                "id_masked": link.beneficiary.id_number_masked,
+                "relation": label(RELATION_LABELS, link.relation),
+                "status": link.status,
+                "status_label": label(STATUS_LABELS, link.status),
+                "cap": fen_to_yuan(link.cap) if link.cap is not None else None,
+                "since": link.consent_at,
+                "active": link.status == FamilyLink.Status.ACTIVE,
+            }
+            for link in as_payer
+        ],
+        "carried_by": [
+            {"name": link.payer.name, "since": link.consent_at} for link in as_beneficiary
+        ],
+        "minor_form": forms["minor"],
+        "parent_form": forms["parent"],
+        "section": "family",
+    }
+
+
+def new_form(kind: str, data: Any = None) -> FamilyLinkForm:
+    return FamilyLinkForm(data, prefix=kind, consent_label=ADD_KINDS[kind][1])
+
+
+@require_GET
+@patient_required
+def family(request: HttpRequest) -> HttpResponse:
+    forms = {kind: new_form(kind) for kind in ADD_KINDS}
+    return render(request, "web/portal/family.html", family_context(me(request), forms))
+
+
+@require_POST
+@patient_required
+def family_add(request: HttpRequest, kind: str) -> HttpResponse:
+    if kind not in ADD_KINDS:
+        return HttpResponse(status=404)
+    person = me(request)
+    relation = ADD_KINDS[kind][0]
+    form = new_form(kind, request.POST)
+    if form.is_valid():
+        try:
+            beneficiary = person_find(form.cleaned_data["id_number"])
+            if beneficiary is None:
+                form.add_error(
+                    "id_number",
+                    _(
+                        "No one with this ID number is enrolled yet. The child must be enrolled"
+                        " first (at a hospital cashier or by a partner bank)."
+                    )
+                    if kind == "minor"
+                    else _(
+                        "No one with this ID number is enrolled yet. Your parent must be"
+                        " enrolled first (at a hospital cashier or by a partner bank)."
+                    ),
+                )
+            else:
+                link = family_link_create(
+                    actor=actor(request),
+                    payer=person,
+                    beneficiary=beneficiary,
+                    relation=relation,
+                    consent=bool(form.cleaned_data["consent"]),
+                    consent_by=person.name,
+                    consent_channel="portal",
+                )
+                messages.success(
+                    request,
+                    _("%(name)s is now linked: your credit lines can pay for their care.")
+                    % {"name": link.beneficiary.name},
+                )
+                return HttpResponseRedirect(reverse("portal-family"))
+        except AccountsError as error:
+            add_domain_error(form, error)
+    forms = {other: new_form(other) for other in ADD_KINDS}
+    forms[kind] = form
+    # 200 with the errors by their fields, as Django forms do (a browser logs a 400 as an error).
+    return render(request, "web/portal/family.html", family_context(person, forms))
+
+
+@require_POST
+@patient_required
+def family_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    link = get_object_or_404(FamilyLink, pk=pk, payer=me(request))
+    try:
+        family_link_revoke(actor=actor(request), link_id=link.pk)
+    except AccountsError as error:
+        messages.error(request, label(DOMAIN_MESSAGES, error.message))
+    else:
+        messages.success(request, _("The link is revoked. What was already drawn stays as it is."))
+    return HttpResponseRedirect(reverse("portal-family"))
+
+
+@require_GET
+@patient_required
+def encounters(request: HttpRequest) -> HttpResponse:
+    rows = [
+        {
+            "pk": encounter.pk,
+            "institution": encounter.institution.name,
+            "department": encounter.department.name,
+            "kind": label(KIND_LABELS, encounter.kind),
+            "status_label": label(STATUS_LABELS, encounter.status),
+            "admitted_at": encounter.admitted_at,
+        }
+        for encounter in Encounter.objects.filter(person=me(request))
+        .select_related("institution", "department")
+        .order_by("-admitted_at")
+    ]
+    return render(
+        request, "web/portal/encounters.html", {"encounters": rows, "section": "encounters"}
+    )
+
+
+@require_GET
+@patient_required
+def encounter_detail(request: HttpRequest, pk: UUID) -> HttpResponse:
+    encounter = get_object_or_404(
+        Encounter.objects.select_related("institution", "department"), pk=pk, person=me(request)
+    )
+    bill = encounter_bill(encounter)
+    settlement = getattr(encounter, "settlement", None)
+    settled = settlement_out(settlement) if settlement is not None else None
+    if settled is not None:
+        settled["funded_by_label"] = label(FUNDED_BY_LABELS, settled["funded_by"])
+    receipts = encounter.receipts.order_by("-version")
+    refunds = [
+        {
+            "amount": fen_to_yuan(refund.amount),
+            "channel": refund.get_channel_display(),
+            "status_label": label(STATUS_LABELS, refund.status),
+        }
+        for refund in Refund.objects.filter(encounter=encounter).order_by("created_at")
+    ]
+    receivable = Receivable.objects.filter(encounter=encounter).select_related("partner").first()
+    return render(
+        request,
+        "web/portal/encounter.html",
+        {
+            "encounter": encounter,
+            "kind": label(KIND_LABELS, encounter.kind),
+            "status_label": label(STATUS_LABELS, encounter.status),
+            "deferred": encounter.status == Encounter.Status.SETTLED_INSURANCE_DEFERRED,
+            "bill": bill,
+            "settlement": settled,
+            "receipts": receipts,
+            "refunds": refunds,
+            "receivable": None
+            if receivable is None
+            else {
+                "bank": receivable.partner.name,
+                "outstanding": fen_to_yuan(receivable.outstanding),
+                "due_date": receivable.due_date,
+                "status_label": label(STATUS_LABELS, receivable.status),
+            },
+            "section": "encounters",
+        },
+    )
+
+
+RECEIPT_AMOUNTS: list[tuple[str, StrPromise]] = [
+    ("total", _("Total")),
+    ("insurance_fund", _("Insurance fund")),
+    ("personal_account", _("Personal account")),
+    ("self_pay", _("Self-pay")),
+    ("paid_by_deposit", _("Paid from the deposit")),
+    ("paid_by_credit", _("Paid by the credit line")),
+    ("paid_by_channel", _("Paid at the window")),
+]
+
+
+@require_http_methods(["GET"])
+@patient_required
+def receipt_detail(request: HttpRequest, receipt_no: str) -> HttpResponse:
+    receipt = get_object_or_404(
+        Receipt.objects.select_related("encounter", "superseded_by"),
+        receipt_no=receipt_no,
+        encounter__person=me(request),
+    )
+    content = receipt.content
+    amounts = [
+        (name, fen_to_yuan(int(content.get(key) or 0)))
+        for key, name in RECEIPT_AMOUNTS
+        if key in content
+    ]
+    form = ReceiptCheckForm(request.GET if "code" in request.GET else None)
+    verified = None
+    if form.is_bound and form.is_valid():
+        verified = receipt_verify(receipt, form.cleaned_data["code"])
+    return render(
+        request,
+        "web/portal/receipt.html",
+        {
+            "receipt": receipt,
+            "content": content,
+            "amounts": amounts,
+            "form": form,
+            "verified": verified,
+            "section": "encounters",
+        },
+    )
+
+
+urlpatterns: list[URLPattern] = [
+    path("", home, name="portal-home"),
+    path("owed/", owed, name="portal-owed"),
+    path("family/", family, name="portal-family"),
+    path("family/add/<str:kind>/", family_add, name="portal-family-add"),
+    path("family/<int:pk>/revoke/", family_revoke, name="portal-family-revoke"),
+    path("encounters/", encounters, name="portal-encounters"),
+    path("encounters/<uuid:pk>/", encounter_detail, name="portal-encounter"),
+    path("receipts/<str:receipt_no>/", receipt_detail, name="portal-receipt"),
+]

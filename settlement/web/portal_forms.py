@@ -1,0 +1,70 @@
+"""Forms of the patient portal; domain errors are put on the field they concern, translated."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from accounts.exceptions import AccountsError
+
+if TYPE_CHECKING:  # django-stubs-ext is a development requirement
+    from django_stubs_ext import StrOrPromise, StrPromise
+
+
+class FamilyLinkForm(forms.Form):
+    """Add a minor child, or consent to carry a parent: the signed-in patient pays."""
+
+    id_number = forms.CharField(
+        label=_("Resident ID number"),
+        max_length=18,
+        min_length=18,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "inputmode": "text"}),
+    )
+    consent = forms.BooleanField(required=True)
+
+    def __init__(self, *args: object, consent_label: StrOrPromise = "", **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.fields["consent"].label = consent_label
+        self.fields["id_number"].error_messages["min_length"] = _(
+            "A resident ID number has 18 characters."
+        )
+        self.fields["id_number"].error_messages["max_length"] = _(
+            "A resident ID number has 18 characters."
+        )
+
+    def clean_id_number(self) -> str:
+        return str(self.cleaned_data["id_number"]).strip().upper()
+
+
+class ReceiptCheckForm(forms.Form):
+    code = forms.CharField(label=_("Verification code"), max_length=32)
+
+
+# What the services say in English, said in the page's language instead.
+DOMAIN_MESSAGES: dict[str, StrPromise] = {
+    "a person cannot carry their own costs": _("You cannot link yourself."),
+    "the payer's consent must be given and recorded": _("Your consent is needed."),
+    "the payer must be 18 or older": _("You must be 18 or older to pay for someone else."),
+    "parent_of_minor needs a beneficiary under 18 today": _(
+        "This person is 18 or older: only a child under 18 can be added as a minor."
+    ),
+    "a parent must be older than the child": _("A parent must be older than the child."),
+    "child_of_parent needs a beneficiary older than the payer": _(
+        "The parent must be older than you."
+    ),
+    "these two people are already linked": _("You are already linked with this person."),
+    "the link has already lapsed": _("This link has already lapsed."),
+}
+FIELD_OF = {"beneficiary": "id_number", "id_number": "id_number", "consent": "consent"}
+
+
+def add_domain_error(form: forms.Form, error: AccountsError) -> None:
+    """Put a service's error on the form, by the field it names (else on the whole form)."""
+    if error.field == "id_number":  # the number itself is malformed
+        message: StrOrPromise = _("This is not a valid resident ID number.")
+    else:
+        message = DOMAIN_MESSAGES.get(error.message, error.message)
+    field = FIELD_OF.get(error.field or "")
+    form.add_error(field if field in form.fields else None, message)

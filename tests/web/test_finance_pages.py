@@ -1,0 +1,414 @@
+"""The finance desk: who may see it, the aging and daily-credit reads, the pages with real data,
+and a browser uploading a statement that a real Celery worker reconciles."""
+
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client, override_settings
+from django.utils import timezone
+
+from accounts.models import Department
+from accounts.services.credit_lines import credit_line_grant
+from accounts.services.institutions import department_ensure, institution_ensure
+from accounts.services.persons import person_id_number
+from accounts.services.staff import patient_login_create, staff_create
+from config.celery import app
+from settlement import selectors_finance
+from settlement.models import (
+    CreditMovement,
+    InsuranceClaim,
+    Receivable,
+    ReconBatch,
+    ReconItem,
+)
+from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
+from settlement.services.reconciliation import batch_run
+from settlement.services.repayments import repayment_apply
+from settlement.services.settle import encounter_settle
+from tests.web.conftest import sign_in
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+INSURER_DOWN = "http://127.0.0.1:9"  # nothing listens: every settle is all self-pay, on credit
+REQUIRED_ZH = "该字段是必填项。"  # Django's own "This field is required." in Simplified Chinese
+
+
+@pytest.fixture
+def draws(make_person, make_partner, tmp_path, settings):
+    """A bank with three settled credit draws of ¥100, ¥200 and ¥300 today (claims deferred)."""
+    settings.RECON_UPLOAD_DIR = tmp_path / "uploads"
+    partner, _ = make_partner("厦门国际银行")
+    institution = institution_ensure(actor="test", code="XMH1", name="厦门市第一医院")
+    department = department_ensure(actor="test", institution=institution, code="IM", name="内科")
+    Department.objects.filter(pk=department.pk).update(default_deposit=0)
+    department.refresh_from_db()
+    for index, amount in enumerate((10_000, 20_000, 30_000)):
+        person = make_person(f"病人{index}", birth=date(1970 + index, 1, 1))
+        credit_line_grant(
+            actor="test",
+            partner=partner,
+            id_number=person_id_number(person),
+            name=person.name,
+            score=650,
+            score_provider="白鹭分",
+        )
+        encounter = encounter_admit(
+            actor="test", person=person, department=department, kind="outpatient"
+        )
+        charges_post(
+            actor="test",
+            encounter_id=encounter.pk,
+            items=[ChargeItem("C1", "诊查", "exam", "C", Decimal(1), amount, timezone.localdate())],
+        )
+        with override_settings(INSURER_URL=INSURER_DOWN, INSURER_TIMEOUT_SECONDS=1):
+            encounter_settle(actor="test", encounter_id=encounter.pk)
+    movements = list(CreditMovement.objects.order_by("amount").values_list("reference", "amount"))
+    assert [amount for _, amount in movements] == [10_000, 20_000, 30_000]
+    return partner, [reference for reference, _ in movements]
+
+
+def statement_csv(rows: list[tuple[str, str, str]]) -> bytes:
+    today = timezone.localdate().isoformat()
+    lines = ["bank_txn_id,value_date,amount,reference"]
+    lines += [f"{txn},{today},{amount},{reference}" for txn, amount, reference in rows]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def four_classes(references: list[str]) -> bytes:
+    first, second, _ = references
+    return statement_csv(
+        [
+            ("B1", "100.00", first),  # matched
+            ("B2", "200.01", second),  # amount mismatch
+            ("B3", "50.00", "DRNOSUCHTHING"),  # unknown reference
+            ("B4", "100.00", first),  # duplicate; the third draw is missing
+        ]
+    )
+
+
+def client_as(role: str, make_person=None) -> Client:
+    client = Client()
+    if role == "anonymous":
+        return client
+    if role == "patient":
+        assert make_person is not None
+        user = patient_login_create(
+            actor="test", person=make_person("李四"), password="pw-12345678"
+        )
+    else:
+        user, _ = staff_create(actor="test", username=f"{role}-web", role=role)
+    client.force_login(user)
+    return client
+
+
+# --- who may see what -------------------------------------------------------------------------
+
+
+def page_urls(batch_id: object) -> list[str]:
+    return [
+        "/finance/",
+        f"/finance/batches/{batch_id}/",
+        f"/finance/batches/{batch_id}/progress.json",
+        f"/finance/batches/{batch_id}/export.csv",
+        "/finance/claims/",
+        "/finance/ledger/",
+        "/finance/receivables/",
+        "/finance/credit/",
+    ]
+
+
+def post_urls(batch_id: object) -> list[str]:
+    return [
+        "/finance/",
+        f"/finance/batches/{batch_id}/items/1/resolve/",
+        "/finance/claims/retry/",
+        "/finance/ledger/verify/",
+    ]
+
+
+@pytest.mark.django_db
+def test_every_page_is_for_finance_and_admin_only(make_person):
+    from settlement.services.reconciliation import ledger_check_batch
+
+    batch = ledger_check_batch(actor="test")
+    gets, posts = page_urls(batch.pk), post_urls(batch.pk)
+    anonymous = client_as("anonymous")
+    for url in gets + posts:
+        answer = anonymous.get(url) if url in gets else anonymous.post(url)
+        assert answer.status_code == 302, url
+        assert answer["Location"].startswith("/login/?next="), url
+    for role in ("cashier", "patient"):
+        client = client_as(role, make_person)
+        for url in gets:
+            assert client.get(url).status_code == 403, (role, url)
+        for url in posts:
+            assert client.post(url).status_code == 403, (role, url)
+    assert ReconBatch.objects.count() == 1  # nothing ran for them
+    for role in ("finance", "admin"):
+        client = client_as(role)
+        for url in gets:
+            assert client.get(url).status_code == 200, (role, url)
+
+
+# --- the reads ----------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_aging_buckets_by_days_past_due(draws):
+    partner, _ = draws
+    receivables = list(Receivable.objects.order_by("amount"))
+    due = receivables[0].due_date
+    assert {r.due_date for r in receivables} == {due}  # one grace period, one due date
+    # A part repaid counts what is left; a receivable repaid in full is not aged at all.
+    paid_at = timezone.now()
+    repayment_apply(
+        partner=partner,
+        receivable_id=str(receivables[0].pk),
+        amount=10_000,
+        bank_txn_id="R-full",
+        paid_at=paid_at,
+    )
+    repayment_apply(
+        partner=partner,
+        receivable_id=str(receivables[1].pk),
+        amount=5_000,
+        bank_txn_id="R-part",
+        paid_at=paid_at,
+    )
+    expected_open = 15_000 + 30_000
+
+    def buckets(today: date) -> dict[str, int]:
+        aging = selectors_finance.receivables_aging(today=today)
+        assert [row.bank for row in aging.rows] == ["厦门国际银行"]
+        assert aging.totals.total == expected_open
+        assert aging.totals.counts == {
+            b: (2 if aging.totals.buckets[b] else 0) for b in selectors_finance.AGING_BUCKETS
+        }
+        return {b: n for b, n in aging.rows[0].buckets.items() if n}
+
+    assert buckets(due - timedelta(days=5)) == {"current": expected_open}
+    assert buckets(due) == {"current": expected_open}  # due today is not past due
+    assert buckets(due + timedelta(days=1)) == {"1-30": expected_open}
+    assert buckets(due + timedelta(days=30)) == {"1-30": expected_open}
+    assert buckets(due + timedelta(days=31)) == {"31-60": expected_open}
+    assert buckets(due + timedelta(days=60)) == {"31-60": expected_open}
+    assert buckets(due + timedelta(days=61)) == {"60+": expected_open}
+
+
+@pytest.mark.django_db
+def test_daily_credit_drawn_by_business_date_and_repaid_by_shanghai_date(draws, make_partner):
+    partner, _ = draws
+    make_partner("另一家银行")  # a bank with no movements shows no chart
+    today = timezone.localdate()
+    receivables = list(Receivable.objects.order_by("amount"))
+    # 00:30 in Shanghai is still yesterday in UTC: it counts for today.
+    early = datetime.combine(today, time(0, 30), tzinfo=SHANGHAI)
+    late_yesterday = datetime.combine(today - timedelta(days=1), time(23, 30), tzinfo=SHANGHAI)
+    for n, (receivable, amount, paid_at) in enumerate(
+        [
+            (receivables[0], 4_000, early),
+            (receivables[1], 2_500, early),
+            (receivables[2], 700, late_yesterday),
+        ]
+    ):
+        repayment_apply(
+            partner=partner,
+            receivable_id=str(receivable.pk),
+            amount=amount,
+            bank_txn_id=f"R{n}",
+            paid_at=paid_at,
+        )
+    window, banks = selectors_finance.daily_credit(today=today)
+    assert len(window) == 30 and window[0] == today - timedelta(days=29) and window[-1] == today
+    assert [bank.bank for bank in banks] == ["厦门国际银行"]
+    bank = banks[0]
+    assert bank.drawn[today] == 60_000
+    assert bank.total_drawn == 60_000
+    assert bank.repaid[today] == 6_500
+    assert bank.repaid[today - timedelta(days=1)] == 700
+    assert bank.total_repaid == 7_200
+    # A window ending before the draws holds none of them.
+    _, earlier = selectors_finance.daily_credit(today=today - timedelta(days=2))
+    assert earlier == []
+
+
+# --- the pages with data ----------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_upload_batch_page_export_and_resolve(draws, make_person):
+    partner, (_, _, third) = draws
+    finance = client_as("finance")
+
+    refused = finance.post(
+        "/finance/",
+        {"bank": partner.pk, "file": SimpleUploadedFile("bad.csv", b"hello world\n")},
+    )
+    assert refused.status_code == 200
+    assert refused.context["form"].errors["file"]
+    assert ReconBatch.objects.count() == 0
+    missing_file = finance.post("/finance/", {"bank": partner.pk})
+    assert missing_file.context["form"].errors["file"] == [REQUIRED_ZH]
+
+    content = four_classes(draws[1])
+    answer = finance.post(
+        "/finance/", {"bank": partner.pk, "file": SimpleUploadedFile("s.csv", content)}
+    )
+    batch = ReconBatch.objects.get()
+    assert answer.status_code == 302 and answer["Location"] == f"/finance/batches/{batch.pk}/"
+    queued = finance.get(f"/finance/batches/{batch.pk}/progress.json").json()
+    assert queued["status"] == "queued" and queued["finished"] is False
+    page = finance.get(f"/finance/batches/{batch.pk}/").content.decode()
+    assert "progress.json" in page and 'id="exceptions"' not in page
+
+    batch_run(batch.pk)
+    done = finance.get(f"/finance/batches/{batch.pk}/progress.json").json()
+    assert done["status"] == "done" and done["percent"] == 100
+    assert done["progress"] == {"done": 4, "total": 4}
+    page = finance.get(f"/finance/batches/{batch.pk}/")
+    html = page.content.decode()
+    assert [row["count"] for row in page.context["batch"]["count_rows"]] == [1, 1, 1, 1, 1, 0]
+    assert "300.00" in html and "DRNOSUCHTHING" in html and "<script>" not in html
+
+    again = finance.post(
+        "/finance/", {"bank": partner.pk, "file": SimpleUploadedFile("again.csv", content)}
+    )
+    assert again["Location"] == f"/finance/batches/{batch.pk}/"
+    assert ReconBatch.objects.count() == 1
+
+    exported = finance.get(f"/finance/batches/{batch.pk}/export.csv")
+    text = b"".join(exported.streaming_content).decode()
+    assert text.splitlines()[0].startswith("kind,line,reference")
+    assert len(text.splitlines()) == 6
+
+    missing = ReconItem.objects.get(batch=batch, kind="missing")
+    url = f"/finance/batches/{batch.pk}/items/{missing.pk}/resolve/"
+    empty = finance.post(url, {"comment": "  ", "adjust": ""})
+    assert empty.status_code == 200
+    assert REQUIRED_ZH in empty.content.decode()
+    zero = finance.post(url, {"comment": "ok", "adjust": "0"})
+    assert zero.context["exceptions"] and "adjust" in next(
+        e["form"].errors for e in zero.context["exceptions"] if e["id"] == missing.pk
+    )
+    assert ReconItem.objects.get(pk=missing.pk).resolved_at is None
+    unknown = ReconItem.objects.get(batch=batch, kind="unknown_reference")
+    not_money = finance.post(
+        f"/finance/batches/{batch.pk}/items/{unknown.pk}/resolve/",
+        {"comment": "bank's error", "adjust": "1.00"},
+    )
+    (form,) = [e["form"] for e in not_money.context["exceptions"] if e["id"] == unknown.pk]
+    assert "adjust" in form.errors  # the error sits by the adjustment field
+    assert ReconItem.objects.get(pk=unknown.pk).resolved_at is None
+
+    done = finance.post(url, {"comment": "paid in tomorrow's transfer", "adjust": ""})
+    assert done.status_code == 302
+    resolved = ReconItem.objects.get(pk=missing.pk)
+    assert resolved.resolution_comment == "paid in tomorrow's transfer"
+    assert resolved.resolved_by.startswith("staff:")
+    assert third == resolved.reference
+    twice = finance.post(url, {"comment": "again"})
+    (form,) = [e["form"] for e in twice.context["exceptions"] if e["id"] == missing.pk]
+    assert form.non_field_errors()  # already resolved: said on the form
+
+
+@pytest.mark.django_db
+def test_claims_ledger_aging_and_credit_pages_show_the_figures(draws, monkeypatch):
+    finance = client_as("finance")
+    claims = finance.get("/finance/claims/")
+    assert len(claims.context["rows"]) == 3
+    assert InsuranceClaim.objects.filter(status="deferred").count() == 3
+    assert "病人0" in claims.content.decode()
+
+    queued: list[tuple] = []
+    monkeypatch.setattr(
+        "settlement.web.finance.retry_deferred_claims.delay", lambda *a: queued.append(a)
+    )
+    before = timezone.now()
+    answer = finance.post("/finance/claims/retry/")
+    assert answer.status_code == 302 and answer["Location"] == "/finance/claims/"
+    assert queued == [()]
+    assert all(
+        c.next_attempt_at and c.next_attempt_at >= before
+        for c in InsuranceClaim.objects.filter(status="deferred")
+    )
+
+    ledger = finance.get("/finance/ledger/")
+    rows = {item["row"].ledger: item["row"] for item in ledger.context["rows"]}
+    assert set(rows) == {"money", "credit"}
+    assert all(row.balanced and row.debits_posted > 0 for row in rows.values())
+    assert ledger.context["check"] is None
+    ran = finance.post("/finance/ledger/verify/")
+    assert ran.status_code == 302
+    check = finance.get("/finance/ledger/").context["check"]
+    assert check.status == "done" and check.counts["problem"] == 0
+
+    aging = finance.get("/finance/receivables/")
+    assert aging.context["grand_total"] == "600.00"
+    assert [bar["amount"] for bar in aging.context["bars"]] == [
+        "600.00",
+        "0.00",
+        "0.00",
+        "0.00",
+    ]
+    assert "<svg" in aging.content.decode()
+
+    credit = finance.get("/finance/credit/")
+    (chart,) = credit.context["charts"]
+    assert chart["total_drawn"] == "600.00" and chart["total_repaid"] == "0.00"
+    assert len(chart["chart"]["bars"]) == 60
+    assert chart["days"][0]["drawn"] == "600.00"
+
+
+# --- the browser ------------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_finance_uploads_a_statement_and_sees_the_batch_finish(
+    page, live_server, draws, tmp_path, settings
+):
+    partner, references = draws
+    settings.RECON_UPLOAD_DIR = tmp_path
+    user, _ = staff_create(actor="test", username="finance1", role="finance")
+    user.set_password("finance-pass-1")
+    user.save()
+    statement = tmp_path / "statement.csv"
+    statement.write_bytes(four_classes(references))
+
+    sign_in(page, live_server, "finance1", "finance-pass-1")
+    page.wait_for_url(f"{live_server.url}/finance/")
+    assert page.locator("#upload-form").is_visible()
+    page.select_option("select[name=bank]", str(partner.pk))
+    page.set_input_files("input[name=file]", str(statement))
+    with start_worker(app, perform_ping_check=False, shutdown_timeout=30):
+        with page.expect_navigation():
+            page.click("#upload-form button[type=submit]")
+        assert "/finance/batches/" in page.url
+        page.wait_for_selector("#batch-status[data-status=done]", timeout=30_000)
+
+    counts = {
+        kind: page.locator(f"#batch-counts tr[data-kind={kind}] .count").inner_text()
+        for kind in ("matched", "amount_mismatch", "unknown_reference", "duplicate", "missing")
+    }
+    assert counts == dict.fromkeys(counts, "1")
+    assert page.locator("#exceptions tbody tr").count() == 4
+
+    row = page.locator("#exceptions tr[data-kind=missing]")
+    with page.expect_navigation():
+        row.locator("button[type=submit]").click()
+    row = page.locator("#exceptions tr[data-kind=missing]")
+    assert REQUIRED_ZH in row.locator(".errorlist").inner_text()
+    row.locator("textarea[name=comment]").fill("明日转账补付")
+    with page.expect_navigation():
+        row.locator("button[type=submit]").click()
+    row = page.locator("#exceptions tr[data-kind=missing]")
+    assert row.get_attribute("data-resolved") == "1"
+    assert "明日转账补付" in row.inner_text()
+    assert ReconItem.objects.get(kind="missing").resolution_comment == "明日转账补付"
+
+    for path in ("claims/", "ledger/", "receivables/", "credit/"):
+        page.goto(f"{live_server.url}/finance/{path}")
+        assert page.locator("main h1").count() == 1
