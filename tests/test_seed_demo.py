@@ -41,3 +41,15 @@ def test_seed_demo_refuses_to_run_without_debug():
 
     with pytest.raises(CommandError, match="DEBUG"):
         call_command("seed_demo", stdout=StringIO())
+
+
+def test_demo_logins_open_their_pages(client):
+    seed()
+    for username, page in [
+        ("cashier", "/cashier/"),
+        ("finance", "/finance/"),
+        ("13800000001", "/portal/"),
+    ]:
+        assert client.login(username=username, password="demo-pass-2026"), username
+        assert client.get(page).status_code == 200, page
+        client.logout()

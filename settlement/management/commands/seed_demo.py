@@ -14,7 +14,7 @@ from accounts.services.credit_lines import credit_line_grant
 from accounts.services.family import family_link_create
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.partners import partner_create, partner_key_issue
-from accounts.services.persons import person_find, person_get_or_create
+from accounts.services.persons import person_find, person_get_or_create, person_update
 from accounts.services.staff import patient_login_create, staff_create, token_issue
 from settlement.services.deposit_table import deposit_table_import
 
@@ -24,6 +24,7 @@ K35.8,急性阑尾炎,2600.00
 I63.9,脑梗死,5200.00
 J06.9,急性上呼吸道感染,600.00
 """
+DEMO_PATIENT_PHONE = "13800000001"
 DEMO_PASSWORD_DEFAULT = "demo-pass-2026"  # noqa: S105 - printed demo login, DEBUG only
 ACTOR = "command:seed_demo"
 BANK = "厦门国际银行 (demo)"
@@ -66,7 +67,8 @@ class Command(BaseCommand):
         out(f"Demo data loaded. Logins (password for all: {password}):")
         for username, role, token in lines["staff"]:
             out(f"  {role:8}  {username:10}  API token {token}")
-        out(f"  patient   {lines['patient']}   (陈静, mother of a minor)")
+        out(f"  patient   {lines['patient']} (mobile number; 陈静, mother of a minor)")
+        out("Pages: /cashier/ (cashier), /finance/ (finance), /portal/ (patient), /admin/ (admin)")
         out("  admin site /admin/ as 'admin'")
         out(f"Bank partner '{BANK}' (partner_id={lines['partner_id']}):")
         out(f"  key_id={lines['key_id']}")
@@ -132,7 +134,9 @@ class Command(BaseCommand):
                     consent_by=f"{people[payer].name} in person (demo)",
                     consent_channel="cashier",
                 )
-        patient = patient_login_create(actor=ACTOR, person=people["mother"], password=password)
+        if not people["mother"].phone_hash:
+            person_update(actor=ACTOR, person=people["mother"], phone=DEMO_PATIENT_PHONE)
+        patient_login_create(actor=ACTOR, person=people["mother"], password=password)
 
         staff = []
         for username, role in [("cashier", "cashier"), ("finance", "finance"), ("admin", "admin")]:
@@ -152,7 +156,7 @@ class Command(BaseCommand):
             staff.append((username, role, token))
         return {
             "staff": staff,
-            "patient": patient.get_username(),
+            "patient": DEMO_PATIENT_PHONE,
             "partner_id": partner.pk,
             "key_id": key.key_id,
             "secret": secret,
