@@ -8,16 +8,25 @@ import json
 import secrets
 import time
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.test import override_settings
+from django.utils import timezone
 from rest_framework.test import APIClient
 from stdnum.cn import ric
 
 from accounts import signing
+from accounts.models import Department
+from accounts.services.credit_lines import credit_line_grant
+from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.partners import partner_create
-from accounts.services.persons import person_create
+from accounts.services.persons import person_create, person_id_number
 from accounts.services.staff import staff_create
+from settlement.models import CreditMovement
+from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
+from settlement.services.settle import encounter_settle
 
 _sequence = itertools.count(1)
 
@@ -109,3 +118,47 @@ def make_partner():
         return partner, SignedClient(key.key_id, secret)
 
     return make
+
+
+INSURER_DOWN = "http://127.0.0.1:9"  # nothing listens: every settle is all self-pay, on credit
+
+
+@pytest.fixture
+def draws(make_person, make_partner, tmp_path, settings):
+    """A bank with three settled credit draws of ¥100, ¥200 and ¥300 today."""
+    settings.RECON_UPLOAD_DIR = tmp_path / "uploads"
+    partner, _ = make_partner("厦门国际银行")
+    institution = institution_ensure(actor="test", code="XMH1", name="厦门市第一医院")
+    department = department_ensure(actor="test", institution=institution, code="IM", name="内科")
+    Department.objects.filter(pk=department.pk).update(default_deposit=0)
+    department.refresh_from_db()
+    for index, amount in enumerate((10_000, 20_000, 30_000)):
+        person = make_person(f"病人{index}", birth=date(1970 + index, 1, 1))
+        credit_line_grant(
+            actor="test",
+            partner=partner,
+            id_number=person_id_number(person),
+            name=person.name,
+            score=650,
+            score_provider="白鹭分",
+        )
+        encounter = encounter_admit(
+            actor="test", person=person, department=department, kind="outpatient"
+        )
+        charges_post(
+            actor="test",
+            encounter_id=encounter.pk,
+            items=[ChargeItem("C1", "诊查", "exam", "C", Decimal(1), amount, timezone.localdate())],
+        )
+        with override_settings(INSURER_URL=INSURER_DOWN, INSURER_TIMEOUT_SECONDS=1):
+            encounter_settle(actor="test", encounter_id=encounter.pk)
+    movements = list(CreditMovement.objects.order_by("amount").values_list("reference", "amount"))
+    assert [amount for _, amount in movements] == [10_000, 20_000, 30_000]
+    return partner, [reference for reference, _ in movements]
+
+
+def statement_csv(rows: list[tuple[str, str, str]]) -> bytes:
+    today = timezone.localdate().isoformat()
+    lines = ["bank_txn_id,value_date,amount,reference"]
+    lines += [f"{txn},{today},{amount},{reference}" for txn, amount, reference in rows]
+    return ("\n".join(lines) + "\n").encode()

@@ -2,79 +2,30 @@
 and a browser uploading a statement that a real Celery worker reconciles."""
 
 from datetime import date, datetime, time, timedelta
-from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
 from celery.contrib.testing.worker import start_worker
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import Client, override_settings
+from django.test import Client
 from django.utils import timezone
 
-from accounts.models import Department
-from accounts.services.credit_lines import credit_line_grant
-from accounts.services.institutions import department_ensure, institution_ensure
-from accounts.services.persons import person_id_number
 from accounts.services.staff import patient_login_create, staff_create
 from config.celery import app
 from settlement import selectors_finance
 from settlement.models import (
-    CreditMovement,
     InsuranceClaim,
     Receivable,
     ReconBatch,
     ReconItem,
 )
-from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
 from settlement.services.reconciliation import batch_run
 from settlement.services.repayments import repayment_apply
-from settlement.services.settle import encounter_settle
+from tests.factories import statement_csv
 from tests.web.conftest import sign_in
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-INSURER_DOWN = "http://127.0.0.1:9"  # nothing listens: every settle is all self-pay, on credit
 REQUIRED_ZH = "该字段是必填项。"  # Django's own "This field is required." in Simplified Chinese
-
-
-@pytest.fixture
-def draws(make_person, make_partner, tmp_path, settings):
-    """A bank with three settled credit draws of ¥100, ¥200 and ¥300 today (claims deferred)."""
-    settings.RECON_UPLOAD_DIR = tmp_path / "uploads"
-    partner, _ = make_partner("厦门国际银行")
-    institution = institution_ensure(actor="test", code="XMH1", name="厦门市第一医院")
-    department = department_ensure(actor="test", institution=institution, code="IM", name="内科")
-    Department.objects.filter(pk=department.pk).update(default_deposit=0)
-    department.refresh_from_db()
-    for index, amount in enumerate((10_000, 20_000, 30_000)):
-        person = make_person(f"病人{index}", birth=date(1970 + index, 1, 1))
-        credit_line_grant(
-            actor="test",
-            partner=partner,
-            id_number=person_id_number(person),
-            name=person.name,
-            score=650,
-            score_provider="白鹭分",
-        )
-        encounter = encounter_admit(
-            actor="test", person=person, department=department, kind="outpatient"
-        )
-        charges_post(
-            actor="test",
-            encounter_id=encounter.pk,
-            items=[ChargeItem("C1", "诊查", "exam", "C", Decimal(1), amount, timezone.localdate())],
-        )
-        with override_settings(INSURER_URL=INSURER_DOWN, INSURER_TIMEOUT_SECONDS=1):
-            encounter_settle(actor="test", encounter_id=encounter.pk)
-    movements = list(CreditMovement.objects.order_by("amount").values_list("reference", "amount"))
-    assert [amount for _, amount in movements] == [10_000, 20_000, 30_000]
-    return partner, [reference for reference, _ in movements]
-
-
-def statement_csv(rows: list[tuple[str, str, str]]) -> bytes:
-    today = timezone.localdate().isoformat()
-    lines = ["bank_txn_id,value_date,amount,reference"]
-    lines += [f"{txn},{today},{amount},{reference}" for txn, amount, reference in rows]
-    return ("\n".join(lines) + "\n").encode()
 
 
 def four_classes(references: list[str]) -> bytes:
