@@ -62,7 +62,7 @@ def upload_dir() -> Path:
 
 
 def statement_batch_create(
-    *, actor: str, partner: Partner, stream: IO[bytes], file_name: str
+    *, actor: str, partner: Partner, stream: IO[bytes], file_name: str, enqueue: bool = True
 ) -> tuple[ReconBatch, bool]:
     """Check a statement file whole and queue a batch for it; ``False`` if it was seen before.
 
@@ -120,7 +120,8 @@ def statement_batch_create(
                 obj=batch,
                 changes={"file": file_name[:200], "format": fmt, "lines": lines},
             )
-            transaction.on_commit(lambda: _enqueue(batch.pk), robust=True)
+            if enqueue:  # else the caller runs batch_run itself
+                transaction.on_commit(lambda: _enqueue(batch.pk), robust=True)
     except IntegrityError:  # the same file uploaded concurrently
         return ReconBatch.objects.get(
             source=ReconBatch.Source.BANK_STATEMENT, fingerprint=fingerprint
