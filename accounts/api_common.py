@@ -12,7 +12,7 @@ from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.files.uploadedfile import UploadedFile
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.http import Http404, QueryDict
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, serializers, status
@@ -38,6 +38,9 @@ class Conflict(exceptions.APIException):
     default_detail = "the request conflicts with the current state"
 
 
+RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
+
+
 def error_response(
     status_code: int, code: str, message: str, fields: dict[str, Any] | None = None
 ) -> Response:
@@ -60,6 +63,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, AccountsError):
         fields = {exc.field: [exc.message]} if exc.field else {}
         return error_response(exc.status, exc.code, exc.message, fields)
+    if isinstance(exc, OperationalError) and getattr(
+        getattr(exc, "__cause__", None), "sqlstate", None
+    ) in RETRYABLE_SQLSTATES:
+        # PostgreSQL chose this request to break a deadlock or a serialisation conflict; its
+        # transaction was rolled back whole, so the client can simply send it again.
+        return error_response(
+            409, "retry", "the request collided with another one and changed nothing; retry it"
+        )
     if isinstance(exc, LedgerError):
         conflict = isinstance(exc, (LimitExceeded, IdempotencyConflict)) or not isinstance(
             exc, InvalidPosting

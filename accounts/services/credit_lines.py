@@ -406,3 +406,15 @@ def credit_restore(
         )
         line.limit_shortfall -= absorbed
         line.save(update_fields=["limit_shortfall"])
+    if line.status == CreditLine.Status.CLOSED:
+        # A closed line keeps no capacity: what a late repayment frees goes back to the bank.
+        freed = amount - absorbed
+        if freed:
+            ledger.transfer(
+                key=f"{key}:closed",
+                debit=line.capacity_account,
+                credit=partner_pool(line.partner),
+                amount=freed,
+                reference=f"credit-line:{line.pk}",
+                description="repaid on a closed line, returned to the bank",
+            )

@@ -464,3 +464,16 @@ def test_expiry_is_kept_when_an_update_leaves_it_out(partner, id_number):
         expires_on=None,
     )
     assert cleared.expires_on is None
+
+
+def test_a_late_repayment_on_a_closed_line_returns_capacity_to_the_bank(partner, id_number):
+    line, _ = grant(partner, id_number(date(1980, 1, 2)), limit=100_000)
+    draw(line, 30_000)
+    credit_lines.credit_line_close(actor="bank", partner=partner, line_id=line.pk)
+    assert available(line) == 0 and drawn(line) == 30_000
+    credit_lines.credit_restore(
+        key="late-repay", line=line, link=None, amount=30_000, reference="repay"
+    )
+    assert (available(line), drawn(line)) == (0, 0)
+    ledger.chain_seal()
+    assert verify_ledger().intact

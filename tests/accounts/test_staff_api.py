@@ -250,3 +250,19 @@ def test_a_patient_login_sees_only_its_own_person(make_person):
     assert theirs.status_code == 403
     assert error_of(theirs)["code"] == "permission_denied"
     assert client.get("/api/v1/persons/").status_code == 401  # staff search is not for patients
+
+
+def test_a_deadlock_victim_gets_a_409_to_retry_not_a_500():
+    import psycopg
+    from django.db import OperationalError
+
+    from accounts.api_common import exception_handler
+
+    error = OperationalError("deadlock detected")
+    error.__cause__ = psycopg.errors.DeadlockDetected("deadlock detected")
+    response = exception_handler(error, {})
+    assert response is not None
+    assert (response.status_code, response.data["error"]["code"]) == (409, "retry")
+    other = OperationalError("disk full")
+    other.__cause__ = psycopg.errors.DiskFull("disk full")
+    assert exception_handler(other, {}) is None  # a real fault stays a 500
