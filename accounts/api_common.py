@@ -158,6 +158,17 @@ _CLAIM_SQL = (
 )
 
 
+def required_key(request: Request) -> str:
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if not key:
+        raise exceptions.ValidationError(
+            {"Idempotency-Key": ["this call moves money or state: send an Idempotency-Key"]}
+        )
+    if len(key) > 200:
+        raise exceptions.ValidationError({"Idempotency-Key": ["at most 200 characters"]})
+    return key
+
+
 def request_fingerprint(request: Request) -> str:
     """A hash of the method, path and parsed body (uploaded files by their content)."""
 
@@ -186,14 +197,10 @@ def idempotent(request: Request, scope: str, handler: Callable[[], Response]) ->
 
     The key is claimed inside the transaction that runs the handler, so the change and the
     remembered response commit together; a concurrent replay waits on the claim, then replays.
-    The same key with another method, path or body is a 409.
+    The same key with another method, path or body is a 409. The key is required: a client
+    retrying a lost answer without one would move the money twice.
     """
-    key = request.headers.get("Idempotency-Key", "").strip()
-    if not key:
-        with transaction.atomic():
-            return handler()
-    if len(key) > 200:
-        raise exceptions.ValidationError({"Idempotency-Key": ["at most 200 characters"]})
+    key = required_key(request)
     fingerprint = request_fingerprint(request)
     with transaction.atomic():
         with connection.cursor() as cursor:
@@ -215,11 +222,7 @@ def idempotent_unwrapped(request: Request, scope: str, handler: Callable[[], Res
     """``idempotent`` for handlers that manage their own transactions (and talk to others
     between them): the response is remembered after the handler succeeds. A concurrent
     duplicate is not serialised here, so the handler itself must refuse a second run."""
-    key = request.headers.get("Idempotency-Key", "").strip()
-    if not key:
-        return handler()
-    if len(key) > 200:
-        raise exceptions.ValidationError({"Idempotency-Key": ["at most 200 characters"]})
+    key = required_key(request)
     fingerprint = request_fingerprint(request)
     earlier = IdempotentRequest.objects.filter(scope=scope, key=key).first()
     if earlier is not None:

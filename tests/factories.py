@@ -10,6 +10,7 @@ import time
 from datetime import date
 from decimal import Decimal
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from django.test import override_settings
@@ -52,13 +53,23 @@ def make_person():
     return make
 
 
+class KeyedClient(APIClient):
+    """An API client that sends a fresh Idempotency-Key with every POST unless one is given,
+    as a well-behaved client does; tests of replays pass their own key."""
+
+    def generic(self, method: str, path: str, *args: Any, **extra: Any) -> Any:
+        if method.upper() == "POST" and "HTTP_IDEMPOTENCY_KEY" not in extra:
+            extra["HTTP_IDEMPOTENCY_KEY"] = f"test-{uuid4().hex}"
+        return super().generic(method, path, *args, **extra)
+
+
 @pytest.fixture
 def staff_client():
     """``staff_client("cashier")``: an API client authenticated with a new token in that role."""
 
     def make(role: str = "cashier") -> APIClient:
         _, token = staff_create(actor="test", username=f"{role}-{next(_sequence)}", role=role)
-        client = APIClient()
+        client = KeyedClient()
         client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
         return client
 
@@ -97,6 +108,8 @@ class SignedClient:
         }
         for name, value in (headers or {}).items():
             extra["HTTP_" + name.upper().replace("-", "_")] = value
+        if method.upper() == "POST":
+            extra.setdefault("HTTP_IDEMPOTENCY_KEY", f"test-{uuid4().hex}")
         payload = raw if sent_body is None else sent_body
         return self.client.generic(method, path, payload, content_type="application/json", **extra)
 

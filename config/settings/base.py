@@ -132,7 +132,13 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Treat first, pay later — hospital credit payment ledger",
-    "DESCRIPTION": "Staff API (`/api/v1/`) and signed partner API (`/api/partner/v1/`).",
+    "DESCRIPTION": (
+        "Staff API (`/api/v1/`) and signed partner API (`/api/partner/v1/`). Every POST that "
+        "moves money or state needs an `Idempotency-Key` header (400 without one): a replay "
+        "returns the first answer and changes nothing; the same key with another request is "
+        "a 409. Errors are `{error: {code, message, fields}}`; money is yuan strings with two "
+        "decimals."
+    ),
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
 }

@@ -266,3 +266,18 @@ def test_a_deadlock_victim_gets_a_409_to_retry_not_a_500():
     other = OperationalError("disk full")
     other.__cause__ = psycopg.errors.DiskFull("disk full")
     assert exception_handler(other, {}) is None  # a real fault stays a 500
+
+
+def test_a_post_that_changes_state_needs_an_idempotency_key(id_number):
+    from accounts.services.staff import staff_create
+
+    _, token = staff_create(actor="test", username="no-key", role="cashier")
+    bare = APIClient()  # sends no Idempotency-Key of its own
+    bare.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    body = {"name": "甲", "id_number": id_number(date(1970, 1, 1))}
+    refused = bare.post("/api/v1/persons/", body, format="json")
+    assert refused.status_code == 400
+    assert "Idempotency-Key" in error_of(refused)["fields"]
+    assert Person.objects.count() == 0
+    accepted = bare.post("/api/v1/persons/", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    assert accepted.status_code == 201
