@@ -63,9 +63,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, AccountsError):
         fields = {exc.field: [exc.message]} if exc.field else {}
         return error_response(exc.status, exc.code, exc.message, fields)
-    if isinstance(exc, OperationalError) and getattr(
-        getattr(exc, "__cause__", None), "sqlstate", None
-    ) in RETRYABLE_SQLSTATES:
+    if (
+        isinstance(exc, OperationalError)
+        and getattr(getattr(exc, "__cause__", None), "sqlstate", None) in RETRYABLE_SQLSTATES
+    ):
         # PostgreSQL chose this request to break a deadlock or a serialisation conflict; its
         # transaction was rolled back whole, so the client can simply send it again.
         return error_response(
