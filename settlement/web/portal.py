@@ -239,17 +239,15 @@ def family_add(request: HttpRequest, kind: str) -> HttpResponse:
     if form.is_valid():
         try:
             beneficiary = person_find(form.cleaned_data["id_number"])
-            if beneficiary is None:
+            typed = "".join(form.cleaned_data["name"].split())
+            if beneficiary is None or "".join(beneficiary.name.split()) != typed:
+                # The same answer whether the number is unknown or the name differs, so the
+                # form tells nobody who is enrolled.
                 form.add_error(
                     "id_number",
                     _(
-                        "No one with this ID number is enrolled yet. The child must be enrolled"
+                        "No enrolled person has this name and ID number. They must be enrolled"
                         " first (at a hospital cashier or by a partner bank)."
-                    )
-                    if kind == "minor"
-                    else _(
-                        "No one with this ID number is enrolled yet. Your parent must be"
-                        " enrolled first (at a hospital cashier or by a partner bank)."
                     ),
                 )
             else:

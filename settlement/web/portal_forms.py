@@ -14,8 +14,13 @@ if TYPE_CHECKING:  # django-stubs-ext is a development requirement
 
 
 class FamilyLinkForm(forms.Form):
-    """Add a minor child, or consent to carry a parent: the signed-in patient pays."""
+    """Add a minor child, or consent to carry a parent: the signed-in patient pays.
 
+    The person is named by both their name and their ID number, as enrolled: the number alone
+    would let anyone link (and learn of) a stranger.
+    """
+
+    name = forms.CharField(label=_("Full name, as enrolled"), max_length=100)
     id_number = forms.CharField(
         label=_("Resident ID number"),
         max_length=18,

@@ -191,15 +191,32 @@ def test_family_forms_say_what_is_wrong_by_the_field(world, client, settings):
     no_consent = client.post("/portal/family/add/minor/", {"minor-id_number": "x"})
     assert no_consent.status_code == 200
     form = no_consent.context["minor_form"]
-    assert set(form.errors) == {"id_number", "consent"}
+    assert set(form.errors) == {"name", "id_number", "consent"}
     unknown = make_id_number(date(2016, 2, 3))
     not_enrolled = client.post(
-        "/portal/family/add/minor/", {"minor-id_number": unknown, "minor-consent": "on"}
+        "/portal/family/add/minor/",
+        {"minor-name": "某人", "minor-id_number": unknown, "minor-consent": "on"},
     )
-    assert "尚未登记" in not_enrolled.context["minor_form"].errors["id_number"][0]
+    assert "没有" in not_enrolled.context["minor_form"].errors["id_number"][0]
+    wrong_name = client.post(
+        "/portal/family/add/minor/",
+        {
+            "minor-name": "别人",
+            "minor-id_number": person_id_number(world.child),
+            "minor-consent": "on",
+        },
+    )
+    assert (
+        wrong_name.context["minor_form"].errors["id_number"]
+        == not_enrolled.context["minor_form"].errors["id_number"]
+    )  # a wrong name and an unknown number read the same: nobody learns who is enrolled
     adult = client.post(
         "/portal/family/add/minor/",
-        {"minor-id_number": person_id_number(world.b), "minor-consent": "on"},
+        {
+            "minor-name": world.b.name,
+            "minor-id_number": person_id_number(world.b),
+            "minor-consent": "on",
+        },
     )
     assert list(adult.context["minor_form"].errors) == ["id_number"]
     assert not FamilyLink.objects.filter(payer=world.a).exists()
@@ -209,7 +226,11 @@ def test_family_forms_say_what_is_wrong_by_the_field(world, client, settings):
     client.cookies[settings.LANGUAGE_COOKIE_NAME] = "zh-hans"
     added = client.post(
         "/portal/family/add/parent/",
-        {"parent-id_number": person_id_number(world.child), "parent-consent": "on"},
+        {
+            "parent-name": world.child.name,
+            "parent-id_number": person_id_number(world.child),
+            "parent-consent": "on",
+        },
     )
     # A child is not a parent: said on the ID number, in Chinese.
     assert "父母的年龄必须大于您" in added.context["parent_form"].errors["id_number"][0]
@@ -233,18 +254,21 @@ def test_patient_signs_in_by_phone_sees_credit_and_links_a_child(world, page, li
 
     page.click("text=亲情付")
     form = page.locator("#add-minor")
+    form.locator("input[name=minor-name]").fill(world.child.name)
     form.locator("input[name=minor-id_number]").fill(person_id_number(world.child))
     form.locator("button[type=submit]").click()
     errors = page.locator("#add-minor .errorlist")
     assert "必填" in errors.inner_text()  # the consent box, in Chinese
 
     form = page.locator("#add-minor")
+    form.locator("input[name=minor-name]").fill(world.child.name)
     form.locator("input[name=minor-id_number]").fill("350203201509010000")
     form.locator("input[name=minor-consent]").check()
     form.locator("button[type=submit]").click()
     assert "身份证号" in page.locator("#add-minor .errorlist").inner_text()
 
     form = page.locator("#add-minor")
+    form.locator("input[name=minor-name]").fill(world.child.name)
     form.locator("input[name=minor-id_number]").fill(person_id_number(world.child))
     form.locator("input[name=minor-consent]").check()
     form.locator("button[type=submit]").click()
