@@ -427,6 +427,8 @@ class ReconItem(models.Model):
 
     class Kind(models.TextChoices):
         MATCHED = "matched", "matched"
+        # A draw paid inside a matched daily net line: not a statement line of its own.
+        COVERED = "covered", "paid in a daily net"
         AMOUNT_MISMATCH = "amount_mismatch", "amount mismatch"
         UNKNOWN_REFERENCE = "unknown_reference", "unknown reference"
         DUPLICATE = "duplicate", "duplicate"

@@ -28,6 +28,11 @@ class FinanceView(APIView):
     permission_classes = [FINANCE]
 
 
+def _cell(text: str) -> str:
+    """Text from a bank or a user as a CSV cell a spreadsheet shows, never runs as a formula."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def item_out(item: ReconItem) -> dict[str, Any]:
     return {
         "id": item.pk,
@@ -45,7 +50,9 @@ def item_out(item: ReconItem) -> dict[str, Any]:
 
 
 def batch_out(batch: ReconBatch, *, limit: int = EXCEPTIONS_SHOWN) -> dict[str, Any]:
-    exceptions = batch.items.exclude(kind=ReconItem.Kind.MATCHED).order_by("kind", "position", "pk")
+    exceptions = batch.items.exclude(
+        kind__in=[ReconItem.Kind.MATCHED, ReconItem.Kind.COVERED]
+    ).order_by("kind", "position", "pk")
     return {
         "id": str(batch.pk),
         "source": batch.source,
@@ -135,14 +142,14 @@ class BatchExportApi(FinanceView):
                     [
                         item.kind,
                         item.position or "",
-                        item.reference,
-                        item.external_id,
+                        _cell(item.reference),
+                        _cell(item.external_id),
                         fen_to_yuan(item.amount) if item.amount is not None else "",
                         fen_to_yuan(item.expected) if item.expected is not None else "",
-                        item.detail,
+                        _cell(item.detail),
                         item.resolved_at.isoformat() if item.resolved_at else "",
-                        item.resolved_by,
-                        item.resolution_comment,
+                        _cell(item.resolved_by),
+                        _cell(item.resolution_comment),
                     ]
                 )
 

@@ -38,6 +38,8 @@ from ..models import CreditMovement, ReconBatch, ReconItem
 from ..statements import StatementFormatError, StatementLine, detect_format, parse_statement
 
 CHUNK = 5000
+PAID = [ReconItem.Kind.MATCHED, ReconItem.Kind.COVERED]
+TEXT_LIMIT = 64
 LEASE = timedelta(minutes=5)
 STATEMENT_REFERENCE = re.compile(r"ST(\d{4})(\d{8})")
 
@@ -80,6 +82,9 @@ def statement_batch_create(
     existing = ReconBatch.objects.filter(
         source=ReconBatch.Source.BANK_STATEMENT, fingerprint=fingerprint
     ).first()
+    if existing is not None and existing.status == ReconBatch.Status.FAILED:
+        existing.delete()  # a file whose run failed may be sent again; its results go with it
+        existing = None
     if existing is not None:
         temp.unlink(missing_ok=True)
         return existing, False
@@ -89,6 +94,7 @@ def statement_batch_create(
         lines, first, last = 0, None, None
         with temp.open("rb") as handle:
             for line in parse_statement(handle, fmt):
+                _check_text(line)
                 lines += 1
                 first = min(first or line.value_date, line.value_date)
                 last = max(last or line.value_date, line.value_date)
@@ -127,6 +133,15 @@ def statement_batch_create(
             source=ReconBatch.Source.BANK_STATEMENT, fingerprint=fingerprint
         ), False
     return batch, True
+
+
+def _check_text(line: StatementLine) -> None:
+    for name, value in (("bank_txn_id", line.bank_txn_id), ("reference", line.reference)):
+        if len(value) > TEXT_LIMIT or not value.isprintable():
+            raise StatementFormatError(
+                f"line {line.line_no}: {name} must be at most {TEXT_LIMIT} printable characters",
+                line_no=line.line_no,
+            )
 
 
 def _enqueue(batch_id: object) -> None:
@@ -249,7 +264,7 @@ def _match_chunk(batch: ReconBatch, chunk: list[StatementLine]) -> list[ReconIte
     daily = _daily_statements(partner_id, references - set(movements))
     wanted = references | {ref for _, moves in daily.values() for ref, _ in moves}
     matched_before = set(
-        ReconItem.objects.filter(kind=ReconItem.Kind.MATCHED, reference__in=wanted)
+        ReconItem.objects.filter(kind__in=PAID, reference__in=wanted)
         .filter(
             Q(batch=batch) | Q(batch__partner_id=partner_id, batch__status=ReconBatch.Status.DONE)
         )
@@ -300,7 +315,7 @@ def _match_chunk(batch: ReconBatch, chunk: list[StatementLine]) -> list[ReconIte
                         ReconItem(
                             batch=batch,
                             position=line.line_no,
-                            kind=ReconItem.Kind.MATCHED,
+                            kind=ReconItem.Kind.COVERED,
                             reference=ref,
                             external_id=line.bank_txn_id[:64],
                             amount=amount,
@@ -318,12 +333,15 @@ def _record_missing(batch: ReconBatch) -> None:
     assert batch.partner_id is not None  # noqa: S101 - statement batches always have a bank
     # Paid: matched here or by an earlier finished batch. A line paying the wrong amount is
     # already reported as a mismatch, so it is not reported missing as well.
+    # A mismatch means the bank did pay something for the draw: it is reported (and resolved)
+    # as a mismatch, in this batch or an earlier one, not as missing again.
+    answered = [*PAID, ReconItem.Kind.AMOUNT_MISMATCH]
     matched = ReconItem.objects.filter(
-        Q(batch=batch, kind__in=[ReconItem.Kind.MATCHED, ReconItem.Kind.AMOUNT_MISMATCH])
+        Q(batch=batch, kind__in=answered)
         | Q(
             batch__partner_id=batch.partner_id,
             batch__status=ReconBatch.Status.DONE,
-            kind=ReconItem.Kind.MATCHED,
+            kind__in=answered,
         )
     )
     due = (
@@ -394,7 +412,7 @@ def item_resolve(*, actor: str, item_id: int, comment: str, adjust: int | None =
             "a comment saying how it was resolved is required", field="comment"
         )
     item = ReconItem.objects.select_for_update().get(pk=item_id)
-    if item.kind == ReconItem.Kind.MATCHED:
+    if item.kind in PAID:
         raise EncounterStateError("a matched line is not an exception")
     if item.resolved_at is not None:
         raise EncounterStateError("the exception is already resolved")
@@ -431,15 +449,25 @@ def _adjust(item: ReconItem, amount: int) -> UUID:
 
     movement = (
         CreditMovement.objects.select_related("receivable__encounter__institution", "partner")
-        .filter(reference=item.reference)
+        .filter(reference=item.reference, partner_id=item.batch.partner_id or 0)
         .first()
     )
-    if movement is None or item.batch.source != ReconBatch.Source.BANK_STATEMENT:
+    movable = (ReconItem.Kind.AMOUNT_MISMATCH, ReconItem.Kind.MISSING)
+    if (
+        movement is None
+        or item.batch.source != ReconBatch.Source.BANK_STATEMENT
+        or item.kind not in movable
+    ):
         raise SettlementInputError(
-            "only a line about a known draw or reversal can move money", field="adjust"
+            "only a mismatch or a missing payment of this bank's draw can move money",
+            field="adjust",
         )
-    if abs(amount) > 10**11:
-        raise SettlementInputError("the adjustment is too large", field="adjust")
+    difference = (item.expected or 0) - (item.amount or 0)
+    if abs(amount) > abs(difference):
+        raise SettlementInputError(
+            "the adjustment cannot exceed the difference between the ledger and the bank",
+            field="adjust",
+        )
     institution = movement.receivable.encounter.institution
     differences = ledger.account_create(
         code=f"money:inst:{institution.pk}:recon-differences",

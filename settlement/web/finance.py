@@ -46,12 +46,13 @@ SERVICE_MESSAGES = (
     gettext_noop("a comment saying how it was resolved is required"),
     gettext_noop("a matched line is not an exception"),
     gettext_noop("the exception is already resolved"),
-    gettext_noop("only a line about a known draw or reversal can move money"),
-    gettext_noop("the adjustment is too large"),
+    gettext_noop("only a mismatch or a missing payment of this bank's draw can move money"),
+    gettext_noop("the adjustment cannot exceed the difference between the ledger and the bank"),
 )
 
 KIND_LABELS: dict[str, Any] = {
     ReconItem.Kind.MATCHED: _("Matched"),
+    ReconItem.Kind.COVERED: _("Paid in a daily net"),
     ReconItem.Kind.AMOUNT_MISMATCH: _("Amount mismatch"),
     ReconItem.Kind.UNKNOWN_REFERENCE: _("Unknown reference"),
     ReconItem.Kind.DUPLICATE: _("Duplicate"),
@@ -139,7 +140,9 @@ def batches(request: HttpRequest) -> HttpResponse:
             "source_label": SOURCE_LABELS.get(batch.source, batch.source),
             "matched": batch.counts.get(ReconItem.Kind.MATCHED, 0),
             "exceptions": sum(
-                n for kind, n in batch.counts.items() if kind != ReconItem.Kind.MATCHED
+                n
+                for kind, n in batch.counts.items()
+                if kind not in (ReconItem.Kind.MATCHED, ReconItem.Kind.COVERED)
             ),
         }
         for batch in reads.recon_batches()

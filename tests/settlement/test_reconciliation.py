@@ -71,6 +71,7 @@ def test_upload_is_reconciled_by_a_real_worker_into_each_class(draws, staff_clie
     assert body["matched"] == 1
     assert body["counts"] == {
         "matched": 1,
+        "covered": 0,
         "amount_mismatch": 1,
         "unknown_reference": 1,
         "duplicate": 1,
@@ -119,11 +120,13 @@ def test_a_daily_net_transfer_matches_all_the_days_draws(draws, staff_client):
     content = statement_csv([("N1", "600.00", statement["reference"])])
     answer = upload(staff_client("finance"), partner, content)
     batch = batch_run(answer.json()["batch"]["id"])
-    assert batch.counts["matched"] == 4  # the statement line and the three draws it pays
+    # One statement line matched; the three draws it pays are covered, not counted again.
+    assert (batch.counts["matched"], batch.counts["covered"]) == (1, 3)
+    assert batch.totals["matched"] == 60_000
     assert batch.counts["missing"] == 0
     assert set(
-        ReconItem.objects.filter(batch=batch, kind="matched").values_list("reference", flat=True)
-    ) == {statement["reference"], *references}
+        ReconItem.objects.filter(batch=batch, kind="covered").values_list("reference", flat=True)
+    ) == set(references)
     # A later statement paying one of them again finds it already paid.
     later = upload(
         staff_client("finance"), partner, statement_csv([("N2", "100.00", references[0])])
@@ -267,6 +270,11 @@ def test_resolving_a_mismatch_can_write_off_the_difference_through_the_ledger(dr
     receivable = house.bank_receivable(institution, partner)
     before = account_balance(receivable).posted
 
+    too_much = finance.post(
+        f"/api/v1/reconciliation/items/{mismatch.pk}/resolve/",
+        {"comment": "more than the difference", "adjust": "0.51"},
+    )
+    assert too_much.status_code == 400 and "adjust" in too_much.json()["error"]["fields"]
     resolved = finance.post(
         f"/api/v1/reconciliation/items/{mismatch.pk}/resolve/",
         {"comment": "bank fee deducted, agreed with the bank", "adjust": "0.50"},
@@ -287,3 +295,42 @@ def test_resolving_a_mismatch_can_write_off_the_difference_through_the_ledger(dr
     assert refused.status_code == 400 and "adjust" in refused.json()["error"]["fields"]
     chain_seal()
     assert verify_ledger().intact
+
+
+@pytest.mark.django_db
+def test_a_mismatch_answered_earlier_is_not_reported_missing_later(draws, staff_client):
+    partner, (first, second, third) = draws
+    finance = staff_client("finance")
+    one = upload(finance, partner, statement_csv([("B1", "199.50", second)]))
+    assert batch_run(one.json()["batch"]["id"]).counts["amount_mismatch"] == 1
+    two = upload(finance, partner, statement_csv([("B2", "100.00", first)]))
+    later = batch_run(two.json()["batch"]["id"])
+    assert set(
+        ReconItem.objects.filter(batch=later, kind="missing").values_list("reference", flat=True)
+    ) == {third}
+
+
+@pytest.mark.django_db
+def test_statement_text_is_bounded_and_a_failed_file_may_be_sent_again(draws, staff_client):
+    partner, (first, *_) = draws
+    finance = staff_client("finance")
+    too_long = upload(finance, partner, statement_csv([("B" * 65, "100.00", first)]))
+    assert too_long.status_code == 400
+    assert "64" in too_long.json()["error"]["message"]
+    content = statement_csv([("B1", "100.00", first)])
+    batch_id = upload(finance, partner, content).json()["batch"]["id"]
+    ReconBatch.objects.filter(pk=batch_id).update(status="failed")
+    again = upload(finance, partner, content)
+    assert again.json()["duplicate"] is False
+    assert again.json()["batch"]["id"] != batch_id
+
+
+@pytest.mark.django_db
+def test_the_export_never_lets_a_cell_run_as_a_formula(draws, staff_client):
+    partner, _ = draws
+    finance = staff_client("finance")
+    answer = upload(finance, partner, statement_csv([("B1", "100.00", "=HYPERLINK(1)")]))
+    batch_id = batch_run(answer.json()["batch"]["id"]).pk
+    exported = finance.get(f"/api/v1/reconciliation/batches/{batch_id}/export/")
+    text = b"".join(exported.streaming_content).decode()
+    assert "'=HYPERLINK(1)" in text
