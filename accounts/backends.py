@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
 from django.http import HttpRequest
 
@@ -23,9 +24,15 @@ class PhoneBackend(ModelBackend):
         phone = (username or "").strip().replace(" ", "").replace("-", "")
         if not PHONE.match(phone) or password is None:
             return None
-        people = Person.objects.filter(
-            phone_hash__in=crypto.lookup_hashes(phone), user__isnull=False
-        ).select_related("user")
+        people = list(
+            Person.objects.filter(
+                phone_hash__in=crypto.lookup_hashes(phone), user__isnull=False
+            ).select_related("user")
+        )
+        if not people:
+            # Hash a password anyway, so an unknown number takes as long as a known one and
+            # the answer's timing does not tell who has an account.
+            get_user_model()().set_password(password)
         for person in people:
             user = person.user
             if (

@@ -592,7 +592,15 @@ def ledger_check_batch(*, actor: str = "system:nightly") -> ReconBatch:
         started_at=now,
         created_by=actor,
     )
-    report = verify_ledger()
+    try:
+        report = verify_ledger()
+    except Exception as error:
+        ReconBatch.objects.filter(pk=batch.pk).update(
+            status=ReconBatch.Status.FAILED,
+            error=f"{type(error).__name__}: {error}"[:2000],
+            finished_at=timezone.now(),
+        )
+        raise
     ReconItem.objects.bulk_create(
         ReconItem(
             batch=batch,

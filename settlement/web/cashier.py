@@ -641,7 +641,7 @@ def claims(request: HttpRequest) -> HttpResponse:
     deferred = (
         InsuranceClaim.objects.filter(status=InsuranceClaim.Status.DEFERRED)
         .select_related("encounter__person", "encounter__department")
-        .order_by("created_at", "pk")
+        .order_by("created_at", "pk")[:500]
     )
     failed = (
         InsuranceClaim.objects.filter(status=InsuranceClaim.Status.FAILED)
