@@ -5,6 +5,7 @@ from decimal import Decimal
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
+from accounts.api_common import YUAN
 from accounts.models import Partner
 
 
@@ -34,6 +35,9 @@ class ResolveForm(forms.Form):
 
     def clean_adjust(self) -> Decimal | None:
         value = self.cleaned_data.get("adjust")
+        typed = (self.data.get(self.add_prefix("adjust")) or "").strip()
+        if typed and not YUAN.fullmatch(typed):  # "1e2" and "1_000" are not amounts here
+            raise forms.ValidationError(_("Enter yuan with at most two decimals, like 12.50."))
         if value is not None and value == 0:
             raise forms.ValidationError(_("Leave it empty for no adjustment."))
         return value
