@@ -8,8 +8,9 @@ from django.db.models import Sum
 from accounts.api_common import fen_to_yuan
 from ledger.selectors import account_balance
 
-from .models import Charge, CreditMovement, Encounter, Partner, Settlement
+from .models import Charge, CreditMovement, Encounter, Partner, Receivable, Settlement
 from .services import house
+from .services.encounters import bill_change_refusal, reversal_refusal
 
 
 def encounter_out(encounter: Encounter) -> dict[str, Any]:
@@ -74,9 +75,18 @@ def charge_out(charge: Charge) -> dict[str, Any]:
     }
 
 
+def receivable_is_overdue(receivable: Receivable, today: date) -> bool:
+    """Past its due date with something still owed, whether or not the beat task has run."""
+    if receivable.status == Receivable.Status.OVERDUE:
+        return True
+    return receivable.outstanding > 0 and receivable.due_date < today
+
+
 def encounter_bill(encounter: Encounter) -> dict[str, Any]:
     """Totals, the lines per day (每日清单), what is paid and outstanding, and the settlement."""
     charges = list(encounter.charges.order_by("service_date", "pk"))
+    reversed_ids = {charge.reverses_id for charge in charges if charge.reverses_id}
+    bill_open = bill_change_refusal(encounter) is None
     days: dict[date, list[Charge]] = {}
     for charge in charges:
         days.setdefault(charge.service_date, []).append(charge)
@@ -93,7 +103,16 @@ def encounter_bill(encounter: Encounter) -> dict[str, Any]:
         "days": [
             {
                 "date": day.isoformat(),
-                "items": [charge_out(charge) for charge in lines],
+                "items": [
+                    {
+                        **charge_out(charge),
+                        "reversed": charge.pk in reversed_ids,
+                        "reversible": bill_open
+                        and reversal_refusal(charge, already_reversed=charge.pk in reversed_ids)
+                        is None,
+                    }
+                    for charge in lines
+                ],
                 "subtotal": fen_to_yuan(sum(charge.amount for charge in lines)),
             }
             for day, lines in sorted(days.items())

@@ -90,20 +90,37 @@ def encounter_admit(
     return encounter
 
 
+def bill_change_refusal(encounter: Encounter) -> str | None:
+    """Why the encounter's bill can no longer change, or None while it can."""
+    if encounter.status != Encounter.Status.OPEN:
+        return f"the encounter is {encounter.status}, not open"
+    if InsuranceClaim.objects.filter(encounter=encounter).exclude(setl_id="").exists():
+        # An earlier settle got as far as the insurer; its bill must not change now.
+        return (
+            "the insurer has already settled this bill: finish the settlement (with a payment"
+            " channel if credit does not cover it) before changing charges"
+        )
+    return None
+
+
+def reversal_refusal(charge: Charge, *, already_reversed: bool) -> str | None:
+    """Why this charge line cannot be reversed (whatever the encounter), or None."""
+    if charge.reverses_id is not None:
+        return "a reversing line cannot itself be reversed"
+    if already_reversed:
+        return "this charge line is already reversed"
+    return None
+
+
 def lock_open_encounter(encounter_id: UUID) -> Encounter:
     encounter = (
         Encounter.objects.select_for_update(of=("self",))
         .select_related("institution", "person")
         .get(pk=encounter_id)
     )
-    if encounter.status != Encounter.Status.OPEN:
-        raise EncounterStateError(f"the encounter is {encounter.status}, not open")
-    if InsuranceClaim.objects.filter(encounter=encounter).exclude(setl_id="").exists():
-        # An earlier settle got as far as the insurer; its bill must not change now.
-        raise EncounterStateError(
-            "the insurer has already settled this bill: finish the settlement (with a payment"
-            " channel if credit does not cover it) before changing charges"
-        )
+    refusal = bill_change_refusal(encounter)
+    if refusal is not None:
+        raise EncounterStateError(refusal)
     return encounter
 
 
@@ -227,10 +244,11 @@ def charge_reverse(*, actor: str, charge_id: int, reason: str) -> Charge:
         raise SettlementInputError("a reason of 1 to 200 characters is needed", field="reason")
     original = Charge.objects.get(pk=charge_id)
     encounter = lock_open_encounter(original.encounter_id)
-    if original.reverses_id is not None:
-        raise EncounterStateError("a reversing line cannot itself be reversed")
-    if Charge.objects.filter(reverses=original).exists():
-        raise EncounterStateError("this charge line is already reversed")
+    refusal = reversal_refusal(
+        original, already_reversed=Charge.objects.filter(reverses=original).exists()
+    )
+    if refusal is not None:
+        raise EncounterStateError(refusal)
     txn_id = uuid7()
     if original.amount:
         txn_id = ledger.transfer(

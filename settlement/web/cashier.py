@@ -455,24 +455,6 @@ def _encounter(encounter_id: UUID) -> Encounter:
     )
 
 
-def bill_view(encounter: Encounter) -> dict[str, Any]:
-    bill = encounter_bill(encounter)
-    reversed_ids = set(
-        Charge.objects.filter(encounter=encounter, reverses__isnull=False).values_list(
-            "reverses_id", flat=True
-        )
-    )
-    for day in bill["days"]:
-        for item in day["items"]:
-            item["reversed"] = item["id"] in reversed_ids
-            item["can_reverse"] = (
-                encounter.status == Encounter.Status.OPEN
-                and not item["reversed"]
-                and item["reverses"] is None
-            )
-    return bill
-
-
 def settlement_view(encounter: Encounter) -> dict[str, Any] | None:
     settlement = Settlement.objects.filter(encounter=encounter).first()
     if settlement is None:
@@ -561,7 +543,7 @@ def encounter_detail(request: HttpRequest, encounter_id: UUID) -> HttpResponse:
                 for d in encounter.deposits.order_by("paid_at", "pk")
             ],
             "funding": funding_view(encounter),
-            "bill": bill_view(encounter),
+            "bill": encounter_bill(encounter),
             "settlement": settlement_view(encounter),
             "deposit_form": deposit_form,
             "charge_form": charge_form,

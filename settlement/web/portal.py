@@ -26,7 +26,7 @@ from accounts.selectors import credit_line_status, line_figures, lines_of
 from accounts.services.family import family_link_create, family_link_revoke
 from accounts.services.persons import person_find
 from settlement.models import Encounter, Receipt, Receivable, Refund
-from settlement.selectors import encounter_bill, settlement_out
+from settlement.selectors import encounter_bill, receivable_is_overdue, settlement_out
 from settlement.services.receipts import receipt_verify
 
 from .access import patient_required
@@ -121,8 +121,7 @@ def owed_rows(person: Person) -> list[dict[str, Any]]:
                 "due_date": receivable.due_date,
                 "status": receivable.status,
                 "status_label": label(STATUS_LABELS, receivable.status),
-                "overdue": receivable.status == Receivable.Status.OVERDUE
-                or receivable.due_date < today,
+                "overdue": receivable_is_overdue(receivable, today),
                 "institution": encounter.institution.name,
                 "patient": encounter.person.name,
                 "mine": encounter.person_id == person.pk,

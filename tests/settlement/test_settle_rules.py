@@ -86,3 +86,31 @@ def test_a_revoked_family_link_carries_only_what_the_stay_holds(
     assert (settlement.paid_by_credit, settlement.paid_by_channel) == (50_000, 150_000)
     assert account_balance(line.drawn_account).posted == 50_000
     assert timezone.now() - timedelta(minutes=5) < settlement.settled_at
+
+
+def test_the_bill_says_which_lines_can_still_be_reversed(ward, make_person):
+    from settlement.selectors import encounter_bill
+    from settlement.services.encounters import charge_reverse
+
+    patient = make_person("病人", birth=date(1970, 1, 1))
+    encounter = encounter_admit(actor="test", person=patient, department=ward, kind="inpatient")
+    charge(encounter, 10_000)
+    charge(encounter, 2_000)
+    first, second = encounter.charges.order_by("pk")
+    reversal = charge_reverse(actor="test", charge_id=first.pk, reason="wrong item")
+
+    def flags() -> dict[int, tuple[bool, bool]]:
+        bill = encounter_bill(encounter)
+        return {
+            item["id"]: (item["reversed"], item["reversible"])
+            for day in bill["days"]
+            for item in day["items"]
+        }
+
+    assert flags() == {
+        first.pk: (True, False),
+        second.pk: (False, True),
+        reversal.pk: (False, False),
+    }
+    InsuranceClaim.objects.create(encounter=encounter, setl_id="S-2", medfee_sumamt=2_000)
+    assert flags()[second.pk] == (False, False)  # the insurer holds the bill now
