@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.test import override_settings
+
+from accounts.models import Department
+from accounts.services.institutions import department_ensure, institution_ensure
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -101,3 +105,27 @@ def shared_sim(tmp_path_factory):
     simulator.start()
     yield simulator
     simulator.stop()
+
+
+# --- a general ward, and the insurer it settles with ------------------------------------------
+
+
+@pytest.fixture
+def department():
+    """内科 of 厦门市第一医院, taking a ¥2,000 deposit."""
+    institution = institution_ensure(actor="test", code="XMH1", name="厦门市第一医院")
+    department = department_ensure(actor="test", institution=institution, code="GEN", name="内科")
+    Department.objects.filter(pk=department.pk).update(default_deposit=200_000)
+    department.refresh_from_db()
+    return department
+
+
+@pytest.fixture
+def insurer(shared_sim):
+    with override_settings(INSURER_URL=shared_sim.url, INSURER_TIMEOUT_SECONDS=3):
+        yield shared_sim
+
+
+@pytest.fixture
+def cashier(staff_client):
+    return staff_client("cashier")

@@ -14,13 +14,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from django.test import override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from accounts.models import AuditEvent, Department, IdempotentRequest
+from accounts.models import AuditEvent, IdempotentRequest
 from accounts.services.credit_lines import credit_line_grant
-from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.persons import person_id_number
 from accounts.services.staff import patient_login_create
 from ledger.models import Hold, Transaction
@@ -168,26 +166,6 @@ def settle(client, encounter_id: str, body: dict[str, Any] | None = None, **head
 
 
 # --- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def department():
-    institution = institution_ensure(actor="test", code="XMH1", name="厦门市第一医院")
-    department = department_ensure(actor="test", institution=institution, code="GEN", name="内科")
-    Department.objects.filter(pk=department.pk).update(default_deposit=200_000)
-    department.refresh_from_db()
-    return department
-
-
-@pytest.fixture
-def insurer(shared_sim):
-    with override_settings(INSURER_URL=shared_sim.url, INSURER_TIMEOUT_SECONDS=3):
-        yield shared_sim
-
-
-@pytest.fixture
-def cashier(staff_client):
-    return staff_client("cashier")
 
 
 @pytest.fixture

@@ -19,9 +19,8 @@ from django.test import override_settings
 from django.utils import timezone
 
 from accounts import signing
-from accounts.models import AuditEvent, CreditLine, Department
+from accounts.models import AuditEvent, CreditLine
 from accounts.services.credit_lines import credit_line_grant
-from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.persons import person_id_number
 from ledger.models import Transaction
 from settlement.models import CreditMovement, Encounter, OutboxEvent, Receivable, Repayment
@@ -125,26 +124,6 @@ def listed(bank, status: str | None = None) -> list[dict[str, Any]]:
 
 
 # --- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def department():
-    institution = institution_ensure(actor="test", code="XMH1", name="厦门市第一医院")
-    department = department_ensure(actor="test", institution=institution, code="GEN", name="内科")
-    Department.objects.filter(pk=department.pk).update(default_deposit=200_000)
-    department.refresh_from_db()
-    return department
-
-
-@pytest.fixture
-def insurer(shared_sim):
-    with override_settings(INSURER_URL=shared_sim.url, INSURER_TIMEOUT_SECONDS=3):
-        yield shared_sim
-
-
-@pytest.fixture
-def cashier(staff_client):
-    return staff_client("cashier")
 
 
 @pytest.fixture
