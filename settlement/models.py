@@ -372,8 +372,9 @@ class ReconBatch(models.Model):
     """A reconciliation (对账) run: a bank statement file, the insurer's day, or the ledger check.
 
     A statement file is recognised by its hash: uploading it again returns the same batch.
-    ``resume_after`` is the last statement line whose results are stored, so a worker killed
-    mid-batch is followed by one that goes on from there without counting anything twice.
+    A batch's results are written in one transaction with its status ``done``, so a worker
+    killed mid-batch leaves nothing behind, and the next run does the batch again from the file.
+    ``progress_done`` counts the statement lines read so far.
     """
 
     class Source(models.TextChoices):
@@ -401,7 +402,8 @@ class ReconBatch(models.Model):
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
     progress_done = models.PositiveIntegerField(default=0)
     progress_total = models.PositiveIntegerField(default=0)
-    resume_after = models.PositiveIntegerField(default=0)
+    # The file has the plain CSV shape (statements.scan_plain_csv): PostgreSQL may COPY it.
+    plain_csv = models.BooleanField(default=False)
     counts = models.JSONField(default=dict)
     totals = models.JSONField(default=dict)
     error = models.TextField(blank=True)
@@ -435,10 +437,20 @@ class ReconItem(models.Model):
         MISSING = "missing", "missing"
         PROBLEM = "problem", "integrity problem"
 
-    batch = models.ForeignKey(ReconBatch, on_delete=models.CASCADE, related_name="items")
-    position = models.PositiveIntegerField()  # statement line, or 0-based order of the rest
+    # A batch writes its items in bulk, up to millions of rows in one statement, and they are
+    # written only by the reconciliation service for a batch it holds, and deleted with it
+    # (Django cascades). A database foreign key would check every row again at commit, which
+    # took as long as writing the rows, so the key is not declared to the database.
+    batch = models.ForeignKey(
+        ReconBatch,
+        on_delete=models.CASCADE,
+        related_name="items",
+        db_constraint=False,
+        db_index=False,  # recon_item_kind leads with the batch
+    )
+    position = models.PositiveIntegerField()  # statement line; 0 for an item not on it
     kind = models.CharField(max_length=20, choices=Kind.choices)
-    reference = models.CharField(max_length=64, blank=True, db_index=True)
+    reference = models.CharField(max_length=64, blank=True)
     external_id = models.CharField(max_length=64, blank=True)
     amount = models.BigIntegerField(null=True, blank=True)
     expected = models.BigIntegerField(null=True, blank=True)
@@ -449,12 +461,11 @@ class ReconItem(models.Model):
     adjustment_transaction_id = models.UUIDField(null=True, blank=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["batch", "kind", "position", "reference"], name="recon_item_once"
-            )
+        indexes = [
+            models.Index(fields=["batch", "kind"], name="recon_item_kind"),
+            # Was this draw paid before? (an equality lookup: no LIKE index beside it)
+            models.Index(fields=["reference"], name="recon_item_reference"),
         ]
-        indexes = [models.Index(fields=["batch", "kind"], name="recon_item_kind")]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.reference}"

@@ -1,25 +1,16 @@
 """Reconciliation (对账): bank statements, the insurer's daily list and the ledger's own checks.
 
-A batch works through its input in chunks. Each chunk's results and the position reached are
-committed together, so a worker killed mid-batch leaves a batch the next run resumes from that
-position without counting a line twice; the totals are computed from the stored results at the
-end, so a rerun gives the same figures. A statement file is recognised by its hash.
-
-Matching a bank statement, exact to the fen:
-- a line whose reference is a draw's or reversal's reference matches it one to one;
-- a line whose reference is a daily statement's reference (``bank_statement``) matches every
-  draw and reversal of that bank and day at once, against their net;
-- a reference matched before (in this file or an earlier finished batch) or a bank
-  transaction id seen before in this file is a duplicate; an unknown reference is reported;
-- afterwards, every draw or reversal of the bank up to the statement's last value date that no
-  finished batch has matched is missing.
+A statement file is recognised by its hash and checked whole at upload, so a bad file makes no
+batch. A worker then runs the batch: it stages the file's lines in the database and matches them
+all at once (``statement_match`` holds the rules), writing the results and the totals in one
+transaction with the status ``done``. A worker killed mid-batch leaves no results; once its
+lease lapses the batch is run again from the file, and a rerun gives the same result.
 """
 
 import hashlib
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -35,9 +26,15 @@ from accounts.services.audit import audit_record
 
 from ..exceptions import EncounterStateError, SettlementInputError
 from ..models import CreditMovement, ReconBatch, ReconItem
-from ..statements import StatementFormatError, StatementLine, detect_format, parse_statement
+from ..statements import (
+    StatementFormatError,
+    StatementLine,
+    detect_format,
+    parse_statement,
+    scan_plain_csv,
+)
+from .statement_match import statement_classify, statement_stage, statement_unstage
 
-CHUNK = 5000
 PAID = [ReconItem.Kind.MATCHED, ReconItem.Kind.COVERED]
 TEXT_LIMIT = 64
 LEASE = timedelta(minutes=5)
@@ -91,13 +88,16 @@ def statement_batch_create(
     try:
         with temp.open("rb") as handle:
             fmt = detect_format(handle.read(8192))
-        lines, first, last = 0, None, None
-        with temp.open("rb") as handle:
-            for line in parse_statement(handle, fmt):
-                _check_text(line)
-                lines += 1
-                first = min(first or line.value_date, line.value_date)
-                last = max(last or line.value_date, line.value_date)
+        plain = None
+        if fmt == "csv":
+            with temp.open("rb") as handle:
+                plain = scan_plain_csv(handle)
+        counted: tuple[int, date | None, date | None] = (
+            (plain.lines, plain.first_date, plain.last_date)
+            if plain is not None
+            else _check_parsed(temp, fmt)
+        )
+        lines, first, last = counted
     except StatementFormatError as error:
         temp.unlink(missing_ok=True)
         raise SettlementInputError(str(error), field="file") from None
@@ -117,6 +117,7 @@ def statement_batch_create(
                 file_name=file_name[:200],
                 file_format=fmt,
                 file_path=str(final),
+                plain_csv=plain is not None,
                 progress_total=lines,
                 created_by=actor,
             )
@@ -133,6 +134,18 @@ def statement_batch_create(
             source=ReconBatch.Source.BANK_STATEMENT, fingerprint=fingerprint
         ), False
     return batch, True
+
+
+def _check_parsed(path: Path, fmt: str) -> tuple[int, date | None, date | None]:
+    """Parse a statement to the end: its number of lines and its first and last value date."""
+    lines, first, last = 0, None, None
+    with path.open("rb") as handle:
+        for line in parse_statement(handle, fmt):
+            _check_text(line)
+            lines += 1
+            first = min(first or line.value_date, line.value_date)
+            last = max(last or line.value_date, line.value_date)
+    return lines, first, last
 
 
 def _check_text(line: StatementLine) -> None:
@@ -170,7 +183,8 @@ def batch_run(batch_id: UUID | str) -> ReconBatch:
     try:
         if batch.source == ReconBatch.Source.BANK_STATEMENT:
             _run_statement(batch)
-        _finish(batch)
+        else:
+            _finish(batch)
     except Exception as error:
         ReconBatch.objects.filter(pk=batch.pk).update(
             status=ReconBatch.Status.FAILED,
@@ -197,178 +211,30 @@ def batches_resume_stalled() -> int:
     return count
 
 
-def _chunks(lines: Iterable[StatementLine], size: int) -> Iterator[list[StatementLine]]:
-    chunk: list[StatementLine] = []
-    for line in lines:
-        chunk.append(line)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 def _run_statement(batch: ReconBatch) -> None:
-    assert batch.partner_id is not None  # noqa: S101 - statement batches always have a bank
-    with open(batch.file_path, "rb") as handle:
-        lines = (
-            line
-            for line in parse_statement(handle, batch.file_format)
-            if line.line_no > batch.resume_after
+    def progress(lines: int) -> None:
+        ReconBatch.objects.filter(pk=batch.pk).update(
+            progress_done=min(lines, batch.progress_total), lease_until=timezone.now() + LEASE
         )
-        for chunk in _chunks(lines, CHUNK):
-            with transaction.atomic():
-                ReconItem.objects.bulk_create(
-                    _match_chunk(batch, chunk), ignore_conflicts=True, batch_size=2000
-                )
-                batch.resume_after = chunk[-1].line_no
-                ReconBatch.objects.filter(pk=batch.pk).update(
-                    resume_after=batch.resume_after,
-                    progress_done=batch.resume_after,
-                    lease_until=timezone.now() + LEASE,
-                )
-    _record_missing(batch)
+
+    try:
+        statement_stage(batch, progress)
+        with transaction.atomic():
+            statement_classify(batch)
+            _finish(batch)
+    finally:
+        statement_unstage()
 
 
-def _daily_statements(
-    partner_id: int | None, references: set[str]
-) -> dict[str, tuple[int, list[Any]]]:
-    """Net amount and movements of each daily statement reference of this bank."""
-    found = {}
-    for reference in references:
-        match = STATEMENT_REFERENCE.fullmatch(reference)
-        if match is None or int(match.group(1)) != partner_id:
-            continue
-        try:
-            day = date(int(match.group(2)[:4]), int(match.group(2)[4:6]), int(match.group(2)[6:]))
-        except ValueError:
-            continue
-        movements = list(
-            CreditMovement.objects.filter(partner_id=partner_id, business_date=day).values_list(
-                "reference", "amount"
-            )
-        )
-        found[reference] = (sum(amount for _, amount in movements), movements)
-    return found
-
-
-def _match_chunk(batch: ReconBatch, chunk: list[StatementLine]) -> list[ReconItem]:
-    partner_id = batch.partner_id
-    assert partner_id is not None  # noqa: S101
-    references = {line.reference for line in chunk}
-    movements = dict(
-        CreditMovement.objects.filter(partner_id=partner_id, reference__in=references).values_list(
-            "reference", "amount"
-        )
-    )
-    daily = _daily_statements(partner_id, references - set(movements))
-    wanted = references | {ref for _, moves in daily.values() for ref, _ in moves}
-    matched_before = set(
-        ReconItem.objects.filter(kind__in=PAID, reference__in=wanted)
-        .filter(
-            Q(batch=batch) | Q(batch__partner_id=partner_id, batch__status=ReconBatch.Status.DONE)
-        )
-        .values_list("reference", flat=True)
-    )
-    seen_ids = set(
-        ReconItem.objects.filter(
-            batch=batch, external_id__in={line.bank_txn_id for line in chunk}
-        ).values_list("external_id", flat=True)
-    )
-    items = []
-    for line in chunk:
-        item = ReconItem(
-            batch=batch,
-            position=line.line_no,
-            reference=line.reference[:64],
-            external_id=line.bank_txn_id[:64],
-            amount=line.amount,
-        )
-        items.append(item)
-        duplicate_id = line.bank_txn_id in seen_ids
-        seen_ids.add(line.bank_txn_id)
-        if duplicate_id or line.reference in matched_before:
-            item.kind = ReconItem.Kind.DUPLICATE
-            item.detail = "bank transaction seen before" if duplicate_id else "already paid"
-        elif line.reference in movements:
-            item.expected = movements[line.reference]
-            if item.expected == line.amount:
-                item.kind = ReconItem.Kind.MATCHED
-                matched_before.add(line.reference)
-            else:
-                item.kind = ReconItem.Kind.AMOUNT_MISMATCH
-        elif line.reference in daily:
-            net, moves = daily[line.reference]
-            item.expected = net
-            if net != line.amount:
-                item.kind = ReconItem.Kind.AMOUNT_MISMATCH
-                item.detail = f"net of {len(moves)} items"
-            elif any(ref in matched_before for ref, _ in moves):
-                item.kind = ReconItem.Kind.DUPLICATE
-                item.detail = "some of the day's items were already paid"
-            else:
-                item.kind = ReconItem.Kind.MATCHED
-                item.detail = f"daily net of {len(moves)} items"
-                for ref, amount in moves:
-                    matched_before.add(ref)
-                    items.append(
-                        ReconItem(
-                            batch=batch,
-                            position=line.line_no,
-                            kind=ReconItem.Kind.COVERED,
-                            reference=ref,
-                            external_id=line.bank_txn_id[:64],
-                            amount=amount,
-                            expected=amount,
-                            detail=f"in daily statement {line.reference}",
-                        )
-                    )
-        else:
-            item.kind = ReconItem.Kind.UNKNOWN_REFERENCE
-    return items
-
-
-def _record_missing(batch: ReconBatch) -> None:
-    """Every draw or reversal up to the statement's date that no finished batch matched."""
-    assert batch.partner_id is not None  # noqa: S101 - statement batches always have a bank
-    # Paid: matched here or by an earlier finished batch. A line paying the wrong amount is
-    # already reported as a mismatch, so it is not reported missing as well.
-    # A mismatch means the bank did pay something for the draw: it is reported (and resolved)
-    # as a mismatch, in this batch or an earlier one, not as missing again.
-    answered = [*PAID, ReconItem.Kind.AMOUNT_MISMATCH]
-    matched = ReconItem.objects.filter(
-        Q(batch=batch, kind__in=answered)
-        | Q(
-            batch__partner_id=batch.partner_id,
-            batch__status=ReconBatch.Status.DONE,
-            kind__in=answered,
-        )
-    )
-    due = (
-        CreditMovement.objects.filter(
-            partner_id=batch.partner_id, business_date__lte=batch.period_end
-        )
-        .exclude(reference__in=matched.values("reference"))
-        .order_by("business_date", "reference")
-        .values_list("reference", "amount", "business_date")
-    )
-    pending: list[ReconItem] = []
-    for reference, amount, day in due.iterator(chunk_size=CHUNK):
-        pending.append(
-            ReconItem(
-                batch=batch,
-                position=0,
-                kind=ReconItem.Kind.MISSING,
-                reference=reference,
-                expected=amount,
-                detail=f"drawn on {day.isoformat()}, not paid by the bank",
-            )
-        )
-        if len(pending) == CHUNK:
-            ReconItem.objects.bulk_create(pending, ignore_conflicts=True)
-            pending = []
-    if pending:
-        ReconItem.objects.bulk_create(pending, ignore_conflicts=True)
+def daily_reference_day(reference: str, partner_id: int | None) -> date | None:
+    """The day of this bank's daily statement reference (``ST<bank><YYYYMMDD>``), if it is one."""
+    match = STATEMENT_REFERENCE.fullmatch(reference)
+    if match is None or int(match.group(1)) != partner_id:
+        return None
+    try:
+        return date(int(match.group(2)[:4]), int(match.group(2)[4:6]), int(match.group(2)[6:]))
+    except ValueError:
+        return None
 
 
 def _finish(batch: ReconBatch) -> None:
@@ -388,7 +254,7 @@ def _finish(batch: ReconBatch) -> None:
         status=ReconBatch.Status.DONE,
         counts=counts,
         totals=totals,
-        progress_done=batch.progress_total or batch.resume_after,
+        progress_done=batch.progress_total,
         lease_until=None,
         finished_at=timezone.now(),
         error="",
@@ -559,9 +425,7 @@ def insurer_day_reconcile(*, day: date, client: Any = None) -> ReconBatch:
                 )
             )
         ReconItem.objects.bulk_create(items)
-        ReconBatch.objects.filter(pk=batch.pk).update(
-            progress_total=len(items), resume_after=len(items)
-        )
+        ReconBatch.objects.filter(pk=batch.pk).update(progress_total=len(items))
         batch.refresh_from_db()
         _finish(batch)
     except Exception as error:
@@ -611,9 +475,7 @@ def ledger_check_batch(*, actor: str = "system:nightly") -> ReconBatch:
         )
         for position, problem in enumerate(report.problems, start=1)
     )
-    ReconBatch.objects.filter(pk=batch.pk).update(
-        progress_total=report.transactions, resume_after=report.transactions
-    )
+    ReconBatch.objects.filter(pk=batch.pk).update(progress_total=report.transactions)
     batch.refresh_from_db()
     _finish(batch)
     batch.refresh_from_db()

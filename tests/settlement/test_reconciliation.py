@@ -1,5 +1,5 @@
 """Reconciling bank statements: matching classes, a real worker, the same file twice, a bad file,
-and a worker process killed mid-batch then resumed."""
+and a worker process killed mid-batch then run again."""
 
 import os
 import signal
@@ -134,6 +134,72 @@ def test_a_daily_net_transfer_matches_all_the_days_draws(draws, staff_client):
     assert batch_run(later.json()["batch"]["id"]).counts["duplicate"] == 1
 
 
+def items_of(batch_id) -> list[tuple]:
+    return list(
+        ReconItem.objects.filter(batch_id=batch_id)
+        .order_by("kind", "position", "reference")
+        .values_list("kind", "position", "reference", "external_id", "amount", "expected", "detail")
+    )
+
+
+@pytest.mark.django_db
+def test_each_line_is_judged_by_the_rules_whatever_the_order(draws, staff_client):
+    partner, (first, second, third) = draws
+    finance = staff_client("finance")
+    daily = bank_statement(partner, timezone.localdate())["reference"]
+    content = statement_csv(
+        [
+            ("B1", "200.01", second),  # the wrong amount first...
+            ("B2", "200.00", second),  # ...then the right one: matched
+            ("B3", "200.00", second),  # paid exactly again: already paid
+            ("B2", "200.00", second),  # the same bank transaction again
+            ("B4", "600.00", daily),  # the day's net, but the day has lines of its own
+            ("B5", "-1.00", "DRNOSUCHTHING"),
+        ]
+    )
+    batch = batch_run(upload(finance, partner, content).json()["batch"]["id"])
+    date = timezone.localdate().isoformat()
+    assert [
+        (kind, position, reference, detail)
+        for kind, position, reference, *_, detail in items_of(batch.pk)
+    ] == [
+        ("amount_mismatch", 1, second, ""),
+        ("duplicate", 3, second, "already paid"),
+        ("duplicate", 4, second, "bank transaction seen before"),
+        ("duplicate", 5, daily, "some of the day's items are paid on their own"),
+        ("matched", 2, second, ""),
+        *sorted(
+            ("missing", 0, ref, f"drawn on {date}, not paid by the bank") for ref in (first, third)
+        ),
+        ("unknown_reference", 6, "DRNOSUCHTHING", ""),
+    ]
+    assert batch.totals["matched"] == 20_000 and batch.totals["missing"] == 40_000
+
+
+@pytest.mark.django_db
+def test_a_plain_file_and_the_same_lines_in_another_shape_give_the_same_items(draws, staff_client):
+    """On PostgreSQL the plain file is loaded by COPY and the other by the parser."""
+    partner, (first, second, third) = draws
+    finance = staff_client("finance")
+    rows = [
+        ("B1", "100.00", first),
+        ("B2", "200.01", second),
+        ("B3", "100.00", first),
+        ("B1", "100.00", first),
+        ("B4", "5.00", "UNKNOWN"),
+    ]
+    plain = statement_csv(rows)
+    crlf = plain.replace(b"\n", b"\r\n")
+    one = upload(finance, partner, plain).json()["batch"]["id"]
+    assert ReconBatch.objects.get(pk=one).plain_csv
+    first_items = items_of(batch_run(one).pk)
+    ReconBatch.objects.filter(pk=one).delete()  # else the second file finds it all paid
+    two = upload(finance, partner, crlf).json()["batch"]["id"]
+    assert not ReconBatch.objects.get(pk=two).plain_csv
+    assert items_of(batch_run(two).pk) == first_items
+    assert [kind for kind, *_ in first_items].count("duplicate") == 2
+
+
 @pytest.mark.django_db
 def test_a_bad_file_is_refused_and_leaves_no_batch(draws, staff_client, settings):
     partner, _ = draws
@@ -150,8 +216,12 @@ def test_a_bad_file_is_refused_and_leaves_no_batch(draws, staff_client, settings
     assert unknown_bank.status_code == 400
 
 
+@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_killed_mid_batch_is_resumed_without_counting_twice(draws, staff_client, tmp_path):
+def test_a_worker_killed_mid_batch_leaves_nothing_and_the_batch_runs_again(draws, staff_client):
+    """The worker is held mid-batch by a lock another session keeps on the draws, then killed."""
+    import psycopg
+
     partner, (first, second, third) = draws
     lines = 60_000
     rows = [(f"B{n}", "1.00", f"UNKNOWN{n}") for n in range(lines)]
@@ -160,36 +230,41 @@ def test_a_worker_killed_mid_batch_is_resumed_without_counting_twice(draws, staf
     answer = upload(staff_client("finance"), partner, statement_csv(rows))
     batch_id = answer.json()["batch"]["id"]
 
-    settings_dict = connection.settings_dict
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"}
-    if connection.vendor == "postgresql":
-        env["DATABASE_URL"] = (
-            f"postgres://{settings_dict['USER']}@{settings_dict['HOST'] or '127.0.0.1'}:"
-            f"{settings_dict['PORT'] or 5432}/{settings_dict['NAME']}"
+    db = connection.settings_dict
+    url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "DATABASE_URL": url}
+    with psycopg.connect(url) as holder:
+        holder.execute("LOCK TABLE settlement_creditmovement IN ACCESS EXCLUSIVE MODE")
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import django; django.setup(); "
+                "from settlement.services.reconciliation import batch_run; "
+                f"batch_run({batch_id!r})",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
-    else:
-        env["DATABASE_URL"] = f"sqlite:///{settings_dict['NAME']}"
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"import django; django.setup(); "
-            f"from settlement.services.reconciliation import batch_run; batch_run({batch_id!r})",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        assert wait_until(lambda: ReconBatch.objects.get(pk=batch_id).resume_after > 0, 120)
-        os.kill(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=10)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
+        try:
+            # Every line staged, and the worker waiting for the draws to match them against.
+            assert wait_until(
+                lambda: ReconBatch.objects.get(pk=batch_id).progress_done == lines, 120
+            )
+            waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            with psycopg.connect(url, autocommit=True) as watcher:
+                assert wait_until(lambda: watcher.execute(waiting).fetchone()[0] == 1, 60)
+            os.kill(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=10)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+        holder.rollback()
     stalled = ReconBatch.objects.get(pk=batch_id)
-    assert stalled.status == "running" and 0 < stalled.resume_after < lines
+    assert stalled.status == "running" and stalled.progress_done == lines
+    assert not ReconItem.objects.filter(batch_id=batch_id).exists()
 
     ReconBatch.objects.filter(pk=batch_id).update(lease_until=timezone.now())  # lease lapses
     batch = batch_run(batch_id)

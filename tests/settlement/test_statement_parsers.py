@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 
 from settlement.statements import (
+    PlainCsv,
     StatementFormatError,
     StatementLine,
     count_lines,
     detect_format,
     parse_statement,
+    scan_plain_csv,
 )
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "statements"
@@ -552,3 +554,67 @@ def test_big_camt053_streams_in_flat_memory(tmp_path: Path) -> None:
     assert (count, last) == (n, n)
     assert total == sum((-1 if i % 5 == 0 else 1) * (i * 100 + i % 100) for i in range(1, n + 1))
     assert peak < MAX_PEAK, f"peak {peak} bytes"
+
+
+# The plain CSV shape, checked in blocks, that PostgreSQL may COPY as it is
+
+PLAIN = (
+    b"bank_txn_id,value_date,amount,reference\n"
+    b"B1,2025-03-03,12580.00,DR3F2A9C1B7E40\n"
+    b"B 2,2025-03-05,-0.5,DR 0B7C\n"
+    b"B3,2025-03-04,007.10,ST000120250303\n"
+)
+
+
+def scan(data: bytes) -> PlainCsv | None:
+    return scan_plain_csv(io.BytesIO(data))
+
+
+def test_a_plain_csv_is_scanned_to_what_the_parser_reads() -> None:
+    lines = parse_bytes(PLAIN)
+    assert scan(PLAIN) == PlainCsv(3, date(2025, 3, 3), date(2025, 3, 5))
+    assert [(line.amount, line.reference) for line in lines] == [
+        (1_258_000, "DR3F2A9C1B7E40"),
+        (-50, "DR 0B7C"),
+        (710, "ST000120250303"),
+    ]
+    assert scan(PLAIN.rstrip(b"\n")) == PlainCsv(3, date(2025, 3, 3), date(2025, 3, 5))
+
+
+def test_a_plain_csv_is_checked_across_block_boundaries(monkeypatch) -> None:
+    import settlement.statements as statements
+
+    monkeypatch.setattr(statements, "PLAIN_BLOCK", 7)  # every line split between blocks
+    assert scan(PLAIN) == PlainCsv(3, date(2025, 3, 3), date(2025, 3, 5))
+    assert scan(PLAIN + b"B4,2025-03-04,1.001,DR1\n") is None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\xef\xbb\xbf" + PLAIN,  # a byte order mark
+        PLAIN.replace(b"\n", b"\r\n"),  # CRLF
+        PLAIN + b"\n",  # a blank line
+        PLAIN + b'"B4",2025-03-04,1.00,DR1\n',  # quoting
+        PLAIN + "B4,2025-03-04,1.00,医保\n".encode(),  # beyond ASCII
+        PLAIN + b"B4,2025-03-04,-0.00,DR1\n",  # zero
+        PLAIN + b"B4,2025-03-04,0,DR1\n",  # zero
+        PLAIN + b"B4,2025-02-30,1.00,DR1\n",  # no such day
+        PLAIN + b"B4,2025-03-04,1.00, DR1\n",  # a blank the parser would strip
+        PLAIN + b"B4,2025-03-04,1.00,DR1 \n",
+        PLAIN + b"B4,2025-03-04,1.00,\n",  # empty
+        PLAIN + b"B4,2025-03-04,1.00,DR1,extra\n",
+        PLAIN + b"B4,2025-03-04,1e3,DR1\n",
+        PLAIN + b"B4,2025-03-04,1.00," + b"R" * 65 + b"\n",  # longer than a batch keeps
+        PLAIN.replace(b"reference", b"ref"),
+        b"bank_txn_id,value_date,amount,reference\n",  # no lines
+    ],
+)
+def test_anything_else_is_left_to_the_parser(data: bytes) -> None:
+    assert scan(data) is None
+
+
+def test_the_csv_sample_is_not_plain_but_parses() -> None:
+    with (DATA / "csv_basic.csv").open("rb") as handle:
+        assert scan_plain_csv(handle) is None  # it starts with a byte order mark
+    assert parse_file("csv_basic.csv")
