@@ -469,3 +469,28 @@ class ReconItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.reference}"
+
+
+class ReconPaid(models.Model):
+    """An item (a draw or reversal) a bank statement paid, by a line of its own or inside a daily
+    net line, and the batch that found the payment; written with that batch's results.
+
+    The reference is the key, so the database itself refuses to record one item paid twice: a
+    later line paying it again is a duplicate. A matched line of a statement is recorded only
+    here (the line itself is in the batch's file), which keeps a million-line batch to a million
+    narrow rows under one index; its exceptions, and the items a daily line covers, are
+    ``ReconItem`` rows.
+    """
+
+    reference = models.CharField(max_length=64, primary_key=True)
+    # Written in bulk like ReconItem, for a batch the service holds: no database key (see there).
+    batch = models.ForeignKey(
+        ReconBatch,
+        on_delete=models.CASCADE,
+        related_name="paid",
+        db_constraint=False,
+        db_index=False,
+    )
+
+    def __str__(self) -> str:
+        return self.reference

@@ -1,6 +1,7 @@
 """Finance API: bank statement uploads, reconciliation batches and their exceptions."""
 
 import csv
+import heapq
 from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
@@ -18,6 +19,7 @@ from accounts.authentication import StaffTokenAuthentication, roles, staff_actor
 
 from .models import ReconBatch, ReconItem
 from .services.reconciliation import item_resolve, partner_named, statement_batch_create
+from .services.statement_match import statement_matched_lines
 
 FINANCE = roles("finance", "admin")
 EXCEPTIONS_SHOWN = 1000
@@ -127,6 +129,17 @@ class _Echo:
         return value
 
 
+def _results(batch: ReconBatch) -> Iterator[ReconItem]:
+    """Every result of a batch by kind, then line; a statement's matched item lines (recorded
+    only as paid items) are read again from its file."""
+    for kind in sorted(ReconItem.Kind.values):
+        ordered = batch.items.filter(kind=kind).order_by("position", "reference", "pk")
+        items: Iterator[ReconItem] = ordered.iterator(chunk_size=5000)
+        if kind == ReconItem.Kind.MATCHED:
+            items = heapq.merge(items, statement_matched_lines(batch), key=lambda i: i.position)
+        yield from items
+
+
 class BatchExportApi(FinanceView):
     @extend_schema(operation_id="reconciliation_batch_export", responses={(200, "text/csv"): str})
     def get(self, request: Request, batch_id: UUID) -> StreamingHttpResponse:
@@ -137,7 +150,7 @@ class BatchExportApi(FinanceView):
 
         def rows() -> Iterator[str]:
             yield writer.writerow(columns)
-            for item in batch.items.order_by("kind", "position", "pk").iterator(chunk_size=5000):
+            for item in _results(batch):
                 yield writer.writerow(
                     [
                         item.kind,

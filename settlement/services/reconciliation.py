@@ -220,8 +220,8 @@ def _run_statement(batch: ReconBatch) -> None:
     try:
         statement_stage(batch, progress)
         with transaction.atomic():
-            statement_classify(batch)
-            _finish(batch)
+            matched = statement_classify(batch)
+            _finish(batch, matched=matched)
     finally:
         statement_unstage()
 
@@ -237,7 +237,9 @@ def daily_reference_day(reference: str, partner_id: int | None) -> date | None:
         return None
 
 
-def _finish(batch: ReconBatch) -> None:
+def _finish(batch: ReconBatch, *, matched: tuple[int, int] = (0, 0)) -> None:
+    """Count the batch's results by kind and mark it done. ``matched`` adds the lines matched
+    without a result row of their own (a statement's matched item lines): count and fen."""
     rows = (
         ReconItem.objects.filter(batch=batch)
         .values("kind")
@@ -250,6 +252,9 @@ def _finish(batch: ReconBatch) -> None:
         totals[row["kind"]] = int(
             row["amount"] if row["amount"] is not None else row["expected"] or 0
         )
+    if matched[0]:
+        counts[ReconItem.Kind.MATCHED] += matched[0]
+        totals[ReconItem.Kind.MATCHED] = totals.get(ReconItem.Kind.MATCHED, 0) + matched[1]
     ReconBatch.objects.filter(pk=batch.pk).update(
         status=ReconBatch.Status.DONE,
         counts=counts,

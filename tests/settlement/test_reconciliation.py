@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from accounts.services.institutions import department_ensure, institution_ensure
 from config.celery import app
-from settlement.models import CreditMovement, ReconBatch, ReconItem
+from settlement.models import CreditMovement, ReconBatch, ReconItem, ReconPaid
 from settlement.selectors import bank_statement
 from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
 from settlement.services.reconciliation import batch_run
@@ -91,7 +91,8 @@ def test_upload_is_reconciled_by_a_real_worker_into_each_class(draws, staff_clie
     assert again.status_code == 202
     assert again.json() == {"batch": {"id": batch_id, "status": "done"}, "duplicate": True}
     assert ReconBatch.objects.count() == 1
-    assert ReconItem.objects.filter(batch_id=batch_id).count() == 5
+    assert ReconItem.objects.filter(batch_id=batch_id).count() == 4  # the exceptions
+    assert list(ReconPaid.objects.filter(batch_id=batch_id).values_list("reference")) == [(first,)]
 
     exported = finance.get(f"/api/v1/reconciliation/batches/{batch_id}/export/")
     text = b"".join(exported.streaming_content).decode()
@@ -135,11 +136,13 @@ def test_a_daily_net_transfer_matches_all_the_days_draws(draws, staff_client):
 
 
 def items_of(batch_id) -> list[tuple]:
-    return list(
-        ReconItem.objects.filter(batch_id=batch_id)
-        .order_by("kind", "position", "reference")
-        .values_list("kind", "position", "reference", "external_id", "amount", "expected", "detail")
-    )
+    """A batch's results, in the export's order: its items and its matched item lines."""
+    from settlement.recon_api import _results
+
+    return [
+        (i.kind, i.position, i.reference, i.external_id, i.amount, i.expected, i.detail)
+        for i in _results(ReconBatch.objects.get(pk=batch_id))
+    ]
 
 
 @pytest.mark.django_db
@@ -272,7 +275,11 @@ def test_a_worker_killed_mid_batch_leaves_nothing_and_the_batch_runs_again(draws
     assert batch.counts["matched"] == 2
     assert batch.counts["unknown_reference"] == lines - 2
     assert batch.counts["missing"] == 1
-    assert ReconItem.objects.filter(batch_id=batch_id).count() == lines + 1
+    assert ReconItem.objects.filter(batch_id=batch_id).count() == lines - 1
+    assert set(ReconPaid.objects.filter(batch_id=batch_id).values_list("reference", flat=True)) == {
+        first,
+        second,
+    }
     assert batch.progress_done == lines
 
 
