@@ -475,15 +475,23 @@ class ReconPaid(models.Model):
     """An item (a draw or reversal) a bank statement paid, by a line of its own or inside a daily
     net line, and the batch that found the payment; written with that batch's results.
 
-    The reference is the key, so the database itself refuses to record one item paid twice: a
-    later line paying it again is a duplicate. A matched line of a statement is recorded only
-    here (the line itself is in the batch's file), which keeps a million-line batch to a million
-    narrow rows under one index; its exceptions, and the items a daily line covers, are
+    The item is the key, so the database itself refuses to record one item paid twice: a later
+    line paying it again is a duplicate. A matched line of a statement is recorded only here (the
+    line itself is in the batch's file), which keeps a million-line batch to a million narrow
+    rows under one integer key; and as a day's items have neighbouring ids, a batch writes into
+    one end of that key, not all over it. Its exceptions, and the items a daily line covers, are
     ``ReconItem`` rows.
     """
 
-    reference = models.CharField(max_length=64, primary_key=True)
-    # Written in bulk like ReconItem, for a batch the service holds: no database key (see there).
+    # Written in bulk, for a batch the service holds: no database keys, which would check every
+    # row again (see ReconItem.batch); items are never deleted but by recon_bench's clean-up.
+    movement = models.OneToOneField(
+        CreditMovement,
+        primary_key=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_constraint=False,
+    )
     batch = models.ForeignKey(
         ReconBatch,
         on_delete=models.CASCADE,
@@ -493,4 +501,4 @@ class ReconPaid(models.Model):
     )
 
     def __str__(self) -> str:
-        return self.reference
+        return str(self.movement_id)

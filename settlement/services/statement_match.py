@@ -9,7 +9,7 @@ written in chunks. Either way the Python process holds one block at a time, and 
 Then one transaction judges every line and lists the missing draws, with the same SQL on both
 databases (one hash join, and window functions over the few lines whose reference repeats; no
 loop over lines in Python), and records the totals. A matched item line is recorded only as
-its item paid (``ReconPaid``, keyed by the item's reference); it needs no result row of its
+its item paid (``ReconPaid``, keyed by the item); it needs no result row of its
 own, as the line stays in the batch's file (the export reads it from there). Every other line,
 each missing item and each item a daily line covers is a ``ReconItem``. A worker killed at any
 point leaves no results: the temporary tables die with its connection and the next run stages
@@ -82,7 +82,10 @@ def statement_stage(batch: ReconBatch, progress: Progress) -> None:
             " first_same integer)"
         )
         cursor.execute("CREATE TEMP TABLE recon_daily (ref text, day date)")
-        cursor.execute("CREATE TEMP TABLE recon_day_items (day_ref text, ref text, amount bigint)")
+        cursor.execute(
+            "CREATE TEMP TABLE recon_day_items"
+            " (day_ref text, movement_id bigint, ref text, amount bigint)"
+        )
 
 
 def _keep_stage_in_memory(cursor: CursorWrapper) -> None:
@@ -225,14 +228,14 @@ def _item_lines(
     day = "to_char(day, 'YYYY-MM-DD')" if postgres else "day"
     # Paid before: by an earlier batch, or (for a missing item) covered by a daily line here.
     paid_before = (
-        "EXISTS (SELECT 1 FROM settlement_reconpaid p WHERE p.reference = s.ref)"
+        "EXISTS (SELECT 1 FROM settlement_reconpaid p WHERE p.movement_id = m.id)"
         if earlier
         else "FALSE"
     )
     answered_params: list[Any] = []
     answered = "FALSE"
     if earlier or daily:
-        answered = "EXISTS (SELECT 1 FROM settlement_reconpaid p WHERE p.reference = m.reference)"
+        answered = "EXISTS (SELECT 1 FROM settlement_reconpaid p WHERE p.movement_id = m.id)"
     if earlier:
         answered += (
             " OR EXISTS (SELECT 1 FROM settlement_reconitem i WHERE i.reference = m.reference"
@@ -247,7 +250,7 @@ def _item_lines(
         ]
     not_daily = "s.ref NOT IN (SELECT ref FROM recon_daily)" if daily else "TRUE"
     judged = f"""
-        SELECT s.n, s.txn, COALESCE(s.ref, m.reference) AS reference, s.fen,
+        SELECT s.n, s.txn, m.id AS movement_id, COALESCE(s.ref, m.reference) AS reference, s.fen,
             m.amount AS expected, m.business_date AS day,
             CASE
                 WHEN s.n IS NULL THEN 'missing'
@@ -261,7 +264,7 @@ def _item_lines(
         FROM recon_stage s
         LEFT JOIN recon_repeat r ON r.n = s.n
         FULL JOIN (
-            SELECT reference, amount, business_date FROM settlement_creditmovement
+            SELECT id, reference, amount, business_date FROM settlement_creditmovement
             WHERE partner_id = %s
         ) m ON m.reference = s.ref
         WHERE CASE
@@ -276,8 +279,8 @@ def _item_lines(
     ]
     source = "judged" if postgres else "recon_judged"
     paid = f"""
-        INSERT INTO settlement_reconpaid (reference, batch_id)
-        SELECT reference, %s FROM {source} WHERE verdict = 'matched'
+        INSERT INTO settlement_reconpaid (movement_id, batch_id)
+        SELECT movement_id, %s FROM {source} WHERE verdict = 'matched'
     """  # noqa: S608 - a fixed fragment
     items = f"""
         INSERT INTO settlement_reconitem
@@ -327,8 +330,8 @@ def _daily_lines(cursor: CursorWrapper, batch: ReconBatch, earlier: bool) -> boo
         [(ref, connection.ops.adapt_datefield_value(day)) for ref, day in days.items()],
     )
     cursor.execute(
-        "INSERT INTO recon_day_items (day_ref, ref, amount)"
-        " SELECT d.ref, m.reference, m.amount FROM recon_daily d"
+        "INSERT INTO recon_day_items (day_ref, movement_id, ref, amount)"
+        " SELECT d.ref, m.id, m.reference, m.amount FROM recon_daily d"
         " JOIN settlement_creditmovement m ON m.business_date = d.day AND m.partner_id = %s",
         [batch.partner_id],
     )
@@ -345,7 +348,7 @@ def _daily_lines(cursor: CursorWrapper, batch: ReconBatch, earlier: bool) -> boo
     if earlier:
         cursor.execute(
             "SELECT DISTINCT i.day_ref FROM recon_day_items i"
-            " JOIN settlement_reconpaid p ON p.reference = i.ref"
+            " JOIN settlement_reconpaid p ON p.movement_id = i.movement_id"
         )
         paid_days |= {ref for (ref,) in cursor.fetchall()}
     cursor.execute(
@@ -378,8 +381,8 @@ def _daily_lines(cursor: CursorWrapper, batch: ReconBatch, earlier: bool) -> boo
             item.kind, item.detail = ReconItem.Kind.MATCHED, f"daily net of {count} items"
             matched.add(ref)
             cursor.execute(
-                "INSERT INTO settlement_reconpaid (reference, batch_id)"
-                " SELECT ref, %s FROM recon_day_items WHERE day_ref = %s",
+                "INSERT INTO settlement_reconpaid (movement_id, batch_id)"
+                " SELECT movement_id, %s FROM recon_day_items WHERE day_ref = %s",
                 [_batch_id(batch), ref],
             )
             cursor.execute(

@@ -92,7 +92,9 @@ def test_upload_is_reconciled_by_a_real_worker_into_each_class(draws, staff_clie
     assert again.json() == {"batch": {"id": batch_id, "status": "done"}, "duplicate": True}
     assert ReconBatch.objects.count() == 1
     assert ReconItem.objects.filter(batch_id=batch_id).count() == 4  # the exceptions
-    assert list(ReconPaid.objects.filter(batch_id=batch_id).values_list("reference")) == [(first,)]
+    assert list(ReconPaid.objects.filter(batch_id=batch_id).values_list("movement__reference")) == [
+        (first,)
+    ]
 
     exported = finance.get(f"/api/v1/reconciliation/batches/{batch_id}/export/")
     text = b"".join(exported.streaming_content).decode()
@@ -276,7 +278,9 @@ def test_a_worker_killed_mid_batch_leaves_nothing_and_the_batch_runs_again(draws
     assert batch.counts["unknown_reference"] == lines - 2
     assert batch.counts["missing"] == 1
     assert ReconItem.objects.filter(batch_id=batch_id).count() == lines - 1
-    assert set(ReconPaid.objects.filter(batch_id=batch_id).values_list("reference", flat=True)) == {
+    assert set(
+        ReconPaid.objects.filter(batch_id=batch_id).values_list("movement__reference", flat=True)
+    ) == {
         first,
         second,
     }
