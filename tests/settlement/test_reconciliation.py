@@ -258,7 +258,11 @@ def test_a_worker_killed_mid_batch_leaves_nothing_and_the_batch_runs_again(draws
             assert wait_until(
                 lambda: ReconBatch.objects.get(pk=batch_id).progress_done == lines, 120
             )
-            waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            waiting = (  # for the draws, in this database
+                "SELECT count(*) FROM pg_locks WHERE NOT granted"
+                " AND relation = 'settlement_creditmovement'::regclass"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
             with psycopg.connect(url, autocommit=True) as watcher:
                 assert wait_until(lambda: watcher.execute(waiting).fetchone()[0] == 1, 60)
             os.kill(worker.pid, signal.SIGKILL)
