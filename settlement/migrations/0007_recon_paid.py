@@ -4,6 +4,53 @@ import django.db.models.deletion
 from django.db import migrations, models
 
 
+def record_paid_items(apps, schema_editor):
+    """Carry the payments found so far over to ReconPaid, which now answers "paid before?".
+
+    Finished statement batches kept every paid item as a matched or covered ReconItem. Batches
+    the upgrade cut short (queued or running, with results of the old kind written in chunks)
+    lose those results and are queued to run again from their files.
+    """
+    batches = apps.get_model("settlement", "ReconBatch")
+    items = apps.get_model("settlement", "ReconItem")
+    paid = apps.get_model("settlement", "ReconPaid")
+    movements = apps.get_model("settlement", "CreditMovement")
+    cut_short = batches.objects.filter(
+        source="bank_statement", status__in=["queued", "running"]
+    )
+    items.objects.filter(batch__in=cut_short).delete()
+    cut_short.update(status="queued", lease_until=None, progress_done=0)
+    done = batches.objects.filter(source="bank_statement", status="done").order_by("finished_at")
+    for batch in done.iterator():
+        references = items.objects.filter(
+            batch=batch, kind__in=["matched", "covered"]
+        ).values("reference")
+        found = movements.objects.filter(
+            partner_id=batch.partner_id, reference__in=references
+        ).values_list("pk", flat=True)
+        chunk = []
+        for movement_id in found.iterator(chunk_size=5000):
+            chunk.append(paid(movement_id=movement_id, batch_id=batch.pk))
+            if len(chunk) == 5000:
+                paid.objects.bulk_create(chunk, ignore_conflicts=True)
+                chunk = []
+        paid.objects.bulk_create(chunk, ignore_conflicts=True)
+
+
+def index_paid_by_batch(apps, schema_editor):
+    """PostgreSQL: a BRIN index finds a batch's paid items (a batch writes them together) for a
+    delete, at next to no cost to writing them."""
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(
+            "CREATE INDEX recon_paid_batch_brin ON settlement_reconpaid USING brin (batch_id)"
+        )
+
+
+def drop_paid_index(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute("DROP INDEX IF EXISTS recon_paid_batch_brin")
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -18,4 +65,6 @@ class Migration(migrations.Migration):
                 ('batch', models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='paid', to='settlement.reconbatch')),
             ],
         ),
+        migrations.RunPython(index_paid_by_batch, drop_paid_index),
+        migrations.RunPython(record_paid_items, migrations.RunPython.noop),
     ]

@@ -18,7 +18,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from accounts.models import Partner
@@ -166,6 +166,10 @@ def _enqueue(batch_id: object) -> None:
 # --- running batches --------------------------------------------------------------------------
 
 
+class _LeaseLost(Exception):
+    """Another worker took the batch over (this one's lease lapsed): leave the batch to it."""
+
+
 def batch_run(batch_id: UUID | str) -> ReconBatch:
     """Run (or resume) a batch; safe to call again, and concurrently (a lease decides)."""
     now = timezone.now()
@@ -180,13 +184,18 @@ def batch_run(batch_id: UUID | str) -> ReconBatch:
     batch = ReconBatch.objects.get(pk=batch_id)
     if not taken:
         return batch
+    # This run's claim: a worker that takes the batch over after the lease lapsed writes its own
+    # start time, and from then on this run may not write the batch's progress or results.
+    mine = ReconBatch.objects.filter(pk=batch.pk, status=ReconBatch.Status.RUNNING, started_at=now)
     try:
         if batch.source == ReconBatch.Source.BANK_STATEMENT:
-            _run_statement(batch)
+            _run_statement(batch, mine)
         else:
             _finish(batch)
+    except _LeaseLost:
+        pass
     except Exception as error:
-        ReconBatch.objects.filter(pk=batch.pk).update(
+        mine.update(
             status=ReconBatch.Status.FAILED,
             error=f"{type(error).__name__}: {error}"[:2000],
             lease_until=None,
@@ -211,15 +220,20 @@ def batches_resume_stalled() -> int:
     return count
 
 
-def _run_statement(batch: ReconBatch) -> None:
+def _run_statement(batch: ReconBatch, mine: QuerySet[ReconBatch]) -> None:
     def progress(lines: int) -> None:
-        ReconBatch.objects.filter(pk=batch.pk).update(
+        renewed = mine.update(
             progress_done=min(lines, batch.progress_total), lease_until=timezone.now() + LEASE
         )
+        if not renewed:
+            raise _LeaseLost
 
     try:
         statement_stage(batch, progress)
         with transaction.atomic():
+            # Held to the commit: a worker taking the batch over now waits, then finds it done.
+            if not mine.select_for_update().exists():
+                raise _LeaseLost
             matched = statement_classify(batch)
             _finish(batch, matched=matched)
     finally:

@@ -78,7 +78,7 @@ def statement_stage(batch: ReconBatch, progress: Progress) -> None:
             _insert_parsed(cursor, batch, progress)
         cursor.execute(
             "CREATE TEMP TABLE recon_repeat (n integer PRIMARY KEY, first_txn integer,"
-            " first_same integer)"
+            " first_paid integer)"
         )
         cursor.execute("CREATE TEMP TABLE recon_daily (ref text, day date)")
         cursor.execute(
@@ -170,7 +170,8 @@ def statement_classify(batch: ReconBatch) -> tuple[int, int]:
     never both take the same item for unpaid.
     """
     assert batch.partner_id is not None  # noqa: S101 - statement batches always have a bank
-    Partner.objects.select_for_update().filter(pk=batch.partner_id).exists()
+    # FOR NO KEY UPDATE: new draws of the bank (which only share-lock its key) go on meanwhile.
+    Partner.objects.select_for_update(no_key=True).filter(pk=batch.partner_id).exists()
     earlier = ReconBatch.objects.filter(
         source=ReconBatch.Source.BANK_STATEMENT,
         partner_id=batch.partner_id,
@@ -180,7 +181,7 @@ def statement_classify(batch: ReconBatch) -> tuple[int, int]:
         if connection.vendor == "postgresql":
             cursor.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
         daily = _daily_lines(cursor, batch, earlier)
-        _repeated_lines(cursor)
+        _repeated_lines(cursor, batch)
         return _item_lines(cursor, batch, earlier=earlier, daily=daily)
 
 
@@ -197,20 +198,25 @@ def _batch_id(batch: ReconBatch) -> Any:
     return ReconItem._meta.get_field("batch").get_db_prep_value(batch.pk, connection)
 
 
-def _repeated_lines(cursor: CursorWrapper) -> None:
-    """For the few lines whose reference is on more than one line: which came first, by bank
-    transaction id and, among the first of each, by amount. Every other line stands alone."""
+def _repeated_lines(cursor: CursorWrapper, batch: ReconBatch) -> None:
+    """For the few lines whose reference is on more than one line: the first line of each bank
+    transaction id, and the first line that paid the item exactly. Every other line stands
+    alone."""
     cursor.execute(
         f"""
-        INSERT INTO recon_repeat (n, first_txn, first_same)
-        SELECT n, first_txn, MIN(CASE WHEN first_txn = n THEN n END)
-            OVER (PARTITION BY ref, fen)
+        INSERT INTO recon_repeat (n, first_txn, first_paid)
+        SELECT n, first_txn, MIN(CASE WHEN first_txn = n AND fen = expected THEN n END)
+            OVER (PARTITION BY ref)
         FROM (
-            SELECT n, ref, fen, MIN(n) OVER (PARTITION BY ref, txn) AS first_txn
+            SELECT s.n, s.ref, s.fen, m.amount AS expected,
+                MIN(s.n) OVER (PARTITION BY s.ref, s.txn) AS first_txn
             FROM {_staged()} s
-            WHERE ref IN (SELECT ref FROM recon_stage GROUP BY ref HAVING COUNT(*) > 1)
+            LEFT JOIN settlement_creditmovement m
+                ON m.reference = s.ref AND m.partner_id = %s
+            WHERE s.ref IN (SELECT ref FROM recon_stage GROUP BY ref HAVING COUNT(*) > 1)
         ) firsts
-        """  # noqa: S608 - a fixed fragment
+        """,  # noqa: S608 - a fixed fragment
+        [batch.partner_id],
     )
 
 
@@ -265,7 +271,7 @@ def _item_lines(
                 WHEN r.first_txn < s.n THEN 'seen'
                 WHEN m.reference IS NULL THEN 'unknown_reference'
                 WHEN {paid_before} THEN 'paid'
-                WHEN m.amount = s.fen AND r.first_same < s.n THEN 'paid'
+                WHEN r.first_paid < s.n THEN 'paid'
                 WHEN m.amount = s.fen THEN 'matched'
                 ELSE 'amount_mismatch'
             END AS verdict
@@ -412,8 +418,8 @@ def statement_matched_lines(batch: ReconBatch) -> Iterator[ReconItem]:
     They are the statement's lines without a result of their own: every other line has exactly
     one ``ReconItem`` at its position (an exception, or a matched daily line).
     """
-    if batch.source != ReconBatch.Source.BANK_STATEMENT or not batch.file_path:
-        return
+    if batch.source != ReconBatch.Source.BANK_STATEMENT or batch.status != ReconBatch.Status.DONE:
+        return  # until a batch is done, no line of its file is known to be matched
     answered = (
         batch.items.filter(position__gt=0)
         .order_by("position")

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -160,9 +160,13 @@ def test_each_line_is_judged_by_the_rules_whatever_the_order(draws, staff_client
             ("B2", "200.00", second),  # the same bank transaction again
             ("B4", "600.00", daily),  # the day's net, but the day has lines of its own
             ("B5", "-1.00", "DRNOSUCHTHING"),
+            ("B6", "199.00", second),  # any amount, once the item is paid: already paid
         ]
     )
-    batch = batch_run(upload(finance, partner, content).json()["batch"]["id"])
+    batch_id = upload(finance, partner, content).json()["batch"]["id"]
+    unfinished = finance.get(f"/api/v1/reconciliation/batches/{batch_id}/export/")
+    assert len(b"".join(unfinished.streaming_content).splitlines()) == 1  # no line is matched yet
+    batch = batch_run(batch_id)
     date = timezone.localdate().isoformat()
     assert [
         (kind, position, reference, detail)
@@ -172,6 +176,7 @@ def test_each_line_is_judged_by_the_rules_whatever_the_order(draws, staff_client
         ("duplicate", 3, second, "already paid"),
         ("duplicate", 4, second, "bank transaction seen before"),
         ("duplicate", 5, daily, "some of the day's items are paid on their own"),
+        ("duplicate", 7, second, "already paid"),
         ("matched", 2, second, ""),
         *sorted(
             ("missing", 0, ref, f"drawn on {date}, not paid by the bank") for ref in (first, third)
@@ -179,6 +184,72 @@ def test_each_line_is_judged_by_the_rules_whatever_the_order(draws, staff_client
         ("unknown_reference", 6, "DRNOSUCHTHING", ""),
     ]
     assert batch.totals["matched"] == 20_000 and batch.totals["missing"] == 40_000
+
+
+@pytest.mark.django_db
+def test_a_worker_whose_lease_was_taken_over_writes_nothing(draws, staff_client):
+    from settlement.services.reconciliation import _LeaseLost, _run_statement
+
+    partner, (first, _, _) = draws
+    content = statement_csv([("B1", "100.00", first)])
+    batch_id = upload(staff_client("finance"), partner, content).json()["batch"]["id"]
+    now = timezone.now()
+    ReconBatch.objects.filter(pk=batch_id).update(  # a second worker holds it now
+        status="running", started_at=now, lease_until=now + timedelta(minutes=5)
+    )
+    batch = ReconBatch.objects.get(pk=batch_id)
+    stale = ReconBatch.objects.filter(  # the first worker's claim, from before its lease lapsed
+        pk=batch_id, status="running", started_at=now - timedelta(minutes=6)
+    )
+    with pytest.raises(_LeaseLost):
+        _run_statement(batch, stale)
+    assert not ReconItem.objects.filter(batch_id=batch_id).exists()
+    assert not ReconPaid.objects.filter(batch_id=batch_id).exists()
+    assert ReconBatch.objects.get(pk=batch_id).status == "running"
+
+
+@pytest.mark.django_db
+def test_payments_found_before_the_upgrade_still_count(draws, staff_client):
+    """Migration 0007 records the items earlier batches matched as paid."""
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("settlement.migrations.0007_recon_paid")
+    partner, (first, second, _) = draws
+    old = ReconBatch.objects.create(
+        source="bank_statement",
+        partner=partner,
+        fingerprint="old",
+        status="done",
+        created_by="test",
+        period_end=timezone.localdate(),
+    )
+    for position, reference in enumerate((first, second), start=1):
+        ReconItem.objects.create(batch=old, position=position, kind="matched", reference=reference)
+    cut_short = ReconBatch.objects.create(
+        source="bank_statement",
+        partner=partner,
+        fingerprint="cut",
+        status="running",
+        created_by="test",
+    )
+    ReconItem.objects.create(batch=cut_short, position=1, kind="matched", reference=first)
+    migration.record_paid_items(apps, None)
+    assert set(ReconPaid.objects.values_list("movement__reference", "batch_id")) == {
+        (first, old.pk),
+        (second, old.pk),
+    }
+    cut_short.refresh_from_db()
+    assert cut_short.status == "queued" and not cut_short.items.exists()
+
+    again = upload(staff_client("finance"), partner, statement_csv([("B9", "100.00", first)]))
+    batch = batch_run(again.json()["batch"]["id"])
+    assert (batch.counts["duplicate"], batch.counts["matched"], batch.counts["missing"]) == (
+        1,
+        0,
+        1,
+    )
 
 
 @pytest.mark.django_db
