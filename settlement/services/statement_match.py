@@ -208,11 +208,12 @@ def _repeated_lines(cursor: CursorWrapper, batch: ReconBatch) -> None:
         SELECT n, first_txn, MIN(CASE WHEN first_txn = n AND fen = expected THEN n END)
             OVER (PARTITION BY ref)
         FROM (
-            SELECT s.n, s.ref, s.fen, m.amount AS expected,
+            SELECT s.n, s.ref, s.fen,
+                -- looked up line by line: these are few, and a join would hash every draw
+                (SELECT m.amount FROM settlement_creditmovement m
+                    WHERE m.reference = s.ref AND m.partner_id = %s) AS expected,
                 MIN(s.n) OVER (PARTITION BY s.ref, s.txn) AS first_txn
             FROM {_staged()} s
-            LEFT JOIN settlement_creditmovement m
-                ON m.reference = s.ref AND m.partner_id = %s
             WHERE s.ref IN (SELECT ref FROM recon_stage GROUP BY ref HAVING COUNT(*) > 1)
         ) firsts
         """,  # noqa: S608 - a fixed fragment
