@@ -52,7 +52,7 @@ Three formats are understood; :func:`detect_format` tells them apart from the fi
     instance: parse the file once to the end to check it, then again to match it).
 
 ``StatementLine.line_no`` counts the detail lines (or camt.053 entries) from 1, whatever the
-format; it is the position to resume after and matches :func:`count_lines`. Error messages for
+format; it is the line's position in a batch and matches :func:`count_lines`. Error messages for
 the text formats name the line of the file as an editor shows it (the header is line 1), and
 ``StatementFormatError.line_no`` holds that number (the entry number for camt.053).
 """

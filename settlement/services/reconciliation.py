@@ -171,7 +171,8 @@ class _LeaseLost(Exception):
 
 
 def batch_run(batch_id: UUID | str) -> ReconBatch:
-    """Run (or resume) a batch; safe to call again, and concurrently (a lease decides)."""
+    """Run a batch (again, if its worker died); safe to call again, and concurrently (a lease
+    decides)."""
     now = timezone.now()
     taken = (
         ReconBatch.objects.filter(pk=batch_id)
