@@ -425,7 +425,9 @@ class ReconBatch(models.Model):
 
 
 class ReconItem(models.Model):
-    """One result of a batch: a matched line, or an exception for finance to resolve."""
+    """One result of a batch: an exception for finance to resolve, an item missing or covered by
+    a daily line, or a matched line of the insurer's list or a matched daily line. (A bank
+    statement's matched item lines are recorded as ReconPaid instead.)"""
 
     class Kind(models.TextChoices):
         MATCHED = "matched", "matched"

@@ -11,6 +11,7 @@ from ledger.selectors import account_balance
 from .models import Charge, CreditMovement, Encounter, Partner, Receivable, Settlement
 from .services import house
 from .services.encounters import bill_change_refusal, reversal_refusal
+from .statements import daily_reference
 
 
 def encounter_out(encounter: Encounter) -> dict[str, Any]:
@@ -130,7 +131,7 @@ def bank_statement(partner: Partner, day: date) -> dict[str, Any]:
     )
     net = movements.aggregate(net=Sum("amount"))["net"] or 0
     return {
-        "reference": f"ST{partner.pk:04d}{day:%Y%m%d}",
+        "reference": daily_reference(partner.pk, day),
         "date": day.isoformat(),
         "net_amount": fen_to_yuan(int(net)),
         "items": [

@@ -8,7 +8,6 @@ lease lapses the batch is run again from the file, and a rerun gives the same re
 """
 
 import hashlib
-import re
 import shutil
 import tempfile
 from datetime import date, datetime, time, timedelta
@@ -38,7 +37,6 @@ from .statement_match import statement_classify, statement_stage, statement_unst
 PAID = [ReconItem.Kind.MATCHED, ReconItem.Kind.COVERED]
 TEXT_LIMIT = 64
 LEASE = timedelta(minutes=5)
-STATEMENT_REFERENCE = re.compile(r"ST(\d{4})(\d{8})")
 
 
 def partner_named(bank: str) -> Partner | None:
@@ -239,17 +237,6 @@ def _run_statement(batch: ReconBatch, mine: QuerySet[ReconBatch]) -> None:
             _finish(batch, matched=matched)
     finally:
         statement_unstage()
-
-
-def daily_reference_day(reference: str, partner_id: int | None) -> date | None:
-    """The day of this bank's daily statement reference (``ST<bank><YYYYMMDD>``), if it is one."""
-    match = STATEMENT_REFERENCE.fullmatch(reference)
-    if match is None or int(match.group(1)) != partner_id:
-        return None
-    try:
-        return date(int(match.group(2)[:4]), int(match.group(2)[4:6]), int(match.group(2)[6:]))
-    except ValueError:
-        return None
 
 
 def _finish(batch: ReconBatch, *, matched: tuple[int, int] = (0, 0)) -> None:

@@ -45,7 +45,7 @@ from django.db.backends.utils import CursorWrapper
 from accounts.models import Partner
 
 from ..models import CreditMovement, ReconBatch, ReconItem
-from ..statements import PLAIN_BLOCK, PLAIN_CSV_HEADER, parse_statement
+from ..statements import PLAIN_BLOCK, PLAIN_CSV_HEADER, daily_reference_day, parse_statement
 
 STAGE_BLOCK = 8 * PLAIN_BLOCK  # bytes of a plain CSV per COPY (some 170,000 lines)
 STAGE_ROWS = 50_000  # parsed lines per write, and per progress report
@@ -329,8 +329,6 @@ def _daily_lines(cursor: CursorWrapper, batch: ReconBatch, earlier: bool) -> boo
 
     Return whether the statement has daily lines at all.
     """
-    from .reconciliation import daily_reference_day
-
     cursor.execute("SELECT DISTINCT ref FROM recon_stage WHERE ref LIKE %s", ["ST%"])
     days = {
         ref: day

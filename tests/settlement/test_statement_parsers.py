@@ -618,3 +618,14 @@ def test_the_csv_sample_is_not_plain_but_parses() -> None:
     with (DATA / "csv_basic.csv").open("rb") as handle:
         assert scan_plain_csv(handle) is None  # it starts with a byte order mark
     assert parse_file("csv_basic.csv")
+
+
+@pytest.mark.parametrize("partner_id", [1, 42, 12345])
+def test_a_daily_reference_names_its_bank_and_day(partner_id: int) -> None:
+    from settlement.statements import daily_reference, daily_reference_day
+
+    reference = daily_reference(partner_id, date(2026, 11, 23))
+    assert daily_reference_day(reference, partner_id) == date(2026, 11, 23)
+    assert daily_reference_day(reference, partner_id + 1) is None  # another bank's
+    assert daily_reference_day(reference[:-2] + "31", partner_id) is None  # 2026-11-31
+    assert daily_reference_day("DR" + reference[2:], partner_id) is None
