@@ -241,12 +241,14 @@ def _item_lines(
     """
     postgres = connection.vendor == "postgresql"
     day = "to_char(day, 'YYYY-MM-DD')" if postgres else "day"
-    # Paid before: by an earlier batch, or (for a missing item) covered by a daily line here.
+    # An item line's item paid before, by an earlier batch (a bank without one skips the probe).
     paid_before = (
         "EXISTS (SELECT 1 FROM settlement_reconpaid p WHERE p.movement_id = m.id)"
         if earlier
         else "FALSE"
     )
+    # A missing candidate answered already: paid (earlier, or covered by a daily line of this
+    # file), or reported as a mismatch by an earlier batch.
     answered_params: list[Any] = []
     answered = "FALSE"
     if earlier or daily:
