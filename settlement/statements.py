@@ -430,15 +430,16 @@ def scan_plain_csv(stream: BinaryIO) -> PlainCsv | None:
     """
     if stream.read(len(PLAIN_CSV_HEADER)) != PLAIN_CSV_HEADER:
         return None
-    lines, dates, rest = 0, set(), b""
+    lines, dates, rest = 0, set[bytes](), b""
     while block := stream.read(PLAIN_BLOCK):
         block = rest + block
         cut = block.rfind(b"\n") + 1
         block, rest = block[:cut], block[cut:]
         if _PLAIN_LINES.fullmatch(block) is None or _PLAIN_ZERO.search(block):
             return None
-        lines += block.count(b"\n")
-        dates.update(_PLAIN_DATE.findall(block))
+        block_lines = block.count(b"\n")
+        lines += block_lines
+        _note_dates(block, block_lines, dates)
         if len(rest) > MAX_PLAIN_LINE:  # no line end in sight: not a plain statement
             return None
     if rest:  # a last line without its line end
@@ -446,7 +447,7 @@ def scan_plain_csv(stream: BinaryIO) -> PlainCsv | None:
         if _PLAIN_LINES.fullmatch(rest) is None or _PLAIN_ZERO.search(rest):
             return None
         lines += 1
-        dates.update(_PLAIN_DATE.findall(rest))
+        _note_dates(rest, 1, dates)
     try:
         days = sorted(date.fromisoformat(day.decode()) for day in dates)
     except ValueError:  # a day that does not exist, such as 2026-02-30
@@ -454,6 +455,16 @@ def scan_plain_csv(stream: BinaryIO) -> PlainCsv | None:
     if not lines:
         return None
     return PlainCsv(lines, days[0], days[-1])
+
+
+def _note_dates(block: bytes, lines: int, dates: set[bytes]) -> None:
+    """Add the value dates of a block of plain lines to ``dates``.
+
+    A value date is the only field between two commas that looks like one, so when the days
+    already known account for every line (a statement has a day or a few), counting them is
+    enough; only a block with a new day is searched line by line."""
+    if sum(block.count(b"," + day + b",") for day in dates) != lines:
+        dates.update(_PLAIN_DATE.findall(block))
 
 
 # ISO 20022 camt.053
