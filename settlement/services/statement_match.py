@@ -9,8 +9,8 @@ written in chunks. Either way the Python process holds one block at a time, and 
 Then one transaction judges every line and lists the missing draws, with the same SQL on both
 databases (one hash join, and window functions over the few lines whose reference repeats; no
 loop over lines in Python), and records the totals. A matched item line is recorded only as
-its item paid (``ReconPaid``, keyed by the item); it needs no result row of its
-own, as the line stays in the batch's file (the export reads it from there). Every other line,
+its item paid (a bit of a ``ReconPaid`` row); it needs no result row of its own, as the
+line stays in the batch's file (the export reads it from there). Every other line,
 each missing item and each item a daily line covers is a ``ReconItem``. A worker killed at any
 point leaves no results: the temporary tables die with its connection and the next run stages
 the file again.
@@ -44,7 +44,7 @@ from django.db.backends.utils import CursorWrapper
 
 from accounts.models import Partner
 
-from ..models import CreditMovement, ReconBatch, ReconItem
+from ..models import CreditMovement, ReconBatch, ReconItem, ReconPaid
 from ..statements import PLAIN_BLOCK, PLAIN_CSV_HEADER, daily_reference_day, parse_statement
 
 STAGE_BLOCK = 8 * PLAIN_BLOCK  # bytes of a plain CSV per COPY (some 170,000 lines)
@@ -249,6 +249,33 @@ def _repeats() -> str:
     return "s.ref IN (SELECT ref FROM recon_stage GROUP BY ref HAVING COUNT(*) > 1)"
 
 
+def _bit(item_id: str) -> str:
+    """SQL for the bit of the item with id ``item_id`` in its ``ReconPaid`` row's bits."""
+    return f"(CAST(1 AS bigint) << CAST(({item_id}) & {ReconPaid.BLOCK - 1} AS integer))"
+
+
+def _paid(item_id: str) -> str:
+    """SQL: was the item with id ``item_id`` paid (by a finished batch, or by this one so far)?"""
+    block, bit = f"({item_id}) / {ReconPaid.BLOCK}", _bit(item_id)
+    return f"""EXISTS (SELECT 1 FROM settlement_reconpaid p
+        WHERE p.block = {block} AND (p.bits & {bit}) <> 0)"""  # noqa: S608 - fixed fragments
+
+
+def _record_paid(source: str, where: str) -> str:
+    """SQL recording the items ``movement_id`` of the rows of ``source`` that meet ``where`` as
+    paid by the batch (the first parameter), adding to the batch's rows written before."""
+    bit = _bit("movement_id")
+    # SQLite has no bitwise OR aggregate; the sum of distinct powers of two is the same number.
+    bits = f"bit_or({bit})" if connection.vendor == "postgresql" else f"SUM(DISTINCT {bit})"
+    block = f"movement_id / {ReconPaid.BLOCK}"
+    return f"""
+        INSERT INTO settlement_reconpaid (block, batch_id, bits)
+        SELECT {block}, %s, {bits} FROM {source} WHERE {where} GROUP BY {block}
+        ON CONFLICT (block, batch_id)
+            DO UPDATE SET bits = settlement_reconpaid.bits | excluded.bits
+    """  # noqa: S608 - fixed fragments
+
+
 # Verdicts on the lines, then what each becomes.
 _KIND = """CASE verdict WHEN 'seen' THEN 'duplicate' WHEN 'paid' THEN 'duplicate'
     ELSE verdict END"""
@@ -270,17 +297,13 @@ def _item_lines(
     postgres = connection.vendor == "postgresql"
     day = "to_char(day, 'YYYY-MM-DD')" if postgres else "day"
     # An item line's item paid before, by an earlier batch (a bank without one skips the probe).
-    paid_before = (
-        "EXISTS (SELECT 1 FROM settlement_reconpaid p WHERE p.movement_id = m.id)"
-        if earlier
-        else "FALSE"
-    )
+    paid_before = _paid("m.id") if earlier else "FALSE"
     # A missing candidate answered already: paid (earlier, or covered by a daily line of this
     # file), or reported as a mismatch by an earlier batch.
     answered_params: list[Any] = []
     answered = "FALSE"
     if earlier or daily:
-        answered = "EXISTS (SELECT 1 FROM settlement_reconpaid p WHERE p.movement_id = m.id)"
+        answered = _paid("m.id")
     if earlier:
         answered += (
             " OR EXISTS (SELECT 1 FROM settlement_reconitem i WHERE i.reference = m.reference"
@@ -323,10 +346,7 @@ def _item_lines(
         *answered_params,
     ]
     source = "judged" if postgres else "recon_judged"
-    paid = f"""
-        INSERT INTO settlement_reconpaid (movement_id, batch_id)
-        SELECT movement_id, %s FROM {source} WHERE verdict = 'matched'
-    """  # noqa: S608 - a fixed fragment
+    paid = _record_paid(source, "verdict = 'matched'")
     items = f"""
         INSERT INTO settlement_reconitem
             (batch_id, position, kind, reference, external_id, amount, expected, detail,
@@ -390,8 +410,7 @@ def _daily_lines(cursor: CursorWrapper, batch: ReconBatch, earlier: bool) -> boo
     paid_days = {ref for (ref,) in cursor.fetchall()}
     if earlier:
         cursor.execute(
-            "SELECT DISTINCT i.day_ref FROM recon_day_items i"
-            " JOIN settlement_reconpaid p ON p.movement_id = i.movement_id"
+            f"SELECT DISTINCT day_ref FROM recon_day_items WHERE {_paid('movement_id')}"  # noqa: S608
         )
         paid_days |= {ref for (ref,) in cursor.fetchall()}
     cursor.execute(
@@ -423,11 +442,7 @@ def _daily_lines(cursor: CursorWrapper, batch: ReconBatch, earlier: bool) -> boo
         else:
             item.kind, item.detail = ReconItem.Kind.MATCHED, f"daily net of {count} items"
             matched.add(ref)
-            cursor.execute(
-                "INSERT INTO settlement_reconpaid (movement_id, batch_id)"
-                " SELECT movement_id, %s FROM recon_day_items WHERE day_ref = %s",
-                [_batch_id(batch), ref],
-            )
+            cursor.execute(_record_paid("recon_day_items", "day_ref = %s"), [_batch_id(batch), ref])
             cursor.execute(
                 "INSERT INTO settlement_reconitem (batch_id, position, kind, reference,"
                 " external_id, amount, expected, detail, resolved_by, resolution_comment)"

@@ -28,6 +28,17 @@ from tests.factories import statement_csv
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def paid_references(batch_id) -> set[str]:
+    """The references of the items the batch recorded as paid (the set bits of its rows)."""
+    ids = {
+        row.block * ReconPaid.BLOCK + bit
+        for row in ReconPaid.objects.filter(batch_id=batch_id)
+        for bit in range(ReconPaid.BLOCK)
+        if row.bits >> bit & 1
+    }
+    return set(CreditMovement.objects.filter(pk__in=ids).values_list("reference", flat=True))
+
+
 def upload(client, partner, content: bytes, name: str = "statement.csv"):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
@@ -92,9 +103,7 @@ def test_upload_is_reconciled_by_a_real_worker_into_each_class(draws, staff_clie
     assert again.json() == {"batch": {"id": batch_id, "status": "done"}, "duplicate": True}
     assert ReconBatch.objects.count() == 1
     assert ReconItem.objects.filter(batch_id=batch_id).count() == 4  # the exceptions
-    assert list(ReconPaid.objects.filter(batch_id=batch_id).values_list("movement__reference")) == [
-        (first,)
-    ]
+    assert paid_references(batch_id) == {first}
 
     exported = finance.get(f"/api/v1/reconciliation/batches/{batch_id}/export/")
     text = b"".join(exported.streaming_content).decode()
@@ -208,48 +217,61 @@ def test_a_worker_whose_lease_was_taken_over_writes_nothing(draws, staff_client)
     assert ReconBatch.objects.get(pk=batch_id).status == "running"
 
 
-@pytest.mark.django_db
-def test_payments_found_before_the_upgrade_still_count(draws, staff_client):
-    """Migration 0007 records the items earlier batches matched as paid."""
-    import importlib
+@pytest.mark.django_db(transaction=True)
+def test_payments_found_before_the_upgrade_still_count(draws):
+    """Migrations 0007 and 0008 carry the items earlier batches matched over as paid items, and
+    queue again a batch the upgrade cut short."""
+    from django.db.migrations.executor import MigrationExecutor
 
-    from django.apps import apps
-
-    migration = importlib.import_module("settlement.migrations.0007_recon_paid")
     partner, (first, second, _) = draws
-    old = ReconBatch.objects.create(
-        source="bank_statement",
-        partner=partner,
-        fingerprint="old",
-        status="done",
-        created_by="test",
-        period_end=timezone.localdate(),
+    before = [("settlement", "0006_recon_set_based")]
+    latest = MigrationExecutor(connection).loader.graph.leaf_nodes("settlement")
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        old_apps = executor.loader.project_state(before).apps
+        batches = old_apps.get_model("settlement", "ReconBatch")
+        items = old_apps.get_model("settlement", "ReconItem")
+        old = batches.objects.create(
+            source="bank_statement",
+            partner_id=partner.pk,
+            fingerprint="old",
+            status="done",
+            created_by="test",
+            period_end=timezone.localdate(),
+        )
+        for position, reference in enumerate((first, second), start=1):
+            items.objects.create(batch=old, position=position, kind="matched", reference=reference)
+        cut_short = batches.objects.create(
+            source="bank_statement",
+            partner_id=partner.pk,
+            fingerprint="cut",
+            status="running",
+            created_by="test",
+        )
+        items.objects.create(batch=cut_short, position=1, kind="matched", reference=first)
+    finally:
+        MigrationExecutor(connection).migrate(latest)
+    assert paid_references(old.pk) == {first, second}
+    paid_ids = set(
+        CreditMovement.objects.filter(reference__in=[first, second]).values_list("pk", flat=True)
     )
-    for position, reference in enumerate((first, second), start=1):
-        ReconItem.objects.create(batch=old, position=position, kind="matched", reference=reference)
-    cut_short = ReconBatch.objects.create(
-        source="bank_statement",
-        partner=partner,
-        fingerprint="cut",
-        status="running",
-        created_by="test",
-    )
-    ReconItem.objects.create(batch=cut_short, position=1, kind="matched", reference=first)
-    migration.record_paid_items(apps, None)
-    assert set(ReconPaid.objects.values_list("movement__reference", "batch_id")) == {
-        (first, old.pk),
-        (second, old.pk),
-    }
-    cut_short.refresh_from_db()
-    assert cut_short.status == "queued" and not cut_short.items.exists()
+    assert ReconPaid.objects.count() == len({pk // ReconPaid.BLOCK for pk in paid_ids})
+    again = ReconBatch.objects.get(pk=cut_short.pk)
+    assert again.status == "queued" and not again.items.exists()
 
-    again = upload(staff_client("finance"), partner, statement_csv([("B9", "100.00", first)]))
-    batch = batch_run(again.json()["batch"]["id"])
-    assert (batch.counts["duplicate"], batch.counts["matched"], batch.counts["missing"]) == (
-        1,
-        0,
-        1,
-    )
+    # Back to one row per paid item, and forward again.
+    one_per_item = [("settlement", "0007_recon_paid")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(one_per_item)
+    try:
+        rows = executor.loader.project_state(one_per_item).apps.get_model("settlement", "ReconPaid")
+        assert set(rows.objects.values_list("movement_id", "batch_id")) == {
+            (pk, old.pk) for pk in paid_ids
+        }
+    finally:
+        MigrationExecutor(connection).migrate(latest)
+    assert paid_references(old.pk) == {first, second}
 
 
 @pytest.mark.django_db
@@ -354,12 +376,7 @@ def test_a_worker_killed_mid_batch_leaves_nothing_and_the_batch_runs_again(draws
     assert batch.counts["unknown_reference"] == lines - 2
     assert batch.counts["missing"] == 1
     assert ReconItem.objects.filter(batch_id=batch_id).count() == lines - 1
-    assert set(
-        ReconPaid.objects.filter(batch_id=batch_id).values_list("movement__reference", flat=True)
-    ) == {
-        first,
-        second,
-    }
+    assert paid_references(batch_id) == {first, second}
     assert batch.progress_done == lines
 
 
