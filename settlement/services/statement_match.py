@@ -261,18 +261,20 @@ def _paid(item_id: str) -> str:
         WHERE p.block = {block} AND (p.bits & {bit}) <> 0)"""  # noqa: S608 - fixed fragments
 
 
-def _record_paid(source: str, where: str) -> str:
+def _record_paid(source: str, where: str, *, merge: bool) -> str:
     """SQL recording the items ``movement_id`` of the rows of ``source`` that meet ``where`` as
-    paid by the batch (the first parameter), adding to the batch's rows written before."""
+    paid by the batch (the first parameter); ``merge`` adds to the batch's rows written before
+    (by its daily lines), at twice the cost of writing new rows."""
     bit = _bit("movement_id")
     # SQLite has no bitwise OR aggregate; the sum of distinct powers of two is the same number.
     bits = f"bit_or({bit})" if connection.vendor == "postgresql" else f"SUM(DISTINCT {bit})"
     block = f"movement_id / {ReconPaid.BLOCK}"
+    merging = """ON CONFLICT (block, batch_id)
+        DO UPDATE SET bits = settlement_reconpaid.bits | excluded.bits"""
     return f"""
         INSERT INTO settlement_reconpaid (block, batch_id, bits)
         SELECT {block}, %s, {bits} FROM {source} WHERE {where} GROUP BY {block}
-        ON CONFLICT (block, batch_id)
-            DO UPDATE SET bits = settlement_reconpaid.bits | excluded.bits
+        {merging if merge else ""}
     """  # noqa: S608 - fixed fragments
 
 
@@ -346,7 +348,7 @@ def _item_lines(
         *answered_params,
     ]
     source = "judged" if postgres else "recon_judged"
-    paid = _record_paid(source, "verdict = 'matched'")
+    paid = _record_paid(source, "verdict = 'matched'", merge=daily)
     items = f"""
         INSERT INTO settlement_reconitem
             (batch_id, position, kind, reference, external_id, amount, expected, detail,
@@ -442,7 +444,10 @@ def _daily_lines(cursor: CursorWrapper, batch: ReconBatch, earlier: bool) -> boo
         else:
             item.kind, item.detail = ReconItem.Kind.MATCHED, f"daily net of {count} items"
             matched.add(ref)
-            cursor.execute(_record_paid("recon_day_items", "day_ref = %s"), [_batch_id(batch), ref])
+            cursor.execute(
+                _record_paid("recon_day_items", "day_ref = %s", merge=True),
+                [_batch_id(batch), ref],
+            )
             cursor.execute(
                 "INSERT INTO settlement_reconitem (batch_id, position, kind, reference,"
                 " external_id, amount, expected, detail, resolved_by, resolution_comment)"

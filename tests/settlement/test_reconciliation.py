@@ -146,6 +146,28 @@ def test_a_daily_net_transfer_matches_all_the_days_draws(draws, staff_client):
     assert batch_run(later.json()["batch"]["id"]).counts["duplicate"] == 1
 
 
+@pytest.mark.django_db
+def test_a_daily_line_and_item_lines_of_one_file_pay_their_items_together(draws, staff_client):
+    """The items a daily line covers and those paid by lines of their own go into the same
+    bitmap rows of the batch (the draws' ids are neighbours)."""
+    partner, (first, second, third) = draws
+    yesterday = timezone.localdate() - timedelta(days=1)
+    CreditMovement.objects.filter(reference=first).update(business_date=yesterday)
+    daily = bank_statement(partner, yesterday)["reference"]
+    content = statement_csv([("N1", "100.00", daily), ("B2", "200.00", second)])
+    batch = batch_run(upload(staff_client("finance"), partner, content).json()["batch"]["id"])
+    assert (batch.counts["matched"], batch.counts["covered"], batch.counts["missing"]) == (2, 1, 1)
+    assert paid_references(batch.pk) == {first, second}
+    again = statement_csv([("B7", "100.00", first), ("B8", "300.00", third)])
+    later = batch_run(upload(staff_client("finance"), partner, again).json()["batch"]["id"])
+    assert (later.counts["duplicate"], later.counts["matched"], later.counts["missing"]) == (
+        1,
+        1,
+        0,
+    )
+    assert paid_references(later.pk) == {third}
+
+
 def items_of(batch_id) -> list[tuple]:
     """A batch's results, in the export's order: its items and its matched item lines."""
     from settlement.recon_api import _results
