@@ -87,8 +87,9 @@ class BankStatementUploadApi(FinanceView):
     @extend_schema(
         operation_id="reconciliation_statement_upload",
         description="Upload a bank statement (CSV, camt.053 XML or the daily file). The file "
-        "is checked whole first; a bad file is a 400 and creates no batch. The same file again "
-        "returns its existing batch.",
+        "is checked whole first; a bad file, or one larger than RECON_UPLOAD_MAX_MB (1 GiB by "
+        "default), is a 400 and creates no batch. The same file again returns its existing "
+        "batch.",
         request={"multipart/form-data": StatementUpload},
         responses={202: dict},
     )

@@ -213,6 +213,10 @@ INSURER_TIMEOUT_SECONDS = float(os.environ.get("INSURER_TIMEOUT_SECONDS", "5"))
 
 INSURER_URL = os.environ.get("INSURER_URL", "http://127.0.0.1:8765")
 
+# The largest bank statement file accepted, upload or dropped file: a million lines of CSV are
+# some 55 MB, of camt.053 some 800 MB.
+RECON_UPLOAD_MAX_BYTES = int(os.environ.get("RECON_UPLOAD_MAX_MB", "1024")) * 2**20
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -65,14 +65,21 @@ def statement_batch_create(
 
     The file is copied to the upload folder while being hashed, then parsed once to the end,
     so a malformed file (or a daily file whose trailer disagrees) is refused before any batch
-    exists.
+    exists; so is a file larger than ``RECON_UPLOAD_MAX_BYTES``, as soon as it is.
     """
-    digest = hashlib.sha256()
+    limit = settings.RECON_UPLOAD_MAX_BYTES
+    digest, size = hashlib.sha256(), 0
     with tempfile.NamedTemporaryFile(dir=upload_dir(), delete=False, suffix=".part") as copy:
         for chunk in iter(lambda: stream.read(1 << 20), b""):
+            size += len(chunk)
+            if size > limit:
+                break
             digest.update(chunk)
             copy.write(chunk)
     temp = Path(copy.name)
+    if size > limit:
+        temp.unlink(missing_ok=True)
+        raise SettlementInputError("the statement file is too large", field="file")
     fingerprint = f"{partner.pk}:{digest.hexdigest()}"
     existing = ReconBatch.objects.filter(
         source=ReconBatch.Source.BANK_STATEMENT, fingerprint=fingerprint

@@ -39,6 +39,7 @@ finance_only = role_required("finance", "admin")
 # The services' own messages that reach a page, so the page can say them in its language.
 SERVICE_MESSAGES = (
     gettext_noop("the statement has no lines"),
+    gettext_noop("the statement file is too large"),
     gettext_noop("the file is empty"),
     gettext_noop("the CSV file is empty"),
     gettext_noop("the daily file is empty"),

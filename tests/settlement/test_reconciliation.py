@@ -337,6 +337,20 @@ def test_a_bad_file_is_refused_and_leaves_no_batch(draws, staff_client, settings
     assert unknown_bank.status_code == 400
 
 
+@pytest.mark.django_db
+def test_a_file_over_the_size_limit_is_refused_and_leaves_nothing(draws, staff_client, settings):
+    partner, (first, _, _) = draws
+    content = statement_csv([(f"B{n}", "100.00", first) for n in range(100)])
+    settings.RECON_UPLOAD_MAX_BYTES = len(content) - 1
+    answer = upload(staff_client("finance"), partner, content)
+    assert answer.status_code == 400
+    assert answer.json()["error"]["fields"]["file"] == ["the statement file is too large"]
+    assert ReconBatch.objects.count() == 0
+    assert list(Path(settings.RECON_UPLOAD_DIR).iterdir()) == []
+    settings.RECON_UPLOAD_MAX_BYTES = len(content)
+    assert upload(staff_client("finance"), partner, content).status_code == 202
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_killed_mid_batch_leaves_nothing_and_the_batch_runs_again(draws, staff_client):
