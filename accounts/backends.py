@@ -21,7 +21,7 @@ class PhoneBackend(ModelBackend):
         password: str | None = None,
         **kwargs: Any,
     ) -> Any:
-        phone = (username or "").strip().replace(" ", "").replace("-", "")
+        phone = _digits(username or "")
         if not PHONE.match(phone) or password is None:
             return None
         people = list(
@@ -42,3 +42,16 @@ class PhoneBackend(ModelBackend):
             ):
                 return user
         return None
+
+
+def _digits(phone: str) -> str:
+    """A phone number as typed, without the blanks and dashes people put in it."""
+    return phone.strip().replace(" ", "").replace("-", "")
+
+
+def sign_in_name(request: HttpRequest | None, credentials: dict[str, Any] | None) -> str:
+    """The login a sign-in attempt is counted against (django-axes): a mobile number however
+    it is spaced, or the user name as typed."""
+    typed = str((credentials or {}).get("username") or "").strip()
+    phone = _digits(typed)
+    return phone if PHONE.match(phone) else typed

@@ -175,3 +175,9 @@ def statement_csv(rows: list[tuple[str, str, str]]) -> bytes:
     lines = ["bank_txn_id,value_date,amount,reference"]
     lines += [f"{txn},{today},{amount},{reference}" for txn, amount, reference in rows]
     return ("\n".join(lines) + "\n").encode()
+
+
+def signed_in(client, username: str, password: str) -> bool:
+    """Sign ``client`` in through the sign-in page, as a person would (the test client's
+    ``login`` skips the request the sign-in limits count by); whether it worked."""
+    return client.post("/login/", {"username": username, "password": password}).status_code == 302

@@ -7,6 +7,7 @@ from rest_framework.test import APIClient
 from accounts.models import AuditEvent, CreditLine, FamilyLink, Person
 from ledger.services import chain_seal
 from ledger.verification import verify_ledger
+from tests.factories import signed_in
 
 pytestmark = pytest.mark.django_db
 
@@ -50,6 +51,6 @@ def test_demo_logins_open_their_pages(client):
         ("finance", "/finance/"),
         ("13800000001", "/portal/"),
     ]:
-        assert client.login(username=username, password="demo-pass-2026"), username
+        assert signed_in(client, username, "demo-pass-2026"), username
         assert client.get(page).status_code == 200, page
         client.logout()

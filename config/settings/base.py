@@ -6,6 +6,7 @@ Variables read here (all optional in development):
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -51,6 +52,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "pgtrigger",
+    "axes",
     "ledger",
     "accounts",
     "settlement",
@@ -65,6 +67,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # answers a locked-out sign-in (see AXES_* below)
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -106,9 +109,20 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out sign-in
     "django.contrib.auth.backends.ModelBackend",
     "accounts.backends.PhoneBackend",
 ]
+# Password guessing: five failed sign-ins for one login from one address lock that pair out
+# for 15 minutes (a success clears the count). By login and address, so that nobody can lock
+# a cashier out from another machine; a login is counted however its phone number is spaced.
+AXES_FAILURE_LIMIT = 5
+AXES_COOLOFF_TIME = timedelta(minutes=15)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_USERNAME_CALLABLE = "accounts.backends.sign_in_name"
+AXES_LOCKOUT_CALLABLE = "settlement.web.pages.locked_out"
+AXES_VERBOSE = False  # no banner on every start
 LOGIN_URL = "web-login"
 
 LANGUAGE_CODE = "zh-hans"

@@ -1,6 +1,9 @@
 """Sign-in and the landing page."""
 
+from typing import Any
+
 from django import forms
+from django.conf import settings
 from django.contrib.auth import authenticate, login, logout
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -34,6 +37,22 @@ def login_page(request: HttpRequest) -> HttpResponse:
                 target = home_for(user)
             return HttpResponseRedirect(target or home_for(user))
     return render(request, "web/login.html", {"form": form})
+
+
+def locked_out(
+    request: HttpRequest, credentials: Any = None, *args: Any, **kwargs: Any
+) -> HttpResponse:
+    """The sign-in page again, saying the login is locked for a while (django-axes calls this
+    after too many wrong passwords)."""
+    form = LoginForm(request.POST or None)
+    form.is_valid()
+    minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
+    form.add_error(
+        None,
+        _("Too many wrong passwords for this login. Try again in %(minutes)d minutes.")
+        % {"minutes": minutes},
+    )
+    return render(request, "web/login.html", {"form": form}, status=429)
 
 
 @require_POST

@@ -7,6 +7,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import AuditEvent, FamilyLink, Person
 from accounts.services.staff import token_revoke
+from tests.factories import signed_in
 
 pytestmark = pytest.mark.django_db
 
@@ -243,7 +244,7 @@ def test_a_patient_login_sees_only_its_own_person(make_person):
     user = patient_login_create(actor="test", person=me, password="s3cret-pass")
     assert user.username == f"patient-{me.pk}"
     client = APIClient()
-    assert client.login(username=user.username, password="s3cret-pass")
+    assert signed_in(client, user.username, "s3cret-pass")
     mine = client.get(f"/api/v1/persons/{me.pk}/")
     assert mine.status_code == 200 and mine.json()["id"] == me.pk
     theirs = client.get(f"/api/v1/persons/{other.pk}/")

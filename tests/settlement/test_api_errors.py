@@ -32,6 +32,7 @@ from settlement.models import (
     Repayment,
     Settlement,
 )
+from tests.factories import signed_in
 
 pytestmark = pytest.mark.django_db
 
@@ -561,7 +562,7 @@ def test_finance_reads_bills_and_claims_and_retries_deferred_claims(staff_client
 def _patient_session(person) -> APIClient:
     user = patient_login_create(actor="test", person=person, password=PASSWORD)
     client = APIClient()
-    assert client.login(username=user.username, password=PASSWORD)
+    assert signed_in(client, user.username, PASSWORD)
     return client
 
 
