@@ -479,28 +479,30 @@ class ReconPaid(models.Model):
     divided by 32) and has bit ``id % 32`` of ``bits`` set for each one paid. Written with the
     batch's results, one row per block it paid items in.
 
-    A million paid items are some 31,000 rows: writing them takes a tenth of the time a row and
-    an index entry per item would, and "was this item paid?" is still one index lookup (the
-    block) and a test of one bit. A matched line of a statement is recorded only here (the line
-    itself is in the batch's file); its exceptions, and the items a daily line covers, are
-    ``ReconItem`` rows. Batches of one bank are classified one at a time and never pay an item
-    paid before (such a line is a duplicate), so an item's bit is set in one batch's row at most.
+    Item ids are shared by all banks, so a row holds as many of a bank's items as its ids are
+    dense: a million paid items of a bank that draws alone are some 31,000 rows, at worst (its
+    draws interleaved with many others') one row per item. Writing them takes a tenth of the
+    time a row and an index entry per item would, and "was this item paid?" is one index
+    lookup (the block: a row per batch that paid items in it, for any bank) and a test of one
+    bit. A matched line of a statement is recorded only here (the line itself is in the batch's
+    file); its exceptions, and the items a daily line covers, are ``ReconItem`` rows. Batches of
+    one bank are classified one at a time and never pay an item paid before (such a line is a
+    duplicate), so an item's bit is set in one batch's row at most.
     """
 
-    BLOCK = 32  # items per row (a power of two): bits of a bigint that stay clear of its sign
+    # Items per row, a power of two: bits of a bigint clear of its sign. Part of the stored
+    # format (migration 0008 writes it as / 32): changing it needs a data migration.
+    BLOCK = 32
 
     pk = models.CompositePrimaryKey("block", "batch")
     block = models.BigIntegerField()
     # Written in bulk, for a batch the service holds: no database key, which would check every
-    # row again (see ReconItem.batch), and no index by batch: a batch has paid items only once
-    # it is done (they commit with its status), and a done batch is never deleted (only a
-    # failed one is, when its file is sent again), so nothing looks them up by batch but tests.
+    # row again (see ReconItem.batch). Deleting a batch takes back what it paid.
     batch = models.ForeignKey(
         ReconBatch,
-        on_delete=models.DO_NOTHING,
+        on_delete=models.CASCADE,
         related_name="paid",
         db_constraint=False,
-        db_index=False,
     )
     bits = models.BigIntegerField()
 

@@ -430,7 +430,8 @@ def scan_plain_csv(stream: BinaryIO) -> PlainCsv | None:
     """
     if stream.read(len(PLAIN_CSV_HEADER)) != PLAIN_CSV_HEADER:
         return None
-    lines, dates, rest = 0, set[bytes](), b""
+    lines, rest = 0, b""
+    dates: set[bytes] = set()
     while block := stream.read(PLAIN_BLOCK):
         block = rest + block
         cut = block.rfind(b"\n") + 1
@@ -461,10 +462,13 @@ def _note_dates(block: bytes, lines: int, dates: set[bytes]) -> None:
     """Add the value dates of a block of plain lines to ``dates``.
 
     A value date is the only field between two commas that looks like one, so when the days
-    already known account for every line (a statement has a day or a few), counting them is
-    enough; only a block with a new day is searched line by line."""
-    if sum(block.count(b"," + day + b",") for day in dates) != lines:
-        dates.update(_PLAIN_DATE.findall(block))
+    already known account for every line, counting them is enough; a block with a new day is
+    searched line by line. Counting costs a pass over the block per day, so it is tried only
+    while the statement has a few days (a daily statement has one or two); past that,
+    searching is the cheaper."""
+    if len(dates) <= 4 and sum(block.count(b"," + day + b",") for day in dates) == lines:
+        return
+    dates.update(_PLAIN_DATE.findall(block))
 
 
 # ISO 20022 camt.053

@@ -146,11 +146,34 @@ def test_a_daily_net_transfer_matches_all_the_days_draws(draws, staff_client):
     assert batch_run(later.json()["batch"]["id"]).counts["duplicate"] == 1
 
 
+@pytest.fixture
+def ids_from(request, db) -> int:
+    """Have the next draws take the ids ``request.param`` + 1, + 2, ... (indirect parameter)."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT setval(pg_get_serial_sequence('settlement_creditmovement', 'id'), %s)",
+                [request.param],
+            )
+        else:
+            cursor.execute("DELETE FROM sqlite_sequence WHERE name = 'settlement_creditmovement'")
+            cursor.execute(
+                "INSERT INTO sqlite_sequence (name, seq) VALUES ('settlement_creditmovement', %s)",
+                [request.param],
+            )
+    return request.param
+
+
+@pytest.mark.parametrize("ids_from", [64], indirect=True)
 @pytest.mark.django_db
-def test_a_daily_line_and_item_lines_of_one_file_pay_their_items_together(draws, staff_client):
+def test_a_daily_line_and_item_lines_of_one_file_pay_their_items_together(
+    ids_from, draws, staff_client
+):
     """The items a daily line covers and those paid by lines of their own go into the same
-    bitmap rows of the batch (the draws' ids are neighbours)."""
+    bitmap rows of the batch."""
     partner, (first, second, third) = draws
+    ids = dict(CreditMovement.objects.values_list("reference", "pk"))
+    assert ids[first] // ReconPaid.BLOCK == ids[second] // ReconPaid.BLOCK  # one row
     yesterday = timezone.localdate() - timedelta(days=1)
     CreditMovement.objects.filter(reference=first).update(business_date=yesterday)
     daily = bank_statement(partner, yesterday)["reference"]
@@ -158,14 +181,42 @@ def test_a_daily_line_and_item_lines_of_one_file_pay_their_items_together(draws,
     batch = batch_run(upload(staff_client("finance"), partner, content).json()["batch"]["id"])
     assert (batch.counts["matched"], batch.counts["covered"], batch.counts["missing"]) == (2, 1, 1)
     assert paid_references(batch.pk) == {first, second}
+    assert ReconPaid.objects.filter(batch=batch).count() == 1
     again = statement_csv([("B7", "100.00", first), ("B8", "300.00", third)])
     later = batch_run(upload(staff_client("finance"), partner, again).json()["batch"]["id"])
-    assert (later.counts["duplicate"], later.counts["matched"], later.counts["missing"]) == (
-        1,
-        1,
-        0,
-    )
+    counts = later.counts
+    assert (counts["duplicate"], counts["matched"], counts["missing"]) == (1, 1, 0)
     assert paid_references(later.pk) == {third}
+
+
+@pytest.mark.parametrize("ids_from", [30, 2**31 + 30, 2**40 + 30], indirect=True)
+@pytest.mark.django_db
+def test_each_bank_pays_only_its_own_items_whatever_their_ids(
+    ids_from, draws, make_partner, staff_client
+):
+    """The first draw is the top bit of its row and the next starts a row, at small and large
+    ids; a second bank's draw shares a row's block with the first bank's."""
+    partner, (first, second, third) = draws
+    ids = dict(CreditMovement.objects.values_list("reference", "pk"))
+    assert [ids[first], ids[second], ids[third]] == [ids_from + 1, ids_from + 2, ids_from + 3]
+    assert ids[first] % ReconPaid.BLOCK == ReconPaid.BLOCK - 1
+    other, _ = make_partner("另一家银行")
+    CreditMovement.objects.filter(reference=second).update(partner=other)
+    finance = staff_client("finance")
+
+    def run(bank, rows):
+        return batch_run(upload(finance, bank, statement_csv(rows)).json()["batch"]["id"])
+
+    mine = run(partner, [("A1", "100.00", first), ("A3", "300.00", third)])
+    theirs = run(other, [("B2", "200.00", second)])
+    assert (mine.counts["matched"], mine.counts["missing"]) == (2, 0)
+    assert (theirs.counts["matched"], theirs.counts["missing"]) == (1, 0)
+    assert (paid_references(mine.pk), paid_references(theirs.pk)) == ({first, third}, {second})
+    again = run(
+        partner, [("A9", "100.00", first), ("A8", "200.00", second), ("A7", "300.00", third)]
+    )
+    assert (again.counts["duplicate"], again.counts["unknown_reference"]) == (2, 1)
+    assert again.counts["matched"] == again.counts["missing"] == 0
 
 
 def items_of(batch_id) -> list[tuple]:
@@ -240,7 +291,7 @@ def test_a_worker_whose_lease_was_taken_over_writes_nothing(draws, staff_client)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_payments_found_before_the_upgrade_still_count(draws):
+def test_payments_found_before_the_upgrade_still_count(draws, staff_client):
     """Migrations 0007 and 0008 carry the items earlier batches matched over as paid items, and
     queue again a batch the upgrade cut short."""
     from django.db.migrations.executor import MigrationExecutor
@@ -275,6 +326,9 @@ def test_payments_found_before_the_upgrade_still_count(draws):
     finally:
         MigrationExecutor(connection).migrate(latest)
     assert paid_references(old.pk) == {first, second}
+    after = upload(staff_client("finance"), partner, statement_csv([("U1", "100.00", first)]))
+    kind, position, reference, *_, detail = items_of(batch_run(after.json()["batch"]["id"]).pk)[0]
+    assert (kind, position, reference, detail) == ("duplicate", 1, first, "already paid")
     paid_ids = set(
         CreditMovement.objects.filter(reference__in=[first, second]).values_list("pk", flat=True)
     )

@@ -58,7 +58,7 @@ from accounts.services.partners import partner_create
 from accounts.services.persons import person_create
 from settlement.exceptions import SettlementInputError
 from settlement.insurer.client import InsurerClient
-from settlement.models import CreditMovement, Receivable, ReconBatch, ReconItem, ReconPaid
+from settlement.models import CreditMovement, Receivable, ReconBatch, ReconItem
 from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
 from settlement.services.reconciliation import batch_run, statement_batch_create
 from settlement.services.settle import encounter_settle
@@ -431,12 +431,10 @@ class Command(BaseCommand):
     # --- cleaning up ------------------------------------------------------------------------
 
     def _forget_batches(self, partner: Partner) -> None:
-        """Delete the bank's batches, their results and their uploaded files (the product never
-        deletes a finished batch, so its paid items do not go with it by themselves)."""
+        """Delete the bank's batches, their results and their uploaded files."""
         batches = ReconBatch.objects.filter(partner=partner)
         for file_path in batches.exclude(file_path="").values_list("file_path", flat=True):
             Path(file_path).unlink(missing_ok=True)
-        ReconPaid.objects.filter(batch__in=batches).delete()
         ReconItem.objects.filter(batch__in=batches).delete()
         batches.delete()
 
