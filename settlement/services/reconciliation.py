@@ -196,6 +196,8 @@ def batch_run(batch_id: UUID | str) -> ReconBatch:
     try:
         if batch.source == ReconBatch.Source.BANK_STATEMENT:
             _run_statement(batch, mine)
+        elif batch.source == ReconBatch.Source.LEDGER:
+            _run_ledger_check(batch, mine)
         else:
             _finish(batch)
     except _LeaseLost:
@@ -456,41 +458,60 @@ def insurer_day_reconcile(*, day: date, client: Any = None) -> ReconBatch:
 # --- the ledger's own checks ------------------------------------------------------------------
 
 
-def ledger_check_batch(*, actor: str = "system:nightly") -> ReconBatch:
-    """Run ``verify_ledger``'s checks and keep the outcome as a batch."""
-    from ledger.verification import verify_ledger
+def ledger_check_queue(*, actor: str) -> tuple[ReconBatch, bool]:
+    """Queue a run of ``verify_ledger``'s checks for a worker (they read the whole ledger, too
+    long for a request); ``False`` and that batch when one is already waiting or running."""
+    waiting = (
+        ReconBatch.objects.filter(
+            source=ReconBatch.Source.LEDGER,
+            status__in=[ReconBatch.Status.QUEUED, ReconBatch.Status.RUNNING],
+        )
+        .order_by("-created_at")
+        .first()
+    )
+    if waiting is not None:
+        return waiting, False
+    with transaction.atomic():
+        batch = _ledger_batch(actor)
+        audit_record(actor=actor, action="recon.ledger_check", obj=batch, changes={})
+        transaction.on_commit(lambda: _enqueue(batch.pk), robust=True)
+    return batch, True
 
+
+def ledger_check_batch(*, actor: str = "system:nightly") -> ReconBatch:
+    """Run ``verify_ledger``'s checks here and now (the nightly task, on a worker)."""
+    return batch_run(_ledger_batch(actor).pk)
+
+
+def _ledger_batch(actor: str) -> ReconBatch:
     now = timezone.now()
-    batch = ReconBatch.objects.create(
+    return ReconBatch.objects.create(
         source=ReconBatch.Source.LEDGER,
         fingerprint=now.isoformat(),
         period_start=timezone.localdate(now),
         period_end=timezone.localdate(now),
-        status=ReconBatch.Status.RUNNING,
-        started_at=now,
         created_by=actor,
     )
-    try:
-        report = verify_ledger()
-    except Exception as error:
-        ReconBatch.objects.filter(pk=batch.pk).update(
-            status=ReconBatch.Status.FAILED,
-            error=f"{type(error).__name__}: {error}"[:2000],
-            finished_at=timezone.now(),
+
+
+def _run_ledger_check(batch: ReconBatch, mine: QuerySet[ReconBatch]) -> None:
+    """Keep each problem ``verify_ledger`` finds as an item, and the transactions it checked."""
+    from ledger.verification import verify_ledger
+
+    report = verify_ledger()
+    with transaction.atomic():
+        if not mine.select_for_update().exists():  # another worker took the batch over
+            raise _LeaseLost
+        ReconItem.objects.bulk_create(
+            ReconItem(
+                batch=batch,
+                position=position,
+                kind=ReconItem.Kind.PROBLEM,
+                reference="verify_ledger",
+                detail=problem[:500],
+            )
+            for position, problem in enumerate(report.problems, start=1)
         )
-        raise
-    ReconItem.objects.bulk_create(
-        ReconItem(
-            batch=batch,
-            position=position,
-            kind=ReconItem.Kind.PROBLEM,
-            reference="verify_ledger",
-            detail=problem[:500],
-        )
-        for position, problem in enumerate(report.problems, start=1)
-    )
-    ReconBatch.objects.filter(pk=batch.pk).update(progress_total=report.transactions)
-    batch.refresh_from_db()
-    _finish(batch)
-    batch.refresh_from_db()
-    return batch
+        mine.update(progress_total=report.transactions)
+        batch.progress_total = report.transactions
+        _finish(batch)

@@ -28,7 +28,7 @@ from .. import selectors_finance as reads
 from ..exceptions import EncounterStateError, SettlementInputError
 from ..models import ReconBatch, ReconItem
 from ..recon_api import BatchExportApi, batch_out
-from ..services.reconciliation import item_resolve, ledger_check_batch, statement_batch_create
+from ..services.reconciliation import item_resolve, ledger_check_queue, statement_batch_create
 from ..services.settle import claims_due_now
 from ..tasks import retry_deferred_claims
 from .access import role_required
@@ -299,13 +299,14 @@ def ledger_page(request: HttpRequest) -> HttpResponse:
 @finance_only
 @require_POST
 def ledger_verify(request: HttpRequest) -> HttpResponse:
-    """Run the ledger's checks now (every transaction, balance and the hash chain)."""
-    batch = ledger_check_batch(actor=_actor(request))
-    if batch.counts.get(ReconItem.Kind.PROBLEM, 0):
-        messages.error(request, _("The ledger check found problems."))
+    """Queue the ledger's checks (every transaction, balance and the hash chain) for a worker
+    and show their batch, which follows the run to its end."""
+    batch, queued = ledger_check_queue(actor=_actor(request))
+    if queued:
+        messages.success(request, _("The ledger check is queued; this page follows it."))
     else:
-        messages.success(request, _("The ledger check found no problem."))
-    return HttpResponseRedirect(reverse("finance-ledger"))
+        messages.info(request, _("A ledger check is already under way; this page follows it."))
+    return HttpResponseRedirect(reverse("finance-batch", args=[batch.pk]))
 
 
 # --- receivables aging ------------------------------------------------------------------------

@@ -266,7 +266,9 @@ def test_upload_batch_page_export_and_resolve(draws, make_person):
 
 
 @pytest.mark.django_db
-def test_claims_ledger_aging_and_credit_pages_show_the_figures(draws, monkeypatch):
+def test_claims_ledger_aging_and_credit_pages_show_the_figures(
+    draws, monkeypatch, django_capture_on_commit_callbacks
+):
     finance = client_as("finance")
     claims = finance.get("/finance/claims/")
     assert len(claims.context["rows"]) == 3
@@ -291,10 +293,20 @@ def test_claims_ledger_aging_and_credit_pages_show_the_figures(draws, monkeypatc
     assert set(rows) == {"money", "credit"}
     assert all(row.balanced and row.debits_posted > 0 for row in rows.values())
     assert ledger.context["check"] is None
-    ran = finance.post("/finance/ledger/verify/")
-    assert ran.status_code == 302
+    checks: list[tuple] = []
+    monkeypatch.setattr("settlement.services.reconciliation._enqueue", lambda *a: checks.append(a))
+    with django_capture_on_commit_callbacks(execute=True):
+        asked = finance.post("/finance/ledger/verify/")
+    check = finance.get("/finance/ledger/").context["check"]
+    assert asked.status_code == 302 and asked["Location"] == f"/finance/batches/{check.pk}/"
+    assert check.status == "queued" and checks == [(check.pk,)]
+    with django_capture_on_commit_callbacks(execute=True):
+        again = finance.post("/finance/ledger/verify/")  # one check at a time
+    assert again["Location"] == asked["Location"] and len(checks) == 1
+    batch_run(check.pk)  # what the worker does
     check = finance.get("/finance/ledger/").context["check"]
     assert check.status == "done" and check.counts["problem"] == 0
+    assert check.progress_total > 0
 
     aging = finance.get("/finance/receivables/")
     assert aging.context["grand_total"] == "600.00"
@@ -363,3 +375,22 @@ def test_finance_uploads_a_statement_and_sees_the_batch_finish(
     for path in ("claims/", "ledger/", "receivables/", "credit/"):
         page.goto(f"{live_server.url}/finance/{path}")
         assert page.locator("main h1").count() == 1
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_the_ledger_check_runs_on_a_worker_and_its_page_follows_it(page, live_server, draws):
+    user, _ = staff_create(actor="test", username="finance2", role="finance")
+    user.set_password("finance-pass-2")
+    user.save()
+    sign_in(page, live_server, "finance2", "finance-pass-2")
+    page.wait_for_url(f"{live_server.url}/finance/")
+    page.goto(f"{live_server.url}/finance/ledger/")
+    with start_worker(app, perform_ping_check=False, shutdown_timeout=30):
+        with page.expect_navigation():
+            page.click("#verify-now")
+        assert "/finance/batches/" in page.url
+        page.wait_for_selector("#batch-status[data-status=done]", timeout=30_000)
+    assert page.locator("#batch-counts tr[data-kind=problem] .count").inner_text() == "0"
+    page.goto(f"{live_server.url}/finance/ledger/")
+    assert page.locator("#check-problems").inner_text() == "0"
