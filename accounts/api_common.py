@@ -12,7 +12,7 @@ from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.files.uploadedfile import UploadedFile
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError, transaction
 from django.http import Http404, QueryDict
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, serializers, status
@@ -21,7 +21,13 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from accounts.exceptions import AccountsError
-from accounts.models import IdempotentRequest
+from accounts.services.idempotency import (
+    Earlier,
+    request_answered,
+    request_claim,
+    request_earlier,
+    request_record,
+)
 from ledger.exceptions import (
     IdempotencyConflict,
     InvalidPosting,
@@ -152,12 +158,6 @@ def fen_to_yuan(fen: int) -> str:
 
 # --- idempotent POSTs -------------------------------------------------------------------------
 
-_CLAIM_SQL = (
-    'INSERT INTO "accounts_idempotentrequest" ("scope", "key", "fingerprint", "created_at")'
-    " VALUES (%s, %s, %s, CURRENT_TIMESTAMP)"
-    ' ON CONFLICT ("scope", "key") DO NOTHING RETURNING "id"'
-)
-
 
 def required_key(request: Request) -> str:
     key = request.headers.get("Idempotency-Key", "").strip()
@@ -204,18 +204,11 @@ def idempotent(request: Request, scope: str, handler: Callable[[], Response]) ->
     key = required_key(request)
     fingerprint = request_fingerprint(request)
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(_CLAIM_SQL, [scope, key, fingerprint])
-            row = cursor.fetchone()
-        if row is None:
-            earlier = IdempotentRequest.objects.get(scope=scope, key=key)
-            if earlier.fingerprint != fingerprint or earlier.status_code is None:
-                raise Conflict("this Idempotency-Key was used for a different request")
-            return Response(earlier.body, status=earlier.status_code)
+        claim = request_claim(scope=scope, key=key, fingerprint=fingerprint)
+        if isinstance(claim, Earlier):
+            return _replay(claim, fingerprint)
         response = handler()
-        IdempotentRequest.objects.filter(pk=row[0]).update(
-            status_code=response.status_code, body=response.data
-        )
+        request_answered(claim=claim, status_code=response.status_code, body=response.data)
         return response
 
 
@@ -225,19 +218,22 @@ def idempotent_unwrapped(request: Request, scope: str, handler: Callable[[], Res
     duplicate is not serialised here, so the handler itself must refuse a second run."""
     key = required_key(request)
     fingerprint = request_fingerprint(request)
-    earlier = IdempotentRequest.objects.filter(scope=scope, key=key).first()
+    earlier = request_earlier(scope=scope, key=key)
     if earlier is not None:
-        if earlier.fingerprint != fingerprint or earlier.status_code is None:
-            raise Conflict("this Idempotency-Key was used for a different request")
-        return Response(earlier.body, status=earlier.status_code)
+        return _replay(earlier, fingerprint)
     response = handler()
-    IdempotentRequest.objects.get_or_create(
+    request_record(
         scope=scope,
         key=key,
-        defaults={
-            "fingerprint": fingerprint,
-            "status_code": response.status_code,
-            "body": response.data,
-        },
+        fingerprint=fingerprint,
+        status_code=response.status_code,
+        body=response.data,
     )
     return response
+
+
+def _replay(earlier: Earlier, fingerprint: str) -> Response:
+    """The first answer to a key, for a replay of the same request; a 409 for another."""
+    if earlier.fingerprint != fingerprint or earlier.status_code is None:
+        raise Conflict("this Idempotency-Key was used for a different request")
+    return Response(earlier.body, status=earlier.status_code)

@@ -14,7 +14,7 @@ from uuid import UUID
 
 from django import forms
 from django.contrib import messages
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import URLPattern, path, reverse
@@ -26,9 +26,10 @@ from django.views.decorators.http import require_http_methods
 
 from accounts.api_common import fen_to_yuan
 from accounts.exceptions import AccountsError
-from accounts.models import CreditLine, FamilyLink, IdempotentRequest, Person
+from accounts.models import CreditLine, FamilyLink, Person
 from accounts.selectors import credit_line_status, line_figures, lines_of
 from accounts.services.family import family_link_create
+from accounts.services.idempotency import Earlier, request_answered, request_claim
 from accounts.services.persons import person_create, person_find
 from ledger.exceptions import LedgerError, LimitExceeded
 from settlement.exceptions import AlreadySettled, SelfPayNotCovered
@@ -199,19 +200,13 @@ def run_once(request: HttpRequest, form: forms.Form, action: Callable[[], str]) 
     """Run ``action`` (which returns where to go next) once per the form's token: a double
     click or a resent form goes where the first one went instead of doing it again."""
     token = str(form.cleaned_data["token"])
-    scope = f"web:{request.user.pk}"
-    try:
-        with transaction.atomic():
-            claim = IdempotentRequest.objects.create(scope=scope, key=token, fingerprint="web")
-            target = action()
-            claim.status_code, claim.body = 303, {"location": target}
-            claim.save(update_fields=["status_code", "body"])
-            return target
-    except IntegrityError:
-        earlier = IdempotentRequest.objects.filter(scope=scope, key=token).first()
-        if earlier is None or not earlier.body:
-            raise
-        return str(earlier.body["location"])
+    with transaction.atomic():
+        claim = request_claim(scope=f"web:{request.user.pk}", key=token, fingerprint="web")
+        if isinstance(claim, Earlier):
+            return str(claim.body["location"])
+        target = action()
+        request_answered(claim=claim, status_code=303, body={"location": target})
+        return target
 
 
 def insurer_outage() -> dict[str, Any]:

@@ -6,6 +6,7 @@ receipt; then reversing a charge, a deposit amount refused in Chinese, and the o
 when the insurer simulator is stopped.
 """
 
+import uuid
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -119,6 +120,25 @@ def test_a_domain_error_lands_on_its_field(department, make_person):
     assert response.status_code == 200
     assert response.context["form"].errors["id_number"]
     assert Person.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_form_sent_twice_takes_effect_once(department, make_person):
+    """A double click or a resent admission (the same one-time token) admits once, and both
+    answers go to the same visit; a new form (a new token) admits again."""
+    person = make_person("钱七", birth=date(1980, 6, 6))
+    client = Client()
+    client.force_login(staff_user("cashier3", "cashier"))
+    form = {"action": "admit", "department": department.pk, "kind": "outpatient"}
+    token = str(uuid.uuid4())
+    first = client.post(f"/cashier/persons/{person.pk}/", {**form, "token": token})
+    again = client.post(f"/cashier/persons/{person.pk}/", {**form, "token": token})
+    assert first.status_code == again.status_code == 302
+    assert first["Location"] == again["Location"]
+    assert Encounter.objects.filter(person=person).count() == 1
+    other = client.post(f"/cashier/persons/{person.pk}/", {**form, "token": str(uuid.uuid4())})
+    assert other["Location"] != first["Location"]
+    assert Encounter.objects.filter(person=person).count() == 2
 
 
 # --- the desk in a browser --------------------------------------------------------------------
