@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
 from django.http import HttpRequest
@@ -55,3 +56,18 @@ def sign_in_name(request: HttpRequest | None, credentials: dict[str, Any] | None
     typed = str((credentials or {}).get("username") or "").strip()
     phone = _digits(typed)
     return phone if PHONE.match(phone) else typed
+
+
+def client_address(request: HttpRequest) -> str | None:
+    """The address a sign-in attempt is counted against (django-axes). Behind the proxies named
+    in ``DJANGO_TRUSTED_PROXIES``, the nearest address in X-Forwarded-For that is not one of
+    them; otherwise the peer's own address (a forwarded header from anyone else is ignored)."""
+    peer = request.META.get("REMOTE_ADDR")
+    trusted = settings.TRUSTED_PROXIES
+    if peer not in trusted:
+        return peer
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    for address in reversed([part.strip() for part in forwarded.split(",") if part.strip()]):
+        if address not in trusted:
+            return address
+    return peer

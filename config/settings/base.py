@@ -122,6 +122,17 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_USERNAME_CALLABLE = "accounts.backends.sign_in_name"
 AXES_LOCKOUT_CALLABLE = "settlement.web.pages.locked_out"
+AXES_CLIENT_IP_CALLABLE = "accounts.backends.client_address"
+# Behind a reverse proxy every request comes from the proxy: name it (comma-separated), so that
+# the sign-in limits count the client's own address from X-Forwarded-For.
+TRUSTED_PROXIES = frozenset(
+    address.strip()
+    for address in os.environ.get("DJANGO_TRUSTED_PROXIES", "").split(",")
+    if address.strip()
+)
+# More wrong passwords while locked do not push the end of the lock further out.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_DISABLE_ACCESS_LOG = True  # sign-ins that worked: the audit trail is ours
 AXES_VERBOSE = False  # no banner on every start
 LOGIN_URL = "web-login"
 

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from axes.handlers.proxy import AxesProxyHandler
 from django import forms
 from django.conf import settings
 from django.contrib.auth import authenticate, login, logout
@@ -10,6 +11,8 @@ from django.shortcuts import render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_http_methods, require_POST
+
+from accounts.backends import client_address, sign_in_name
 
 from .access import home_for
 
@@ -31,6 +34,12 @@ def login_page(request: HttpRequest) -> HttpResponse:
         if user is None:
             form.add_error(None, _("The user name, mobile number or password is wrong."))
         else:
+            # The failures were counted against the login as typed (a patient's mobile
+            # number), which django-axes does not clear by itself on success.
+            AxesProxyHandler.reset_attempts(
+                ip_address=client_address(request),
+                username=sign_in_name(request, {"username": form.cleaned_data["username"]}),
+            )
             login(request, user)
             target = request.GET.get("next", "")
             if not url_has_allowed_host_and_scheme(target, {request.get_host()}):
@@ -39,9 +48,7 @@ def login_page(request: HttpRequest) -> HttpResponse:
     return render(request, "web/login.html", {"form": form})
 
 
-def locked_out(
-    request: HttpRequest, credentials: Any = None, *args: Any, **kwargs: Any
-) -> HttpResponse:
+def locked_out(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
     """The sign-in page again, saying the login is locked for a while (django-axes calls this
     after too many wrong passwords)."""
     form = LoginForm(request.POST or None)

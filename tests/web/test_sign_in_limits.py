@@ -64,3 +64,42 @@ def test_a_mobile_number_is_one_login_however_it_is_spaced(make_person):
         attempt(client, typed, "guess")
     assert attempt(client, "13800000009", PASSWORD).status_code == 429
     assert signed_in(Client(REMOTE_ADDR="10.0.0.9"), "138 0000 0009", PASSWORD)
+
+
+def test_a_patients_success_clears_the_count_kept_by_mobile_number(make_person):
+    person = make_person("病人", phone="13800000008")
+    patient_login_create(actor="test", person=person, password=PASSWORD)
+    client = Client()
+    for _ in range(4):
+        attempt(client, "138 0000 0008", "guess")
+    assert attempt(client, "13800000008", PASSWORD).status_code == 302
+    client.logout()
+    for _ in range(4):
+        assert attempt(client, "13800000008", "guess").status_code == 200
+    assert attempt(client, "13800000008", PASSWORD).status_code == 302
+
+
+def test_behind_a_trusted_proxy_the_clients_own_address_counts(settings):
+    settings.TRUSTED_PROXIES = frozenset({"10.0.0.1"})
+    staff("cashier5")
+
+    def via_proxy(password: str, client_address: str):
+        return Client().post(
+            "/login/",
+            {"username": "cashier5", "password": password},
+            REMOTE_ADDR="10.0.0.1",
+            HTTP_X_FORWARDED_FOR=f"{client_address}, 10.0.0.1",
+        )
+
+    for _ in range(5):
+        via_proxy("guess", "203.0.113.9")
+    assert via_proxy(PASSWORD, "203.0.113.9").status_code == 429
+    assert via_proxy(PASSWORD, "198.51.100.4").status_code == 302  # the cashier's own machine
+    # A forwarded header from anyone but the proxy is not believed.
+    spoofed = Client().post(
+        "/login/",
+        {"username": "cashier5", "password": PASSWORD},
+        REMOTE_ADDR="203.0.113.9",
+        HTTP_X_FORWARDED_FOR="198.51.100.4",
+    )
+    assert spoofed.status_code == 429
