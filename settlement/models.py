@@ -417,7 +417,13 @@ class ReconBatch(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["source", "fingerprint"], name="recon_batch_once_per_input"
-            )
+            ),
+            # One run of the ledger's checks at a time: each reads the whole ledger.
+            models.UniqueConstraint(
+                fields=["source"],
+                condition=models.Q(source="ledger", status__in=["queued", "running"]),
+                name="recon_one_ledger_check_at_a_time",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -36,7 +36,10 @@ from .statement_match import statement_classify, statement_stage, statement_unst
 
 PAID = [ReconItem.Kind.MATCHED, ReconItem.Kind.COVERED]
 TEXT_LIMIT = 64
-LEASE = timedelta(minutes=5)
+LEASE = timedelta(minutes=5)  # renewed by a statement batch at each block it stages
+# The ledger's checks report no progress as they go: a lease that outlasts the longest check,
+# so that a live run is not taken for a dead one and started again.
+LEDGER_LEASE = timedelta(hours=2)
 
 
 def partner_named(bank: str) -> Partner | None:
@@ -179,13 +182,18 @@ def batch_run(batch_id: UUID | str) -> ReconBatch:
     """Run a batch (again, if its worker died); safe to call again, and concurrently (a lease
     decides)."""
     now = timezone.now()
+    is_ledger = ReconBatch.objects.filter(pk=batch_id, source=ReconBatch.Source.LEDGER).exists()
     taken = (
         ReconBatch.objects.filter(pk=batch_id)
         .filter(
             Q(status=ReconBatch.Status.QUEUED)
             | Q(status=ReconBatch.Status.RUNNING, lease_until__lt=now)
         )
-        .update(status=ReconBatch.Status.RUNNING, lease_until=now + LEASE, started_at=now)
+        .update(
+            status=ReconBatch.Status.RUNNING,
+            lease_until=now + (LEDGER_LEASE if is_ledger else LEASE),
+            started_at=now,
+        )
     )
     batch = ReconBatch.objects.get(pk=batch_id)
     if not taken:
@@ -471,16 +479,31 @@ def ledger_check_queue(*, actor: str) -> tuple[ReconBatch, bool]:
     )
     if waiting is not None:
         return waiting, False
-    with transaction.atomic():
-        batch = _ledger_batch(actor)
-        audit_record(actor=actor, action="recon.ledger_check", obj=batch, changes={})
-        transaction.on_commit(lambda: _enqueue(batch.pk), robust=True)
+    try:
+        with transaction.atomic():
+            batch = _ledger_batch(actor)
+            audit_record(actor=actor, action="recon.ledger_check", obj=batch, changes={})
+            transaction.on_commit(lambda: _enqueue(batch.pk), robust=True)
+    except IntegrityError:  # asked at the same moment by someone else: follow theirs
+        return ledger_check_queue(actor=actor)
     return batch, True
 
 
 def ledger_check_batch(*, actor: str = "system:nightly") -> ReconBatch:
-    """Run ``verify_ledger``'s checks here and now (the nightly task, on a worker)."""
-    return batch_run(_ledger_batch(actor).pk)
+    """Run ``verify_ledger``'s checks here and now (the nightly task, on a worker); if a run
+    is already queued or under way, that one stands for it."""
+    try:
+        with transaction.atomic():
+            batch = _ledger_batch(actor)
+    except IntegrityError:
+        under_way = ReconBatch.objects.filter(
+            source=ReconBatch.Source.LEDGER,
+            status__in=[ReconBatch.Status.QUEUED, ReconBatch.Status.RUNNING],
+        ).first()
+        if under_way is None:  # it ended meanwhile
+            return ledger_check_batch(actor=actor)
+        return batch_run(under_way.pk)  # runs it if it is still queued
+    return batch_run(batch.pk)
 
 
 def _ledger_batch(actor: str) -> ReconBatch:

@@ -524,6 +524,23 @@ def test_the_nightly_ledger_check_is_kept_as_a_batch(draws):
 
 
 @pytest.mark.django_db
+def test_one_ledger_check_at_a_time(draws):
+    from django.db import IntegrityError, transaction
+
+    from settlement.services.reconciliation import ledger_check_batch, ledger_check_queue
+
+    queued, created = ledger_check_queue(actor="test")
+    assert created and queued.status == "queued"
+    assert ledger_check_queue(actor="test") == (queued, False)
+    with pytest.raises(IntegrityError), transaction.atomic():  # the database refuses a second
+        ReconBatch.objects.create(source="ledger", fingerprint="second", created_by="test")
+    nightly = ledger_check_batch()  # runs the one waiting instead of starting another
+    assert nightly.pk == queued.pk and nightly.status == "done"
+    assert ReconBatch.objects.filter(source="ledger").count() == 1
+    assert ledger_check_queue(actor="test")[1]  # once it is done, a new one may be asked for
+
+
+@pytest.mark.django_db
 def test_resolving_a_mismatch_can_write_off_the_difference_through_the_ledger(draws, staff_client):
     from ledger.selectors import account_balance
     from ledger.services import chain_seal
