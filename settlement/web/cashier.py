@@ -203,6 +203,8 @@ def run_once(request: HttpRequest, form: forms.Form, action: Callable[[], str]) 
     with transaction.atomic():
         claim = request_claim(scope=f"web:{request.user.pk}", key=token, fingerprint="web")
         if isinstance(claim, Earlier):
+            if not isinstance(claim.body, dict) or "location" not in claim.body:
+                raise RuntimeError(f"form token {token} was used without an answer recorded")
             return str(claim.body["location"])
         target = action()
         request_answered(claim=claim, status_code=303, body={"location": target})

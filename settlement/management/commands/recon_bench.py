@@ -153,7 +153,7 @@ class Command(BaseCommand):
             "--runs",
             type=int,
             default=3,
-            help="Timed runs of each side; the ratio is of their medians (default 3).",
+            help="Timed runs of each side, an odd number; the ratio is of their medians (3).",
         )
         parser.add_argument(
             "--no-tracemalloc",
@@ -170,8 +170,8 @@ class Command(BaseCommand):
         lines, seed, runs = options["lines"], options["seed"], options["runs"]
         if lines < 100:
             raise CommandError("--lines must be at least 100.")
-        if runs < 1:
-            raise CommandError("--runs must be at least 1.")
+        if runs < 1 or runs % 2 == 0:
+            raise CommandError("--runs must be an odd number (its median is one of the runs).")
         run = secrets.token_hex(3).upper()
         self.stdout.write(f"run {run}: setting up a bank partner with one real credit draw")
         partner, receivable = self._setup(run)
