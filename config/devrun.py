@@ -1,61 +1,126 @@
 """``make run``: the whole product on embedded defaults, in the foreground.
 
-Migrates the database (SQLite under ``var/`` unless ``DATABASE_URL`` is set), loads the demo
-data, then starts the insurer simulator, the web server and a Celery worker with beat (on the
-embedded filesystem broker unless ``CELERY_BROKER_URL`` is set). Prints what runs where;
-Ctrl-C stops all of it.
+Starts the insurer simulator, migrates the database (SQLite under ``var/`` unless
+``DATABASE_URL`` is set), loads the demo data (the same logins, tokens and bank key at every
+start), then starts the web server and a Celery worker with beat (on the embedded filesystem
+broker unless ``CELERY_BROKER_URL`` is set). The banner says what runs where once it answers.
+
+Stopping the insurer simulator is how a person sees an outage: the web server and the worker
+go on (settlements fall back to self-pay, claims wait) and the simulator can be started again.
+Ctrl-C stops everything. Ports: ``WEB_PORT`` (8000) and ``INSURER_SIM_PORT`` (8765); with
+``INSURER_URL`` set to another insurer, no simulator is started.
 """
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-WEB_ADDRESS = os.environ.get("WEB_ADDRESS", "127.0.0.1:8000")
-# The shipped insurer simulator answers at the default INSURER_URL; stop it to see an outage.
-SIMULATOR_PORT = "8765"
-SIMULATOR_STATE = str(BASE_DIR / "var" / "insurer-sim.json")
+PYTHON = sys.executable
+MANAGE = [PYTHON, str(BASE_DIR / "manage.py")]
+
+
+def env_port(name: str, default: int) -> int:
+    value = os.environ.get(name) or str(default)
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise SystemExit(f"{name} must be a port number, not {value!r}")
+    return int(value)
 
 
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
-    manage = [sys.executable, str(BASE_DIR / "manage.py")]
-    for step in (["migrate", "--noinput"], ["seed_demo"]):
-        if subprocess.run(manage + step, cwd=BASE_DIR, check=False).returncode:  # noqa: S603
-            print(f"`manage.py {' '.join(step)}` failed; nothing was started.", file=sys.stderr)
-            return 1
+    web_port = env_port("WEB_PORT", 8000)
+    sim_port = env_port("INSURER_SIM_PORT", 8765)
+    var_dir = Path(os.environ.get("DJANGO_VAR_DIR", BASE_DIR / "var"))
+    var_dir.mkdir(parents=True, exist_ok=True)
+    simulator = None
+    if not os.environ.get("INSURER_URL"):
+        os.environ["INSURER_URL"] = f"http://127.0.0.1:{sim_port}"
+        state = var_dir / "insurer-sim.json"
+        simulator = MANAGE + ["run_insurer_simulator", "--port", str(sim_port)]
+        simulator += ["--state", str(state)]
 
-    commands = {
-        "insurer": manage
-        + ["run_insurer_simulator", "--port", SIMULATOR_PORT, "--state", SIMULATOR_STATE],
-        "web": manage + ["runserver", WEB_ADDRESS],
-        "worker": [sys.executable, "-m", "celery", "-A", "config", "worker", "-B"]
-        + ["--loglevel", "info", "--concurrency", "2"],
-    }
-    processes = {
-        name: subprocess.Popen(command, cwd=BASE_DIR, start_new_session=True)  # noqa: S603
-        for name, command in commands.items()
-    }
-    print(banner(), flush=True)
+    processes: dict[str, subprocess.Popen[bytes]] = {}
     # A plain `kill` or a closed terminal stops the children too, as Ctrl-C does.
     for stop_signal in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(stop_signal, lambda *_: sys.exit(0))
     try:
-        while True:
-            for name, process in processes.items():
-                if process.poll() is not None:
-                    print(f"{name} exited with {process.returncode}; stopping.", file=sys.stderr)
-                    return 1
-            time.sleep(0.5)
+        if simulator is not None:
+            processes["insurer"] = start(simulator)
+            if not answers(f"{os.environ['INSURER_URL']}/sim/state", processes["insurer"]):
+                print(f"The insurer simulator did not start on port {sim_port}.", file=sys.stderr)
+                return 1
+        for step in (["migrate", "--noinput"], ["seed_demo"]):
+            result = subprocess.run(  # noqa: S603
+                MANAGE + step, cwd=BASE_DIR, check=False, capture_output=True, text=True
+            )
+            if result.returncode:
+                print(result.stdout + result.stderr, file=sys.stderr)
+                print(f"`manage.py {' '.join(step)}` failed; stopping.", file=sys.stderr)
+                return 1
+        demo = result.stdout
+        processes["web"] = start(MANAGE + ["runserver", f"127.0.0.1:{web_port}", "--noreload"])
+        processes["worker"] = start(
+            [PYTHON, "-m", "celery", "-A", "config", "worker", "-B", "--loglevel", "info"]
+            + ["--concurrency", "2"]
+        )
+        if not answers(f"http://127.0.0.1:{web_port}/healthz", processes["web"], timeout=60):
+            print(f"The web server did not answer on port {web_port}; stopping.", file=sys.stderr)
+            return 1
+        print(demo + banner(web_port, simulator, processes), flush=True)
+        return supervise(processes, simulator)
     except KeyboardInterrupt:
         print("\nStopping…", flush=True)
         return 0
     finally:
         stop(processes.values())
+
+
+def start(command: list[str]) -> "subprocess.Popen[bytes]":
+    # A session of its own, so Ctrl-C reaches only this supervisor, which stops the children.
+    return subprocess.Popen(command, cwd=BASE_DIR, start_new_session=True)  # noqa: S603
+
+
+def answers(url: str, process: "subprocess.Popen[bytes]", timeout: float = 30) -> bool:
+    """Whether ``url`` answers 200 before ``timeout`` seconds, while ``process`` runs."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with opener.open(url, timeout=2) as answer:  # noqa: S310 - our own http URL
+                if answer.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def supervise(processes: dict[str, "subprocess.Popen[bytes]"], simulator: list[str] | None) -> int:
+    """Wait; a stopped web server or worker stops everything, a stopped simulator nothing."""
+    while True:
+        for name, process in list(processes.items()):
+            if process.poll() is None:
+                continue
+            if name != "insurer":
+                print(f"{name} exited with {process.returncode}; stopping.", file=sys.stderr)
+                return 1
+            del processes[name]
+            print(
+                "\nThe insurer simulator stopped: this is an insurer outage. Settlements now "
+                "fall back to self-pay and their claims wait; the web server and the worker go "
+                "on. Start the simulator again (in another terminal) with\n  "
+                + shlex.join(simulator or [])
+                + "\nand the worker moves each deferred claim back to the insurer.\n",
+                flush=True,
+            )
+        time.sleep(0.5)
 
 
 def stop(processes: Iterable["subprocess.Popen[bytes]"]) -> None:
@@ -70,7 +135,9 @@ def stop(processes: Iterable["subprocess.Popen[bytes]"]) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
-def banner() -> str:
+def banner(
+    web_port: int, simulator: list[str] | None, processes: dict[str, "subprocess.Popen[bytes]"]
+) -> str:
     import django
 
     django.setup()
@@ -80,16 +147,27 @@ def banner() -> str:
     where = database["NAME"] if database["ENGINE"].endswith("sqlite3") else database.get("HOST")
     broker = settings.CELERY_BROKER_URL
     if broker.startswith("filesystem://"):
-        broker = f"embedded filesystem broker in {settings.VAR_DIR / 'celery'}"
+        broker = f"the embedded filesystem broker in {settings.VAR_DIR / 'celery'}"
+    web = f"http://127.0.0.1:{web_port}/"
+    if simulator is not None:
+        insurer = [
+            f"  insurer   simulator at {settings.INSURER_URL} (pid {processes['insurer'].pid})",
+            f"            stop it to see an outage: kill {processes['insurer'].pid}",
+            f'            or make it fail: curl -d \'{{"mode": "fail"}}\' '
+            f"{settings.INSURER_URL}/sim/control  (modes ok, fail, hang, drop)",
+        ]
+    else:
+        insurer = [f"  insurer   {settings.INSURER_URL} (INSURER_URL; no simulator started)"]
     return "\n".join(
         [
             "",
             "Treat first, pay later is running:",
-            f"  web       http://{WEB_ADDRESS}/  admin /admin/  API docs /api/docs/",
-            f"  worker    Celery worker with beat on the {broker}",
-            f"  insurer   simulator at {settings.INSURER_URL} (state {SIMULATOR_STATE})",
+            f"  web       {web} (pid {processes['web'].pid})  admin {web}admin/  "
+            f"API docs {web}api/docs/",
+            f"  worker    Celery worker with beat on {broker} (pid {processes['worker'].pid})",
+            *insurer,
             f"  database  {database['ENGINE'].rsplit('.', 1)[-1]} {where}",
-            "The demo logins are printed above by seed_demo. Ctrl-C stops everything.",
+            "Sign in with the demo logins above. Ctrl-C stops everything.",
             "",
         ]
     )

@@ -9,7 +9,7 @@ from django.views.decorators.cache import never_cache
 from kombu import Connection
 
 # A load balancer probes every few seconds: a dead dependency must not hold the probe long.
-BROKER_TIMEOUT_SECONDS = 2.0
+BROKER_TIMEOUT_SECONDS = 2
 
 
 def database_ok() -> bool:

@@ -43,8 +43,9 @@ def staff_create(*, actor: str, username: str, role: str) -> tuple[AbstractUser,
     return user, token_issue(user=user)
 
 
-def token_issue(*, user: Any) -> str:
-    key = secrets.token_urlsafe(32)
+def token_issue(*, user: Any, key: str | None = None) -> str:
+    """A new API token for ``user``; ``key`` only for a known demo token (seed_demo)."""
+    key = key or secrets.token_urlsafe(32)
     StaffToken.objects.create(user=user, key_hash=token_hash(key), prefix=key[:8])
     return key
 

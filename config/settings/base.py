@@ -100,6 +100,15 @@ DATABASES = {
 }
 # Services own their transactions (CONVENTIONS.md): no implicit per-request transaction.
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # The embedded database has a web server and a worker writing at once: a transaction
+    # takes the write lock when it begins (a read lock upgraded mid-way fails at once with
+    # "database is locked"), waits up to 20 s for it, and readers do not block the writer.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL;",
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -14,7 +14,6 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
     # One file per run: two runs on one checkout must not share it. Django deletes it after.
     _test_db = VAR_DIR / f"test-db-{os.getpid()}.sqlite3"  # noqa: F405
     DATABASES["default"]["TEST"] = {"NAME": str(_test_db)}  # noqa: F405
-    DATABASES["default"]["OPTIONS"] = {"timeout": 20}  # noqa: F405
 
 # The embedded broker gets a folder of its own per test run, so a `make run` worker on the same
 # checkout never takes the suite's tasks (CI sets CELERY_BROKER_URL to its own Redis database).

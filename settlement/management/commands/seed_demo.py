@@ -1,6 +1,12 @@
+import base64
+import hashlib
+import hmac
 import os
-from datetime import date
+import socket
+from datetime import date, timedelta
+from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -9,14 +15,26 @@ from django.db import transaction
 from django.utils import timezone
 from stdnum.cn import ric
 
-from accounts.models import FamilyLink, Partner, PartnerKey, StaffToken
+from accounts import crypto
+from accounts.models import Department, FamilyLink, Partner, PartnerKey, Person, StaffToken
 from accounts.services.credit_lines import credit_line_grant
 from accounts.services.family import family_link_create
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.partners import partner_create, partner_key_issue
 from accounts.services.persons import person_find, person_get_or_create, person_update
-from accounts.services.staff import patient_login_create, staff_create, token_issue
+from accounts.services.staff import (
+    patient_login_create,
+    staff_create,
+    token_hash,
+    token_issue,
+    token_revoke,
+)
+from settlement.insurer.client import InsurerClient
+from settlement.models import Encounter, InsuranceClaim, Receivable, Settlement
 from settlement.services.deposit_table import deposit_table_import
+from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
+from settlement.services.repayments import receivables_mark_overdue
+from settlement.services.settle import claim_retry, encounter_settle
 
 DEPOSIT_TABLE = """diagnosis_code,name,amount
 J18.9,肺炎 (未特指),1800.00
@@ -41,7 +59,29 @@ FAMILY = {
     "daughter": ("陈小雨", date(2015, 9, 1), 24, None),
     "son": ("吴建国", date(1979, 6, 30), 11, 580),
     "grandfather": ("吴德福", date(1946, 2, 8), 13, None),
+    "walk_in": ("黄丽", date(1992, 5, 20), 26, None),  # no credit line: pays at the window
+    "late_payer": ("林海", date(1985, 11, 3), 17, 520),
 }
+# Nothing listens on the discard port: the deferred claim's insurer is "down".
+INSURER_DOWN = "http://127.0.0.1:9"
+# Failed retries behind the deferred claim, so its next attempt is an hour away (the backoff's
+# longest) and finance sees it deferred; it reverts on its own after that, or on "retry now".
+DEFERRED_ATTEMPTS = 7
+
+
+def demo_secret(purpose: str) -> str:
+    """A demo credential that is the same at every start of ``make run`` (never in production:
+    seed_demo runs only with DEBUG on), derived from the secret key."""
+    from django.conf import settings
+
+    digest = hmac.new(settings.SECRET_KEY.encode(), f"demo:{purpose}".encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(digest.digest()).decode().rstrip("=")
+
+
+def item(
+    code: str, name: str, category: str, cls: str, qty: str, fen: int, day: date
+) -> ChargeItem:
+    return ChargeItem(code, name, category, cls, Decimal(qty), fen, day)
 
 
 class Command(BaseCommand):
@@ -63,6 +103,8 @@ class Command(BaseCommand):
         password = os.environ.get("DEMO_PASSWORD", DEMO_PASSWORD_DEFAULT)
         with transaction.atomic():
             lines = self.seed(password)
+        # Outside that transaction: settling never holds one open while the insurer is asked.
+        stays = self.seed_stays(lines["hospital"], lines["people"])
         out = self.stdout.write
         out(f"Demo data loaded. Logins (password for all: {password}):")
         for username, role, token in lines["staff"]:
@@ -73,6 +115,7 @@ class Command(BaseCommand):
         out(f"Bank partner '{BANK}' (partner_id={lines['partner_id']}):")
         out(f"  key_id={lines['key_id']}")
         out(f"  secret={lines['secret']}")
+        out(stays)
 
     def seed(self, password: str) -> dict[str, Any]:
         hospital = institution_ensure(actor=ACTOR, code="XMH1", name="厦门市第一医院 (demo)")
@@ -95,11 +138,16 @@ class Command(BaseCommand):
         partner = Partner.objects.filter(name=BANK).first()
         if partner is None:
             partner, key, secret = partner_create(actor=ACTOR, name=BANK, grace_days=10)
-        else:  # a secret is shown once: replace the demo keys with a new one
-            PartnerKey.objects.filter(partner=partner, revoked_at__isnull=True).update(
-                revoked_at=timezone.now()
+        else:  # the key the bank's demo integration already uses keeps working
+            active = (
+                PartnerKey.objects.filter(partner=partner, revoked_at__isnull=True)
+                .order_by("-created_at")
+                .first()
             )
-            key, secret = partner_key_issue(actor=ACTOR, partner=partner)
+            if active is None:
+                key, secret = partner_key_issue(actor=ACTOR, partner=partner)
+            else:
+                key, secret = active, crypto.decrypt(active.secret_encrypted)
 
         people = {}
         for role, (name, birth, sequence, score) in FAMILY.items():
@@ -136,28 +184,179 @@ class Command(BaseCommand):
                 )
         if not people["mother"].phone_hash:
             person_update(actor=ACTOR, person=people["mother"], phone=DEMO_PATIENT_PHONE)
-        patient_login_create(actor=ACTOR, person=people["mother"], password=password)
+        login = people["mother"].user
+        if login is None or not login.check_password(password):  # else signed-in pages stay so
+            patient_login_create(actor=ACTOR, person=people["mother"], password=password)
 
         staff = []
         for username, role in [("cashier", "cashier"), ("finance", "finance"), ("admin", "admin")]:
+            # The same token at every start, so scripts and API clients keep working.
+            token = demo_secret(f"token:{username}")
             existing = get_user_model().objects.filter(username=username).first()
             if existing is None:
-                user, token = staff_create(actor=ACTOR, username=username, role=role)
+                user, spare = staff_create(actor=ACTOR, username=username, role=role)
+                token_revoke(key=spare)
             else:
                 user = existing
-                StaffToken.objects.filter(user=user, revoked_at__isnull=True).update(
-                    revoked_at=timezone.now()
-                )
-                token = token_issue(user=user)
+            if not StaffToken.objects.filter(
+                user_id=user.pk, key_hash=token_hash(token), revoked_at__isnull=True
+            ).exists():
+                token_issue(user=user, key=token)
             if role == "admin":
                 user.is_staff = user.is_superuser = True
-            user.set_password(password)
+            if not user.check_password(password):  # a new hash would sign everyone out
+                user.set_password(password)
             user.save()
             staff.append((username, role, token))
         return {
+            "hospital": hospital,
+            "people": people,
             "staff": staff,
             "patient": DEMO_PATIENT_PHONE,
             "partner_id": partner.pk,
             "key_id": key.key_id,
             "secret": secret,
         }
+
+    def seed_stays(self, hospital: Any, people: dict[str, Person]) -> str:
+        """Stays in the states a desk sees every day, each made once; what there is to see."""
+        if not insurer_reachable():
+            return (
+                f"Demo stays: not made, the insurer at {settings.INSURER_URL} does not answer "
+                "(start it with `manage.py run_insurer_simulator` and run seed_demo again)."
+            )
+        wards = {d.code: d for d in Department.objects.filter(institution=hospital)}
+        today = timezone.localdate()
+        made = []
+        if not Encounter.objects.filter(person=people["grandfather"]).exists():
+            made.append(self.open_stay(people["grandfather"], wards["GER"], today))
+        if not Encounter.objects.filter(person=people["daughter"]).exists():
+            made.append(self.settled_stay(people["daughter"], wards["PED"], today))
+        if not Encounter.objects.filter(person=people["walk_in"]).exists():
+            made.append(self.deferred_claim(people["walk_in"], wards["IM"], today))
+        if not Encounter.objects.filter(person=people["late_payer"]).exists():
+            made.append(self.overdue_stay(people["late_payer"], wards["SUR"], today))
+        lines = ["Demo stays (cashier desk, finance desk and the patient's portal):"]
+        lines += [f"  {name}: {story}" for name, story in STAYS]
+        if made:
+            lines.append(f"  ({len(made)} made now)")
+        return "\n".join(lines)
+
+    def open_stay(self, person: Person, ward: Department, today: date) -> Encounter:
+        """Admitted four days ago on his son's line (亲情付), charged day by day, still open."""
+        stay = admit(person, ward, "J06.9", days_ago=4)
+        for offset in range(4, -1, -1):
+            day = today - timedelta(days=offset)
+            charges_post(
+                actor=ACTOR,
+                encounter_id=stay.pk,
+                items=[
+                    item("BED-2", "普通病房床位费", "bed", "A", "1", 4_500, day),
+                    item("DRG-101", "阿莫西林胶囊", "drug", "A", "3", 1_260, day),
+                    item("NUR-1", "二级护理", "nursing", "A", "1", 2_800, day),
+                ],
+            )
+        charges_post(
+            actor=ACTOR,
+            encounter_id=stay.pk,
+            items=[item("EXM-CT", "胸部CT平扫", "exam", "B", "1", 26_000, today - timedelta(1))],
+        )
+        return stay
+
+    def settled_stay(self, person: Person, ward: Department, today: date) -> Encounter:
+        """A child's three days on her mother's line, settled after discharge: the bank pays."""
+        stay = admit(person, ward, "J18.9", days_ago=3)
+        for offset in (3, 2, 1):
+            day = today - timedelta(days=offset)
+            charges_post(
+                actor=ACTOR,
+                encounter_id=stay.pk,
+                items=[
+                    item("BED-3", "儿科病房床位费", "bed", "A", "1", 5_000, day),
+                    item("DRG-220", "头孢克洛干混悬剂", "drug", "B", "2", 3_850, day),
+                    item("LAB-12", "血常规", "lab", "A", "1", 2_500, day),
+                    item("TRT-9", "雾化吸入治疗", "treatment", "C", "1", 12_000, day),
+                ],
+            )
+        charges_post(
+            actor=ACTOR,
+            encounter_id=stay.pk,
+            items=[
+                item("EXM-DR", "胸部DR摄影", "exam", "B", "1", 16_000, today - timedelta(3)),
+                item("DRG-IG", "静注人免疫球蛋白", "drug", "C", "1", 68_000, today - timedelta(2)),
+            ],
+        )
+        encounter_settle(actor=ACTOR, encounter_id=stay.pk)
+        return stay
+
+    def deferred_claim(self, person: Person, ward: Department, today: date) -> Encounter:
+        """An outpatient visit settled while the insurer was down: paid in full by WeChat Pay,
+        the claim deferred; when the insurer answers, the insurer's share becomes a refund."""
+        stay = admit(person, ward, "", days_ago=0, kind=Encounter.Kind.OUTPATIENT)
+        charges_post(
+            actor=ACTOR,
+            encounter_id=stay.pk,
+            items=[
+                item("EXM-US", "腹部彩超", "exam", "B", "1", 18_000, today),
+                item("DRG-305", "奥美拉唑肠溶胶囊", "drug", "A", "2", 2_650, today),
+            ],
+        )
+        down = InsurerClient(INSURER_DOWN, timeout=1)
+        encounter_settle(actor=ACTOR, encounter_id=stay.pk, channel="wechat", client=down)
+        claim = InsuranceClaim.objects.get(encounter=stay)
+        for _ in range(DEFERRED_ATTEMPTS):
+            claim_retry(claim_id=claim.pk, client=down)
+        return stay
+
+    def overdue_stay(self, person: Person, ward: Department, today: date) -> Encounter:
+        """A visit settled on credit some forty days ago and not repaid: overdue, line frozen."""
+        stay = admit(person, ward, "", days_ago=0, kind=Encounter.Kind.OUTPATIENT)
+        charges_post(
+            actor=ACTOR,
+            encounter_id=stay.pk,
+            items=[
+                item("TRT-40", "清创缝合术", "treatment", "A", "1", 42_000, today),
+                item("MAT-7", "可吸收缝线", "material", "C", "2", 6_800, today),
+            ],
+        )
+        encounter_settle(actor=ACTOR, encounter_id=stay.pk)
+        # The demo cannot wait out the bank's grace period: the visit is moved back in time
+        # (dates only; the ledger's postings are untouched), then the overdue rule runs as the
+        # hourly task would.
+        visit = timezone.now() - timedelta(days=40)
+        Encounter.objects.filter(pk=stay.pk).update(admitted_at=visit, settled_at=visit)
+        due = today - timedelta(days=30)
+        Receivable.objects.filter(encounter=stay).update(due_date=due)
+        Settlement.objects.filter(encounter=stay).update(settled_at=visit, due_date=due)
+        receivables_mark_overdue(today=today)
+        return stay
+
+
+STAYS = [
+    ("吴德福", "open inpatient stay of five days on his son's line, charged day by day"),
+    ("陈小雨", "settled on her mother's line; the bank owes the hospital (mother's portal)"),
+    ("黄丽", "paid by WeChat Pay while the insurer was down; the claim is deferred"),
+    ("林海", "settled on credit forty days ago, overdue; his line is frozen"),
+]
+
+
+def admit(
+    person: Person, ward: Department, diagnosis: str, *, days_ago: int, kind: str = "inpatient"
+) -> Encounter:
+    stay = encounter_admit(
+        actor=ACTOR, person=person, department=ward, kind=kind, diagnosis_code=diagnosis
+    )
+    if days_ago:  # the stay began days ago (dates only), so its bill has several days
+        admitted = timezone.now() - timedelta(days=days_ago)
+        Encounter.objects.filter(pk=stay.pk).update(admitted_at=admitted)
+        stay.admitted_at = admitted
+    return stay
+
+
+def insurer_reachable() -> bool:
+    address = urlsplit(settings.INSURER_URL)
+    try:
+        socket.create_connection((address.hostname, address.port or 80), timeout=2).close()
+    except OSError:
+        return False
+    return True
