@@ -133,6 +133,7 @@ def stop(processes: Iterable["subprocess.Popen[bytes]"]) -> None:
             process.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def banner(
