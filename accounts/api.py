@@ -11,9 +11,8 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from accounts.api_common import YuanField, idempotent
+from accounts.api_common import ApiView, YuanField, idempotent
 from accounts.authentication import (
     StaffTokenAuthentication,
     patient_person_id,
@@ -29,7 +28,7 @@ STAFF = roles("cashier", "finance", "admin")
 FRONT_DESK = roles("cashier", "admin")
 
 
-class StaffView(APIView):
+class StaffView(ApiView):
     authentication_classes = [StaffTokenAuthentication]
     permission_classes = [STAFF]
 

@@ -6,7 +6,7 @@ Errors are ``{"error": {"code", "message", "fields"}}`` with 400, 401, 403, 404 
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -15,11 +15,13 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import OperationalError, transaction
 from django.http import Http404, QueryDict
 from drf_spectacular.utils import extend_schema_field
-from rest_framework import exceptions, serializers, status
+from rest_framework import exceptions, parsers, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from accounts.api_edge import suspicious_error
 from accounts.exceptions import AccountsError
 from accounts.services.idempotency import (
     Earlier,
@@ -66,6 +68,9 @@ def _flatten(detail: Any) -> Any:
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Map every error to the one error shape; domain errors get their own status and code."""
+    malformed = suspicious_error(exc)
+    if malformed is not None:  # a body too large or with too many fields, read by the view
+        return error_response(400, *malformed)
     if isinstance(exc, AccountsError):
         fields = {exc.field: [exc.message]} if exc.field else {}
         return error_response(exc.status, exc.code, exc.message, fields)
@@ -98,6 +103,53 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         body = {"error": {"code": code, "message": str(detail or exc), "fields": {}}}
     response.data = body
     return response
+
+
+# --- request bodies ---------------------------------------------------------------------------
+
+MAX_JSON_DEPTH = 32
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser, refusing what would fail later as a 500: nesting deeper than
+    ``MAX_JSON_DEPTH`` (the decoder's own RecursionError included) and a lone surrogate escape
+    such as ``"\\ud800"``, which is no text PostgreSQL or UTF-8 can hold."""
+
+    def parse(
+        self,
+        stream: Any,
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
+    ) -> Any:
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError(f"JSON nested deeper than {MAX_JSON_DEPTH}") from None
+        _check_json(data)
+        return data
+
+
+def _check_json(data: Any) -> None:
+    stack = [(data, 0)]
+    while stack:  # iterative: the point is not to recurse as deep as the client nests
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise exceptions.ParseError("a string holds a lone surrogate, not text") from None
+            continue
+        if isinstance(value, dict | list):
+            if depth >= MAX_JSON_DEPTH:
+                raise exceptions.ParseError(f"JSON nested deeper than {MAX_JSON_DEPTH}")
+            items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+            stack.extend((item, depth + 1) for item in items)
+
+
+class ApiView(APIView):
+    """The base of every API view here: JSON parsed with the limits above."""
+
+    parser_classes = [JSONParser, parsers.FormParser, parsers.MultiPartParser]
 
 
 # --- money at the edge ------------------------------------------------------------------------

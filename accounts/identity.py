@@ -14,6 +14,9 @@ PROVINCES = frozenset(
     "11 12 13 14 15 21 22 23 31 32 33 34 35 36 37 41 42 43 44 45 46 "
     "50 51 52 53 54 61 62 63 64 65 71 81 82 83".split()
 )
+# Nobody alive was born earlier; a date before it is a typing error (1800 for 1980), and would
+# make an age of two centuries for the minor rules and the insurer.
+EARLIEST_BIRTH_DATE = date(1900, 1, 1)
 
 
 class InvalidIdNumber(ValueError):
@@ -35,7 +38,7 @@ def parse_id_number(raw: str) -> ResidentId:
     """Validate an 18-character resident ID number (GB 11643) and read its birth date and sex.
 
     Refuses the old 15-character numbers (no check digit), a wrong check digit, an impossible
-    or future birth date and an unknown province.
+    or future birth date, one before 1900, and an unknown province.
     """
     if not isinstance(raw, str):
         raise InvalidIdNumber("the ID number must be a string")
@@ -59,6 +62,8 @@ def parse_id_number(raw: str) -> ResidentId:
     number = candidate
     if birth > timezone.localdate():
         raise InvalidIdNumber("the ID number's birth date is in the future")
+    if birth < EARLIEST_BIRTH_DATE:
+        raise InvalidIdNumber("the ID number's birth date is before 1900")
     sex = "M" if int(number[16]) % 2 else "F"
     return ResidentId(number=number, birth_date=birth, sex=sex)
 

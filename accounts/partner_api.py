@@ -6,9 +6,8 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from accounts.api_common import YuanField, idempotent
+from accounts.api_common import ApiView, YuanField, idempotent
 from accounts.authentication import IsPartner, PartnerPrincipal, PartnerSignatureAuthentication
 from accounts.models import CreditLine
 from accounts.selectors import line_figures
@@ -22,7 +21,7 @@ SIGNED = (
 )
 
 
-class PartnerView(APIView):
+class PartnerView(ApiView):
     authentication_classes = [PartnerSignatureAuthentication]
     permission_classes = [IsPartner]
 

@@ -1,6 +1,8 @@
 """Staff API: encounters, deposits, charges, bills, settlement, receipts, insurance claims."""
 
+import re
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -11,9 +13,14 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from accounts.api_common import YuanField, fen_to_yuan, idempotent, idempotent_unwrapped
+from accounts.api_common import (
+    ApiView,
+    YuanField,
+    fen_to_yuan,
+    idempotent,
+    idempotent_unwrapped,
+)
 from accounts.authentication import StaffTokenAuthentication, patient_person_id, roles, staff_actor
 from accounts.models import Department, Person
 
@@ -28,7 +35,7 @@ FRONT_DESK = roles("cashier", "admin")
 FINANCE = roles("finance", "admin")
 
 
-class StaffView(APIView):
+class StaffView(ApiView):
     authentication_classes = [StaffTokenAuthentication]
     permission_classes = [FRONT_DESK]
 
@@ -119,12 +126,27 @@ class DepositApi(StaffView):
         return idempotent(request, f"staff:{request.user.pk}", pay)
 
 
+class QuantityField(serializers.DecimalField):
+    """A quantity in plain decimal notation: ``"2.5"`` or ``2``, never ``"1e3"`` nor ``"1_000"``.
+
+    ``Decimal`` reads those too, and a quantity read from one would be echoed as ``1E+3``.
+    """
+
+    PLAIN = re.compile(r"[0-9]{1,12}(\.[0-9]+)?")
+
+    def to_internal_value(self, data: Any) -> Decimal:
+        text = str(data) if isinstance(data, int | float) and not isinstance(data, bool) else data
+        if not isinstance(text, str) or not self.PLAIN.fullmatch(text):
+            self.fail("invalid")
+        return super().to_internal_value(text)
+
+
 class ChargeItemInput(serializers.Serializer):
     code = serializers.CharField(max_length=64)
     name = serializers.CharField(max_length=200)
     category = serializers.CharField(max_length=32)
     insurance_class = serializers.ChoiceField(choices=Charge.InsuranceClass.choices)
-    quantity = serializers.DecimalField(max_digits=12, decimal_places=3, min_value=Decimal("0.001"))
+    quantity = QuantityField(max_digits=12, decimal_places=3, min_value=Decimal("0.001"))
     unit_price = YuanField()
     service_date = serializers.DateField()
 
@@ -221,7 +243,7 @@ class SettleApi(StaffView):
         return idempotent_unwrapped(request, f"staff:{request.user.pk}", settle)
 
 
-class ReceiptApi(APIView):
+class ReceiptApi(ApiView):
     authentication_classes = [StaffTokenAuthentication, SessionAuthentication]
     permission_classes = [IsAuthenticated]
 

@@ -12,9 +12,8 @@ from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from accounts.api_common import YuanField, fen_to_yuan
+from accounts.api_common import ApiView, YuanField, fen_to_yuan
 from accounts.authentication import StaffTokenAuthentication, roles, staff_actor
 
 from .models import ReconBatch, ReconItem
@@ -25,7 +24,7 @@ FINANCE = roles("finance", "admin")
 EXCEPTIONS_SHOWN = 1000
 
 
-class FinanceView(APIView):
+class FinanceView(ApiView):
     authentication_classes = [StaffTokenAuthentication]
     permission_classes = [FINANCE]
 

@@ -67,7 +67,7 @@ def charge_out(charge: Charge) -> dict[str, Any]:
         "name": charge.name,
         "category": charge.category,
         "insurance_class": charge.insurance_class,
-        "quantity": str(charge.quantity.normalize()),
+        "quantity": f"{charge.quantity.normalize():f}",  # 1000, never 1E+3
         "unit_price": fen_to_yuan(charge.unit_price),
         "amount": fen_to_yuan(charge.amount),
         "service_date": charge.service_date.isoformat(),

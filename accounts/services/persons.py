@@ -1,4 +1,5 @@
 import re
+import unicodedata
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -20,10 +21,27 @@ def parse_id_number_field(id_number: str) -> ResidentId:
         raise InvalidInput(str(error), field="id_number") from None
 
 
+# Letters and symbols that draw nothing: Hangul fillers and the blank Braille pattern.
+BLANK_CHARACTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def _visible(char: str) -> bool:
+    """Whether ``char`` draws something by itself: not a control, format or direction mark
+    (category C), not a space (Z), not a combining mark without a base (M), not a blank."""
+    return unicodedata.category(char)[0] not in "CZM" and char not in BLANK_CHARACTERS
+
+
 def _clean_name(name: str) -> str:
     name = (name or "").strip()
     if not name or len(name) > 100:
         raise InvalidInput("a name of 1 to 100 characters is needed", field="name")
+    if any(unicodedata.category(char) == "Cc" for char in name):
+        raise InvalidInput("a name cannot hold control characters", field="name")
+    # Zero-width and direction-control characters have their place inside a name (a joiner in
+    # some scripts, an isolate around a Uyghur name), but a name of nothing else shows as blank
+    # on a receipt and can pass for anyone's.
+    if not any(_visible(char) for char in name):
+        raise InvalidInput("a name needs at least one visible character", field="name")
     return name
 
 
