@@ -12,7 +12,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.api_common import ApiView, YuanField, idempotent
+from accounts.api_common import IDEMPOTENCY_KEY, PAGE, ApiView, YuanField, idempotent
 from accounts.authentication import (
     StaffTokenAuthentication,
     patient_person_id,
@@ -21,7 +21,13 @@ from accounts.authentication import (
 )
 from accounts.models import FamilyLink, Person
 from accounts.selectors import line_figures, lines_of
-from accounts.serializers import FamilyLinkOut, PersonOut, credit_line_out
+from accounts.serializers import (
+    FamilyLinkOut,
+    PersonDetailOut,
+    PersonOut,
+    PersonPage,
+    credit_line_out,
+)
 from accounts.services import family, persons
 
 STAFF = roles("cashier", "finance", "admin")
@@ -31,14 +37,6 @@ FRONT_DESK = roles("cashier", "admin")
 class StaffView(ApiView):
     authentication_classes = [StaffTokenAuthentication]
     permission_classes = [STAFF]
-
-
-class PersonDetailOut(PersonOut):
-    credit_lines = serializers.ListField(child=serializers.DictField())
-    family_links = FamilyLinkOut(many=True)
-
-    class Meta(PersonOut.Meta):
-        fields = [*PersonOut.Meta.fields, "credit_lines", "family_links"]
 
 
 class PersonListCreateApi(StaffView):
@@ -54,8 +52,8 @@ class PersonListCreateApi(StaffView):
         operation_id="persons_list",
         description="People by part of their name. To find someone by ID number, POST it to "
         "/api/v1/persons/find/: an ID number never goes into a URL (and so into access logs).",
-        parameters=[OpenApiParameter("name", str, description="part of the name")],
-        responses=PersonOut(many=True),
+        parameters=[OpenApiParameter("name", str, description="part of the name"), PAGE],
+        responses=PersonPage,
     )
     def get(self, request: Request) -> Response:
         people = Person.objects.order_by("id")
@@ -70,7 +68,12 @@ class PersonListCreateApi(StaffView):
         page = paginator.paginate_queryset(people, request, view=self)
         return paginator.get_paginated_response(PersonOut(page, many=True).data)
 
-    @extend_schema(operation_id="persons_create", request=PersonInput, responses={201: PersonOut})
+    @extend_schema(
+        operation_id="persons_create",
+        parameters=[IDEMPOTENCY_KEY],
+        request=PersonInput,
+        responses={201: PersonOut},
+    )
     def post(self, request: Request) -> Response:
         data = self.PersonInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -88,13 +91,18 @@ class PersonFindApi(StaffView):
     class FindInput(serializers.Serializer):
         id_number = serializers.CharField(max_length=32)
 
-    @extend_schema(operation_id="persons_find", request=FindInput, responses=PersonOut(many=True))
+    @extend_schema(
+        operation_id="persons_find",
+        description="Finds nobody or one person; the answer has the shape of a page.",
+        request=FindInput,
+        responses={200: PersonPage},
+    )
     def post(self, request: Request) -> Response:
         data = self.FindInput(data=request.data)
         data.is_valid(raise_exception=True)
         found = persons.person_find(data.validated_data["id_number"])
         results = [PersonOut(found).data] if found else []
-        return Response({"count": len(results), "next": None, "results": results})
+        return Response({"count": len(results), "next": None, "previous": None, "results": results})
 
 
 class PersonDetailApi(StaffView):
@@ -132,7 +140,10 @@ class FamilyLinkCreateApi(StaffView):
         cap = YuanField(required=False, allow_null=True, allow_zero=False)
 
     @extend_schema(
-        operation_id="family_links_create", request=FamilyLinkInput, responses={201: FamilyLinkOut}
+        operation_id="family_links_create",
+        parameters=[IDEMPOTENCY_KEY],
+        request=FamilyLinkInput,
+        responses={201: FamilyLinkOut},
     )
     def post(self, request: Request) -> Response:
         data = self.FamilyLinkInput(data=request.data)
@@ -164,7 +175,12 @@ class FamilyLinkCreateApi(StaffView):
 class FamilyLinkRevokeApi(StaffView):
     permission_classes = [FRONT_DESK]
 
-    @extend_schema(operation_id="family_links_revoke", request=None, responses=FamilyLinkOut)
+    @extend_schema(
+        operation_id="family_links_revoke",
+        parameters=[IDEMPOTENCY_KEY],
+        request=None,
+        responses={200: FamilyLinkOut},
+    )
     def post(self, request: Request, link_id: int) -> Response:
         def revoke() -> Response:
             link = family.family_link_revoke(actor=staff_actor(request), link_id=link_id)

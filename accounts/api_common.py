@@ -14,7 +14,9 @@ from django.core.exceptions import ObjectDoesNotExist
 from django.core.files.uploadedfile import UploadedFile
 from django.db import OperationalError, transaction
 from django.http import Http404, QueryDict
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_field
 from rest_framework import exceptions, parsers, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -146,10 +148,109 @@ def _check_json(data: Any) -> None:
             stack.extend((item, depth + 1) for item in items)
 
 
+# --- the schema -------------------------------------------------------------------------------
+
+
+class ErrorDetailOut(serializers.Serializer):
+    code = serializers.CharField(help_text="stable; clients branch on it, never on `message`")
+    message = serializers.CharField()
+    fields = serializers.DictField(  # type: ignore[assignment]  # declared, not Serializer.fields
+        help_text="the input at fault: field name to messages (nested for lists and objects)"
+    )
+
+
+class ErrorOut(serializers.Serializer):
+    """Every error answer: 400, 401, 403, 404, 409."""
+
+    error = ErrorDetailOut()
+
+
+ERROR_ANSWERS = {
+    400: "Bad input: a field (named in `fields`), a missing Idempotency-Key, a body that is not "
+    "JSON, too large, nested too deep or with too many fields, a NUL byte.",
+    401: "No credentials, or credentials that are not valid.",
+    403: "The caller's role may not do this.",
+    404: "No such object, or one the caller may not see; a malformed id; a page past the end.",
+    409: "A state conflict: already done, not allowed in this state, an Idempotency-Key reused "
+    "with another request, or a collision with a concurrent request (code `retry`).",
+}
+
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    required=True,
+    description="1 to 200 characters, new for each new request. A replay with the same key "
+    "returns the first answer and changes nothing; the key with another request is a 409.",
+)
+PAGE = OpenApiParameter("page", OpenApiTypes.INT, description="page number, from 1 (50 a page)")
+
+
+_pages: dict[str, type[serializers.Serializer]] = {}
+
+
+def page_of(name: str, child: type[serializers.Serializer]) -> type[serializers.Serializer]:
+    """The schema of a page of ``child`` (``count, next, previous, results``), named ``name``."""
+    if name not in _pages:
+        _pages[name] = type(
+            name,
+            (serializers.Serializer,),
+            {
+                "__doc__": f"A page of {child.__name__}: ?page=N, 50 a page.",
+                "count": serializers.IntegerField(min_value=0),
+                "next": serializers.URLField(allow_null=True),
+                "previous": serializers.URLField(allow_null=True),
+                "results": child(many=True),
+            },
+        )
+    return _pages[name]
+
+
+class ApiSchema(AutoSchema):
+    """The schema of an API view: every error answer it can give, and exact answer objects.
+
+    Every operation can be malformed (400) and needs credentials (401); views that check a
+    role refuse others (403); an id in the path or a page number, or an id in the body of a
+    view that says ``may_miss``, can name nothing (404); a POST with
+    an Idempotency-Key, or one whose view says ``may_conflict``, can conflict (409). Answer
+    objects list every field they have and no others.
+    """
+
+    def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
+        bodies = super()._get_response_bodies(direction)
+        statuses = [400, 401]
+        if getattr(self.view, "checks_roles", True):
+            statuses.append(403)
+        named = {getattr(p, "name", None) for p in self.get_override_parameters()}
+        if "{" in self.path or "page" in named or getattr(self.view, "may_miss", False):
+            statuses.append(404)
+        if "Idempotency-Key" in named or getattr(self.view, "may_conflict", False):
+            statuses.append(409)
+        for code in statuses:
+            answer = OpenApiResponse(ErrorOut, description=ERROR_ANSWERS[code])
+            bodies.setdefault(str(code), self._get_response_for_code(answer, str(code)))
+        return bodies
+
+    def _map_basic_serializer(self, serializer: Any, direction: Any) -> dict[str, Any]:
+        schema = super()._map_basic_serializer(serializer, direction)
+        if direction == "response":
+            schema["additionalProperties"] = False
+        return schema
+
+
 class ApiView(APIView):
-    """The base of every API view here: JSON parsed with the limits above."""
+    """The base of every API view here: JSON parsed with the limits above, the schema above.
+
+    ``checks_roles``: whether a caller can be refused for its role (a 403); ``may_miss``:
+    whether an id in the body can name nothing (a 404); ``may_conflict``: whether a call can
+    meet a state conflict (a 409) without an Idempotency-Key.
+    """
 
     parser_classes = [JSONParser, parsers.FormParser, parsers.MultiPartParser]
+    schema = ApiSchema()
+    checks_roles = True
+    may_miss = False
+    may_conflict = False
 
 
 # --- money at the edge ------------------------------------------------------------------------

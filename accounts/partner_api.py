@@ -2,12 +2,12 @@
 
 from uuid import UUID
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.api_common import ApiView, YuanField, idempotent
+from accounts.api_common import IDEMPOTENCY_KEY, ApiView, YuanField, idempotent
 from accounts.authentication import IsPartner, PartnerPrincipal, PartnerSignatureAuthentication
 from accounts.models import CreditLine
 from accounts.selectors import line_figures
@@ -24,6 +24,7 @@ SIGNED = (
 class PartnerView(ApiView):
     authentication_classes = [PartnerSignatureAuthentication]
     permission_classes = [IsPartner]
+    checks_roles = False  # a partner is refused for another bank's object with a 404
 
     def principal(self, request: Request) -> PartnerPrincipal:
         assert isinstance(request.user, PartnerPrincipal)  # noqa: S101 - IsPartner checked it
@@ -53,6 +54,7 @@ class CreditLineGrantApi(PartnerView):
         operation_id="partner_credit_lines_grant",
         description="Grant a line (201) or update the person's open line (200). "
         "Without `limit` the bank's tier table decides from `score`. " + SIGNED,
+        parameters=[IDEMPOTENCY_KEY],
         request=CreditLineGrantInput,
         responses={201: CreditLineOut, 200: CreditLineOut},
     )
@@ -86,7 +88,12 @@ class CreditLineActionApi(PartnerView):
         "close": credit_lines.credit_line_close,
     }
 
-    @extend_schema(request=None, responses=CreditLineOut, description=SIGNED)
+    @extend_schema(
+        parameters=[IDEMPOTENCY_KEY],
+        request=None,
+        responses={200: CreditLineOut},
+        description=SIGNED,
+    )
     def post(self, request: Request, line_id: UUID) -> Response:
         principal = self.principal(request)
         change = self.services[self.action_name]
@@ -98,13 +105,16 @@ class CreditLineActionApi(PartnerView):
         return idempotent(request, f"partner:{principal.partner.pk}", act)
 
 
+@extend_schema_view(post=extend_schema(operation_id="partner_credit_lines_freeze"))
 class CreditLineFreezeApi(CreditLineActionApi):
     action_name = "freeze"
 
 
+@extend_schema_view(post=extend_schema(operation_id="partner_credit_lines_unfreeze"))
 class CreditLineUnfreezeApi(CreditLineActionApi):
     action_name = "unfreeze"
 
 
+@extend_schema_view(post=extend_schema(operation_id="partner_credit_lines_close"))
 class CreditLineCloseApi(CreditLineActionApi):
     action_name = "close"

@@ -5,10 +5,13 @@ from typing import Any
 from django.utils import timezone
 from rest_framework import serializers
 
-from accounts.api_common import YuanField
+from accounts.api_common import YuanField, page_of
 from accounts.identity import age_on
 from accounts.models import CreditLine, FamilyLink, Person
 from accounts.selectors import LineFigures, credit_line_status
+
+# As credit_line_status() gives it: a line past its expiry date shows as expired.
+LINE_STATUSES = [*CreditLine.Status.values, "expired"]
 
 
 class CreditLineOut(serializers.Serializer):
@@ -19,7 +22,7 @@ class CreditLineOut(serializers.Serializer):
     held = YuanField()
     drawn = YuanField()
     available = YuanField()
-    status = serializers.CharField()
+    status = serializers.ChoiceField(choices=LINE_STATUSES)
     score = serializers.IntegerField()
     score_provider = serializers.CharField()
     expires_on = serializers.DateField(allow_null=True)
@@ -72,3 +75,16 @@ class PersonOut(serializers.ModelSerializer):
 
     def get_is_minor(self, person: Person) -> bool:
         return age_on(person.birth_date, timezone.localdate()) < 18
+
+
+class PersonDetailOut(PersonOut):
+    """A person with their credit lines and the family links they are part of."""
+
+    credit_lines = CreditLineOut(many=True)
+    family_links = FamilyLinkOut(many=True)
+
+    class Meta(PersonOut.Meta):
+        fields = [*PersonOut.Meta.fields, "credit_lines", "family_links"]
+
+
+PersonPage = page_of("PersonPage", PersonOut)

@@ -15,17 +15,31 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.api_common import (
+    IDEMPOTENCY_KEY,
+    PAGE,
     ApiView,
     YuanField,
     fen_to_yuan,
     idempotent,
     idempotent_unwrapped,
+    page_of,
 )
 from accounts.authentication import StaffTokenAuthentication, patient_person_id, roles, staff_actor
 from accounts.models import Department, Person
 
 from .models import Channel, Charge, Encounter, InsuranceClaim, Receipt
 from .selectors import charge_out, encounter_bill, encounter_out, settlement_out
+from .serializers import (
+    BillOut,
+    ChargeOut,
+    ChargesOut,
+    ClaimOut,
+    ClaimsRetryOut,
+    DepositOut,
+    EncounterOut,
+    ReceiptOut,
+    SettlementOut,
+)
 from .services import encounters
 from .services.receipts import receipt_verify
 from .services.settle import claims_due_now, encounter_settle
@@ -40,18 +54,6 @@ class StaffView(ApiView):
     permission_classes = [FRONT_DESK]
 
 
-class EncounterOut(serializers.Serializer):
-    id = serializers.UUIDField()
-    person = serializers.IntegerField()
-    kind = serializers.CharField()
-    department = serializers.IntegerField()
-    diagnosis_code = serializers.CharField()
-    status = serializers.CharField()
-    deposit = serializers.DictField()
-    funding_line = serializers.DictField(allow_null=True)
-    admitted_at = serializers.DateTimeField()
-
-
 class EncounterCreateApi(StaffView):
     class EncounterInput(serializers.Serializer):
         person = serializers.IntegerField()
@@ -60,7 +62,10 @@ class EncounterCreateApi(StaffView):
         diagnosis_code = serializers.CharField(max_length=32, required=False, allow_blank=True)
 
     @extend_schema(
-        operation_id="encounters_admit", request=EncounterInput, responses={201: EncounterOut}
+        operation_id="encounters_admit",
+        parameters=[IDEMPOTENCY_KEY],
+        request=EncounterInput,
+        responses={201: EncounterOut},
     )
     def post(self, request: Request) -> Response:
         data = self.EncounterInput(data=request.data)
@@ -102,7 +107,12 @@ class DepositApi(StaffView):
         amount = YuanField(allow_zero=False)
         channel = serializers.ChoiceField(choices=Channel.choices)
 
-    @extend_schema(operation_id="encounters_deposit", request=DepositInput, responses={201: dict})
+    @extend_schema(
+        operation_id="encounters_deposit",
+        parameters=[IDEMPOTENCY_KEY],
+        request=DepositInput,
+        responses={201: DepositOut},
+    )
     def post(self, request: Request, encounter_id: UUID) -> Response:
         Encounter.objects.get(pk=encounter_id)
         data = self.DepositInput(data=request.data)
@@ -155,7 +165,12 @@ class ChargesApi(StaffView):
     class ChargesInput(serializers.Serializer):
         items = ChargeItemInput(many=True, allow_empty=False, max_length=500)  # type: ignore[call-arg]
 
-    @extend_schema(operation_id="encounters_charge", request=ChargesInput, responses={201: dict})
+    @extend_schema(
+        operation_id="encounters_charge",
+        parameters=[IDEMPOTENCY_KEY],
+        request=ChargesInput,
+        responses={201: ChargesOut},
+    )
     def post(self, request: Request, encounter_id: UUID) -> Response:
         Encounter.objects.get(pk=encounter_id)
         data = self.ChargesInput(data=request.data)
@@ -181,7 +196,12 @@ class ChargeReverseApi(StaffView):
     class ReverseInput(serializers.Serializer):
         reason = serializers.CharField(max_length=200)
 
-    @extend_schema(operation_id="charges_reverse", request=ReverseInput, responses={201: dict})
+    @extend_schema(
+        operation_id="charges_reverse",
+        parameters=[IDEMPOTENCY_KEY],
+        request=ReverseInput,
+        responses={201: ChargeOut},
+    )
     def post(self, request: Request, charge_id: int) -> Response:
         Charge.objects.get(pk=charge_id)
         data = self.ReverseInput(data=request.data)
@@ -202,7 +222,7 @@ class BillApi(StaffView):
     authentication_classes = [StaffTokenAuthentication, SessionAuthentication]
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(operation_id="encounters_bill", responses=dict)
+    @extend_schema(operation_id="encounters_bill", responses=BillOut)
     def get(self, request: Request, encounter_id: UUID) -> Response:
         encounter = Encounter.objects.get(pk=encounter_id)
         own = patient_person_id(request)
@@ -221,8 +241,9 @@ class SettleApi(StaffView):
         operation_id="encounters_settle",
         description="Settle once: 200 with the split and funding; 409 when already settled, "
         "while another settle runs, or when self-pay is not covered and no channel is given.",
+        parameters=[IDEMPOTENCY_KEY],
         request=SettleInput,
-        responses=dict,
+        responses={200: SettlementOut},
     )
     def post(self, request: Request, encounter_id: UUID) -> Response:
         Encounter.objects.get(pk=encounter_id)
@@ -250,7 +271,7 @@ class ReceiptApi(ApiView):
     @extend_schema(
         operation_id="receipts_read",
         parameters=[OpenApiParameter("code", str, description="verification code to check")],
-        responses=dict,
+        responses=ReceiptOut,
     )
     def get(self, request: Request, receipt_no: str) -> Response:
         receipt = Receipt.objects.select_related("encounter").get(receipt_no=receipt_no)
@@ -278,8 +299,8 @@ class ClaimsApi(StaffView):
 
     @extend_schema(
         operation_id="insurance_claims_list",
-        parameters=[OpenApiParameter("status", str, enum=InsuranceClaim.Status.values)],
-        responses=dict,
+        parameters=[OpenApiParameter("status", str, enum=InsuranceClaim.Status.values), PAGE],
+        responses=page_of("ClaimPage", ClaimOut),
     )
     def get(self, request: Request) -> Response:
         claims = InsuranceClaim.objects.order_by("-created_at", "-pk")
@@ -312,7 +333,9 @@ class ClaimsApi(StaffView):
 class ClaimsRetryApi(StaffView):
     permission_classes = [roles("cashier", "finance", "admin")]
 
-    @extend_schema(operation_id="insurance_claims_retry", request=None, responses={202: dict})
+    @extend_schema(
+        operation_id="insurance_claims_retry", request=None, responses={202: ClaimsRetryOut}
+    )
     def post(self, request: Request) -> Response:
         from .tasks import retry_deferred_claims
 

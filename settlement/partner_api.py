@@ -9,11 +9,12 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.api_common import YuanField, fen_to_yuan
+from accounts.api_common import PAGE, YuanField, fen_to_yuan, page_of
 from accounts.partner_api import SIGNED, PartnerView
 
 from .models import Receivable, Repayment
 from .selectors import bank_statement
+from .serializers import ReceivableOut, RepaymentOut, StatementOut
 from .services.repayments import repayment_apply
 
 
@@ -34,8 +35,8 @@ class ReceivablesApi(PartnerView):
     @extend_schema(
         operation_id="partner_receivables_list",
         description=SIGNED,
-        parameters=[OpenApiParameter("status", str, enum=Receivable.Status.values)],
-        responses=dict,
+        parameters=[OpenApiParameter("status", str, enum=Receivable.Status.values), PAGE],
+        responses=page_of("ReceivablePage", ReceivableOut),
     )
     def get(self, request: Request) -> Response:
         partner = self.principal(request).partner
@@ -64,6 +65,9 @@ def repayment_out(repayment: Repayment) -> dict[str, object]:
 
 
 class RepaymentsApi(PartnerView):
+    may_conflict = True  # the same bank_txn_id with other content
+    may_miss = True  # a receivable that is not this bank's
+
     class RepaymentInput(serializers.Serializer):
         receivable = serializers.UUIDField()
         amount = YuanField(allow_zero=False)
@@ -75,7 +79,7 @@ class RepaymentsApi(PartnerView):
         description="Idempotent by `bank_txn_id`: a replay returns the first answer; the same "
         "id with other content is a 409; more than the outstanding amount is a 400. " + SIGNED,
         request=RepaymentInput,
-        responses={201: dict},
+        responses={201: RepaymentOut},
     )
     def post(self, request: Request) -> Response:
         partner = self.principal(request).partner
@@ -96,7 +100,12 @@ class RepaymentsApi(PartnerView):
 
 
 class StatementApi(PartnerView):
-    @extend_schema(operation_id="partner_statements_read", description=SIGNED, responses=dict)
+    @extend_schema(
+        operation_id="partner_statements_read",
+        description="The day's draws and reversals for this bank, and their net. " + SIGNED,
+        parameters=[OpenApiParameter("day", str, OpenApiParameter.PATH, description="YYYY-MM-DD")],
+        responses=StatementOut,
+    )
     def get(self, request: Request, day: str) -> Response:
         try:
             if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", day):

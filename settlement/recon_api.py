@@ -7,7 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from django.http import StreamingHttpResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
@@ -17,6 +17,7 @@ from accounts.api_common import ApiView, YuanField, fen_to_yuan
 from accounts.authentication import StaffTokenAuthentication, roles, staff_actor
 
 from .models import ReconBatch, ReconItem
+from .serializers import BatchOut, ReconItemOut, StatementUploadOut
 from .services.reconciliation import item_resolve, partner_named, statement_batch_create
 from .services.statement_match import statement_matched_lines
 
@@ -76,12 +77,18 @@ def batch_out(batch: ReconBatch, *, limit: int = EXCEPTIONS_SHOWN) -> dict[str, 
     }
 
 
+@extend_schema_field({"type": "string", "format": "binary"})
+class UploadedFileField(serializers.FileField):
+    """A file part of a multipart body (drf-spectacular calls a plain FileField a URI unless
+    request and answer components are split)."""
+
+
 class BankStatementUploadApi(FinanceView):
     parser_classes = [MultiPartParser, FormParser]
 
     class StatementUpload(serializers.Serializer):
         bank = serializers.CharField(max_length=100, help_text="partner id or name")
-        file = serializers.FileField()
+        file = UploadedFileField()
 
     @extend_schema(
         operation_id="reconciliation_statement_upload",
@@ -90,7 +97,7 @@ class BankStatementUploadApi(FinanceView):
         "default), is a 400 and creates no batch. The same file again returns its existing "
         "batch.",
         request={"multipart/form-data": StatementUpload},
-        responses={202: dict},
+        responses={202: StatementUploadOut},
     )
     def post(self, request: Request) -> Response:
         data = self.StatementUpload(data=request.data)
@@ -113,7 +120,7 @@ class BatchDetailApi(FinanceView):
     @extend_schema(
         operation_id="reconciliation_batch_read",
         parameters=[OpenApiParameter("limit", int, description="exceptions shown (≤ 1000)")],
-        responses=dict,
+        responses=BatchOut,
     )
     def get(self, request: Request, batch_id: UUID) -> Response:
         batch = ReconBatch.objects.select_related("partner").get(pk=batch_id)
@@ -172,6 +179,8 @@ class BatchExportApi(FinanceView):
 
 
 class ItemResolveApi(FinanceView):
+    may_conflict = True  # resolved already, or not an exception
+
     class Resolution(serializers.Serializer):
         comment = serializers.CharField(max_length=2000)
         adjust = YuanField(
@@ -182,7 +191,9 @@ class ItemResolveApi(FinanceView):
             help_text="move this much off (positive) or back onto (negative) the bank receivable",
         )
 
-    @extend_schema(operation_id="reconciliation_item_resolve", request=Resolution, responses=dict)
+    @extend_schema(
+        operation_id="reconciliation_item_resolve", request=Resolution, responses=ReconItemOut
+    )
     def post(self, request: Request, item_id: int) -> Response:
         ReconItem.objects.get(pk=item_id)
         data = self.Resolution(data=request.data)

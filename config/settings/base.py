@@ -180,6 +180,18 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # One name per choice set where several share a field name (status, kind).
+    "ENUM_NAME_OVERRIDES": {
+        "EncounterStatusEnum": "settlement.models.Encounter.Status",
+        "EncounterKindEnum": "settlement.models.Encounter.Kind",
+        "ClaimStatusEnum": "settlement.models.InsuranceClaim.Status",
+        "BatchStatusEnum": "settlement.models.ReconBatch.Status",
+        "ReconItemKindEnum": "settlement.models.ReconItem.Kind",
+        "ReceivableStatusEnum": "settlement.models.Receivable.Status",
+        "MovementKindEnum": "settlement.models.CreditMovement.Kind",
+        "CreditLineStatusEnum": "accounts.serializers.LINE_STATUSES",
+        "FamilyLinkStatusEnum": "accounts.models.FamilyLink.Status",
+    },
 }
 
 # Celery. Without CELERY_BROKER_URL the embedded filesystem broker under var/ is used, so a

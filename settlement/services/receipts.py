@@ -29,7 +29,9 @@ def verification_code(receipt_no: str, content: dict[str, Any]) -> str:
 
 def receipt_verify(receipt: Receipt, code: str) -> bool:
     expected = verification_code(receipt.receipt_no, receipt.content)
-    return hmac.compare_digest(expected, (code or "").strip().upper())
+    given = (code or "").strip().upper()
+    # As bytes: compare_digest refuses a str with anything but ASCII in it (a TypeError).
+    return hmac.compare_digest(expected.encode(), given.encode())
 
 
 def _new_number(encounter: Encounter) -> str:
