@@ -11,17 +11,20 @@ import json
 import secrets
 import time
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.test import Client
+from django.test import Client, override_settings
 from django.utils import timezone
 
 from accounts import signing
 from accounts.models import AuditEvent, IdempotentRequest, Person
 from accounts.services.staff import patient_login_create
 from settlement.models import Charge, Encounter
-from tests.factories import make_id_number, signed_in
+from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
+from settlement.services.settle import encounter_settle
+from tests.factories import INSURER_DOWN, make_id_number, signed_in
 
 pytestmark = pytest.mark.django_db
 
@@ -408,3 +411,21 @@ def test_real_names_are_accepted(cashier, name):
     answer = cashier.post("/api/v1/persons/", {"name": name, "id_number": number}, format="json")
     assert answer.status_code == 201, answer.json()
     assert Encounter.objects.count() == 0
+
+
+@pytest.mark.parametrize("code", ["é", "验证码", "\u202e1234", "x" * 5000])
+def test_a_receipt_code_of_any_text_is_checked_not_a_500(cashier, make_person, department, code):
+    encounter = encounter_admit(
+        actor="test", person=make_person("林峰"), department=department, kind="outpatient"
+    )
+    item = ChargeItem("C1", "诊查", "exam", "C", Decimal(1), 1_000, timezone.localdate())
+    charges_post(actor="test", encounter_id=encounter.pk, items=[item])
+    with override_settings(INSURER_URL=INSURER_DOWN, INSURER_TIMEOUT_SECONDS=1):
+        settlement = encounter_settle(actor="test", encounter_id=encounter.pk, channel="cash")
+    answer = cashier.get(f"/api/v1/receipts/{settlement.receipt_no}/", {"code": code})
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["verified"] is False
+    right = cashier.get(
+        f"/api/v1/receipts/{settlement.receipt_no}/", {"code": answer.json()["verification_code"]}
+    )
+    assert right.json()["verified"] is True
