@@ -80,7 +80,12 @@ class ApiEdgeMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        self.refuse_nul_bytes(request)
+        try:
+            self.refuse_nul_bytes(request)
+        except NulByteRefused as refused:
+            if is_api(request):  # answered here: with DEBUG on, Django's answer is a page
+                return error_json(400, "invalid", str(refused))
+            raise
         response = self.get_response(request)
         if (
             is_api(request)

@@ -429,3 +429,10 @@ def test_a_receipt_code_of_any_text_is_checked_not_a_500(cashier, make_person, d
         f"/api/v1/receipts/{settlement.receipt_no}/", {"code": answer.json()["verification_code"]}
     )
     assert right.json()["verified"] is True
+
+
+def test_api_errors_stay_json_with_debug_on(cashier, settings):
+    """With DEBUG on (``make run``) Django answers a 404 with its own page; not under /api/."""
+    settings.DEBUG = True
+    error_of(cashier.get("/api/v1/persons/abc/"), 404, "not_found")
+    error_of(cashier.get("/api/v1/receipts/%00/"), 400)
