@@ -15,7 +15,6 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import OperationalError, transaction
 from django.http import Http404, QueryDict
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_field
 from rest_framework import exceptions, parsers, serializers, status
 from rest_framework.request import Request
@@ -177,13 +176,15 @@ ERROR_ANSWERS = {
 
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
-    OpenApiTypes.STR,
+    {"type": "string", "minLength": 1, "maxLength": 200},
     OpenApiParameter.HEADER,
     required=True,
     description="1 to 200 characters, new for each new request. A replay with the same key "
     "returns the first answer and changes nothing; the key with another request is a 409.",
 )
-PAGE = OpenApiParameter("page", OpenApiTypes.INT, description="page number, from 1 (50 a page)")
+PAGE = OpenApiParameter(
+    "page", {"type": "integer", "minimum": 1}, description="page number, from 1 (50 a page)"
+)
 
 
 _pages: dict[str, type[serializers.Serializer]] = {}

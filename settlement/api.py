@@ -5,7 +5,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import PermissionDenied
@@ -136,6 +136,9 @@ class DepositApi(StaffView):
         return idempotent(request, f"staff:{request.user.pk}", pay)
 
 
+@extend_schema_field(
+    {"type": "string", "pattern": r"^[0-9]{1,9}(\.[0-9]{1,3})?$", "example": "2.5"}
+)
 class QuantityField(serializers.DecimalField):
     """A quantity in plain decimal notation: ``"2.5"`` or ``2``, never ``"1e3"`` nor ``"1_000"``.
 
