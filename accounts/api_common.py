@@ -211,10 +211,11 @@ class ApiSchema(AutoSchema):
     """The schema of an API view: every error answer it can give, and exact answer objects.
 
     Every operation can be malformed (400) and needs credentials (401); views that check a
-    role refuse others (403); an id in the path or a page number, or an id in the body of a
-    view that says ``may_miss``, can name nothing (404); a POST with
-    an Idempotency-Key, or one whose view says ``may_conflict``, can conflict (409). Answer
-    objects list every field they have and no others.
+    role refuse others (403); an id in the path, a page number, or an id in the body of a
+    view that says ``may_miss`` can name nothing (404); a POST with an Idempotency-Key, or
+    one whose view says ``may_conflict``, can conflict (409). Answer objects list every field
+    they have and no others (``additionalProperties: false``), so a field added to an answer
+    but not to its serializer fails tests/test_schema_contract.py.
     """
 
     def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
