@@ -126,6 +126,13 @@ DOMAIN_MESSAGES: dict[str, Promise] = {
     "the ID number's birth date is in the future": _(
         "The ID number's birth date is in the future."
     ),
+    "the ID number's birth date is before 1900": _(
+        "The ID number's birth date is before 1900."
+    ),
+    "a name cannot hold control characters": _("A name cannot hold control characters."),
+    "a name needs at least one visible character": _(
+        "A name needs at least one visible character."
+    ),
     "a person cannot carry their own costs": _("A person cannot carry their own costs."),
     "the payer's consent must be given and recorded": _(
         "The payer's consent must be given and recorded."

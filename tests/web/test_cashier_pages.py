@@ -123,6 +123,30 @@ def test_a_domain_error_lands_on_its_field(department, make_person):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("name", "birth", "said"),
+    [
+        ("\u200b\u202e", "19850102", "姓名至少要有一个可见字符。"),
+        ("张\x07三", "19850102", "姓名不能包含控制字符。"),
+        ("张三", "18991231", "身份证号码中的出生日期早于1900年。"),
+    ],
+)
+def test_a_refused_name_or_birth_date_is_said_in_chinese(department, name, birth, said):
+    from stdnum.cn import ric
+
+    base = f"350203{birth}011"
+    client = Client()
+    client.force_login(staff_user("cashier3", "cashier"))
+    response = client.post(
+        "/cashier/persons/new/",
+        {"name": name, "id_number": base + ric.calc_check_digit(base + "0"), "phone": ""},
+        HTTP_ACCEPT_LANGUAGE="zh-hans",
+    )
+    assert said in response.content.decode()
+    assert not Person.objects.exists()
+
+
+@pytest.mark.django_db
 def test_a_form_sent_twice_takes_effect_once(department, make_person):
     """A double click or a resent admission (the same one-time token) admits once, and both
     answers go to the same visit; a new form (a new token) admits again."""
