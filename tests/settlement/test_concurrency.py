@@ -388,3 +388,77 @@ def test_parallel_repayments_never_take_a_receivable_below_zero(drawn_receivable
     assert account_balance(line.drawn_account).posted == receivable.outstanding
     assert account_balance(line.capacity_account).available == LIMIT - receivable.outstanding
     assert_ledger_intact()
+
+
+# --- parallel admissions on a nearly full family line -----------------------------------------
+
+DEPOSIT = 50_000  # ¥500 for each stay
+
+
+def test_parallel_admissions_on_a_nearly_full_family_line_hold_what_fits_and_admit_the_rest(
+    make_person, make_partner, staff_client
+):
+    """Twenty children of one parent are admitted at once when the parent's line has room for
+    two more deposits: two are waived and held, eighteen pay their deposit, every answer is the
+    documented 201, and no limit error (with its internal account code) reaches the desk."""
+    _, department = hospital(default_deposit=DEPOSIT)
+    partner, _ = make_partner()
+    parent = make_person("郑母", birth=date(1983, 3, 3))
+    line = grant(partner, parent, 180_000)
+    first = make_person("郑长", birth=date(2009, 1, 1))
+    link(parent, first)
+    earlier = encounter_admit(actor="test", person=first, department=department, kind="inpatient")
+    assert earlier.deposit_waived
+    room = 180_000 - DEPOSIT
+    assert account_balance(line.capacity_account).available == room
+    children = []
+    for n in range(20):
+        child = make_person(f"郑{n}", birth=date(2010 + n % 10, 1 + n % 12, 1 + n))
+        link(parent, child)
+        children.append(child)
+    cashiers = [staff_client("cashier") for _ in children]
+
+    def admit(i: int):
+        return cashiers[i].post(
+            "/api/v1/encounters/",
+            {"person": children[i].pk, "kind": "inpatient", "department": department.pk},
+            format="json",
+        )
+
+    answers = run_threads(admit, threads=len(children))
+
+    assert [getattr(a, "status_code", a) for a in answers] == [201] * len(children), [
+        getattr(a, "content", a) for a in answers
+    ]
+    bodies = [a.json() for a in answers]  # type: ignore[union-attr]
+    assert not [b for b in bodies if "limit" in str(b) or "credit:line" in str(b)]
+    waived = [b for b in bodies if b["deposit"]["waived"]]
+    paying = [b for b in bodies if not b["deposit"]["waived"]]
+    fits = room // DEPOSIT
+    assert len(waived) == fits == 2
+    assert all(b["funding_line"]["id"] == str(line.pk) for b in waived)
+    assert all(b["funding_line"] is None for b in paying)
+    assert all(
+        b["deposit"] == {"required": "500.00", "waived": False, "paid": "0.00"} for b in paying
+    )
+    stays = Encounter.objects.filter(person__in=children)
+    assert stays.filter(deposit_waived=True, funding_line=line).count() == fits
+    assert stays.filter(deposit_waived=False, funding_line__isnull=True).count() == 20 - fits
+
+    capacity = account_balance(line.capacity_account)
+    assert capacity.debits_pending == DEPOSIT * (1 + fits)
+    assert capacity.available == room - fits * DEPOSIT == 30_000
+    assert account_balance(line.drawn_account).posted == 0
+
+    # One more, alone, gets the same answer as the eighteen.
+    alone = make_person("郑幺", birth=date(2021, 6, 6))
+    link(parent, alone)
+    later = cashiers[0].post(
+        "/api/v1/encounters/",
+        {"person": alone.pk, "kind": "inpatient", "department": department.pk},
+        format="json",
+    )
+    assert later.status_code == 201, later.json()
+    assert (later.json()["deposit"]["waived"], later.json()["funding_line"]) == (False, None)
+    assert account_balance(line.capacity_account).available == 30_000
+    assert_ledger_intact()
