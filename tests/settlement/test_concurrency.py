@@ -9,6 +9,7 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
+from django.test import override_settings
 from django.utils import timezone
 
 from accounts.models import Department
@@ -245,6 +246,66 @@ def test_concurrent_settles_of_one_encounter_settle_it_once(make_person, make_pa
     assert account_balance(house.insurer_receivable(institution)).posted == 109_500
     assert account_balance(line.drawn_account).posted == 60_500
     assert account_balance(line.capacity_account).debits_pending == 0
+    assert_ledger_intact()
+
+
+def test_eight_settles_with_one_idempotency_key_wait_for_the_first_and_replay_its_answer(
+    make_person, make_partner, staff_client, sim
+):
+    """The same settle sent eight times at once with one key (a client retrying while the first
+    is still with the insurer): the first settles, the other seven wait for it and get its
+    answer, as every other POST's duplicates do."""
+    institution, department = hospital(default_deposit=50_000)
+    partner, _ = make_partner()
+    patient = make_person("吴桐", birth=date(1977, 7, 17))
+    line = grant(partner, patient, 300_000)
+    encounter = admit_and_charge(
+        patient, department, "inpatient", [item("A", 150_000, "A001"), item("C", 20_000, "C001")]
+    )
+    cashier = staff_client("cashier")
+    # Each insurer call takes a second, so the duplicates arrive while the first is in flight.
+    sim.control("hang", hang_seconds=1)
+
+    def send(i: int):
+        return cashier.post(
+            f"/api/v1/encounters/{encounter.pk}/settle/",
+            {},
+            format="json",
+            HTTP_IDEMPOTENCY_KEY="settle-once-0001",
+        )
+
+    with override_settings(INSURER_URL=sim.url, INSURER_TIMEOUT_SECONDS=5):
+        answers = run_threads(send)
+
+    assert [getattr(a, "status_code", a) for a in answers] == [200] * 8, [
+        getattr(a, "content", a) for a in answers
+    ]
+    bodies = [a.json() for a in answers]  # type: ignore[union-attr]
+    assert all(body == bodies[0] for body in bodies)
+    assert (bodies[0]["status"], bodies[0]["self_pay"], bodies[0]["funded_by"]) == (
+        "settled",
+        "605.00",
+        "credit",
+    )
+    assert Settlement.objects.filter(encounter=encounter).count() == 1
+    assert Receipt.objects.filter(encounter=encounter).count() == 1
+    assert [
+        infno
+        for (infno,) in InsurerCall.objects.filter(mdtrt_id=str(encounter.pk)).values_list("infno")
+    ].count(SETTLE["inpatient"]) == 1
+    assert len(standing(sim, encounter)) == 1
+    assert account_balance(house.insurer_receivable(institution)).posted == 109_500
+    assert account_balance(house.bank_receivable(institution, partner)).posted == 60_500
+    assert account_balance(line.drawn_account).posted == 60_500
+    assert account_balance(line.capacity_account).debits_pending == 0
+
+    # Later still, the key replays the same answer; another key is the documented 409.
+    sim.control("ok")
+    again = send(0)
+    assert (again.status_code, again.json()) == (200, bodies[0])
+    other = cashier.post(f"/api/v1/encounters/{encounter.pk}/settle/", {}, format="json")
+    assert other.status_code == 409
+    assert other.json()["error"]["code"] == "already_settled"
     assert_ledger_intact()
 
 
