@@ -14,6 +14,7 @@ import pytest
 from django.db import connection
 
 from accounts.services.staff import staff_create
+from tests.postgres import admin_connection, end_connections
 from tests.test_deployment import HTTPS, Server, database_url, production_env
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -33,15 +34,7 @@ def server_backends(admin: psycopg.Connection) -> list[int]:
 def test_requests_after_postgresql_ends_every_kept_connection_all_succeed(tmp_path: Path):
     _, token = staff_create(actor="test", username="night-cashier", role="cashier")
     headers = {**HTTPS, "Authorization": f"Token {token}"}
-    db = connection.settings_dict
-    admin = psycopg.connect(
-        host=db["HOST"] or None,
-        port=db["PORT"] or None,
-        user=db["USER"] or None,
-        password=db["PASSWORD"] or None,
-        dbname="postgres",
-        autocommit=True,
-    )
+    admin = admin_connection()
     server = Server(
         production_env(
             tmp_path,
@@ -60,12 +53,7 @@ def test_requests_after_postgresql_ends_every_kept_connection_all_succeed(tmp_pa
         assert kept, "the server keeps no connection"
 
         # An administrator (or a restart) ends them all while the server is idle.
-        ended = admin.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE datname = %s AND application_name = %s",
-            [db["NAME"], WEB],
-        ).fetchone()
-        assert ended == (len(kept),)
+        assert end_connections(admin, WEB) == len(kept)
 
         answers = []
         for _ in range(60):

@@ -245,8 +245,8 @@ def settlement_recover(
                 return "finished"
             except SelfPayNotCovered:
                 pass  # a payment channel is needed: a person at the window finishes it
-        _abort(encounter_id)
         with transaction.atomic():
+            _abort(encounter_id)
             audit_record(
                 actor=RECOVERY_ACTOR,
                 action="encounter.settle_undo",

@@ -17,6 +17,7 @@ from accounts.services.credit_lines import credit_line_grant
 from accounts.services.family import family_link_create
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.persons import person_id_number
+from accounts.services.staff import staff_create
 from ledger.exceptions import LimitExceeded
 from ledger.selectors import account_balance
 from ledger.services import chain_seal
@@ -43,6 +44,7 @@ from settlement.services import house
 from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
 from settlement.services.repayments import repayment_apply
 from settlement.services.settle import claim_retry, claims_retry, encounter_settle
+from tests.factories import KeyedClient
 from tests.threads import run_threads
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -250,7 +252,7 @@ def test_concurrent_settles_of_one_encounter_settle_it_once(make_person, make_pa
 
 
 def test_eight_settles_with_one_idempotency_key_wait_for_the_first_and_replay_its_answer(
-    make_person, make_partner, staff_client, sim
+    make_person, make_partner, sim
 ):
     """The same settle sent eight times at once with one key (a client retrying while the first
     is still with the insurer): the first settles, the other seven wait for it and get its
@@ -262,12 +264,16 @@ def test_eight_settles_with_one_idempotency_key_wait_for_the_first_and_replay_it
     encounter = admit_and_charge(
         patient, department, "inpatient", [item("A", 150_000, "A001"), item("C", 20_000, "C001")]
     )
-    cashier = staff_client("cashier")
+    # One cashier's desk retrying: the same token (the key's scope), a client per thread.
+    _, token = staff_create(actor="test", username="desk-7", role="cashier")
+    desks = [KeyedClient() for _ in range(8)]
+    for desk in desks:
+        desk.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     # Each insurer call takes a second, so the duplicates arrive while the first is in flight.
     sim.control("hang", hang_seconds=1)
 
     def send(i: int):
-        return cashier.post(
+        return desks[i].post(
             f"/api/v1/encounters/{encounter.pk}/settle/",
             {},
             format="json",
@@ -303,7 +309,7 @@ def test_eight_settles_with_one_idempotency_key_wait_for_the_first_and_replay_it
     sim.control("ok")
     again = send(0)
     assert (again.status_code, again.json()) == (200, bodies[0])
-    other = cashier.post(f"/api/v1/encounters/{encounter.pk}/settle/", {}, format="json")
+    other = desks[1].post(f"/api/v1/encounters/{encounter.pk}/settle/", {}, format="json")
     assert other.status_code == 409
     assert other.json()["error"]["code"] == "already_settled"
     assert_ledger_intact()

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from typing import Any
 
-import psycopg
 import pytest
 from celery.contrib.testing.worker import start_worker
 from django.db import Error as DatabaseError
@@ -33,6 +32,7 @@ from settlement.insurer.client import InsurerClient
 from settlement.models import Encounter, InsuranceClaim, InsurerCall, Receipt, Settlement
 from settlement.services import house
 from settlement.services.settle import settlements_recover
+from tests.postgres import admin_connection, end_connections
 from tests.settlement.test_insurance_fallback import (
     CLINIC_ACCOUNT,
     CLINIC_FUND,
@@ -69,16 +69,8 @@ class Outage:
     database, as an administrator would."""
 
     def __init__(self) -> None:
-        settings = connection.settings_dict
-        self.name = settings["NAME"]
-        self.admin = psycopg.connect(
-            host=settings["HOST"] or None,
-            port=settings["PORT"] or None,
-            user=settings["USER"] or None,
-            password=settings["PASSWORD"] or None,
-            dbname="postgres",
-            autocommit=True,
-        )
+        self.name = connection.settings_dict["NAME"]
+        self.admin = admin_connection()
         self.began = 0
 
     def _allow(self, allow: bool) -> None:
@@ -90,12 +82,7 @@ class Outage:
 
     def begin(self) -> None:
         self._allow(False)
-        ended = self.admin.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE datname = %s AND pid <> pg_backend_pid()",
-            [self.name],
-        ).fetchone()
-        assert ended is not None and ended[0] >= 1
+        assert end_connections(self.admin) >= 1
         self.began += 1
 
     def end(self) -> None:
@@ -109,6 +96,21 @@ def outage() -> Iterator[Outage]:
     yield cut
     cut.end()
     cut.admin.close()
+
+
+@pytest.fixture
+def ward_stay(hospital, make_person, make_partner, staff_client) -> tuple[Any, Encounter, Any]:
+    """A patient on a ¥3,000 line of their own, admitted to the ward (the deposit waived and
+    held on the line) and charged the ward bill: the cashier, the encounter and the line."""
+    _, ward, _ = hospital
+    _, bank = make_partner("厦门农商银行")
+    patient = make_person("邱山", birth=date(1971, 1, 21))
+    line = open_line(bank, patient)
+    cashier = staff_client("cashier")
+    encounter = admit(cashier, patient, ward, "inpatient")
+    assert encounter.deposit_waived
+    charge(cashier, encounter, ward_items(), WARD_TOTAL)
+    return cashier, encounter, line
 
 
 def cut_after_settle(outage: Outage) -> type[InsurerClient]:
@@ -208,16 +210,9 @@ def settled_money(encounter: Encounter, line: Any = None) -> dict[str, int]:
 
 
 def test_a_settle_cut_off_after_the_insurer_settled_is_finished_by_the_worker_once(
-    hospital, make_person, make_partner, staff_client, sim, outage, monkeypatch
+    ward_stay, sim, outage, monkeypatch
 ):
-    institution, ward, _ = hospital
-    partner, bank = make_partner("厦门农商银行")
-    patient = make_person("邱山", birth=date(1971, 1, 21))
-    line = open_line(bank, patient)
-    cashier = staff_client("cashier")
-    encounter = admit(cashier, patient, ward, "inpatient")
-    assert encounter.deposit_waived
-    charge(cashier, encounter, ward_items(), WARD_TOTAL)
+    cashier, encounter, line = ward_stay
 
     with override_settings(INSURER_URL=sim.url, INSURER_TIMEOUT_SECONDS=2):
         stranded_settle(cashier, encounter, outage, cut_after_settle(outage), monkeypatch)
@@ -285,15 +280,9 @@ def test_a_settle_cut_off_after_the_insurer_settled_is_finished_by_the_worker_on
 
 
 def test_a_settle_cut_off_at_its_postings_is_finished_once_by_racing_recoveries(
-    hospital, make_person, make_partner, staff_client, sim, outage, monkeypatch
+    ward_stay, sim, outage, monkeypatch
 ):
-    institution, ward, _ = hospital
-    partner, bank = make_partner("泉州银行")
-    patient = make_person("傅江", birth=date(1980, 8, 18))
-    line = open_line(bank, patient)
-    cashier = staff_client("cashier")
-    encounter = admit(cashier, patient, ward, "inpatient")
-    charge(cashier, encounter, ward_items(), WARD_TOTAL)
+    cashier, encounter, line = ward_stay
 
     client, wrapper = cut_at_postings(outage)
     with override_settings(INSURER_URL=sim.url, INSURER_TIMEOUT_SECONDS=2):
@@ -327,15 +316,9 @@ def test_a_settle_cut_off_at_its_postings_is_finished_once_by_racing_recoveries(
 
 
 def test_a_settle_cut_off_before_it_was_sent_is_reversed_and_undone_then_settles_afresh(
-    hospital, make_person, make_partner, staff_client, sim, outage, monkeypatch
+    ward_stay, sim, outage, monkeypatch
 ):
-    institution, ward, _ = hospital
-    partner, bank = make_partner("厦门银行")
-    patient = make_person("温水", birth=date(1962, 2, 12))
-    line = open_line(bank, patient)
-    cashier = staff_client("cashier")
-    encounter = admit(cashier, patient, ward, "inpatient")
-    charge(cashier, encounter, ward_items(), WARD_TOTAL)
+    cashier, encounter, line = ward_stay
 
     with override_settings(INSURER_URL=sim.url, INSURER_TIMEOUT_SECONDS=2):
         stranded_settle(cashier, encounter, outage, cut_before_settle(outage), monkeypatch)
