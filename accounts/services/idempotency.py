@@ -11,6 +11,7 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from accounts.models import IdempotentRequest
+from ledger.db import again_if_disconnected
 
 logger = logging.getLogger(__name__)
 
@@ -85,18 +86,16 @@ def request_release(*, claim: int) -> None:
     """Give up an unanswered claim (the work failed), so the key can be sent again and a
     duplicate waiting for the answer runs the request itself.
 
-    The work may have failed because the database connection died; the release then tries
-    once more on a new connection, and failing that the claim is taken over once abandoned.
+    The work may have failed because the database connection died: the release then runs on a
+    new connection, and if the database cannot be reached the claim is taken over once
+    abandoned.
     """
-    for attempt in (1, 2):
-        try:
-            IdempotentRequest.objects.filter(pk=claim, status_code__isnull=True).delete()
-            return
-        except DatabaseError:
-            if attempt == 2 or connection.in_atomic_block:
-                logger.exception("idempotency claim %s could not be released", claim)
-                return
-            connection.close()
+    try:
+        again_if_disconnected(
+            lambda: IdempotentRequest.objects.filter(pk=claim, status_code__isnull=True).delete()
+        )
+    except DatabaseError:
+        logger.exception("idempotency claim %s could not be released", claim)
 
 
 def _earlier(row: IdempotentRequest) -> Earlier:

@@ -49,6 +49,7 @@ from accounts.services.credit_lines import (
     credit_room,
 )
 from ledger import services as ledger
+from ledger.db import again_if_disconnected
 from ledger.selectors import account_balance
 
 from ..exceptions import (
@@ -311,11 +312,18 @@ def _begin(encounter_id: UUID) -> None:
 
 
 def _abort(encounter_id: UUID) -> None:
-    with transaction.atomic():
-        Encounter.objects.filter(pk=encounter_id, status=Encounter.Status.SETTLING).update(
-            status=Encounter.Status.OPEN
-        )
-        InsuranceClaim.objects.filter(encounter_id=encounter_id).update(lease_until=None)
+    """Put a failed settle's encounter back to ``open``: on a new connection if the failure was
+    the connection's; if the database cannot be reached, the lease lapses and
+    ``settlements_recover`` does it."""
+
+    def undo() -> None:
+        with transaction.atomic():
+            Encounter.objects.filter(pk=encounter_id, status=Encounter.Status.SETTLING).update(
+                status=Encounter.Status.OPEN
+            )
+            InsuranceClaim.objects.filter(encounter_id=encounter_id).update(lease_until=None)
+
+    again_if_disconnected(undo)
 
 
 # --- step 2: the insurer ----------------------------------------------------------------------

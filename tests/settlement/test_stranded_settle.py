@@ -80,8 +80,11 @@ class Outage:
             )
         )
 
-    def begin(self) -> None:
-        self._allow(False)
+    def begin(self, *, refuse: bool = True) -> None:
+        """End the connections; ``refuse`` new ones too (a restart), or not (an administrator
+        ending connections while the server stays up)."""
+        if refuse:
+            self._allow(False)
         assert end_connections(self.admin) >= 1
         self.began += 1
 
@@ -113,13 +116,13 @@ def ward_stay(hospital, make_person, make_partner, staff_client) -> tuple[Any, E
     return cashier, encounter, line
 
 
-def cut_after_settle(outage: Outage) -> type[InsurerClient]:
+def cut_after_settle(outage: Outage, refuse: bool = True) -> type[InsurerClient]:
     """The insurer settles; the database goes away before its answer is stored."""
 
     class Client(InsurerClient):
         def settle(self, *args: Any, **kwargs: Any) -> Any:
             split = super().settle(*args, **kwargs)
-            outage.begin()
+            outage.begin(refuse=refuse)
             return split
 
     return Client
@@ -273,6 +276,44 @@ def test_a_settle_cut_off_after_the_insurer_settled_is_finished_by_the_worker_on
             yuan(WARD_SELF),
         )
     assert settled_money(encounter, line) == done
+    assert_ledger_intact()
+
+
+# --- connections ended, PostgreSQL still up: the request itself puts it back -----------------
+
+
+def test_a_settle_whose_connection_is_ended_puts_the_encounter_back_on_a_new_one(
+    ward_stay, sim, outage, monkeypatch
+):
+    """The failed request undoes its settle on a new connection, so the cashier need not wait
+    for the lease: the next settle finds the insurer's settlement by query."""
+    cashier, encounter, line = ward_stay
+
+    with override_settings(INSURER_URL=sim.url, INSURER_TIMEOUT_SECONDS=2):
+        with monkeypatch.context() as patch:
+            patch.setattr(
+                "settlement.services.settle.InsurerClient", cut_after_settle(outage, refuse=False)
+            )
+            with pytest.raises(DatabaseError):
+                settle(cashier, encounter)
+        connection.close()
+        encounter.refresh_from_db()
+        assert encounter.status == Encounter.Status.OPEN
+        claim = claim_of(encounter)
+        assert (claim.status, claim.setl_id, claim.lease_until) == ("pending", "", None)
+        assert claim.settle_msgid.startswith("2304-")
+        assert len(standing(sim, encounter)) == 1
+        sent = len(calls(encounter))
+
+        again = settle(cashier, encounter)
+        assert again.status_code == 200, again.json()
+        assert (again.json()["status"], again.json()["self_pay"]) == ("settled", yuan(WARD_SELF))
+    assert calls(encounter)[sent:] == [("5203", "ok")]
+    assert len(standing(sim, encounter)) == 1
+    done = settled_money(encounter, line)
+    assert (done["insurer_receivable"], done["drawn"], done["held"]) == (WARD_SHARE, WARD_SELF, 0)
+    assert (done["patient_receivable"], done["receipts"]) == (0, 1)
+    assert settlements_recover() == {}
     assert_ledger_intact()
 
 
