@@ -44,8 +44,13 @@ def request_claim(*, scope: str, key: str, fingerprint: str) -> int | Earlier:
 
 
 def request_answered(*, claim: int, status_code: int, body: Any) -> None:
-    """Remember the answer of the request that holds ``claim`` (in the same transaction)."""
-    IdempotentRequest.objects.filter(pk=claim).update(status_code=status_code, body=body)
+    """Remember the answer of the request that holds ``claim`` (in the same transaction, or
+    after work that committed on its own: then on a new connection if the one it had died)."""
+    again_if_disconnected(
+        lambda: IdempotentRequest.objects.filter(pk=claim).update(
+            status_code=status_code, body=body
+        )
+    )
 
 
 def request_begin(

@@ -317,6 +317,41 @@ def test_a_settle_whose_connection_is_ended_puts_the_encounter_back_on_a_new_one
     assert_ledger_intact()
 
 
+def test_a_settle_whose_connection_ends_as_its_answer_is_remembered_still_answers_and_replays(
+    ward_stay, sim, outage
+):
+    """The postings committed; the connection ends as the answer is stored under the request's
+    Idempotency-Key. The answer is stored on a new connection: the cashier gets the 200, and a
+    retry with the key gets it again."""
+    cashier, encounter, line = ward_stay
+
+    def wrapper(execute: Callable[..., Any], sql: str, *args: Any) -> Any:
+        if not outage.began and sql.startswith('UPDATE "accounts_idempotentrequest"'):
+            outage.begin(refuse=False)
+        return execute(sql, *args)
+
+    def send() -> Any:
+        path = f"/api/v1/encounters/{encounter.pk}/settle/"
+        return cashier.post(path, {}, format="json", HTTP_IDEMPOTENCY_KEY="desk-3-settle")
+
+    with override_settings(INSURER_URL=sim.url, INSURER_TIMEOUT_SECONDS=2):
+        with connection.execute_wrapper(wrapper):
+            first = send()
+        assert outage.began == 1
+        assert first.status_code == 200, first.json()
+        assert (first.json()["status"], first.json()["self_pay"]) == ("settled", yuan(WARD_SELF))
+        replay = send()
+    assert (replay.status_code, replay.json()) == (200, first.json())
+    assert len(standing(sim, encounter)) == 1
+    done = settled_money(encounter, line)
+    assert (done["insurer_receivable"], done["drawn"], done["receipts"]) == (
+        WARD_SHARE,
+        WARD_SELF,
+        1,
+    )
+    assert_ledger_intact()
+
+
 # --- the answer was stored, the postings were cut: finished without asking ---------------------
 
 
