@@ -342,10 +342,15 @@ def _total(encounter: Encounter) -> int:
 
 
 def _remember(claim: InsuranceClaim, **fields: object) -> None:
-    """Store what the insurer said at once, outside any transaction: it must survive a crash."""
+    """Store what the insurer said at once, outside any transaction: it must survive a crash.
+    A connection that died while the insurer was asked is replaced, so the settle goes on."""
     for name, value in fields.items():
         setattr(claim, name, value)
-    InsuranceClaim.objects.filter(pk=claim.pk).update(updated_at=timezone.now(), **fields)
+    again_if_disconnected(
+        lambda: InsuranceClaim.objects.filter(pk=claim.pk).update(
+            updated_at=timezone.now(), **fields
+        )
+    )
 
 
 def _settled(claim: InsuranceClaim, split: Split) -> InsurerAnswer:

@@ -128,12 +128,12 @@ def cut_after_settle(outage: Outage, refuse: bool = True) -> type[InsurerClient]
     return Client
 
 
-def cut_before_settle(outage: Outage) -> type[InsurerClient]:
+def cut_before_settle(outage: Outage, refuse: bool = True) -> type[InsurerClient]:
     """The settle's msgid is stored; the database goes away before the settle is sent."""
 
     class Client(InsurerClient):
         def settle(self, *args: Any, **kwargs: Any) -> Any:
-            outage.begin()
+            outage.begin(refuse=refuse)
             return super().settle(*args, **kwargs)
 
     return Client
@@ -279,21 +279,44 @@ def test_a_settle_cut_off_after_the_insurer_settled_is_finished_by_the_worker_on
     assert_ledger_intact()
 
 
-# --- connections ended, PostgreSQL still up: the request itself puts it back -----------------
+# --- connections ended, PostgreSQL still up: the request carries on, or puts it back ----------
 
 
-def test_a_settle_whose_connection_is_ended_puts_the_encounter_back_on_a_new_one(
+def test_a_settle_whose_connection_is_ended_while_the_insurer_settles_carries_on_on_a_new_one(
     ward_stay, sim, outage, monkeypatch
 ):
-    """The failed request undoes its settle on a new connection, so the cashier need not wait
-    for the lease: the next settle finds the insurer's settlement by query."""
+    """An administrator ends the connection while the insurer settles: the answer is stored and
+    the postings made on a new connection, and the desk gets its 200."""
     cashier, encounter, line = ward_stay
 
     with override_settings(INSURER_URL=sim.url, INSURER_TIMEOUT_SECONDS=2):
         with monkeypatch.context() as patch:
-            patch.setattr(
-                "settlement.services.settle.InsurerClient", cut_after_settle(outage, refuse=False)
-            )
+            client = cut_after_settle(outage, refuse=False)
+            patch.setattr("settlement.services.settle.InsurerClient", client)
+            settled = settle(cashier, encounter)
+    assert outage.began == 1
+    assert settled.status_code == 200, settled.json()
+    assert (settled.json()["status"], settled.json()["self_pay"]) == ("settled", yuan(WARD_SELF))
+    assert [infno for infno, _ in calls(encounter)] == ["2303", "2304"]
+    assert len(standing(sim, encounter)) == 1
+    done = settled_money(encounter, line)
+    assert (done["insurer_receivable"], done["drawn"], done["held"]) == (WARD_SHARE, WARD_SELF, 0)
+    assert (done["patient_receivable"], done["receipts"]) == (0, 1)
+    assert_ledger_intact()
+
+
+def test_a_failed_settle_whose_connection_was_ended_puts_the_encounter_back_on_a_new_one(
+    ward_stay, sim, outage, monkeypatch
+):
+    """The connection is ended as the settle is about to be sent, so the request fails; it puts
+    the encounter back on a new connection, and the cashier need not wait for the lease: the
+    next settle resolves the unsent one (reversed) and settles once."""
+    cashier, encounter, line = ward_stay
+
+    with override_settings(INSURER_URL=sim.url, INSURER_TIMEOUT_SECONDS=2):
+        with monkeypatch.context() as patch:
+            client = cut_before_settle(outage, refuse=False)
+            patch.setattr("settlement.services.settle.InsurerClient", client)
             with pytest.raises(DatabaseError):
                 settle(cashier, encounter)
         connection.close()
@@ -302,13 +325,14 @@ def test_a_settle_whose_connection_is_ended_puts_the_encounter_back_on_a_new_one
         claim = claim_of(encounter)
         assert (claim.status, claim.setl_id, claim.lease_until) == ("pending", "", None)
         assert claim.settle_msgid.startswith("2304-")
-        assert len(standing(sim, encounter)) == 1
+        assert standing(sim, encounter) == []
         sent = len(calls(encounter))
 
         again = settle(cashier, encounter)
         assert again.status_code == 200, again.json()
         assert (again.json()["status"], again.json()["self_pay"]) == ("settled", yuan(WARD_SELF))
-    assert calls(encounter)[sent:] == [("5203", "ok")]
+    assert calls(encounter)[sent:] == [("5203", "rejected"), ("2303", "ok"), ("2304", "ok")]
+    assert InsurerCall.objects.get(infno="2601", request__input__omsgid=claim.settle_msgid)
     assert len(standing(sim, encounter)) == 1
     done = settled_money(encounter, line)
     assert (done["insurer_receivable"], done["drawn"], done["held"]) == (WARD_SHARE, WARD_SELF, 0)
