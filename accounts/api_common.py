@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -27,9 +28,9 @@ from accounts.exceptions import AccountsError
 from accounts.services.idempotency import (
     Earlier,
     request_answered,
+    request_begin,
     request_claim,
-    request_earlier,
-    request_record,
+    request_release,
 )
 from ledger.exceptions import (
     IdempotencyConflict,
@@ -45,6 +46,13 @@ class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_code = "conflict"
     default_detail = "the request conflicts with the current state"
+
+
+class InProgress(Conflict):
+    default_code = "in_progress"
+    default_detail = (
+        "a request with this Idempotency-Key is still being handled; send it again later"
+    )
 
 
 RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
@@ -367,23 +375,43 @@ def idempotent(request: Request, scope: str, handler: Callable[[], Response]) ->
         return response
 
 
+# How long a duplicate waits for the answer of the request holding its key, in seconds: longer
+# than a settle normally takes, shorter than a web worker's timeout (gunicorn's default is 30 s).
+IN_FLIGHT_WAIT = 20.0
+# An unanswered claim this old belongs to a process that died mid-request (a settle's lease is
+# five minutes); the key is then free again.
+ABANDONED_AFTER = timedelta(minutes=6)
+
+
 def idempotent_unwrapped(request: Request, scope: str, handler: Callable[[], Response]) -> Response:
     """``idempotent`` for handlers that manage their own transactions (and talk to others
-    between them): the response is remembered after the handler succeeds. A concurrent
-    duplicate is not serialised here, so the handler itself must refuse a second run."""
+    between them).
+
+    The key is claimed in a transaction of its own before the handler runs, and the response
+    remembered when it returns. A duplicate sent meanwhile waits (up to ``IN_FLIGHT_WAIT``) and
+    replays that response, or gets a 409 ``in_progress`` to send it again later. A handler that
+    fails frees the key, as ``idempotent``'s rolled-back claim does: a waiting duplicate then
+    runs the request itself.
+    """
     key = required_key(request)
     fingerprint = request_fingerprint(request)
-    earlier = request_earlier(scope=scope, key=key)
-    if earlier is not None:
-        return _replay(earlier, fingerprint)
-    response = handler()
-    request_record(
+    claim = request_begin(
         scope=scope,
         key=key,
         fingerprint=fingerprint,
-        status_code=response.status_code,
-        body=response.data,
+        wait=IN_FLIGHT_WAIT,
+        abandoned_after=ABANDONED_AFTER,
     )
+    if isinstance(claim, Earlier):
+        if claim.status_code is None and claim.fingerprint == fingerprint:
+            raise InProgress()
+        return _replay(claim, fingerprint)
+    try:
+        response = handler()
+    except BaseException:
+        request_release(claim=claim)
+        raise
+    request_answered(claim=claim, status_code=response.status_code, body=response.data)
     return response
 
 

@@ -243,7 +243,9 @@ class SettleApi(StaffView):
     @extend_schema(
         operation_id="encounters_settle",
         description="Settle once: 200 with the split and funding; 409 when already settled, "
-        "while another settle runs, or when self-pay is not covered and no channel is given.",
+        "while another settle runs, or when self-pay is not covered and no channel is given. "
+        "The same request sent again with its Idempotency-Key while the first still runs waits "
+        "for the first's answer and returns it (after 20 s: 409 `in_progress`, send it again).",
         parameters=[IDEMPOTENCY_KEY],
         request=SettleInput,
         responses={200: SettlementOut},
@@ -263,7 +265,8 @@ class SettleApi(StaffView):
             return Response(settlement_out(settlement))
 
         # Settling talks to the insurer between short transactions of its own, so it cannot run
-        # inside idempotent()'s transaction; a second settle is a 409 in any case.
+        # inside idempotent()'s transaction: the key is claimed on its own, and a duplicate
+        # waits for the answer. A second settle with another key is a 409 in any case.
         return idempotent_unwrapped(request, f"staff:{request.user.pk}", settle)
 
 

@@ -51,3 +51,10 @@ def nightly_ledger_check() -> dict:
     from .services.reconciliation import ledger_check_batch
 
     return ledger_check_batch().counts
+
+
+@shared_task
+def recover_stalled_settlements() -> dict:
+    from .services.settle import settlements_recover
+
+    return settlements_recover()

@@ -97,6 +97,9 @@ DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}",
         conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
+        # A kept connection that PostgreSQL ended (a restart, an administrator) is replaced
+        # before a request uses it, instead of failing that request.
+        conn_health_checks=True,
     )
 }
 # Services own their transactions (CONVENTIONS.md): no implicit per-request transaction.
@@ -238,6 +241,12 @@ CELERY_BEAT_SCHEDULE = {
     "settlement-retry-deferred-claims": {
         "task": "settlement.tasks.retry_deferred_claims",
         "schedule": 30.0,
+    },
+    # A settle whose process died (or whose database connection did) leaves the encounter
+    # settling; once its five-minute lease lapses this finishes or undoes it.
+    "settlement-recover-stalled-settlements": {
+        "task": "settlement.tasks.recover_stalled_settlements",
+        "schedule": 60.0,
     },
     "settlement-mark-overdue": {
         "task": "settlement.tasks.mark_overdue_receivables",

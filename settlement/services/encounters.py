@@ -8,11 +8,13 @@ from uuid import UUID
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import Department, Person
-from accounts.selectors import funding_line_for
+from accounts.exceptions import CreditLineStateError
+from accounts.models import CreditLine, Department, Person
+from accounts.selectors import Funding, funding_line_for
 from accounts.services.audit import audit_record
-from accounts.services.credit_lines import credit_hold_create
+from accounts.services.credit_lines import CreditHold, credit_hold_create
 from ledger import services as ledger
+from ledger.exceptions import LimitExceeded
 from ledger.ids import uuid7
 
 from ..exceptions import EncounterStateError, SettlementInputError
@@ -24,6 +26,9 @@ from . import house
 HOLD_DAYS = 180
 MAX_ITEMS = 500
 MAX_CHARGE = 10**11  # ¥1,000,000,000 in fen
+# How many times an admission chooses a line again after the one it chose filled up while it
+# waited for that line's lock; each try moves on to a line that still has room.
+FUNDING_TRIES = 4
 
 
 def deposit_for(*, department: Department, kind: str, diagnosis_code: str) -> int:
@@ -59,15 +64,9 @@ def encounter_admit(
         deposit_required=required,
     )
     if required:
-        funding = funding_line_for(person=person, amount=required)
-        if funding is not None:
-            hold = credit_hold_create(
-                key=f"encounter:{encounter.pk}:admit",
-                line=funding.line,
-                link=funding.via_link,
-                amount=required,
-                expires_at=timezone.now() + timedelta(days=HOLD_DAYS),
-            )
+        held = _hold_deposit_on_a_line(encounter, person, required)
+        if held is not None:
+            funding, hold = held
             encounter.deposit_waived = True
             encounter.funding_line = funding.line
             encounter.funding_link = funding.via_link
@@ -88,6 +87,42 @@ def encounter_admit(
         },
     )
     return encounter
+
+
+def _hold_deposit_on_a_line(
+    encounter: Encounter, person: Person, required: int
+) -> tuple[Funding, CreditHold] | None:
+    """Hold the deposit on the line that will carry the stay, or return ``None`` when no line
+    has room (the deposit is then paid at the window).
+
+    The line is chosen again under its row lock, so that admissions racing for one (family)
+    line each decide on what the others left: the one that finds the line full pays its
+    deposit instead, and no limit error reaches the desk.
+    """
+    for _ in range(FUNDING_TRIES):
+        chosen = funding_line_for(person=person, amount=required)
+        if chosen is None:
+            return None
+        CreditLine.objects.select_for_update().get(pk=chosen.line.pk)
+        funding = funding_line_for(person=person, amount=required)
+        if funding is None:
+            return None
+        if funding.line.pk != chosen.line.pk:
+            continue  # the chosen line filled up while this admission waited: lock the next
+        try:
+            # A savepoint: a hold refused by the ledger (the link's cap raced too) leaves nothing.
+            with transaction.atomic():
+                hold = credit_hold_create(
+                    key=f"encounter:{encounter.pk}:admit",
+                    line=funding.line,
+                    link=funding.via_link,
+                    amount=required,
+                    expires_at=timezone.now() + timedelta(days=HOLD_DAYS),
+                )
+        except (LimitExceeded, CreditLineStateError):
+            continue
+        return funding, hold
+    return None
 
 
 def bill_change_refusal(encounter: Encounter) -> str | None:

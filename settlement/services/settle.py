@@ -15,12 +15,21 @@ Settling runs in three steps so no database transaction stays open while the ins
 A failure after step 1 puts the encounter back to ``open``; what the insurer settled is kept on
 the claim and reused by the next attempt, so the insurer never settles an encounter twice.
 
+A settle can also stop where nothing puts it back: the database connection dies (PostgreSQL
+restarts) after the insurer settled, or the process is killed. The encounter is left
+``settling`` under a lease that lapses. ``settlements_recover`` (a beat task) takes such lapsed
+leases over and finishes the settlement with what the insurer settled (asking by query when
+only the settle's msgid was stored), or, when the insurer settled nothing or the self-pay needs
+a payment channel (a person at the window), puts the encounter back to ``open``. It never sends
+a settle itself.
+
 Deferred claims are retried by ``claims_retry`` (a beat task, and the retry API). When the
 insurer settles, its share moves off the patient: off the credit draw and the bank receivable
 when credit paid, into a refund owed when the patient paid at the window. Each claim reverts
 once: the revert happens under the claim's row lock and only from ``deferred``.
 """
 
+import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from uuid import UUID
@@ -40,6 +49,7 @@ from accounts.services.credit_lines import (
     credit_room,
 )
 from ledger import services as ledger
+from ledger.db import again_if_disconnected
 from ledger.selectors import account_balance
 
 from ..exceptions import (
@@ -71,6 +81,8 @@ from . import house
 from .outbox import event_record
 from .receipts import receipt_issue
 from .repayments import unfreeze_if_nothing_overdue
+
+logger = logging.getLogger(__name__)
 
 # Longer than any run of insurer calls one attempt makes (at most six, each bounded by the
 # adapter's timeout), so a lease does not lapse while its holder is still talking.
@@ -191,6 +203,92 @@ def claim_retry(*, claim_id: int, client: InsurerClient | None = None) -> str:
         InsuranceClaim.objects.filter(pk=claim_id).update(lease_until=None)
 
 
+RECOVERY_ACTOR = "system:settle_recover"
+
+
+def settlements_recover(
+    *, now: datetime | None = None, client: InsurerClient | None = None
+) -> dict[str, int]:
+    """Finish or undo every settle whose lease lapsed with the encounter still ``settling``
+    (its holder died); counts by outcome. Safe to run concurrently and repeatedly."""
+    now = now or timezone.now()
+    stalled = list(
+        Encounter.objects.filter(status=Encounter.Status.SETTLING)
+        .filter(Q(claim__lease_until__isnull=True) | Q(claim__lease_until__lt=now))
+        .order_by("pk")
+        .values_list("pk", flat=True)[:200]
+    )
+    results: dict[str, int] = {}
+    for encounter_id in stalled:
+        try:
+            result = settlement_recover(encounter_id=encounter_id, now=now, client=client)
+        except Exception:  # one bad settlement must not hold up the others
+            logger.exception("recovering the settle of encounter %s failed", encounter_id)
+            result = "error"
+        results[result] = results.get(result, 0) + 1
+    return results
+
+
+def settlement_recover(
+    *, encounter_id: UUID, now: datetime | None = None, client: InsurerClient | None = None
+) -> str:
+    """Take over one stalled settle: ``finished``, ``undone`` or ``busy`` (not stalled, or
+    another process holds it)."""
+    if not _take_lapsed_lease(encounter_id, now or timezone.now()):
+        return "busy"
+    try:
+        encounter = Encounter.objects.select_related("person", "institution").get(pk=encounter_id)
+        claim = InsuranceClaim.objects.get(encounter=encounter)
+        answer = _recovered_answer(client or InsurerClient(), encounter, claim)
+        if answer is not None:
+            try:
+                _finish(RECOVERY_ACTOR, encounter_id, answer, None)
+                return "finished"
+            except SelfPayNotCovered:
+                pass  # a payment channel is needed: a person at the window finishes it
+        with transaction.atomic():
+            _abort(encounter_id)
+            audit_record(
+                actor=RECOVERY_ACTOR,
+                action="encounter.settle_undo",
+                obj=encounter,
+                changes={"insurer_settled": bool(claim.setl_id), "setl_id": claim.setl_id},
+            )
+        return "undone"
+    except BaseException:
+        _abort(encounter_id)
+        raise
+
+
+@transaction.atomic
+def _take_lapsed_lease(encounter_id: UUID, now: datetime) -> bool:
+    encounter = Encounter.objects.select_for_update().get(pk=encounter_id)
+    if encounter.status != Encounter.Status.SETTLING:
+        return False
+    claim = InsuranceClaim.objects.select_for_update().get(encounter=encounter)
+    if claim.lease_until is not None and claim.lease_until >= now:
+        return False
+    claim.lease_until = timezone.now() + LEASE
+    claim.save(update_fields=["lease_until"])
+    return True
+
+
+def _recovered_answer(
+    client: InsurerClient, encounter: Encounter, claim: InsuranceClaim
+) -> InsurerAnswer | None:
+    """What the insurer settled for a stalled settle, or ``None`` when it settled nothing (or
+    cannot say yet: the msgid stays on the claim for the next settle to resolve)."""
+    if claim.setl_id:
+        return _remembered(claim)
+    if not claim.settle_msgid:
+        return None  # no settle was sent
+    try:
+        return _resolve_earlier_settle(client, claim, str(encounter.pk))
+    except (InsurerUnavailable, InsurerOutcomeUnknown, InsurerRejected) as error:
+        logger.warning("the settle of encounter %s is still unknown: %s", encounter.pk, error)
+        return None
+
+
 # --- step 1 and its undo ----------------------------------------------------------------------
 
 
@@ -214,11 +312,18 @@ def _begin(encounter_id: UUID) -> None:
 
 
 def _abort(encounter_id: UUID) -> None:
-    with transaction.atomic():
-        Encounter.objects.filter(pk=encounter_id, status=Encounter.Status.SETTLING).update(
-            status=Encounter.Status.OPEN
-        )
-        InsuranceClaim.objects.filter(encounter_id=encounter_id).update(lease_until=None)
+    """Put a failed settle's encounter back to ``open``: on a new connection if the failure was
+    the connection's; if the database cannot be reached, the lease lapses and
+    ``settlements_recover`` does it."""
+
+    def undo() -> None:
+        with transaction.atomic():
+            Encounter.objects.filter(pk=encounter_id, status=Encounter.Status.SETTLING).update(
+                status=Encounter.Status.OPEN
+            )
+            InsuranceClaim.objects.filter(encounter_id=encounter_id).update(lease_until=None)
+
+    again_if_disconnected(undo)
 
 
 # --- step 2: the insurer ----------------------------------------------------------------------
@@ -237,10 +342,15 @@ def _total(encounter: Encounter) -> int:
 
 
 def _remember(claim: InsuranceClaim, **fields: object) -> None:
-    """Store what the insurer said at once, outside any transaction: it must survive a crash."""
+    """Store what the insurer said at once, outside any transaction: it must survive a crash.
+    A connection that died while the insurer was asked is replaced, so the settle goes on."""
     for name, value in fields.items():
         setattr(claim, name, value)
-    InsuranceClaim.objects.filter(pk=claim.pk).update(updated_at=timezone.now(), **fields)
+    again_if_disconnected(
+        lambda: InsuranceClaim.objects.filter(pk=claim.pk).update(
+            updated_at=timezone.now(), **fields
+        )
+    )
 
 
 def _settled(claim: InsuranceClaim, split: Split) -> InsurerAnswer:
@@ -265,6 +375,29 @@ def _settled(claim: InsuranceClaim, split: Split) -> InsurerAnswer:
     return answer
 
 
+def _remembered(claim: InsuranceClaim) -> InsurerAnswer:
+    return InsurerAnswer(
+        status="settled",
+        medfee=claim.medfee_sumamt,
+        fund=claim.insurance_fund,
+        account=claim.personal_account,
+        setl_id=claim.setl_id,
+    )
+
+
+def _resolve_earlier_settle(
+    client: InsurerClient, claim: InsuranceClaim, mdtrt_id: str
+) -> InsurerAnswer | None:
+    """An earlier settle (``claim.settle_msgid``) may or may not have happened: what the
+    insurer settled, found by query, or ``None`` once it is reversed (冲正)."""
+    found = client.query(mdtrt_id)
+    if found is not None:
+        return _settled(claim, found)
+    client.reverse(omsgid=claim.settle_msgid, oinfno=claim.settle_infno)
+    _remember(claim, settle_msgid="", settle_infno="")
+    return None
+
+
 def _ask_insurer(
     client: InsurerClient,
     encounter: Encounter,
@@ -274,13 +407,7 @@ def _ask_insurer(
     check_cover: bool,
 ) -> InsurerAnswer:
     if claim.setl_id:  # settled by the insurer on an earlier attempt
-        return InsurerAnswer(
-            status="settled",
-            medfee=claim.medfee_sumamt,
-            fund=claim.insurance_fund,
-            account=claim.personal_account,
-            setl_id=claim.setl_id,
-        )
+        return _remembered(claim)
     mdtrt_id, psn_no = str(encounter.pk), f"P{encounter.person_id}"
     lines = fee_lines(encounter)
     total = _total(encounter)
@@ -288,11 +415,9 @@ def _ask_insurer(
         return InsurerAnswer(status="settled")
     try:
         if claim.settle_msgid:  # an earlier settle may or may not have happened
-            found = client.query(mdtrt_id)
-            if found is not None:
-                return _settled(claim, found)
-            client.reverse(omsgid=claim.settle_msgid, oinfno=claim.settle_infno)
-            _remember(claim, settle_msgid="", settle_infno="")
+            earlier = _resolve_earlier_settle(client, claim, mdtrt_id)
+            if earlier is not None:
+                return earlier
         pre = client.pre_settle(encounter.kind, mdtrt_id, psn_no, lines)
         if check_cover:
             _check_cover(encounter, pre.psn_cash_pay, channel)
@@ -305,12 +430,10 @@ def _ask_insurer(
             return _settled(
                 claim, client.settle(encounter.kind, mdtrt_id, psn_no, lines, msgid=msgid)
             )
-        except InsurerOutcomeUnknown as unknown:
-            found = client.query(mdtrt_id)
-            if found is not None:
-                return _settled(claim, found)
-            client.reverse(omsgid=unknown.msgid, oinfno=unknown.infno)
-            _remember(claim, settle_msgid="", settle_infno="")
+        except InsurerOutcomeUnknown:
+            lost = _resolve_earlier_settle(client, claim, mdtrt_id)
+            if lost is not None:
+                return lost
             raise InsurerUnavailable("the settle's answer was lost; it was reversed") from None
     except (InsurerUnavailable, InsurerOutcomeUnknown) as error:
         if check_cover:

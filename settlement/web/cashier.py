@@ -126,9 +126,7 @@ DOMAIN_MESSAGES: dict[str, Promise] = {
     "the ID number's birth date is in the future": _(
         "The ID number's birth date is in the future."
     ),
-    "the ID number's birth date is before 1900": _(
-        "The ID number's birth date is before 1900."
-    ),
+    "the ID number's birth date is before 1900": _("The ID number's birth date is before 1900."),
     "a name cannot hold control characters": _("A name cannot hold control characters."),
     "a name needs at least one visible character": _(
         "A name needs at least one visible character."

@@ -121,6 +121,17 @@ def department():
 
 
 @pytest.fixture
+def hospital():
+    """厦门市第二医院: a ward (内科) taking a ¥2,000 deposit and an outpatient clinic (门诊)."""
+    institution = institution_ensure(actor="test", code="XMFB", name="厦门市第二医院")
+    ward = department_ensure(actor="test", institution=institution, code="IM", name="内科")
+    Department.objects.filter(pk=ward.pk).update(default_deposit=200_000)
+    ward.refresh_from_db()
+    clinic = department_ensure(actor="test", institution=institution, code="OPD", name="门诊")
+    return institution, ward, clinic
+
+
+@pytest.fixture
 def insurer(shared_sim):
     with override_settings(INSURER_URL=shared_sim.url, INSURER_TIMEOUT_SECONDS=3):
         yield shared_sim

@@ -9,6 +9,7 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
+from django.test import override_settings
 from django.utils import timezone
 
 from accounts.models import Department
@@ -16,6 +17,7 @@ from accounts.services.credit_lines import credit_line_grant
 from accounts.services.family import family_link_create
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.persons import person_id_number
+from accounts.services.staff import staff_create
 from ledger.exceptions import LimitExceeded
 from ledger.selectors import account_balance
 from ledger.services import chain_seal
@@ -42,6 +44,7 @@ from settlement.services import house
 from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
 from settlement.services.repayments import repayment_apply
 from settlement.services.settle import claim_retry, claims_retry, encounter_settle
+from tests.factories import KeyedClient
 from tests.threads import run_threads
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -248,6 +251,70 @@ def test_concurrent_settles_of_one_encounter_settle_it_once(make_person, make_pa
     assert_ledger_intact()
 
 
+def test_eight_settles_with_one_idempotency_key_wait_for_the_first_and_replay_its_answer(
+    make_person, make_partner, sim
+):
+    """The same settle sent eight times at once with one key (a client retrying while the first
+    is still with the insurer): the first settles, the other seven wait for it and get its
+    answer, as every other POST's duplicates do."""
+    institution, department = hospital(default_deposit=50_000)
+    partner, _ = make_partner()
+    patient = make_person("吴桐", birth=date(1977, 7, 17))
+    line = grant(partner, patient, 300_000)
+    encounter = admit_and_charge(
+        patient, department, "inpatient", [item("A", 150_000, "A001"), item("C", 20_000, "C001")]
+    )
+    # One cashier's desk retrying: the same token (the key's scope), a client per thread.
+    _, token = staff_create(actor="test", username="desk-7", role="cashier")
+    desks = [KeyedClient() for _ in range(8)]
+    for desk in desks:
+        desk.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    # Each insurer call takes a second, so the duplicates arrive while the first is in flight.
+    sim.control("hang", hang_seconds=1)
+
+    def send(i: int):
+        return desks[i].post(
+            f"/api/v1/encounters/{encounter.pk}/settle/",
+            {},
+            format="json",
+            HTTP_IDEMPOTENCY_KEY="settle-once-0001",
+        )
+
+    with override_settings(INSURER_URL=sim.url, INSURER_TIMEOUT_SECONDS=5):
+        answers = run_threads(send)
+
+    assert [getattr(a, "status_code", a) for a in answers] == [200] * 8, [
+        getattr(a, "content", a) for a in answers
+    ]
+    bodies = [a.json() for a in answers]  # type: ignore[union-attr]
+    assert all(body == bodies[0] for body in bodies)
+    assert (bodies[0]["status"], bodies[0]["self_pay"], bodies[0]["funded_by"]) == (
+        "settled",
+        "605.00",
+        "credit",
+    )
+    assert Settlement.objects.filter(encounter=encounter).count() == 1
+    assert Receipt.objects.filter(encounter=encounter).count() == 1
+    assert [
+        infno
+        for (infno,) in InsurerCall.objects.filter(mdtrt_id=str(encounter.pk)).values_list("infno")
+    ].count(SETTLE["inpatient"]) == 1
+    assert len(standing(sim, encounter)) == 1
+    assert account_balance(house.insurer_receivable(institution)).posted == 109_500
+    assert account_balance(house.bank_receivable(institution, partner)).posted == 60_500
+    assert account_balance(line.drawn_account).posted == 60_500
+    assert account_balance(line.capacity_account).debits_pending == 0
+
+    # Later still, the key replays the same answer; another key is the documented 409.
+    sim.control("ok")
+    again = send(0)
+    assert (again.status_code, again.json()) == (200, bodies[0])
+    other = desks[1].post(f"/api/v1/encounters/{encounter.pk}/settle/", {}, format="json")
+    assert other.status_code == 409
+    assert other.json()["error"]["code"] == "already_settled"
+    assert_ledger_intact()
+
+
 # --- parallel retries of one deferred claim ---------------------------------------------------
 
 
@@ -387,4 +454,78 @@ def test_parallel_repayments_never_take_a_receivable_below_zero(drawn_receivable
     assert Repayment.objects.filter(receivable=receivable).count() == len(applied)
     assert account_balance(line.drawn_account).posted == receivable.outstanding
     assert account_balance(line.capacity_account).available == LIMIT - receivable.outstanding
+    assert_ledger_intact()
+
+
+# --- parallel admissions on a nearly full family line -----------------------------------------
+
+DEPOSIT = 50_000  # ¥500 for each stay
+
+
+def test_parallel_admissions_on_a_nearly_full_family_line_hold_what_fits_and_admit_the_rest(
+    make_person, make_partner, staff_client
+):
+    """Twenty children of one parent are admitted at once when the parent's line has room for
+    two more deposits: two are waived and held, eighteen pay their deposit, every answer is the
+    documented 201, and no limit error (with its internal account code) reaches the desk."""
+    _, department = hospital(default_deposit=DEPOSIT)
+    partner, _ = make_partner()
+    parent = make_person("郑母", birth=date(1983, 3, 3))
+    line = grant(partner, parent, 180_000)
+    first = make_person("郑长", birth=date(2009, 1, 1))
+    link(parent, first)
+    earlier = encounter_admit(actor="test", person=first, department=department, kind="inpatient")
+    assert earlier.deposit_waived
+    room = 180_000 - DEPOSIT
+    assert account_balance(line.capacity_account).available == room
+    children = []
+    for n in range(20):
+        child = make_person(f"郑{n}", birth=date(2010 + n % 10, 1 + n % 12, 1 + n))
+        link(parent, child)
+        children.append(child)
+    cashiers = [staff_client("cashier") for _ in children]
+
+    def admit(i: int):
+        return cashiers[i].post(
+            "/api/v1/encounters/",
+            {"person": children[i].pk, "kind": "inpatient", "department": department.pk},
+            format="json",
+        )
+
+    answers = run_threads(admit, threads=len(children))
+
+    assert [getattr(a, "status_code", a) for a in answers] == [201] * len(children), [
+        getattr(a, "content", a) for a in answers
+    ]
+    bodies = [a.json() for a in answers]  # type: ignore[union-attr]
+    assert not [b for b in bodies if "limit" in str(b) or "credit:line" in str(b)]
+    waived = [b for b in bodies if b["deposit"]["waived"]]
+    paying = [b for b in bodies if not b["deposit"]["waived"]]
+    fits = room // DEPOSIT
+    assert len(waived) == fits == 2
+    assert all(b["funding_line"]["id"] == str(line.pk) for b in waived)
+    assert all(b["funding_line"] is None for b in paying)
+    assert all(
+        b["deposit"] == {"required": "500.00", "waived": False, "paid": "0.00"} for b in paying
+    )
+    stays = Encounter.objects.filter(person__in=children)
+    assert stays.filter(deposit_waived=True, funding_line=line).count() == fits
+    assert stays.filter(deposit_waived=False, funding_line__isnull=True).count() == 20 - fits
+
+    capacity = account_balance(line.capacity_account)
+    assert capacity.debits_pending == DEPOSIT * (1 + fits)
+    assert capacity.available == room - fits * DEPOSIT == 30_000
+    assert account_balance(line.drawn_account).posted == 0
+
+    # One more, alone, gets the same answer as the eighteen.
+    alone = make_person("郑幺", birth=date(2021, 6, 6))
+    link(parent, alone)
+    later = cashiers[0].post(
+        "/api/v1/encounters/",
+        {"person": alone.pk, "kind": "inpatient", "department": department.pk},
+        format="json",
+    )
+    assert later.status_code == 201, later.json()
+    assert (later.json()["deposit"]["waived"], later.json()["funding_line"]) == (False, None)
+    assert account_balance(line.capacity_account).available == 30_000
     assert_ledger_intact()

@@ -28,7 +28,6 @@ from django.test import override_settings
 from django.utils import timezone
 
 from accounts.models import AuditEvent, CreditLine, Department, FamilyLink
-from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.persons import person_id_number
 from config.celery import app
 from ledger.models import Transaction
@@ -100,16 +99,6 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
 
 
 # --- set-up helpers ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def hospital():
-    institution = institution_ensure(actor="test", code="XMFB", name="厦门市第二医院")
-    ward = department_ensure(actor="test", institution=institution, code="IM", name="内科")
-    Department.objects.filter(pk=ward.pk).update(default_deposit=200_000)
-    ward.refresh_from_db()
-    clinic = department_ensure(actor="test", institution=institution, code="OPD", name="门诊")
-    return institution, ward, clinic
 
 
 def open_line(bank: Any, person: Any, score: int = 640) -> CreditLine:
