@@ -374,6 +374,8 @@ class ReconBatch(models.Model):
     A statement file is recognised by its hash: uploading it again returns the same batch.
     A batch's results are written in one transaction with its status ``done``, so a worker
     killed mid-batch leaves nothing behind, and the next run does the batch again from the file.
+    The file is kept in the database (``ReconFileChunk``), not on the disk of the host that took
+    the upload, so that a worker on any host can run the batch.
     ``progress_done`` counts the statement lines read so far.
     """
 
@@ -398,7 +400,9 @@ class ReconBatch(models.Model):
     fingerprint = models.CharField(max_length=100)
     file_name = models.CharField(max_length=200, blank=True)
     file_format = models.CharField(max_length=16, blank=True)
-    file_path = models.CharField(max_length=500, blank=True)
+    # The statement file itself is kept in the database, as ReconFileChunk rows of this size
+    # in all: what every web and worker host reaches.
+    file_size = models.BigIntegerField(default=0)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
     progress_done = models.PositiveIntegerField(default=0)
     progress_total = models.PositiveIntegerField(default=0)
@@ -514,3 +518,26 @@ class ReconPaid(models.Model):
 
     def __str__(self) -> str:
         return f"{self.block}: {self.bits:032b}"
+
+
+class ReconFileChunk(models.Model):
+    """A piece of a bank statement batch's file, in order by ``seq``: the file is kept in the
+    database, which every web and worker host reaches, and not on the disk of the host that
+    took the upload. The pieces are written in the upload's transaction, with the batch, and
+    read back one at a time as a stream (``settlement.services.statement_files``), so that no
+    process holds a whole file (up to ``RECON_UPLOAD_MAX_MB``) in memory. They go with their
+    batch.
+    """
+
+    pk = models.CompositePrimaryKey("batch", "seq")
+    batch = models.ForeignKey(
+        ReconBatch,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,  # the primary key leads with the batch
+    )
+    seq = models.PositiveIntegerField()
+    data = models.BinaryField()
+
+    def __str__(self) -> str:
+        return f"{self.batch_id} #{self.seq}"

@@ -137,9 +137,8 @@ INSURER_DOWN = "http://127.0.0.1:9"  # nothing listens: every settle is all self
 
 
 @pytest.fixture
-def draws(make_person, make_partner, tmp_path, settings):
+def draws(make_person, make_partner):
     """A bank with three settled credit draws of ¥100, ¥200 and ¥300 today."""
-    settings.RECON_UPLOAD_DIR = tmp_path / "uploads"
     partner, _ = make_partner("厦门国际银行")
     institution = institution_ensure(actor="test", code="XMH1", name="厦门市第一医院")
     department = department_ensure(actor="test", institution=institution, code="IM", name="内科")

@@ -4,15 +4,13 @@ A statement file is recognised by its hash and checked whole at upload, so a bad
 batch. A worker then runs the batch: it stages the file's lines in the database and matches them
 all at once (``statement_match`` holds the rules), writing the results and the totals in one
 transaction with the status ``done``. A worker killed mid-batch leaves no results; once its
-lease lapses the batch is run again from the file, and a rerun gives the same result.
+lease lapses the batch is run again from the file, and a rerun gives the same result. The file
+is kept in the database (``statement_files``), so the worker may be on any host.
 """
 
-import hashlib
-import shutil
-import tempfile
+import uuid
 from datetime import date, datetime, time, timedelta
-from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 from uuid import UUID
 
 from django.conf import settings
@@ -26,11 +24,18 @@ from accounts.services.audit import audit_record
 from ..exceptions import EncounterStateError, SettlementInputError
 from ..models import CreditMovement, ReconBatch, ReconItem
 from ..statements import (
+    HEAD_SIZE,
     StatementFormatError,
     StatementLine,
     detect_format,
     parse_statement,
     scan_plain_csv,
+)
+from .statement_files import (
+    StatementFileTooLarge,
+    StatementFileWriter,
+    statement_file_read,
+    statement_file_tee,
 )
 from .statement_match import statement_classify, statement_stage, statement_unstage
 
@@ -52,12 +57,6 @@ def partner_named(bank: str) -> Partner | None:
     return Partner.objects.filter(name=bank).first()
 
 
-def upload_dir() -> Path:
-    folder = Path(getattr(settings, "RECON_UPLOAD_DIR", settings.VAR_DIR / "statements"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
 # --- creating batches -------------------------------------------------------------------------
 
 
@@ -66,93 +65,105 @@ def statement_batch_create(
 ) -> tuple[ReconBatch, bool]:
     """Check a statement file whole and queue a batch for it; ``False`` if it was seen before.
 
-    The file is copied to the upload folder while being hashed, then parsed once to the end,
-    so a malformed file (or a daily file whose trailer disagrees) is refused before any batch
-    exists; so is a file larger than ``RECON_UPLOAD_MAX_BYTES``, as soon as it is.
+    The file is stored in the database as it is read (``statement_files``), hashed and checked
+    to the end, in one transaction with its batch: a malformed file (or a daily file whose
+    trailer disagrees) is refused and leaves nothing behind, and so is a file larger than
+    ``RECON_UPLOAD_MAX_BYTES``, as soon as it is. Every host reaches the stored file; none
+    keeps a copy on its disk.
     """
-    limit = settings.RECON_UPLOAD_MAX_BYTES
-    digest, size = hashlib.sha256(), 0
-    with tempfile.NamedTemporaryFile(dir=upload_dir(), delete=False, suffix=".part") as copy:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            size += len(chunk)
-            if size > limit:
-                break
-            digest.update(chunk)
-            copy.write(chunk)
-    temp = Path(copy.name)
-    if size > limit:
-        temp.unlink(missing_ok=True)
-        raise SettlementInputError("the statement file is too large", field="file")
-    fingerprint = f"{partner.pk}:{digest.hexdigest()}"
-    existing = ReconBatch.objects.filter(
-        source=ReconBatch.Source.BANK_STATEMENT, fingerprint=fingerprint
-    ).first()
-    if existing is not None and existing.status == ReconBatch.Status.FAILED:
-        existing.delete()  # a file whose run failed may be sent again; its results go with it
-        existing = None
-    if existing is not None:
-        temp.unlink(missing_ok=True)
-        return existing, False
-    try:
-        with temp.open("rb") as handle:
-            fmt = detect_format(handle.read(8192))
-        plain = None
-        if fmt == "csv":
-            with temp.open("rb") as handle:
-                plain = scan_plain_csv(handle)
-        counted: tuple[int, date | None, date | None] = (
-            (plain.lines, plain.first_date, plain.last_date)
-            if plain is not None
-            else _check_parsed(temp, fmt)
-        )
-        lines, first, last = counted
-    except StatementFormatError as error:
-        temp.unlink(missing_ok=True)
-        raise SettlementInputError(str(error), field="file") from None
-    if not lines:
-        temp.unlink(missing_ok=True)
-        raise SettlementInputError("the statement has no lines", field="file")
-    final = upload_dir() / f"{digest.hexdigest()}.{fmt}"
-    shutil.move(temp, final)
-    try:
-        with transaction.atomic():
-            batch = ReconBatch.objects.create(
-                source=ReconBatch.Source.BANK_STATEMENT,
-                partner=partner,
-                period_start=first,
-                period_end=last,
-                fingerprint=fingerprint,
-                file_name=file_name[:200],
-                file_format=fmt,
-                file_path=str(final),
-                plain_csv=plain is not None,
-                progress_total=lines,
-                created_by=actor,
-            )
-            audit_record(
-                actor=actor,
-                action="recon.statement_upload",
-                obj=batch,
-                changes={"file": file_name[:200], "format": fmt, "lines": lines},
-            )
+    batch_id = uuid.uuid4()
+    raced = False
+    with transaction.atomic(durable=True):
+        writer = StatementFileWriter(batch_id, limit=settings.RECON_UPLOAD_MAX_BYTES)
+        try:
+            fmt, plain, (lines, first, last) = _check_upload(stream, writer)
+        except StatementFileTooLarge:
+            raise SettlementInputError("the statement file is too large", field="file") from None
+        except StatementFormatError as error:
+            raise SettlementInputError(str(error), field="file") from None
+        if not lines:
+            raise SettlementInputError("the statement has no lines", field="file")
+        fingerprint = f"{partner.pk}:{writer.hexdigest()}"
+        existing = ReconBatch.objects.filter(
+            source=ReconBatch.Source.BANK_STATEMENT, fingerprint=fingerprint
+        ).first()
+        if existing is not None and existing.status == ReconBatch.Status.FAILED:
+            existing.delete()  # a file whose run failed may be sent again; its results go with it
+            existing = None
+        if existing is not None:
+            transaction.set_rollback(True)  # its batch keeps the file already: forget this copy
+            return existing, False
+        try:
+            with transaction.atomic():
+                batch = ReconBatch.objects.create(
+                    id=batch_id,
+                    source=ReconBatch.Source.BANK_STATEMENT,
+                    partner=partner,
+                    period_start=first,
+                    period_end=last,
+                    fingerprint=fingerprint,
+                    file_name=file_name[:200],
+                    file_format=fmt,
+                    file_size=writer.size,
+                    plain_csv=plain,
+                    progress_total=lines,
+                    created_by=actor,
+                )
+                audit_record(
+                    actor=actor,
+                    action="recon.statement_upload",
+                    obj=batch,
+                    changes={"file": file_name[:200], "format": fmt, "lines": lines},
+                )
+        except IntegrityError:  # the same file uploaded concurrently, and committed first
+            transaction.set_rollback(True)
+            raced = True
+        else:
             if enqueue:  # else the caller runs batch_run itself
                 transaction.on_commit(lambda: _enqueue(batch.pk), robust=True)
-    except IntegrityError:  # the same file uploaded concurrently
+    if raced:
         return ReconBatch.objects.get(
             source=ReconBatch.Source.BANK_STATEMENT, fingerprint=fingerprint
         ), False
     return batch, True
 
 
-def _check_parsed(path: Path, fmt: str) -> tuple[int, date | None, date | None]:
+def _check_upload(
+    stream: IO[bytes], writer: StatementFileWriter
+) -> tuple[str, bool, tuple[int, date | None, date | None]]:
+    """Read the upload once, storing it with ``writer`` on the way, and check it to the end.
+
+    Return its format, whether it has the plain CSV shape (which PostgreSQL may ``COPY``) and
+    its number of lines with its first and last value date. A CSV file found not to be plain
+    part of the way through is parsed again from the start, as stored.
+    """
+    incoming = statement_file_tee(stream, writer)
+    fmt = detect_format(incoming.peek(HEAD_SIZE)[:HEAD_SIZE])
+    plain = scan_plain_csv(incoming) if fmt == "csv" else None
+    if plain is not None:
+        counted: tuple[int, date | None, date | None] = (
+            plain.lines,
+            plain.first_date,
+            plain.last_date,
+        )
+    elif fmt != "csv":
+        counted = _check_parsed(incoming, fmt)
+    while incoming.read(1 << 20):  # the rest, if the check did not need it, is stored too
+        pass
+    writer.close()
+    if fmt == "csv" and plain is None:
+        counted = _check_parsed(statement_file_read(writer.batch_id, writer.size), fmt)
+    return fmt, plain is not None, counted
+
+
+def _check_parsed(stream: BinaryIO, fmt: str) -> tuple[int, date | None, date | None]:
     """Parse a statement to the end: its number of lines and its first and last value date."""
     lines, first, last = 0, None, None
-    with path.open("rb") as handle:
-        for line in parse_statement(handle, fmt):
-            _check_text(line)
-            lines += 1
-            first = min(first or line.value_date, line.value_date)
-            last = max(last or line.value_date, line.value_date)
+    for line in parse_statement(stream, fmt):
+        _check_text(line)
+        lines += 1
+        first = min(first or line.value_date, line.value_date)
+        last = max(last or line.value_date, line.value_date)
     return lines, first, last
 
 

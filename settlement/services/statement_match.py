@@ -1,9 +1,10 @@
 """Matching a bank statement with the bank's draws: set-based, in the database.
 
-The statement's lines are first staged in a temporary table of this connection: on PostgreSQL a
-file of the plain CSV shape goes straight to ``COPY`` in blocks, anything else (camt.053, the
-daily file, an unusual CSV, and every file on SQLite) is read by the streaming parser and
-written in chunks. Either way the Python process holds one block at a time, and the batch's
+The statement's lines are first staged in a temporary table of this connection, read from the
+file the batch keeps in the database (``statement_files``): on PostgreSQL a file of the plain
+CSV shape goes straight to ``COPY`` in blocks, anything else (camt.053, the daily file, an
+unusual CSV, and every file on SQLite) is read by the streaming parser and written in chunks.
+Either way the Python process holds one block at a time, and the batch's
 ``progress_done`` counts the lines staged.
 
 Then one transaction judges every line and lists the missing draws (one hash join, and window
@@ -48,6 +49,7 @@ from accounts.models import Partner
 
 from ..models import CreditMovement, ReconBatch, ReconItem, ReconPaid
 from ..statements import PLAIN_BLOCK, PLAIN_CSV_HEADER, daily_reference_day, parse_statement
+from .statement_files import statement_file_open
 
 STAGE_BLOCK = 8 * PLAIN_BLOCK  # bytes of a plain CSV per COPY (some 170,000 lines)
 STAGE_ROWS = 50_000  # parsed lines per write, and per progress report
@@ -116,8 +118,8 @@ def _drop(cursor: CursorWrapper) -> None:
 def _copy_plain(cursor: CursorWrapper, batch: ReconBatch, progress: Progress) -> None:
     """COPY the file's bytes as they are, a block of whole lines per statement."""
     read = 0
-    with open(batch.file_path, "rb") as handle:
-        handle.seek(len(PLAIN_CSV_HEADER))
+    with statement_file_open(batch) as handle:
+        handle.read(len(PLAIN_CSV_HEADER))  # checked at upload
         while block := handle.read(STAGE_BLOCK):
             block += handle.readline()  # to the end of the line
             with cursor.cursor.copy(
@@ -130,7 +132,7 @@ def _copy_plain(cursor: CursorWrapper, batch: ReconBatch, progress: Progress) ->
 
 def _parsed_rows(batch: ReconBatch) -> Iterator[list[tuple[Any, ...]]]:
     rows: list[tuple[Any, ...]] = []
-    with open(batch.file_path, "rb") as handle:
+    with statement_file_open(batch) as handle:
         for line in parse_statement(handle, batch.file_format):
             rows.append(
                 (line.line_no, line.bank_txn_id, line.value_date, line.amount, line.reference)
@@ -480,7 +482,7 @@ def statement_matched_lines(batch: ReconBatch) -> Iterator[ReconItem]:
         .iterator(chunk_size=5000)
     )
     next_answered = next(answered, None)
-    with open(batch.file_path, "rb") as handle:
+    with statement_file_open(batch) as handle:
         for line in parse_statement(handle, batch.file_format):
             while next_answered is not None and next_answered < line.line_no:
                 next_answered = next(answered, None)

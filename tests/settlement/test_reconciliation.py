@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from accounts.services.institutions import department_ensure, institution_ensure
 from config.celery import app
-from settlement.models import CreditMovement, ReconBatch, ReconItem, ReconPaid
+from settlement.models import CreditMovement, ReconBatch, ReconFileChunk, ReconItem, ReconPaid
 from settlement.selectors import bank_statement
 from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
 from settlement.services.reconciliation import batch_run
@@ -384,7 +384,7 @@ def test_a_bad_file_is_refused_and_leaves_no_batch(draws, staff_client, settings
     assert answer.status_code == 400
     assert "file" in answer.json()["error"]["fields"]
     assert ReconBatch.objects.count() == 0
-    assert list(Path(settings.RECON_UPLOAD_DIR).iterdir()) == []
+    assert not ReconFileChunk.objects.exists()
     unknown_bank = finance.post(
         "/api/v1/reconciliation/bank-statements/", {"bank": "nobody"}, format="multipart"
     )
@@ -400,7 +400,7 @@ def test_a_file_over_the_size_limit_is_refused_and_leaves_nothing(draws, staff_c
     assert answer.status_code == 400
     assert answer.json()["error"]["fields"]["file"] == ["the statement file is too large"]
     assert ReconBatch.objects.count() == 0
-    assert list(Path(settings.RECON_UPLOAD_DIR).iterdir()) == []
+    assert not ReconFileChunk.objects.exists()
     settings.RECON_UPLOAD_MAX_BYTES = len(content)
     assert upload(staff_client("finance"), partner, content).status_code == 202
 

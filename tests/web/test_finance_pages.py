@@ -330,11 +330,8 @@ def test_claims_ledger_aging_and_credit_pages_show_the_figures(
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-def test_finance_uploads_a_statement_and_sees_the_batch_finish(
-    page, live_server, draws, tmp_path, settings
-):
+def test_finance_uploads_a_statement_and_sees_the_batch_finish(page, live_server, draws, tmp_path):
     partner, references = draws
-    settings.RECON_UPLOAD_DIR = tmp_path
     user, _ = staff_create(actor="test", username="finance1", role="finance")
     user.set_password("finance-pass-1")
     user.save()

@@ -20,13 +20,14 @@ would make every index insert land on the same page). The statement is generated
 an item the wrong amount, 1% carry a reference nobody knows, and a few pay an item a second
 time. The batch's counts are checked against what was generated.
 
-The reconciliation is timed from the upload (``statement_batch_create``: the copy, the hash and
-the check of every line) to the end of ``batch_run`` (staging the lines in the database, then
-matching them, writing the results, the missing items and the totals), called here rather than
-by a worker, and with Django's query log off even when ``DEBUG`` is on, as in a production
-worker. Memory is the process's maximum resident set size after those passes. Tracing Python
-allocations slows them several times over, so the peak of Python allocations is taken by one
-more pass under ``tracemalloc``, against the same items (``--no-tracemalloc`` skips it).
+The reconciliation is timed from the upload (``statement_batch_create``: storing the file in
+the database, the hash and the check of every line) to the end of ``batch_run`` (staging the
+lines in the database, then matching them, writing the results, the missing items and the
+totals), called here rather than by a worker, and with Django's query log off even when
+``DEBUG`` is on, as in a production worker. Memory is the process's maximum resident set
+size after those passes. Tracing Python allocations slows them several times over, so the
+peak of Python allocations is taken by one more pass under ``tracemalloc``, against the same
+items (``--no-tracemalloc`` skips it).
 """
 
 import contextlib
@@ -208,7 +209,7 @@ class Command(BaseCommand):
             f"max rss {measured.rss_max / 2**20:.0f} MB  counts {measured.counts}"
         )
         self.stdout.write(
-            f"           upload (copy, hash, check) {_seconds(measured.create)}, "
+            f"           upload (store, hash, check) {_seconds(measured.create)}, "
             f"batch_run {_seconds(measured.run)}; max rss before reconciling "
             f"{measured.rss_before / 2**20:.0f} MB"
         )
@@ -353,7 +354,7 @@ class Command(BaseCommand):
         if trace:
             tracemalloc.start()
         self.stdout.write(
-            f"reconciling{' under tracemalloc' if trace else ''}: upload (copy, hash, check)"
+            f"reconciling{' under tracemalloc' if trace else ''}: upload (store, hash, check)"
         )
         started = time.perf_counter()
         # Not queued for a worker (it would race this process for the batch); batch_run is
@@ -451,10 +452,8 @@ class Command(BaseCommand):
     # --- cleaning up ------------------------------------------------------------------------
 
     def _forget_batches(self, partner: Partner) -> None:
-        """Delete the bank's batches, their results and their uploaded files."""
+        """Delete the bank's batches, their results and their stored files."""
         batches = ReconBatch.objects.filter(partner=partner)
-        for file_path in batches.exclude(file_path="").values_list("file_path", flat=True):
-            Path(file_path).unlink(missing_ok=True)
         ReconItem.objects.filter(batch__in=batches).delete()
         batches.delete()
 
