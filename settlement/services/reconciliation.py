@@ -74,9 +74,9 @@ def statement_batch_create(
     batch_id = uuid.uuid4()
     raced = False
     with transaction.atomic(durable=True):
-        writer = StatementFileWriter(batch_id, limit=settings.RECON_UPLOAD_MAX_BYTES)
         try:
-            fmt, plain, (lines, first, last) = _check_upload(stream, writer)
+            with StatementFileWriter(batch_id, limit=settings.RECON_UPLOAD_MAX_BYTES) as writer:
+                fmt, plain, (lines, first, last) = _check_upload(stream, writer)
         except StatementFileTooLarge:
             raise SettlementInputError("the statement file is too large", field="file") from None
         except StatementFormatError as error:

@@ -8,16 +8,15 @@ piece at a time. No process holds a whole file (up to ``RECON_UPLOAD_MAX_MB``) i
 
 The same table serves SQLite, the embedded default of a first run. On PostgreSQL the pieces
 are written with a binary ``COPY`` and read back in binary, so their bytes cross the
-connection as they are; they are stored without compression (see migration 0010): a
-statement is read back whole by each run and each export, and compressing it would cost more
-time than the space it saves is worth.
+connection as they are, and the server compresses them with LZ4 where it can (migration 0010).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-from typing import IO, TYPE_CHECKING, BinaryIO
+from contextlib import ExitStack
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 from uuid import UUID
 
 from django.db import connection
@@ -26,6 +25,7 @@ from ..models import ReconBatch, ReconFileChunk
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
+    from psycopg import Copy
 
 CHUNK = 4 * 2**20  # bytes of a file per row
 
@@ -42,8 +42,10 @@ class StatementFileLost(Exception):
 class StatementFileWriter:
     """Store a batch's file as it is read: counted, hashed and written a piece at a time.
 
-    Call :meth:`close` after the last byte; the caller's transaction keeps the pieces or
-    forgets them with the rest of the upload.
+    Use it as a context manager inside the upload's transaction, and call :meth:`close` after
+    the last byte; the transaction keeps the pieces or forgets them with the rest of the
+    upload. On PostgreSQL the pieces go into one ``COPY`` that stays open while the upload is
+    read: the server stores a piece while the next one is read and checked.
     """
 
     def __init__(self, batch_id: UUID, *, limit: int) -> None:
@@ -53,6 +55,16 @@ class StatementFileWriter:
         self.pieces = 0
         self._digest = hashlib.sha256()
         self._pending = bytearray()
+        self._copying: ExitStack | None = None
+        self._copy: Copy | None = None
+
+    def __enter__(self) -> StatementFileWriter:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._copying is not None:  # ended with an error: the COPY is abandoned
+            copying, self._copying, self._copy = self._copying, None, None
+            copying.__exit__(*exc_info)
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
@@ -65,24 +77,30 @@ class StatementFileWriter:
             del self._pending[:CHUNK]
 
     def close(self) -> None:
+        """Store the rest; the file is then whole in the database (for this transaction)."""
         if self._pending:
             self._store(bytes(self._pending))
             self._pending.clear()
+        if self._copying is not None:
+            copying, self._copying, self._copy = self._copying, None, None
+            copying.close()
 
     def hexdigest(self) -> str:
         return self._digest.hexdigest()
 
     def _store(self, data: bytes) -> None:
         if connection.vendor == "postgresql":
-            with (
-                connection.cursor() as cursor,
-                cursor.cursor.copy(
-                    "COPY settlement_reconfilechunk (batch_id, seq, data)"
-                    " FROM STDIN (FORMAT binary)"
-                ) as copy,
-            ):
-                copy.set_types(["uuid", "int4", "bytea"])
-                copy.write_row((self.batch_id, self.pieces, data))
+            if self._copy is None:
+                self._copying = ExitStack()
+                cursor = self._copying.enter_context(connection.cursor())
+                self._copy = self._copying.enter_context(
+                    cursor.cursor.copy(
+                        "COPY settlement_reconfilechunk (batch_id, seq, data)"
+                        " FROM STDIN (FORMAT binary)"
+                    )
+                )
+                self._copy.set_types(["uuid", "int4", "bytea"])
+            self._copy.write_row((self.batch_id, self.pieces, data))
         else:
             ReconFileChunk.objects.create(batch_id=self.batch_id, seq=self.pieces, data=data)
         self.pieces += 1
