@@ -5,6 +5,7 @@ carrying the files of existing batches off the disk."""
 import hashlib
 import io
 import uuid
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -16,7 +17,11 @@ from settlement.exceptions import SettlementInputError
 from settlement.models import ReconBatch, ReconFileChunk, ReconItem
 from settlement.services import statement_files
 from settlement.services.reconciliation import batch_run, statement_batch_create
-from settlement.services.statement_files import StatementFileLost, statement_file_open
+from settlement.services.statement_files import (
+    StatementFileLost,
+    statement_file_open,
+    statement_file_read,
+)
 from tests.factories import statement_csv
 
 KINDS = {
@@ -153,9 +158,10 @@ def test_a_batch_whose_stored_file_lost_a_piece_fails_and_says_so(draws, monkeyp
 
 
 @pytest.mark.django_db(transaction=True)
-def test_migration_0010_moves_existing_files_into_the_database(tmp_path):
+def test_migration_0010_moves_existing_files_into_the_database(tmp_path, settings):
     """Back to before 0010, a batch whose file is on disk as the old code kept it; forward
-    again, the file is in the database; without the file the migration stops, naming it."""
+    again, the file is in the database; without the file the migration stops, naming it.
+    Going back once more writes the file under VAR_DIR/statements again."""
     content = b"bank_txn_id,value_date,amount,reference\nB1,2026-11-23,1.00,DR1\n"
     path = tmp_path / "statements" / "abc.csv"
     path.parent.mkdir()
@@ -191,9 +197,19 @@ def test_migration_0010_moves_existing_files_into_the_database(tmp_path):
         old.objects.filter(pk=lost).update(status="failed")  # nothing reads its file again
         executor = MigrationExecutor(connection)
         executor.migrate(after)
+        new = executor.loader.project_state(after).apps.get_model("settlement", "ReconBatch")
+        moved = new.objects.get(pk=kept)
+        assert moved.file_size == len(content)
+        assert statement_file_read(kept, moved.file_size).read() == content
+        assert new.objects.get(pk=lost).file_size == 0
+
+        path.unlink()
+        settings.VAR_DIR = tmp_path / "var"
+        executor = MigrationExecutor(connection)
+        executor.migrate(before)
+        back = old.objects.get(pk=kept).file_path
+        assert back == str(tmp_path / "var" / "statements" / "abc.csv")
+        assert Path(back).read_bytes() == content
     finally:
         call_command("migrate", verbosity=0)  # every app to its latest, whatever happened
-    batch = ReconBatch.objects.get(pk=kept)
-    assert batch.file_size == len(content)
-    assert statement_file_open(batch).read() == content
-    assert ReconBatch.objects.get(pk=lost).file_size == 0
+    assert statement_file_open(ReconBatch.objects.get(pk=kept)).read() == content
