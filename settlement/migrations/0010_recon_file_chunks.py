@@ -6,7 +6,7 @@ import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
-PIECE = 4 * 2**20  # bytes per stored piece; readers take pieces of any size
+PIECE = 2**20  # bytes per stored piece; readers take pieces of any size
 
 
 def compress_pieces_with_lz4(apps, schema_editor):

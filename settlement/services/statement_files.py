@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
     from psycopg import Copy
 
-CHUNK = 4 * 2**20  # bytes of a file per row
+CHUNK = 2**20  # bytes of a file per row
 
 
 class StatementFileTooLarge(Exception):
