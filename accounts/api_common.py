@@ -5,6 +5,7 @@ Errors are ``{"error": {"code", "message", "fields"}}`` with 400, 401, 403, 404 
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -38,6 +39,8 @@ from ledger.exceptions import (
     LedgerError,
     LimitExceeded,
 )
+
+logger = logging.getLogger(__name__)
 
 # --- the error shape --------------------------------------------------------------------------
 
@@ -91,6 +94,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         # transaction was rolled back whole, so the client can simply send it again.
         return error_response(
             409, "retry", "the request collided with another one and changed nothing; retry it"
+        )
+    if isinstance(exc, LimitExceeded):
+        # The ledger's account codes and fen amounts are internal: say what it means.
+        logger.info("limit refused: %s", exc)
+        return error_response(
+            409, exc.code, "the credit line (or its family cap) does not have room for this"
         )
     if isinstance(exc, LedgerError):
         conflict = isinstance(exc, (LimitExceeded, IdempotencyConflict)) or not isinstance(

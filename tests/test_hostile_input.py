@@ -436,3 +436,14 @@ def test_api_errors_stay_json_with_debug_on(cashier, settings):
     settings.DEBUG = True
     error_of(cashier.get("/api/v1/persons/abc/"), 404, "not_found")
     error_of(cashier.get("/api/v1/receipts/%00/"), 400)
+
+
+def test_a_limit_refusal_names_no_internal_account_or_fen_amount():
+    from accounts.api_common import exception_handler
+    from ledger.exceptions import LimitExceeded
+
+    answer = exception_handler(LimitExceeded("L-CAP-8f3a", 1200, 50_000), {})
+    assert answer.status_code == 409
+    error = answer.data["error"]
+    assert error["code"] == "limit_exceeded"
+    assert "L-CAP" not in error["message"] and "fen" not in error["message"]
