@@ -13,7 +13,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.api_common import ApiView, YuanField, fen_to_yuan
+from accounts.api_common import IDEMPOTENCY_KEY, ApiView, YuanField, fen_to_yuan, idempotent
 from accounts.authentication import StaffTokenAuthentication, roles, staff_actor
 
 from .models import ReconBatch, ReconItem
@@ -192,16 +192,26 @@ class ItemResolveApi(FinanceView):
         )
 
     @extend_schema(
-        operation_id="reconciliation_item_resolve", request=Resolution, responses=ReconItemOut
+        operation_id="reconciliation_item_resolve",
+        description="Resolve an exception with a comment, and optionally an adjustment posted "
+        "to the bank receivable; 409 when it is resolved already. A replay with the same "
+        "Idempotency-Key returns the first answer and posts nothing.",
+        parameters=[IDEMPOTENCY_KEY],
+        request=Resolution,
+        responses=ReconItemOut,
     )
     def post(self, request: Request, item_id: int) -> Response:
         ReconItem.objects.get(pk=item_id)
         data = self.Resolution(data=request.data)
         data.is_valid(raise_exception=True)
-        item = item_resolve(
-            actor=staff_actor(request),
-            item_id=item_id,
-            comment=data.validated_data["comment"],
-            adjust=data.validated_data.get("adjust"),
-        )
-        return Response(item_out(item))
+
+        def resolve() -> Response:
+            item = item_resolve(
+                actor=staff_actor(request),
+                item_id=item_id,
+                comment=data.validated_data["comment"],
+                adjust=data.validated_data.get("adjust"),
+            )
+            return Response(item_out(item))
+
+        return idempotent(request, f"staff:{request.user.pk}", resolve)

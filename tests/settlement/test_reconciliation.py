@@ -15,6 +15,7 @@ from celery.contrib.testing.worker import start_worker
 from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from accounts.services.institutions import department_ensure, institution_ensure
 from config.celery import app
@@ -568,6 +569,21 @@ def test_resolving_a_mismatch_can_write_off_the_difference_through_the_ledger(dr
     assert resolved.status_code == 200, resolved.json()
     assert resolved.json()["adjustment_transaction"]
     assert account_balance(receivable).posted == before - 50
+    # The answer was lost: the same request with its key is replayed, nothing posts again.
+    key = resolved.wsgi_request.META["HTTP_IDEMPOTENCY_KEY"]
+    replay = finance.post(
+        f"/api/v1/reconciliation/items/{mismatch.pk}/resolve/",
+        {"comment": "bank fee deducted, agreed with the bank", "adjust": "0.50"},
+        HTTP_IDEMPOTENCY_KEY=key,
+    )
+    assert (replay.status_code, replay.json()) == (200, resolved.json())
+    assert account_balance(receivable).posted == before - 50
+    keyless = APIClient()
+    keyless.credentials(HTTP_AUTHORIZATION=finance._credentials["HTTP_AUTHORIZATION"])
+    refused_without_key = keyless.post(
+        f"/api/v1/reconciliation/items/{mismatch.pk}/resolve/", {"comment": "no key"}
+    )
+    assert refused_without_key.status_code == 400
     again = finance.post(
         f"/api/v1/reconciliation/items/{mismatch.pk}/resolve/", {"comment": "twice"}
     )
