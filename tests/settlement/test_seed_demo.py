@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 from accounts.models import AuditEvent, CreditLine, FamilyLink, Person, StaffToken
 from ledger.services import chain_seal
 from ledger.verification import verify_ledger
-from settlement.models import Encounter, InsuranceClaim, Receivable
+from settlement.models import Encounter, InsuranceClaim, Receivable, ReconBatch, ReconItem
 from tests.factories import signed_in
 
 pytestmark = pytest.mark.django_db
@@ -74,6 +74,11 @@ def test_demo_stays_show_every_state_a_desk_sees(insurer):
     overdue = Receivable.objects.get(encounter=by_name["林海"])
     assert overdue.status == Receivable.Status.OVERDUE
     assert overdue.credit_line.status == CreditLine.Status.FROZEN
+    statement = ReconBatch.objects.get(source=ReconBatch.Source.BANK_STATEMENT)
+    assert statement.status == ReconBatch.Status.DONE
+    assert [item.kind for item in ReconItem.objects.filter(batch=statement)] == [
+        "unknown_reference"
+    ]
     chain_seal()
     assert verify_ledger().intact
 

@@ -1,6 +1,7 @@
 import base64
 import hashlib
 import hmac
+import io
 import os
 import socket
 from datetime import date, timedelta
@@ -16,6 +17,7 @@ from django.utils import timezone
 from stdnum.cn import ric
 
 from accounts import crypto
+from accounts.api_common import fen_to_yuan
 from accounts.models import Department, FamilyLink, Partner, PartnerKey, Person, StaffToken
 from accounts.services.credit_lines import credit_line_grant
 from accounts.services.family import family_link_create
@@ -30,9 +32,17 @@ from accounts.services.staff import (
     token_revoke,
 )
 from settlement.insurer.client import InsurerClient
-from settlement.models import Encounter, InsuranceClaim, Receivable, Settlement
+from settlement.models import (
+    CreditMovement,
+    Encounter,
+    InsuranceClaim,
+    Receivable,
+    ReconBatch,
+    Settlement,
+)
 from settlement.services.deposit_table import deposit_table_import
 from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
+from settlement.services.reconciliation import batch_run, statement_batch_create
 from settlement.services.repayments import receivables_mark_overdue
 from settlement.services.settle import claim_retry, encounter_settle
 
@@ -236,6 +246,8 @@ class Command(BaseCommand):
             made.append(self.deferred_claim(people["walk_in"], wards["IM"], today))
         if not Encounter.objects.filter(person=people["late_payer"]).exists():
             made.append(self.overdue_stay(people["late_payer"], wards["SUR"], today))
+        if made and not ReconBatch.objects.filter(partner__name=BANK).exists():
+            self.bank_statement(today)
         lines = ["Demo stays (cashier desk, finance desk and the patient's portal):"]
         lines += [f"  {name}: {story}" for name, story in STAYS]
         if made:
@@ -331,12 +343,36 @@ class Command(BaseCommand):
         receivables_mark_overdue(today=today)
         return stay
 
+    def bank_statement(self, today: date) -> None:
+        """The bank's statement of today, reconciled as a worker would: it pays the demo's
+        credit draws and carries one transfer the hospital knows nothing of, for finance."""
+        draws = CreditMovement.objects.filter(
+            partner__name=BANK, kind=CreditMovement.Kind.DRAW
+        ).order_by("pk")
+        lines = ["bank_txn_id,value_date,amount,reference"]
+        lines += [
+            f"DEMO-T{n},{today},{fen_to_yuan(draw.amount)},{draw.reference}"
+            for n, draw in enumerate(draws, start=1)
+        ]
+        lines.append(f"DEMO-T{len(lines)},{today},88.00,DRUNKNOWN0001")
+        text = "\n".join(lines) + "\n"
+        partner = Partner.objects.get(name=BANK)
+        batch, _ = statement_batch_create(
+            actor=ACTOR,
+            partner=partner,
+            stream=io.BytesIO(text.encode()),
+            file_name=f"demo-statement-{today}.csv",
+            enqueue=False,
+        )
+        batch_run(batch.pk)
+
 
 STAYS = [
     ("吴德福", "open inpatient stay of five days on his son's line, charged day by day"),
     ("陈小雨", "settled on her mother's line; the bank owes the hospital (mother's portal)"),
     ("黄丽", "paid by WeChat Pay while the insurer was down; the claim is deferred"),
     ("林海", "settled on credit forty days ago, overdue; his line is frozen"),
+    ("对账", "today's bank statement: the credit draws paid, one transfer nobody knows of"),
 ]
 
 
