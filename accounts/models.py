@@ -168,11 +168,18 @@ class CreditLine(models.Model):
         FROZEN = "frozen", "frozen"
         CLOSED = "closed", "closed"
 
+    class FrozenReason(models.TextChoices):
+        NONE = "", "not frozen"
+        BANK = "bank", "frozen by the bank"
+        OVERDUE = "overdue", "an amount is overdue"
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="credit_lines")
     person = models.ForeignKey(Person, on_delete=models.PROTECT, related_name="credit_lines")
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.ACTIVE)
-    frozen_reason = models.CharField(max_length=32, blank=True)
+    frozen_reason = models.CharField(
+        max_length=32, blank=True, choices=FrozenReason.choices, default=FrozenReason.NONE
+    )
     limit = models.BigIntegerField()
     limit_shortfall = models.BigIntegerField(default=0)
     score = models.PositiveIntegerField()

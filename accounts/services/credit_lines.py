@@ -176,38 +176,72 @@ def _set_limit(line: CreditLine, new_limit: int) -> None:
     line.limit = new_limit
 
 
-def _change_status(line_id: UUID, partner: Partner, actor: str, action: str) -> CreditLine:
+def credit_line_set_frozen(
+    *,
+    line: CreditLine,
+    frozen: bool,
+    reason: str,
+    actor: str,
+    changes: dict[str, object] | None = None,
+) -> bool:
+    """Freeze (or unfreeze) a line the caller holds locked; whether anything changed.
+
+    The one place a line is frozen or thawed. The bank's reason outranks the others: the bank
+    freezing a line frozen for overdue amounts makes it the bank's freeze, and repaying those
+    amounts does not undo it, while the bank may unfreeze a line whatever froze it. A closed
+    line stays closed.
+    """
+    before, before_reason = line.status, line.frozen_reason
+    if line.status == CreditLine.Status.CLOSED:
+        return False
+    if frozen:
+        if line.status == CreditLine.Status.FROZEN and (
+            reason != CreditLine.FrozenReason.BANK or line.frozen_reason == reason
+        ):
+            return False
+        line.status, line.frozen_reason = CreditLine.Status.FROZEN, reason
+    else:
+        if line.status != CreditLine.Status.FROZEN:
+            return False
+        if reason != CreditLine.FrozenReason.BANK and line.frozen_reason != reason:
+            return False
+        line.status, line.frozen_reason = CreditLine.Status.ACTIVE, CreditLine.FrozenReason.NONE
+    line.updated_at = timezone.now()
+    line.save(update_fields=["status", "frozen_reason", "updated_at"])
+    audit_record(
+        actor=actor,
+        action="credit_line.freeze" if frozen else "credit_line.unfreeze",
+        obj=line,
+        changes={
+            "status": [before, line.status],
+            "reason": [before_reason, line.frozen_reason],
+            **(changes or {}),
+        },
+    )
+    return True
+
+
+def _change_status(line_id: UUID, partner: Partner, actor: str, frozen: bool) -> CreditLine:
     line = CreditLine.objects.select_for_update().filter(pk=line_id, partner=partner).first()
     if line is None:
         raise CreditLine.DoesNotExist
     if line.status == CreditLine.Status.CLOSED:
         raise CreditLineStateError("the credit line is closed")
-    before = line.status
-    if action == "freeze":
-        line.status, line.frozen_reason = CreditLine.Status.FROZEN, "bank"
-    elif action == "unfreeze":
-        line.status, line.frozen_reason = CreditLine.Status.ACTIVE, ""
-    line.updated_at = timezone.now()
-    line.save(update_fields=["status", "frozen_reason", "updated_at"])
-    if before != line.status:
-        audit_record(
-            actor=actor,
-            action=f"credit_line.{action}",
-            obj=line,
-            changes={"status": [before, line.status]},
-        )
+    credit_line_set_frozen(
+        line=line, frozen=frozen, reason=CreditLine.FrozenReason.BANK, actor=actor
+    )
     return line
 
 
 @transaction.atomic
 def credit_line_freeze(*, actor: str, partner: Partner, line_id: UUID) -> CreditLine:
     """Stop new draws and holds; what is owed is unchanged. Freezing twice is harmless."""
-    return _change_status(line_id, partner, actor, "freeze")
+    return _change_status(line_id, partner, actor, frozen=True)
 
 
 @transaction.atomic
 def credit_line_unfreeze(*, actor: str, partner: Partner, line_id: UUID) -> CreditLine:
-    return _change_status(line_id, partner, actor, "unfreeze")
+    return _change_status(line_id, partner, actor, frozen=False)
 
 
 @transaction.atomic

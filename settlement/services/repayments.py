@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from accounts.models import CreditLine, Partner
 from accounts.services.audit import audit_record
-from accounts.services.credit_lines import credit_restore
+from accounts.services.credit_lines import credit_line_set_frozen, credit_restore
 
 from ..exceptions import RepaymentConflict, SettlementInputError
 from ..insurer import fen_to_yuan
@@ -127,17 +127,16 @@ def _apply(
 def unfreeze_if_nothing_overdue(line: CreditLine) -> None:
     """Unfreeze a line frozen for overdue amounts once none is overdue any more."""
     line = CreditLine.objects.select_for_update().get(pk=line.pk)
-    if line.status != CreditLine.Status.FROZEN or line.frozen_reason != "overdue":
+    if line.frozen_reason != CreditLine.FrozenReason.OVERDUE:
         return
     if Receivable.objects.filter(credit_line=line, status=Receivable.Status.OVERDUE).exists():
         return
-    line.status, line.frozen_reason, line.updated_at = CreditLine.Status.ACTIVE, "", timezone.now()
-    line.save(update_fields=["status", "frozen_reason", "updated_at"])
-    audit_record(
+    credit_line_set_frozen(
+        line=line,
+        frozen=False,
+        reason=CreditLine.FrozenReason.OVERDUE,
         actor="system:repayment",
-        action="credit_line.unfreeze",
-        obj=line,
-        changes={"reason": "overdue amounts repaid"},
+        changes={"why": "overdue amounts repaid"},
     )
 
 
@@ -160,14 +159,12 @@ def receivables_mark_overdue(*, today: date | None = None) -> int:
             receivable.save(update_fields=["status", "updated_at"])
             line = CreditLine.objects.select_for_update().get(pk=receivable.credit_line_id)
             if line.status == CreditLine.Status.ACTIVE:
-                line.status, line.frozen_reason = CreditLine.Status.FROZEN, "overdue"
-                line.updated_at = timezone.now()
-                line.save(update_fields=["status", "frozen_reason", "updated_at"])
-                audit_record(
+                credit_line_set_frozen(
+                    line=line,
+                    frozen=True,
+                    reason=CreditLine.FrozenReason.OVERDUE,
                     actor="system:overdue",
-                    action="credit_line.freeze",
-                    obj=line,
-                    changes={"reason": "overdue", "receivable": receivable.reference},
+                    changes={"receivable": receivable.reference},
                 )
             event_record(
                 partner=receivable.partner,
