@@ -12,7 +12,6 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from accounts.models import Partner
-from ledger.models import BalanceSlot, Ledger
 
 from .models import CreditMovement, InsuranceClaim, Receivable, ReconBatch, Repayment
 
@@ -170,55 +169,6 @@ def daily_credit(*, days: int = 30, today: date | None = None) -> tuple[list[dat
 
 
 # --- the ledger -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrialBalanceRow:
-    """A ledger's stored balances summed over every account (fen)."""
-
-    ledger: str
-    accounts: int
-    debits_posted: int
-    credits_posted: int
-    debits_pending: int
-    credits_pending: int
-
-    @property
-    def difference(self) -> int:
-        """Posted debits less posted credits: zero when the ledger balances."""
-        return self.debits_posted - self.credits_posted
-
-    @property
-    def balanced(self) -> bool:
-        return self.difference == 0 and self.debits_pending == self.credits_pending
-
-
-def trial_balance() -> list[TrialBalanceRow]:
-    """Sum of the balance slots' debits and credits per ledger."""
-    rows = {
-        row["account__ledger"]: row
-        for row in BalanceSlot.objects.values("account__ledger").annotate(
-            accounts=Count("account_id", distinct=True),
-            debits_posted=Sum("debits_posted"),
-            credits_posted=Sum("credits_posted"),
-            debits_pending=Sum("debits_pending"),
-            credits_pending=Sum("credits_pending"),
-        )
-    }
-    result = []
-    for ledger in Ledger.values:
-        row = rows.get(ledger, {})
-        result.append(
-            TrialBalanceRow(
-                ledger=ledger,
-                accounts=int(row.get("accounts") or 0),
-                debits_posted=int(row.get("debits_posted") or 0),
-                credits_posted=int(row.get("credits_posted") or 0),
-                debits_pending=int(row.get("debits_pending") or 0),
-                credits_pending=int(row.get("credits_pending") or 0),
-            )
-        )
-    return result
 
 
 def latest_ledger_check() -> ReconBatch | None:

@@ -23,6 +23,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.api_common import fen_to_yuan
+from ledger.selectors import trial_balance
 
 from .. import selectors_finance as reads
 from ..exceptions import EncounterStateError, SettlementInputError
@@ -284,7 +285,7 @@ def ledger_page(request: HttpRequest) -> HttpResponse:
             "debits_pending": fen_to_yuan(row.debits_pending),
             "credits_pending": fen_to_yuan(row.credits_pending),
         }
-        for row in reads.trial_balance()
+        for row in trial_balance()
     ]
     check = reads.latest_ledger_check()
     context = {

@@ -221,3 +221,20 @@ def test_a_transfer_or_hold_needs_two_different_accounts(make_account):
     with pytest.raises(InvalidPosting, match="two accounts"):
         services.hold_create(key="h", debit=a, credit=a, amount=5)
     assert counts() == (0, 0, 0, 0)
+
+
+def test_the_trial_balance_sums_every_account_per_ledger(make_account):
+    from ledger.selectors import trial_balance
+
+    cash, revenue = make_account("money", "debit"), make_account("money", "credit")
+    services.transfer(key="tb-1", debit=cash, credit=revenue, amount=12_345)
+    granted, line = make_account("credit", "debit"), make_account("credit", "credit")
+    services.hold_create(key="tb-2", debit=granted, credit=line, amount=500)
+
+    rows = {row.ledger: row for row in trial_balance()}
+    assert set(rows) == {"money", "credit"}
+    money, credit = rows["money"], rows["credit"]
+    assert (money.debits_posted, money.credits_posted, money.accounts) == (12_345, 12_345, 2)
+    assert money.balanced and money.difference == 0
+    assert (credit.debits_pending, credit.credits_pending, credit.debits_posted) == (500, 500, 0)
+    assert credit.balanced
