@@ -6,7 +6,6 @@ from typing import Any
 from django.db.models import Sum
 
 from accounts.api_common import fen_to_yuan
-from ledger.selectors import account_balance
 
 from .models import Charge, CreditMovement, Encounter, Partner, Receivable, Settlement
 from .services import house
@@ -15,7 +14,7 @@ from .statements import daily_reference
 
 
 def encounter_out(encounter: Encounter) -> dict[str, Any]:
-    paid = max(account_balance(house.deposit_held(encounter)).posted, 0)
+    paid = house.deposit_paid(encounter)
     line = encounter.funding_line
     return {
         "id": str(encounter.pk),
@@ -96,7 +95,7 @@ def encounter_bill(encounter: Encounter) -> dict[str, Any]:
     if settlement is not None:
         paid = settlement.total
     else:
-        paid = max(account_balance(house.deposit_held(encounter)).posted, 0)
+        paid = house.deposit_paid(encounter)
     return {
         "encounter": str(encounter.pk),
         "status": encounter.status,

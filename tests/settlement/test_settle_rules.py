@@ -114,3 +114,16 @@ def test_the_bill_says_which_lines_can_still_be_reversed(ward, make_person):
     }
     InsuranceClaim.objects.create(encounter=encounter, setl_id="S-2", medfee_sumamt=2_000)
     assert flags()[second.pk] == (False, False)  # the insurer holds the bill now
+
+
+def test_reading_a_visit_and_its_bill_writes_nothing(ward, make_person, staff_client):
+    from ledger.models import Account
+
+    visit = encounter_admit(
+        actor="test", person=make_person("林木"), department=ward, kind=Encounter.Kind.OUTPATIENT
+    )
+    cashier = staff_client("cashier")
+    accounts = Account.objects.count()
+    assert cashier.get(f"/api/v1/encounters/{visit.pk}/").json()["deposit"]["paid"] == "0.00"
+    assert cashier.get(f"/api/v1/encounters/{visit.pk}/bill/").json()["paid"] == "0.00"
+    assert Account.objects.count() == accounts
