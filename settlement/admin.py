@@ -1,17 +1,38 @@
 """Admin views. The deposit table is edited here by finance; the rest is read-only."""
 
+from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
-from django.utils import timezone
 
-from accounts.services.audit import audit_record
 from ledger.admin import ReadOnlyAdmin
 
 from .models import DiagnosisDeposit, Encounter, InsuranceClaim, Receivable, Settlement
+from .services.deposit_table import deposit_row_save, diagnosis_code_clean
+
+
+class DiagnosisDepositForm(forms.ModelForm):
+    class Meta:
+        model = DiagnosisDeposit
+        fields = ("institution", "diagnosis_code", "name", "amount")
+
+    def clean_diagnosis_code(self) -> str:
+        code = diagnosis_code_clean(self.cleaned_data.get("diagnosis_code") or "")
+        if not code:
+            raise forms.ValidationError("A diagnosis code of 1 to 32 characters is needed.")
+        return code
+
+    def clean_amount(self) -> int:
+        amount = self.cleaned_data.get("amount")
+        if amount is None or amount <= 0:
+            raise forms.ValidationError("The deposit (fen) must be more than zero.")
+        return int(amount)
 
 
 @admin.register(DiagnosisDeposit)
 class DiagnosisDepositAdmin(admin.ModelAdmin):
+    """Rows go through the table's service, so a code is kept as admission reads it."""
+
+    form = DiagnosisDepositForm
     list_display = ("institution", "diagnosis_code", "name", "amount", "updated_at")
     list_filter = ("institution",)
     search_fields = ("diagnosis_code", "name")
@@ -20,14 +41,15 @@ class DiagnosisDepositAdmin(admin.ModelAdmin):
     def save_model(
         self, request: HttpRequest, obj: DiagnosisDeposit, form: object, change: bool
     ) -> None:
-        obj.updated_at = timezone.now()
-        super().save_model(request, obj, form, change)
-        audit_record(
+        saved = deposit_row_save(
             actor=f"admin:{request.user.pk}",
-            action="deposit_table.change" if change else "deposit_table.add",
-            obj=obj,
-            changes={"diagnosis_code": obj.diagnosis_code, "amount": obj.amount},
+            institution=obj.institution,
+            diagnosis_code=obj.diagnosis_code,
+            name=obj.name,
+            amount=obj.amount,
+            row_id=obj.pk if change else None,
         )
+        obj.pk, obj.updated_at = saved.pk, saved.updated_at
 
 
 @admin.register(Encounter)

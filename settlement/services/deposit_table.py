@@ -24,6 +24,12 @@ class ImportResult:
     unchanged: int
 
 
+def diagnosis_code_clean(text: str) -> str:
+    """A diagnosis code as the table keeps it (``j18.9 `` → ``J18.9``); empty when unusable."""
+    code = text.strip().upper()
+    return code if 0 < len(code) <= 32 else ""
+
+
 def _parse_amount(text: str, line: int) -> int:
     try:
         value = Decimal(text.strip())
@@ -47,8 +53,8 @@ def deposit_table_import(*, actor: str, institution: Institution, text: str) -> 
         raise SettlementInputError(f"the header must be {','.join(COLUMNS)}")
     rows: dict[str, tuple[str, int]] = {}
     for number, row in enumerate(reader, start=2):
-        code = (row.get("diagnosis_code") or "").strip().upper()
-        if not code or len(code) > 32:
+        code = diagnosis_code_clean(row.get("diagnosis_code") or "")
+        if not code:
             raise SettlementInputError(f"line {number}: a diagnosis code of 1 to 32 characters")
         if code in rows:
             raise SettlementInputError(f"line {number}: {code} appears twice")
@@ -82,3 +88,43 @@ def deposit_table_import(*, actor: str, institution: Institution, text: str) -> 
         changes={"created": created, "updated": updated, "unchanged": unchanged},
     )
     return ImportResult(created, updated, unchanged)
+
+
+@transaction.atomic
+def deposit_row_save(
+    *,
+    actor: str,
+    institution: Institution,
+    diagnosis_code: str,
+    name: str,
+    amount: int,
+    row_id: int | None = None,
+) -> DiagnosisDeposit:
+    """Add a row to an institution's table, or change row ``row_id``: one row at a time, as
+    the admin edits it, with the code kept as the import and admission read it."""
+    code = diagnosis_code_clean(diagnosis_code)
+    if not code:
+        raise SettlementInputError("a diagnosis code of 1 to 32 characters", field="diagnosis_code")
+    if amount <= 0:
+        raise SettlementInputError("the deposit must be more than zero", field="amount")
+    others = DiagnosisDeposit.objects.filter(institution=institution, diagnosis_code=code)
+    if row_id is not None:
+        others = others.exclude(pk=row_id)
+    if others.exists():
+        raise SettlementInputError(f"{code} is in the table already", field="diagnosis_code")
+    if row_id is None:
+        row = DiagnosisDeposit.objects.create(
+            institution=institution, diagnosis_code=code, name=name.strip()[:200], amount=amount
+        )
+    else:
+        row = DiagnosisDeposit.objects.select_for_update().get(pk=row_id)
+        row.institution, row.diagnosis_code = institution, code
+        row.name, row.amount, row.updated_at = name.strip()[:200], amount, timezone.now()
+        row.save()
+    audit_record(
+        actor=actor,
+        action="deposit_table.add" if row_id is None else "deposit_table.change",
+        obj=row,
+        changes={"diagnosis_code": code, "amount": amount},
+    )
+    return row

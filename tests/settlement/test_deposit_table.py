@@ -62,3 +62,45 @@ def test_a_bad_file_is_refused_whole(department, tmp_path, text, message):
     with pytest.raises(CommandError, match=message):
         load(bad)
     assert DiagnosisDeposit.objects.count() == 0
+
+
+def test_a_row_added_in_the_admin_is_kept_as_admission_reads_it(department, client):
+    from django.contrib.auth import get_user_model
+
+    from accounts.models import AuditEvent
+
+    admin = get_user_model().objects.create_superuser("root", password="admin-password-1")
+    client.force_login(admin)
+    added = client.post(
+        "/admin/settlement/diagnosisdeposit/add/",
+        {
+            "institution": department.institution_id,
+            "diagnosis_code": " k35.8 ",
+            "name": "急性阑尾炎",
+            "amount": "260000",
+        },
+    )
+    assert added.status_code == 302, added.content.decode()[:2000]
+    row = DiagnosisDeposit.objects.get()
+    assert row.diagnosis_code == "K35.8"
+    assert deposit_for(department=department, kind="inpatient", diagnosis_code="K35.8") == 260_000
+    assert AuditEvent.objects.filter(action="deposit_table.add", actor=f"admin:{admin.pk}")
+
+    changed = client.post(
+        f"/admin/settlement/diagnosisdeposit/{row.pk}/change/",
+        {
+            "institution": department.institution_id,
+            "diagnosis_code": "K35.8",
+            "name": "急性阑尾炎",
+            "amount": "0",
+        },
+    )
+    assert changed.status_code == 200  # the form again, with the error
+    row.refresh_from_db()
+    assert row.amount == 260_000
+    twice = client.post(
+        "/admin/settlement/diagnosisdeposit/add/",
+        {"institution": department.institution_id, "diagnosis_code": "k35.8", "amount": "1"},
+    )
+    assert twice.status_code == 200
+    assert DiagnosisDeposit.objects.count() == 1
