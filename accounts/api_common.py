@@ -365,6 +365,11 @@ def request_fingerprint(request: Request) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
+def service_key(request: Request) -> str:
+    """The caller's Idempotency-Key as a service's own key, per staff user or partner."""
+    return f"api:{request.user.pk if request.user else 'anon'}:{required_key(request)}"
+
+
 def idempotent(request: Request, scope: str, handler: Callable[[], Response]) -> Response:
     """Run ``handler`` once per ``Idempotency-Key``: a replay gets the first response back.
 

@@ -23,6 +23,7 @@ from accounts.api_common import (
     idempotent,
     idempotent_unwrapped,
     page_of,
+    service_key,
 )
 from accounts.authentication import StaffTokenAuthentication, patient_person_id, roles, staff_actor
 from accounts.models import Department, Person
@@ -120,7 +121,10 @@ class DepositApi(StaffView):
 
         def pay() -> Response:
             deposit = encounters.deposit_pay(
-                actor=staff_actor(request), encounter_id=encounter_id, **data.validated_data
+                actor=staff_actor(request),
+                encounter_id=encounter_id,
+                key=service_key(request),
+                **data.validated_data,
             )
             return Response(
                 {
@@ -182,7 +186,10 @@ class ChargesApi(StaffView):
 
         def post() -> Response:
             charges = encounters.charges_post(
-                actor=staff_actor(request), encounter_id=encounter_id, items=items
+                actor=staff_actor(request),
+                encounter_id=encounter_id,
+                items=items,
+                key=service_key(request),
             )
             return Response(
                 {

@@ -158,6 +158,7 @@ def draws(make_person, make_partner):
             actor="test", person=person, department=department, kind="outpatient"
         )
         charges_post(
+            key=uuid4().hex,
             actor="test",
             encounter_id=encounter.pk,
             items=[ChargeItem("C1", "诊查", "exam", "C", Decimal(1), amount, timezone.localdate())],

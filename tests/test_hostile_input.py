@@ -13,6 +13,7 @@ import time
 from datetime import date
 from decimal import Decimal
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from django.test import Client, override_settings
@@ -419,7 +420,7 @@ def test_a_receipt_code_of_any_text_is_checked_not_a_500(cashier, make_person, d
         actor="test", person=make_person("林峰"), department=department, kind="outpatient"
     )
     item = ChargeItem("C1", "诊查", "exam", "C", Decimal(1), 1_000, timezone.localdate())
-    charges_post(actor="test", encounter_id=encounter.pk, items=[item])
+    charges_post(key=uuid4().hex, actor="test", encounter_id=encounter.pk, items=[item])
     with override_settings(INSURER_URL=INSURER_DOWN, INSURER_TIMEOUT_SECONDS=1):
         settlement = encounter_settle(actor="test", encounter_id=encounter.pk, channel="cash")
     answer = cashier.get(f"/api/v1/receipts/{settlement.receipt_no}/", {"code": code})

@@ -165,12 +165,14 @@ def world(insurer_sim, tmp_path, settings) -> Iterator[SimpleNamespace]:
         settled = encounter_admit(
             actor="test", person=child, department=department, kind="outpatient"
         )
-        charges_post(actor="test", encounter_id=settled.pk, items=[_item(12_000)])
+        charges_post(key=uuid4().hex, actor="test", encounter_id=settled.pk, items=[_item(12_000)])
         settlement = encounter_settle(actor="test", encounter_id=settled.pk)
         stay = encounter_admit(
             actor="test", person=parent, department=department, kind="outpatient"
         )
-        charge = charges_post(actor="test", encounter_id=stay.pk, items=[_item(3_000)])[0]
+        charge = charges_post(
+            key=uuid4().hex, actor="test", encounter_id=stay.pk, items=[_item(3_000)]
+        )[0]
     # A reconciled statement with one line the ledger does not know, uploaded as finance does.
     finance = APIClient()
     finance.credentials(HTTP_AUTHORIZATION=f"Token {token}", HTTP_IDEMPOTENCY_KEY=uuid4().hex)

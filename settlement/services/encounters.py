@@ -1,9 +1,10 @@
 """Admission, deposits and charges."""
 
+import hashlib
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from uuid import UUID
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 from django.db import transaction
 from django.utils import timezone
@@ -160,21 +161,29 @@ def lock_open_encounter(encounter_id: UUID) -> Encounter:
 
 
 @transaction.atomic
-def deposit_pay(*, actor: str, encounter_id: UUID, amount: int, channel: str) -> Deposit:
-    """Take a deposit through a channel; it is held as a liability until settlement."""
+def deposit_pay(*, actor: str, encounter_id: UUID, amount: int, channel: str, key: str) -> Deposit:
+    """Take a deposit through a channel; it is held as a liability until settlement.
+
+    ``key`` is the caller's idempotency key (the API's Idempotency-Key, a form's token): the
+    same key again returns the first deposit and takes nothing more.
+    """
     if channel not in Channel.values:
         raise SettlementInputError("unknown payment channel", field="channel")
     if isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount <= MAX_CHARGE:
         raise SettlementInputError("the deposit must be more than zero", field="amount")
+    caller = _caller_key(key)
     encounter = lock_open_encounter(encounter_id)
     txn = ledger.transfer(
-        key=f"encounter:{encounter.pk}:deposit:{uuid7()}",
+        key=f"encounter:{encounter.pk}:deposit:{caller}",
         debit=house.clearing(encounter.institution, channel),
         credit=house.deposit_held(encounter),
         amount=amount,
         reference=f"encounter:{encounter.pk}",
         description=f"deposit by {channel}",
     )
+    earlier = Deposit.objects.filter(transaction_id=txn.pk).first()
+    if earlier is not None:  # the ledger replayed the transfer: this deposit was taken
+        return earlier
     deposit = Deposit.objects.create(
         encounter=encounter, amount=amount, channel=channel, transaction_id=txn.pk
     )
@@ -185,6 +194,13 @@ def deposit_pay(*, actor: str, encounter_id: UUID, amount: int, channel: str) ->
         changes={"amount": amount, "channel": channel},
     )
     return deposit
+
+
+def _caller_key(key: str) -> str:
+    """The caller's key as a fixed-length part of a ledger key (those hold 200 characters)."""
+    if not key or len(key) > 400:
+        raise SettlementInputError("an idempotency key of 1 to 400 characters is needed")
+    return hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
 @dataclass(frozen=True)
@@ -224,8 +240,15 @@ def _check_items(items: list[ChargeItem], encounter: Encounter) -> None:
 
 
 @transaction.atomic
-def charges_post(*, actor: str, encounter_id: UUID, items: list[ChargeItem]) -> list[Charge]:
-    """Post a batch of charge lines: the patient owes them, revenue by category earns them."""
+def charges_post(
+    *, actor: str, encounter_id: UUID, items: list[ChargeItem], key: str
+) -> list[Charge]:
+    """Post a batch of charge lines: the patient owes them, revenue by category earns them.
+
+    ``key`` is the caller's idempotency key: the same batch again with it returns the lines
+    first posted and posts nothing.
+    """
+    caller = _caller_key(key)
     encounter = lock_open_encounter(encounter_id)
     _check_items(items, encounter)
     amounts = [_amount(item) for item in items]
@@ -233,7 +256,7 @@ def charges_post(*, actor: str, encounter_id: UUID, items: list[ChargeItem]) -> 
     by_category: dict[str, int] = {}
     for item, amount in zip(items, amounts, strict=True):
         by_category[item.category] = by_category.get(item.category, 0) + amount
-    txn_id = None
+    ledger_key = f"encounter:{encounter.pk}:charges:{caller}"
     if total:
         legs = [ledger.Leg.debit(house.patient_receivable(encounter), total)]
         legs += [
@@ -242,11 +265,13 @@ def charges_post(*, actor: str, encounter_id: UUID, items: list[ChargeItem]) -> 
             if amount
         ]
         txn_id = ledger.transaction_post(
-            key=f"encounter:{encounter.pk}:charges:{uuid7()}",
-            legs=legs,
-            reference=f"encounter:{encounter.pk}",
-            description="charges",
+            key=ledger_key, legs=legs, reference=f"encounter:{encounter.pk}", description="charges"
         ).pk
+    else:  # lines of no amount post nothing; the key still names them
+        txn_id = uuid5(NAMESPACE_URL, ledger_key)
+    earlier = list(Charge.objects.filter(transaction_id=txn_id).order_by("pk"))
+    if earlier:  # sent again with its key: these lines were posted
+        return earlier
     charges = Charge.objects.bulk_create(
         Charge(
             encounter=encounter,
@@ -258,7 +283,7 @@ def charges_post(*, actor: str, encounter_id: UUID, items: list[ChargeItem]) -> 
             unit_price=item.unit_price,
             amount=amount,
             service_date=item.service_date,
-            transaction_id=txn_id or uuid7(),
+            transaction_id=txn_id,
         )
         for item, amount in zip(items, amounts, strict=True)
     )

@@ -201,6 +201,11 @@ def add_service_error(
     form.add_error(field, error_text(error))
 
 
+def _form_key(request: HttpRequest, form: forms.Form) -> str:
+    """The form's one-time token as the service's idempotency key, per signed-in user."""
+    return f"web:{request.user.pk}:{form.cleaned_data['token']}"
+
+
 def run_once(request: HttpRequest, form: forms.Form, action: Callable[[], str]) -> str:
     """Run ``action`` (which returns where to go next) once per the form's token: a double
     click or a resent form goes where the first one went instead of doing it again."""
@@ -562,6 +567,7 @@ def _deposit(request: HttpRequest, encounter: Encounter, form: DepositForm, here
         encounter_id=encounter.pk,
         amount=form.cleaned_data["amount"],
         channel=form.cleaned_data["channel"],
+        key=_form_key(request, form),
     )
     messages.success(request, gettext("The deposit is taken."))
     return here
@@ -572,6 +578,7 @@ def _charge(request: HttpRequest, encounter: Encounter, form: ChargeForm, here: 
     charges_post(
         actor=_actor(request),
         encounter_id=encounter.pk,
+        key=_form_key(request, form),
         items=[
             ChargeItem(
                 code=data["code"],

@@ -7,6 +7,7 @@ together ask for more than is owed). The insurer is the simulator, a real child 
 
 from datetime import date
 from decimal import Decimal
+from uuid import uuid4
 
 import pytest
 from django.test import override_settings
@@ -100,7 +101,7 @@ def item(insurance_class: str, fen: int, code: str = "X001") -> ChargeItem:
 
 def admit_and_charge(person, department, kind: str, items: list[ChargeItem]) -> Encounter:
     encounter = encounter_admit(actor="test", person=person, department=department, kind=kind)
-    charges_post(actor="test", encounter_id=encounter.pk, items=items)
+    charges_post(key=uuid4().hex, actor="test", encounter_id=encounter.pk, items=items)
     return encounter
 
 

@@ -9,6 +9,7 @@ import time
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 from celery.contrib.testing.worker import start_worker
@@ -486,6 +487,7 @@ def test_the_insurers_day_is_matched_with_the_claims_settled_here(make_person, s
             actor="test", person=person, department=department, kind="outpatient"
         )
         charges_post(
+            key=uuid4().hex,
             actor="test",
             encounter_id=encounter.pk,
             items=[ChargeItem("A1", "药", "drug", "A", Decimal(1), 50_000, today)],

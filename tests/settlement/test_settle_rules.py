@@ -2,6 +2,7 @@
 
 from datetime import date, timedelta
 from decimal import Decimal
+from uuid import uuid4
 
 import pytest
 from django.test import override_settings
@@ -31,6 +32,7 @@ def ward():
 
 def charge(encounter: Encounter, amount: int) -> None:
     charges_post(
+        key=uuid4().hex,
         actor="test",
         encounter_id=encounter.pk,
         items=[
@@ -127,3 +129,27 @@ def test_reading_a_visit_and_its_bill_writes_nothing(ward, make_person, staff_cl
     assert cashier.get(f"/api/v1/encounters/{visit.pk}/").json()["deposit"]["paid"] == "0.00"
     assert cashier.get(f"/api/v1/encounters/{visit.pk}/bill/").json()["paid"] == "0.00"
     assert Account.objects.count() == accounts
+
+
+def test_a_deposit_or_charges_sent_again_with_their_key_take_effect_once(ward, make_person):
+    from ledger.models import Transaction
+    from settlement.models import Charge, Deposit
+    from settlement.services.encounters import deposit_pay
+
+    stay = encounter_admit(
+        actor="test", person=make_person("李雷"), department=ward, kind=Encounter.Kind.INPATIENT
+    )
+    postings = Transaction.objects.count()
+    first = deposit_pay(actor="t", encounter_id=stay.pk, amount=50_000, channel="cash", key="k1")
+    again = deposit_pay(actor="t", encounter_id=stay.pk, amount=50_000, channel="cash", key="k1")
+    assert again.pk == first.pk and Deposit.objects.filter(encounter=stay).count() == 1
+    items = [ChargeItem("R1", "病房", "bed", "C", Decimal(1), 8_000, timezone.localdate())]
+    lines = charges_post(actor="t", encounter_id=stay.pk, items=items, key="k2")
+    assert charges_post(actor="t", encounter_id=stay.pk, items=items, key="k2") == lines
+    assert Transaction.objects.count() == postings + 2
+    # Another key is another deposit and another line, as two real payments are.
+    deposit_pay(actor="t", encounter_id=stay.pk, amount=50_000, channel="cash", key="k3")
+    charges_post(actor="t", encounter_id=stay.pk, items=items, key="k4")
+    assert Deposit.objects.filter(encounter=stay).count() == 2
+    assert Charge.objects.filter(encounter=stay).count() == 2
+    assert Transaction.objects.count() == postings + 4

@@ -290,6 +290,7 @@ class TestAtTheDesk:
         )
         today = timezone.localdate()
         charges_post(
+            key=uuid.uuid4().hex,
             actor="test",
             encounter_id=encounter.pk,
             items=[
@@ -358,6 +359,7 @@ class TestAtTheDesk:
             actor="test", person=patient, department=department, kind=Encounter.Kind.INPATIENT
         )
         charges_post(
+            key=uuid.uuid4().hex,
             actor="test",
             encounter_id=encounter.pk,
             items=[charge("R100", "病房", "bed", "C", "1", 15_000, timezone.localdate())],

@@ -11,6 +11,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from django.test import override_settings
@@ -63,7 +64,7 @@ def _admit_with_charges(person: Person, department: Department) -> Encounter:
         ],
     ]
     for items in days:
-        charges_post(actor="test", encounter_id=encounter.pk, items=items)
+        charges_post(key=uuid4().hex, actor="test", encounter_id=encounter.pk, items=items)
     return encounter
 
 

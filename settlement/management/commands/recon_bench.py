@@ -277,6 +277,7 @@ class Command(BaseCommand):
             actor=ACTOR,
             encounter_id=encounter.pk,
             items=[ChargeItem("C1", "诊查", "exam", "C", Decimal(1), DRAW, timezone.localdate())],
+            key=f"recon_bench:{encounter.pk}",
         )
         encounter_settle(
             actor=ACTOR,

@@ -262,6 +262,7 @@ class Command(BaseCommand):
             charges_post(
                 actor=ACTOR,
                 encounter_id=stay.pk,
+                key=f"seed_demo:{stay.pk}:charges:1:{day}",
                 items=[
                     item("BED-2", "普通病房床位费", "bed", "A", "1", 4_500, day),
                     item("DRG-101", "阿莫西林胶囊", "drug", "A", "3", 1_260, day),
@@ -271,6 +272,7 @@ class Command(BaseCommand):
         charges_post(
             actor=ACTOR,
             encounter_id=stay.pk,
+            key=f"seed_demo:{stay.pk}:charges:2:{today}",
             items=[item("EXM-CT", "胸部CT平扫", "exam", "B", "1", 26_000, today - timedelta(1))],
         )
         return stay
@@ -283,6 +285,7 @@ class Command(BaseCommand):
             charges_post(
                 actor=ACTOR,
                 encounter_id=stay.pk,
+                key=f"seed_demo:{stay.pk}:charges:3:{day}",
                 items=[
                     item("BED-3", "儿科病房床位费", "bed", "A", "1", 5_000, day),
                     item("DRG-220", "头孢克洛干混悬剂", "drug", "B", "2", 3_850, day),
@@ -293,6 +296,7 @@ class Command(BaseCommand):
         charges_post(
             actor=ACTOR,
             encounter_id=stay.pk,
+            key=f"seed_demo:{stay.pk}:charges:4:{today}",
             items=[
                 item("EXM-DR", "胸部DR摄影", "exam", "B", "1", 16_000, today - timedelta(3)),
                 item("DRG-IG", "静注人免疫球蛋白", "drug", "C", "1", 68_000, today - timedelta(2)),
@@ -308,6 +312,7 @@ class Command(BaseCommand):
         charges_post(
             actor=ACTOR,
             encounter_id=stay.pk,
+            key=f"seed_demo:{stay.pk}:charges:5:{today}",
             items=[
                 item("EXM-US", "腹部彩超", "exam", "B", "1", 18_000, today),
                 item("DRG-305", "奥美拉唑肠溶胶囊", "drug", "A", "2", 2_650, today),
@@ -326,6 +331,7 @@ class Command(BaseCommand):
         charges_post(
             actor=ACTOR,
             encounter_id=stay.pk,
+            key=f"seed_demo:{stay.pk}:charges:6:{today}",
             items=[
                 item("TRT-40", "清创缝合术", "treatment", "A", "1", 42_000, today),
                 item("MAT-7", "可吸收缝线", "material", "C", "2", 6_800, today),
