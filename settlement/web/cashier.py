@@ -34,12 +34,12 @@ from accounts.services.persons import person_create, person_find
 from ledger.exceptions import LedgerError, LimitExceeded
 from settlement.exceptions import AlreadySettled, SelfPayNotCovered
 from settlement.models import (
-    Channel,
     Charge,
     Encounter,
     InsuranceClaim,
     InsurerCall,
     Receipt,
+    Refund,
     Settlement,
 )
 from settlement.selectors import encounter_bill, encounter_out, settlement_out
@@ -52,10 +52,10 @@ from settlement.services.encounters import (
 )
 from settlement.services.settle import encounter_settle
 
+from . import labels
 from .access import role_required
 from .cashier_forms import (
     CATEGORY_SUGGESTIONS,
-    CHANNEL_LABELS,
     AdmitForm,
     ChargeForm,
     DepositForm,
@@ -72,35 +72,16 @@ OUTAGE_WINDOW = timedelta(minutes=10)
 ID_NUMBER_LIKE = re.compile(r"^[0-9]{17}[0-9Xx]$")
 NAME_RESULTS = 50
 
-STATUS_LABELS: dict[str, Promise] = {
-    Encounter.Status.OPEN: _("Not settled"),
-    Encounter.Status.SETTLING: _("Being settled"),
-    Encounter.Status.SETTLED: _("Settled"),
-    Encounter.Status.SETTLED_INSURANCE_DEFERRED: _("Settled, insurance deferred"),
-}
-FUNDED_BY_LABELS: dict[str, Promise] = {
-    Settlement.FundedBy.CREDIT: _("Credit line"),
-    Settlement.FundedBy.DEPOSIT: _("Deposit"),
-    Settlement.FundedBy.CHANNEL: _("Paid at the window"),
-}
-LINE_STATUS_LABELS: dict[str, Promise] = {
-    "active": _("Active"),
-    "frozen": _("Frozen"),
-    "closed": _("Closed"),
-    "expired": _("Expired"),
-}
-LINK_STATUS_LABELS: dict[str, Promise] = {
-    FamilyLink.Status.ACTIVE: _("Active"),
-    FamilyLink.Status.REVOKED: _("Revoked"),
-    FamilyLink.Status.LAPSED: _("Lapsed"),
-}
+# The codes' labels are the pages' shared tables (``labels``); relations are said from the
+# desk's side here and from the patient's own side on the portal.
+STATUS_LABELS = labels.ENCOUNTER_STATUS
+FUNDED_BY_LABELS = labels.FUNDED_BY
+LINE_STATUS_LABELS = labels.LINE_STATUS
+LINK_STATUS_LABELS = labels.LINK_STATUS
+KIND_LABELS = labels.ENCOUNTER_KIND
 RELATION_LABELS: dict[str, Promise] = {
     FamilyLink.Relation.PARENT_OF_MINOR: _("Parent of a minor"),
     FamilyLink.Relation.CHILD_OF_PARENT: _("Adult child of a parent"),
-}
-KIND_LABELS: dict[str, Promise] = {
-    Encounter.Kind.INPATIENT: _("Inpatient"),
-    Encounter.Kind.OUTPATIENT: _("Outpatient"),
 }
 
 # The services speak English to the API; the page says the same in its own language.
@@ -469,10 +450,45 @@ def settlement_view(encounter: Encounter) -> dict[str, Any] | None:
     out = settlement_out(settlement)
     out["status_label"] = STATUS_LABELS.get(out["status"], out["status"])
     out["funded_by_label"] = FUNDED_BY_LABELS.get(out["funded_by"], out["funded_by"])
-    out["channel_label"] = (
-        CHANNEL_LABELS[Channel(settlement.channel)] if settlement.channel else None
-    )
+    out["channel_label"] = labels.label(labels.CHANNEL, settlement.channel) or None
     return out
+
+
+def deposit_view(encounter: Encounter, deposit: dict[str, Any]) -> dict[str, Any]:
+    """The deposit card: what was taken and, once settled, what of it paid the bill and what
+    went back (the API's ``paid`` is what is held now, nothing after settlement)."""
+    taken = list(encounter.deposits.order_by("paid_at", "pk"))
+    refunds = list(encounter.refunds.order_by("created_at", "pk"))
+    total = sum(d.amount for d in taken)
+    refunded = sum(r.amount for r in refunds if r.reason == Refund.Reason.DEPOSIT_LEFTOVER)
+    settled = encounter.status not in (Encounter.Status.OPEN, Encounter.Status.SETTLING)
+    return {
+        **deposit,
+        "taken": fen_to_yuan(total),
+        "settled": settled and bool(taken),
+        "used": fen_to_yuan(total - refunded),
+        "refunded": fen_to_yuan(refunded),
+        "lines": [
+            {
+                "amount": fen_to_yuan(d.amount),
+                "channel": labels.label(labels.CHANNEL, d.channel),
+                "paid_at": d.paid_at,
+            }
+            for d in taken
+        ],
+        "refunds": [
+            {
+                "amount": fen_to_yuan(r.amount),
+                "channel": labels.label(labels.CHANNEL, r.channel),
+                "reason": r.reason,
+                "reason_label": labels.label(labels.REFUND_REASON, r.reason),
+                "status": r.status,
+                "status_label": labels.label(labels.REFUND_STATUS, r.status),
+                "at": r.paid_at or r.created_at,
+            }
+            for r in refunds
+        ],
+    }
 
 
 @cashier_only
@@ -540,23 +556,18 @@ def encounter_detail(request: HttpRequest, encounter_id: UUID) -> HttpResponse:
             "kind": KIND_LABELS.get(encounter.kind, encounter.kind),
             "status": STATUS_LABELS.get(encounter.status, encounter.status),
             "is_open": encounter.status == Encounter.Status.OPEN,
-            "deposit": out["deposit"],
-            "deposits": [
-                {
-                    "amount": fen_to_yuan(d.amount),
-                    "channel": CHANNEL_LABELS[Channel(d.channel)],
-                    "paid_at": d.paid_at,
-                }
-                for d in encounter.deposits.order_by("paid_at", "pk")
-            ],
+            "deposit": deposit_view(encounter, out["deposit"]),
             "funding": funding_view(encounter),
-            "bill": encounter_bill(encounter),
+            "bill": labels.bill_labelled(encounter_bill(encounter)),
             "settlement": settlement_view(encounter),
             "deposit_form": deposit_form,
             "charge_form": charge_form,
             "reverse_form": reverse_form,
             "settle_form": settle_form,
-            "categories": CATEGORY_SUGGESTIONS,
+            "categories": [
+                {"value": c, "label": labels.label(labels.CATEGORY, c)}
+                for c in CATEGORY_SUGGESTIONS
+            ],
         },
     )
 
@@ -620,7 +631,7 @@ def receipt(request: HttpRequest, encounter_id: UUID) -> HttpResponse:
             "kind": KIND_LABELS.get(encounter.kind, encounter.kind),
             "settlement": settlement,
             "receipt": current,
-            "bill": encounter_bill(encounter),
+            "bill": labels.bill_labelled(encounter_bill(encounter)),
             "funding": funding_view(encounter),
         },
     )

@@ -11,22 +11,14 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts.api_common import YUAN
 from accounts.models import Department, FamilyLink
-from settlement.models import Channel, Charge, Encounter
+from settlement.models import Channel
+
+from .labels import CHANNEL, ENCOUNTER_KIND, INSURANCE_CLASS
 
 MAX_YUAN = Decimal(10) ** 9  # ¥1,000,000,000: the services' own ceiling for one amount
 
-CHANNEL_LABELS = {
-    Channel.CASH: _("Cash"),
-    Channel.CARD: _("Bank card"),
-    Channel.UNIONPAY: _("UnionPay"),
-    Channel.ALIPAY: _("Alipay"),
-    Channel.WECHAT: _("WeChat Pay"),
-}
-CHANNEL_CHOICES = [(value, CHANNEL_LABELS[Channel(value)]) for value in Channel.values]
-KIND_CHOICES = [
-    (Encounter.Kind.INPATIENT, _("Inpatient")),
-    (Encounter.Kind.OUTPATIENT, _("Outpatient")),
-]
+CHANNEL_CHOICES = [(value, CHANNEL[value]) for value in Channel.values]
+KIND_CHOICES = list(ENCOUNTER_KIND.items())
 RELATION_CHOICES = [
     (FamilyLink.Relation.PARENT_OF_MINOR, _("Parent carries a minor child's costs")),
     (FamilyLink.Relation.CHILD_OF_PARENT, _("Adult child carries a parent's costs")),
@@ -35,11 +27,7 @@ ROLE_CHOICES = [
     ("beneficiary", _("This person's costs are carried by the other person")),
     ("payer", _("This person carries the other person's costs")),
 ]
-INSURANCE_CLASS_CHOICES = [
-    (Charge.InsuranceClass.A, _("Class A (甲)")),
-    (Charge.InsuranceClass.B, _("Class B (乙)")),
-    (Charge.InsuranceClass.C, _("Class C (丙)")),
-]
+INSURANCE_CLASS_CHOICES = list(INSURANCE_CLASS.items())
 CATEGORY_SUGGESTIONS = ["drug", "exam", "lab", "bed", "treatment", "surgery", "material", "nursing"]
 
 

@@ -5,6 +5,9 @@ Every page is for the finance and admin roles. Reads come from ``settlement.sele
 and the reconciliation API's output helpers; writes go through the services.
 """
 
+import codecs
+import itertools
+from collections.abc import Iterator
 from datetime import date
 from typing import Any, cast
 from uuid import UUID
@@ -32,10 +35,12 @@ from ..recon_api import BatchExportApi, batch_out
 from ..services.reconciliation import item_resolve, ledger_check_queue, statement_batch_create
 from ..services.settle import claims_due_now
 from ..tasks import retry_deferred_claims
+from . import labels
 from .access import role_required
 from .finance_forms import ResolveForm, StatementUploadForm
 
 finance_only = role_required("finance", "admin")
+EXCEL_BOM = codecs.BOM_UTF8  # EF BB BF
 
 # The services' own messages that reach a page, so the page can say them in its language.
 SERVICE_MESSAGES = (
@@ -52,26 +57,9 @@ SERVICE_MESSAGES = (
     gettext_noop("the adjustment cannot exceed the difference between the ledger and the bank"),
 )
 
-KIND_LABELS: dict[str, Any] = {
-    ReconItem.Kind.MATCHED: _("Matched"),
-    ReconItem.Kind.COVERED: _("Paid in a daily net"),
-    ReconItem.Kind.AMOUNT_MISMATCH: _("Amount mismatch"),
-    ReconItem.Kind.UNKNOWN_REFERENCE: _("Unknown reference"),
-    ReconItem.Kind.DUPLICATE: _("Duplicate"),
-    ReconItem.Kind.MISSING: _("Missing"),
-    ReconItem.Kind.PROBLEM: _("Integrity problem"),
-}
-STATUS_LABELS: dict[str, Any] = {
-    ReconBatch.Status.QUEUED: _("Queued"),
-    ReconBatch.Status.RUNNING: _("Running"),
-    ReconBatch.Status.DONE: _("Done"),
-    ReconBatch.Status.FAILED: _("Failed"),
-}
-SOURCE_LABELS: dict[str, Any] = {
-    ReconBatch.Source.BANK_STATEMENT: _("Bank statement"),
-    ReconBatch.Source.INSURER: _("Insurer daily list"),
-    ReconBatch.Source.LEDGER: _("Ledger integrity check"),
-}
+KIND_LABELS = labels.RECON_KIND
+STATUS_LABELS = labels.RECON_STATUS
+SOURCE_LABELS = labels.RECON_SOURCE
 LEDGER_LABELS: dict[str, Any] = {"money": _("Money ledger"), "credit": _("Credit ledger")}
 BUCKET_LABELS: dict[str, Any] = {
     "current": _("Current"),
@@ -99,15 +87,20 @@ def _batch_view(batch: ReconBatch) -> dict[str, Any]:
     out["percent"] = (
         100 if out["finished"] else (batch.progress_done * 100 // total if total else 0)
     )
+    # Only what this kind of batch can find (and anything it found all the same).
+    kinds = labels.RECON_KINDS_BY_SOURCE.get(batch.source, tuple(KIND_LABELS))
+    kinds += tuple(k for k in KIND_LABELS if k not in kinds and batch.counts.get(k))
     out["count_rows"] = [
         {
             "kind": kind,
-            "label": label,
+            "label": labels.label(KIND_LABELS, kind),
             "count": batch.counts.get(kind, 0),
             "total": out["totals"].get(kind, "0.00"),
         }
-        for kind, label in KIND_LABELS.items()
+        for kind in kinds
     ]
+    # A ledger check's problems carry no amounts.
+    out["has_amounts"] = batch.source != ReconBatch.Source.LEDGER
     return out
 
 
@@ -203,11 +196,19 @@ def batch_progress(request: HttpRequest, batch_id: UUID) -> JsonResponse:
 @finance_only
 @require_GET
 def batch_export(request: HttpRequest, batch_id: UUID) -> HttpResponse:
-    """The batch's lines as CSV, the same file the API exports."""
+    """The batch's lines as CSV, the same file the API exports, for a person to open in Excel.
+
+    The file starts with a UTF-8 byte order mark: without one Excel reads a CSV in the
+    system's ANSI code page (GBK on a Chinese Windows) and garbles every Chinese comment and
+    name. The API's export stays without it, as programs read that one.
+    """
     get_object_or_404(ReconBatch, pk=batch_id)
     # The API view's handler does no authentication of its own; the role is checked above.
+    response = BatchExportApi().get(cast(Any, request), batch_id)
+    rows = cast(Iterator[bytes], response.streaming_content)  # a sync view's generator
+    response.streaming_content = itertools.chain([EXCEL_BOM], rows)
     # (``role_required`` is typed for HttpResponse; the streamed file is its sibling type.)
-    return cast(HttpResponse, BatchExportApi().get(cast(Any, request), batch_id))
+    return cast(HttpResponse, response)
 
 
 @finance_only

@@ -30,43 +30,28 @@ from settlement.selectors import encounter_bill, receivable_is_overdue, settleme
 from settlement.services.receipts import receipt_verify
 
 from .access import patient_required
+from .labels import (
+    CHANNEL,
+    ENCOUNTER_KIND,
+    ENCOUNTER_STATUS,
+    FUNDED_BY,
+    LINE_STATUS,
+    LINK_STATUS,
+    RECEIVABLE_STATUS,
+    REFUND_STATUS,
+    bill_labelled,
+    label,
+)
 from .portal_forms import DOMAIN_MESSAGES, FamilyLinkForm, ReceiptCheckForm, add_domain_error
 
 if TYPE_CHECKING:  # django-stubs-ext is a development requirement
     from django_stubs_ext import StrOrPromise, StrPromise
 
-STATUS_LABELS: dict[str, StrPromise] = {
-    # credit lines
-    "active": _("active"),
-    "frozen": _("frozen"),
-    "closed": _("closed"),
-    "expired": _("expired"),
-    # family links
-    "revoked": _("revoked"),
-    "lapsed": _("lapsed"),
-    # encounters
-    "open": _("open"),
-    "settling": _("settling"),
-    "settled": _("settled"),
-    "settled_insurance_deferred": _("settled, insurance pending"),
-    # receivables and refunds
-    "overdue": _("overdue"),
-    "repaid": _("repaid"),
-    "owed": _("owed to you"),
-    "paid": _("paid"),
-}
+# Relations are said from the patient's own side here; every other code's label is the pages'
+# shared one (``labels``), so a status reads the same on the portal as at the desk.
 RELATION_LABELS: dict[str, StrPromise] = {
     FamilyLink.Relation.PARENT_OF_MINOR: _("my minor child"),
     FamilyLink.Relation.CHILD_OF_PARENT: _("my parent"),
-}
-KIND_LABELS: dict[str, StrPromise] = {
-    Encounter.Kind.INPATIENT: _("inpatient"),
-    Encounter.Kind.OUTPATIENT: _("outpatient"),
-}
-FUNDED_BY_LABELS: dict[str, StrPromise] = {
-    "credit": _("credit line"),
-    "deposit": _("deposit"),
-    "channel": _("paid at the window"),
 }
 ADD_KINDS: dict[str, tuple[str, StrPromise]] = {
     "minor": (
@@ -81,10 +66,6 @@ ADD_KINDS: dict[str, tuple[str, StrPromise]] = {
         _("I agree that my credit lines pay for my parent's care, until I revoke it."),
     ),
 }
-
-
-def label(labels: dict[str, StrPromise], value: str) -> StrOrPromise:
-    return labels.get(value, value)
 
 
 def me(request: HttpRequest) -> Person:
@@ -108,11 +89,17 @@ def owed_receivables(person: Person) -> list[Receivable]:
     )
 
 
+def receivable_label(receivable: Receivable, overdue: bool) -> StrOrPromise:
+    """Past its due date it is overdue, whether or not the nightly task has marked it yet."""
+    return label(RECEIVABLE_STATUS, Receivable.Status.OVERDUE if overdue else receivable.status)
+
+
 def owed_rows(person: Person) -> list[dict[str, Any]]:
     today = timezone.localdate()
     rows = []
     for receivable in owed_receivables(person):
         encounter = receivable.encounter
+        overdue = receivable_is_overdue(receivable, today)
         rows.append(
             {
                 "bank": receivable.partner.name,
@@ -120,8 +107,8 @@ def owed_rows(person: Person) -> list[dict[str, Any]]:
                 "amount": fen_to_yuan(receivable.amount),
                 "due_date": receivable.due_date,
                 "status": receivable.status,
-                "status_label": label(STATUS_LABELS, receivable.status),
-                "overdue": receivable_is_overdue(receivable, today),
+                "status_label": receivable_label(receivable, overdue),
+                "overdue": overdue,
                 "institution": encounter.institution.name,
                 "patient": encounter.person.name,
                 "mine": encounter.person_id == person.pk,
@@ -144,19 +131,24 @@ def home(request: HttpRequest) -> HttpResponse:
     rows = []
     for line in lines:
         figure = figures[line.pk]
-        on_line = [r for r in owed if r.credit_line_id == line.pk]
+        on_line = [r for r in owed if r.credit_line_id == line.pk and r.outstanding > 0]
+        next_due = min((r.due_date for r in on_line), default=None)
         status = credit_line_status(line)
         rows.append(
             {
                 "bank": line.partner.name,
                 "status": status,
-                "status_label": label(STATUS_LABELS, status),
+                "status_label": label(LINE_STATUS, status),
                 "limit": fen_to_yuan(figure.limit),
                 "held": fen_to_yuan(figure.held),
                 "drawn": fen_to_yuan(figure.drawn),
                 "available": fen_to_yuan(figure.available),
                 "expires_on": line.expires_on,
-                "next_due": min((r.due_date for r in on_line), default=None),
+                "next_due": next_due,
+                # What falls due on that date, not all that is owed on the line.
+                "next_due_amount": fen_to_yuan(
+                    sum(r.outstanding for r in on_line if r.due_date == next_due)
+                ),
                 "owed": fen_to_yuan(sum(r.outstanding for r in on_line)),
             }
         )
@@ -200,7 +192,7 @@ def family_context(person: Person, forms: dict[str, FamilyLinkForm]) -> dict[str
                 "id_masked": link.beneficiary.id_number_masked,
                 "relation": label(RELATION_LABELS, link.relation),
                 "status": link.status,
-                "status_label": label(STATUS_LABELS, link.status),
+                "status_label": label(LINK_STATUS, link.status),
                 "cap": fen_to_yuan(link.cap) if link.cap is not None else None,
                 "since": link.consent_at,
                 "active": link.status == FamilyLink.Status.ACTIVE,
@@ -294,8 +286,8 @@ def encounters(request: HttpRequest) -> HttpResponse:
             "pk": encounter.pk,
             "institution": encounter.institution.name,
             "department": encounter.department.name,
-            "kind": label(KIND_LABELS, encounter.kind),
-            "status_label": label(STATUS_LABELS, encounter.status),
+            "kind": label(ENCOUNTER_KIND, encounter.kind),
+            "status_label": label(ENCOUNTER_STATUS, encounter.status),
             "admitted_at": encounter.admitted_at,
         }
         for encounter in Encounter.objects.filter(person=me(request))
@@ -313,17 +305,17 @@ def encounter_detail(request: HttpRequest, pk: UUID) -> HttpResponse:
     encounter = get_object_or_404(
         Encounter.objects.select_related("institution", "department"), pk=pk, person=me(request)
     )
-    bill = encounter_bill(encounter)
+    bill = bill_labelled(encounter_bill(encounter))
     settlement = getattr(encounter, "settlement", None)
     settled = settlement_out(settlement) if settlement is not None else None
     if settled is not None:
-        settled["funded_by_label"] = label(FUNDED_BY_LABELS, settled["funded_by"])
+        settled["funded_by_label"] = label(FUNDED_BY, settled["funded_by"])
     receipts = encounter.receipts.order_by("-version")
     refunds = [
         {
             "amount": fen_to_yuan(refund.amount),
-            "channel": refund.get_channel_display(),
-            "status_label": label(STATUS_LABELS, refund.status),
+            "channel": label(CHANNEL, refund.channel),
+            "status_label": label(REFUND_STATUS, refund.status),
         }
         for refund in Refund.objects.filter(encounter=encounter).order_by("created_at")
     ]
@@ -333,8 +325,8 @@ def encounter_detail(request: HttpRequest, pk: UUID) -> HttpResponse:
         "web/portal/encounter.html",
         {
             "encounter": encounter,
-            "kind": label(KIND_LABELS, encounter.kind),
-            "status_label": label(STATUS_LABELS, encounter.status),
+            "kind": label(ENCOUNTER_KIND, encounter.kind),
+            "status_label": label(ENCOUNTER_STATUS, encounter.status),
             "deferred": encounter.status == Encounter.Status.SETTLED_INSURANCE_DEFERRED,
             "bill": bill,
             "settlement": settled,
@@ -346,7 +338,9 @@ def encounter_detail(request: HttpRequest, pk: UUID) -> HttpResponse:
                 "bank": receivable.partner.name,
                 "outstanding": fen_to_yuan(receivable.outstanding),
                 "due_date": receivable.due_date,
-                "status_label": label(STATUS_LABELS, receivable.status),
+                "status_label": receivable_label(
+                    receivable, receivable_is_overdue(receivable, timezone.localdate())
+                ),
             },
             "section": "encounters",
         },

@@ -6,6 +6,7 @@ receipt; then reversing a charge, a deposit amount refused in Chinese, and the o
 when the insurer simulator is stopped.
 """
 
+import re
 import uuid
 from datetime import date, timedelta
 from decimal import Decimal
@@ -20,7 +21,12 @@ from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.persons import person_id_number
 from accounts.services.staff import patient_login_create, staff_create
 from settlement.models import Channel, Encounter, InsuranceClaim
-from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
+from settlement.services.encounters import (
+    ChargeItem,
+    charges_post,
+    deposit_pay,
+    encounter_admit,
+)
 from settlement.services.settle import encounter_settle
 from tests.settlement.conftest import Simulator
 from tests.web.conftest import sign_in
@@ -382,3 +388,136 @@ class TestAtTheDesk:
             page.click("#insurer-outage a")
         assert page.locator(f"tr.claim[data-encounter='{encounter.pk}']").count() == 1
         assert page.locator("#insurer-outage").is_visible()
+
+
+# --- what the pages call things (issue 12) ----------------------------------------------------
+
+INSURER_DOWN = "http://127.0.0.1:9"  # nothing listens: the settlement is all self-pay
+
+
+def shown(html: str, element_id: str) -> str:
+    """The text of the element with this id (one without child elements)."""
+    found = re.search(rf'id="{element_id}"[^>]*>([^<]*)<', html)
+    assert found, f"#{element_id} is not on the page"
+    return found.group(1).strip()
+
+
+def cashier_client(username: str = "cashier-labels") -> Client:
+    client = Client()
+    client.force_login(staff_user(username, "cashier"))
+    return client
+
+
+@pytest.mark.django_db
+def test_an_outpatient_visit_does_not_say_admitted(department, make_person):
+    patient = make_person("郑伟", birth=date(1981, 4, 4))
+    visit = encounter_admit(
+        actor="test", person=patient, department=department, kind=Encounter.Kind.OUTPATIENT
+    )
+    charges_post(
+        key=uuid.uuid4().hex,
+        actor="test",
+        encounter_id=visit.pk,
+        items=[charge("L001", "血常规", "lab", "A", "1", 3_500, timezone.localdate())],
+    )
+    with override_settings(INSURER_URL=INSURER_DOWN, INSURER_TIMEOUT_SECONDS=1):
+        encounter_settle(actor="test", encounter_id=visit.pk, channel=Channel.CASH)
+    client = cashier_client()
+    for url in (
+        f"/cashier/encounters/{visit.pk}/",
+        f"/cashier/encounters/{visit.pk}/receipt/",
+        f"/cashier/persons/{patient.pk}/",
+    ):
+        html = client.get(url).content.decode()
+        assert "入院" not in html, url
+        assert "就诊时间" in html, url
+    stay = encounter_admit(
+        actor="test", person=patient, department=department, kind=Encounter.Kind.INPATIENT
+    )
+    assert "入院时间" in client.get(f"/cashier/encounters/{stay.pk}/").content.decode()
+
+
+@pytest.mark.django_db
+def test_after_settlement_the_deposit_shows_what_was_taken_used_and_refunded(
+    department, make_person
+):
+    """¥2,600 taken by bank card, ¥660 of self-pay: the card says so, and that ¥1,940 went
+    back (the API's ``deposit.paid``, what is held now, is 0.00 by then)."""
+    Department.objects.filter(pk=department.pk).update(default_deposit=260_000)
+    department.refresh_from_db()
+    patient = make_person("孙丽", birth=date(1972, 8, 8))  # no credit line: the deposit is paid
+    stay = encounter_admit(
+        actor="test", person=patient, department=department, kind=Encounter.Kind.INPATIENT
+    )
+    deposit_pay(
+        key=uuid.uuid4().hex,
+        actor="test",
+        encounter_id=stay.pk,
+        amount=260_000,
+        channel=Channel.CARD,
+    )
+    today = timezone.localdate()
+    charges_post(
+        key=uuid.uuid4().hex,
+        actor="test",
+        encounter_id=stay.pk,
+        items=[
+            charge("D001", "头孢", "drug", "A", "1", 46_000, today),
+            charge("E007", "CT", "exam", "B", "1", 20_000, today),
+        ],
+    )
+    with override_settings(INSURER_URL=INSURER_DOWN, INSURER_TIMEOUT_SECONDS=1):
+        encounter_settle(actor="test", encounter_id=stay.pk)
+
+    html = cashier_client().get(f"/cashier/encounters/{stay.pk}/").content.decode()
+    assert shown(html, "deposit-required") == "2600.00"
+    assert shown(html, "deposit-paid") == "2600.00"
+    assert shown(html, "deposit-used") == "660.00"
+    assert shown(html, "deposit-refunded") == "1940.00"
+    refunds = html[html.index('id="refunds"') :]
+    refunds = refunds[: refunds.index("</table>")]
+    for said in ("预交金结余退还", "银行卡", "1940.00", "已退还"):
+        assert said in refunds, said
+
+
+@pytest.mark.django_db
+def test_the_bill_says_categories_and_insurance_classes_in_the_page_language(
+    department, make_person, staff_client, settings
+):
+    patient = make_person("冯刚", birth=date(1966, 6, 6))
+    visit = encounter_admit(
+        actor="test", person=patient, department=department, kind=Encounter.Kind.OUTPATIENT
+    )
+    today = timezone.localdate()
+    charges_post(
+        key=uuid.uuid4().hex,
+        actor="test",
+        encounter_id=visit.pk,
+        items=[
+            charge("D001", "头孢", "drug", "A", "1", 1_000, today),
+            charge("E007", "CT", "exam", "B", "1", 1_000, today),
+            charge("R100", "病房", "bed", "C", "1", 1_000, today),
+            charge("X001", "其他", "hisonly", "A", "1", 1_000, today),
+        ],
+    )
+    client = cashier_client()
+    html = client.get(f"/cashier/encounters/{visit.pk}/").content.decode()
+    for said in ("药品费", "检查费", "床位费", "甲类", "乙类", "丙类", "hisonly"):
+        assert said in html, said
+    for code in ("drug", "exam", "bed"):
+        assert f">{code}</td>" not in html, code
+    assert '<option value="drug">药品费</option>' in html  # the form's suggestions too
+
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = "en"  # English second
+    english = client.get(f"/cashier/encounters/{visit.pk}/").content.decode()
+    assert ">Drugs</td>" in english and ">Class B (乙)</td>" in english
+
+    # The API's bill keeps its codes.
+    bill = staff_client("cashier").get(f"/api/v1/encounters/{visit.pk}/bill/").json()
+    items = [item for day in bill["days"] for item in day["items"]]
+    assert [(i["category"], i["insurance_class"]) for i in items] == [
+        ("drug", "A"),
+        ("exam", "B"),
+        ("bed", "C"),
+        ("hisonly", "A"),
+    ]

@@ -221,7 +221,8 @@ def test_upload_batch_page_export_and_resolve(draws, make_person):
     assert done["progress"] == {"done": 4, "total": 4}
     page = finance.get(f"/finance/batches/{batch.pk}/")
     html = page.content.decode()
-    assert [row["count"] for row in page.context["batch"]["count_rows"]] == [1, 0, 1, 1, 1, 1, 0]
+    # A bank statement's classes only: it cannot find a ledger integrity problem.
+    assert [row["count"] for row in page.context["batch"]["count_rows"]] == [1, 0, 1, 1, 1, 1]
     assert "300.00" in html and "DRNOSUCHTHING" in html and "<script>" not in html
 
     again = finance.post(
@@ -231,7 +232,7 @@ def test_upload_batch_page_export_and_resolve(draws, make_person):
     assert ReconBatch.objects.count() == 1
 
     exported = finance.get(f"/finance/batches/{batch.pk}/export.csv")
-    text = b"".join(exported.streaming_content).decode()
+    text = b"".join(exported.streaming_content).decode("utf-8-sig")
     assert text.splitlines()[0].startswith("kind,line,reference")
     assert len(text.splitlines()) == 6
 
@@ -391,3 +392,51 @@ def test_the_ledger_check_runs_on_a_worker_and_its_page_follows_it(page, live_se
     assert page.locator("#batch-counts tr[data-kind=problem] .count").inner_text() == "0"
     page.goto(f"{live_server.url}/finance/ledger/")
     assert page.locator("#check-problems").inner_text() == "0"
+
+
+# --- what the pages show (issue 12) -----------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_ledger_check_page_lists_only_integrity_problems():
+    from settlement.services.reconciliation import ledger_check_batch
+
+    batch = ledger_check_batch(actor="test")
+    assert batch.status == "done"
+    page = client_as("finance").get(f"/finance/batches/{batch.pk}/")
+    assert [row["kind"] for row in page.context["batch"]["count_rows"]] == ["problem"]
+    html = page.content.decode()
+    assert "完整性问题" in html
+    for bank_class in ("已匹配", "金额不符", "未知参考号", "重复", "缺失", "日终轧差"):
+        assert bank_class not in html, bank_class
+
+
+@pytest.mark.django_db
+def test_the_export_a_person_downloads_opens_in_excel_with_its_chinese(draws, staff_client):
+    """The finance page's CSV starts with a UTF-8 byte order mark (Excel reads a CSV without
+    one as GBK on a Chinese Windows); the API's export, read by programs, has none."""
+    from settlement.services.reconciliation import item_resolve
+
+    partner, references = draws
+    finance = client_as("finance")
+    finance.post(
+        "/finance/",
+        {"bank": partner.pk, "file": SimpleUploadedFile("s.csv", four_classes(references))},
+    )
+    batch = ReconBatch.objects.get()
+    batch_run(batch.pk)
+    missing = ReconItem.objects.get(batch=batch, kind="missing")
+    item_resolve(actor="test", item_id=missing.pk, comment="明日转账补付")
+
+    answer = finance.get(f"/finance/batches/{batch.pk}/export.csv")
+    assert answer["Content-Type"] == "text/csv; charset=utf-8"
+    raw = b"".join(answer.streaming_content)
+    assert raw.startswith(b"\xef\xbb\xbf")
+    text = raw.decode("utf-8-sig")
+    assert text.startswith("kind,line,reference,")
+    assert "明日转账补付" in text
+
+    api = staff_client("finance").get(f"/api/v1/reconciliation/batches/{batch.pk}/export/")
+    api_raw = b"".join(api.streaming_content)
+    assert api_raw.startswith(b"kind,line,reference,")
+    assert api_raw == raw[3:]  # the same file, only the mark differs

@@ -24,7 +24,12 @@ from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.persons import person_id_number
 from accounts.services.staff import patient_login_create, staff_create
 from settlement.models import Encounter, Receipt, Receivable
-from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
+from settlement.services.encounters import (
+    ChargeItem,
+    charges_post,
+    deposit_pay,
+    encounter_admit,
+)
 from settlement.services.settle import encounter_settle
 from tests.factories import make_id_number
 from tests.web.conftest import sign_in
@@ -329,3 +334,77 @@ def test_daily_bill_receipt_check_and_phone_screen(world, page, browser, live_se
         assert not errors, errors
     finally:
         phone.close()
+
+
+# --- what the pages call things (issue 12) ----------------------------------------------------
+
+
+def _settle_outpatient_offline(person: Person, department: Department, price: int) -> Receivable:
+    visit = encounter_admit(actor="test", person=person, department=department, kind="outpatient")
+    charges_post(
+        key=uuid4().hex,
+        actor="test",
+        encounter_id=visit.pk,
+        items=[ChargeItem("L001", "血常规", "lab", "A", Decimal(1), price, timezone.localdate())],
+    )
+    _settle_offline(visit)
+    return Receivable.objects.get(encounter=visit)
+
+
+@pytest.mark.django_db
+def test_the_next_due_date_shows_what_falls_due_then_and_a_debt_reads_as_one(world, client):
+    """¥680 due first and ¥1,850 later: the date shows ¥680 beside it, the line's total apart;
+    an unpaid debt is not yet due or overdue, never "not settled"."""
+    today = timezone.localdate()
+    later = Receivable.objects.get(encounter=world.encounter_a)
+    Receivable.objects.filter(pk=later.pk).update(due_date=today + timedelta(days=40))
+    sooner = _settle_outpatient_offline(world.a, world.encounter_a.department, 68_000)
+    assert sooner.due_date == today + timedelta(days=10)
+    client.force_login(world.a.user)
+
+    home = client.get("/portal/").content.decode()
+    assert f"{sooner.due_date.isoformat()} (¥680.00)" in home
+    assert "(¥2530.00)" not in home and "¥2530.00" in home  # owed in all, on its own
+
+    owed = client.get("/portal/owed/").content.decode()
+    assert "未到期" in owed and "未结算" not in owed
+    Receivable.objects.filter(pk=sooner.pk).update(due_date=today - timedelta(days=1))
+    owed = client.get("/portal/owed/").content.decode()
+    assert "已逾期" in owed and "未到期" in owed  # past due before the nightly task marks it
+    bill = client.get(f"/portal/encounters/{world.encounter_a.pk}/").content.decode()
+    assert "未到期" in bill and "未结算" not in bill
+
+
+@pytest.mark.django_db
+def test_the_bill_says_categories_classes_and_channels_in_the_page_language(
+    world, client, settings, make_person
+):
+    client.force_login(world.a.user)
+    html = client.get(f"/portal/encounters/{world.encounter_a.pk}/").content.decode()
+    for said in ("药品费", "检查费", "床位费", "甲类", "乙类", "丙类"):
+        assert said in html, said
+    for code in ("· drug ·", "· exam ·", "· bed ·", "· A<", "· B<", "· C<"):
+        assert code not in html, code
+
+    # A deposit by bank card, most of it refunded: the channel is said in Chinese.
+    patient = make_person("郭敏", birth=date(1979, 11, 11), phone="13900000009")
+    patient_login_create(actor="test", person=patient, password=PASSWORD)
+    stay = encounter_admit(
+        actor="test", person=patient, department=world.encounter_a.department, kind="inpatient"
+    )
+    deposit_pay(key=uuid4().hex, actor="test", encounter_id=stay.pk, amount=260_000, channel="card")
+    charges_post(
+        key=uuid4().hex,
+        actor="test",
+        encounter_id=stay.pk,
+        items=[ChargeItem("D001", "头孢", "drug", "A", Decimal(1), 66_000, timezone.localdate())],
+    )
+    _settle_offline(stay)
+    client.force_login(patient.user)
+    html = client.get(f"/portal/encounters/{stay.pk}/").content.decode()
+    assert "经银行卡退款 ¥1940.00" in html and "bank card" not in html
+
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = "en"  # English second
+    english = client.get(f"/portal/encounters/{stay.pk}/").content.decode()
+    assert "Refund of ¥1940.00 through Bank card" in english
+    assert "· Drugs · Class A (甲)" in english
