@@ -6,10 +6,8 @@ Errors are ``{"error": {"code", "message", "fields"}}`` with 400, 401, 403, 404 
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist
@@ -33,6 +31,7 @@ from accounts.services.idempotency import (
     request_claim,
     request_release,
 )
+from core.money import API, NotYuan, TooLarge, fen_to_yuan, yuan_to_fen
 from ledger.exceptions import (
     IdempotencyConflict,
     InvalidPosting,
@@ -275,9 +274,6 @@ class ApiView(APIView):
 # --- money at the edge ------------------------------------------------------------------------
 
 
-YUAN = re.compile(r"-?[0-9]+(\.[0-9]{1,2})?")
-
-
 @extend_schema_field({"type": "string", "pattern": r"^-?\d+(\.\d{1,2})?$", "example": "1234.50"})
 class YuanField(serializers.Field):
     """A yuan amount as a decimal string with at most two places, held as integer fen.
@@ -301,31 +297,20 @@ class YuanField(serializers.Field):
         super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> int:
-        if not isinstance(data, str) or not YUAN.fullmatch(data.strip()):
-            self.fail("invalid")
         try:
-            value = Decimal(data.strip())
-        except InvalidOperation:
+            fen = yuan_to_fen(data, API)
+        except TooLarge as e:
+            self.fail("negative" if e.negative and not self.allow_negative else "too_large")
+        except NotYuan:
             self.fail("invalid")
-        exponent = value.as_tuple().exponent
-        if not value.is_finite() or not isinstance(exponent, int) or exponent < -2:
-            self.fail("invalid")
-        if value < 0 and not self.allow_negative:
+        if fen < 0 and not self.allow_negative:
             self.fail("negative")
-        if value == 0 and not self.allow_zero:
+        if fen == 0 and not self.allow_zero:
             self.fail("zero")
-        if abs(value) >= Decimal(10) ** 13:
-            self.fail("too_large")
-        return int(value * 100)
+        return fen
 
     def to_representation(self, value: int) -> str:
         return fen_to_yuan(value)
-
-
-def fen_to_yuan(fen: int) -> str:
-    sign = "-" if fen < 0 else ""
-    whole, cents = divmod(abs(int(fen)), 100)
-    return f"{sign}{whole}.{cents:02d}"
 
 
 # --- idempotent POSTs -------------------------------------------------------------------------

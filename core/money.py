@@ -26,6 +26,7 @@ __all__ = [
     "FractionOfFen",
     "NotYuan",
     "Shape",
+    "TooLarge",
     "TooManyPlaces",
     "fen_to_yuan",
     "yuan_to_fen",
@@ -51,6 +52,15 @@ class TooManyPlaces(NotYuan):
     """A plain decimal amount with more decimal places than the shape allows (``"12.345"``)."""
 
 
+class TooLarge(NotYuan):
+    """An amount of the shape's form whose size is at or past the shape's ``below``."""
+
+    def __init__(self, text: object, places: int = 2, *, negative: bool = False) -> None:
+        ValueError.__init__(self, f"too large an amount in yuan: {text!r}")
+        self.text = text
+        self.negative = negative
+
+
 class FractionOfFen(NotYuan):
     """An amount within the shape's places that is not a whole number of fen (``"12.301"``).
 
@@ -70,17 +80,22 @@ class Shape:
     it; otherwise it makes the text no amount. ``signed``: a leading ``-`` is allowed (whether a
     negative amount or zero is then welcome is the caller's rule). ``digits``: at most this many
     digits before the point, leading zeros counted; ``None`` for any number (the caller bounds
-    the value). ``places``: at most this many after the point, at least one if there is a
-    point; past the second place they must be zeros.
+    the value with ``below``). ``places``: at most this many after the point, at least one if
+    there is a point; past the second place they must be zeros. ``below``: amounts of this many
+    fen or more, either side of zero, are refused as :class:`TooLarge` before they are turned
+    into an ``int`` (which takes seconds for a million digits).
     """
 
     strip: bool = False
     signed: bool = True
     digits: int | None = None
     places: int = 2
+    below: int | None = None
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.digits is None and self.below is None:
+            raise ValueError("a shape without digits needs below: long text would be slow")
         sign = "-?" if self.signed else ""
         whole = "+" if self.digits is None else f"{{1,{self.digits}}}"
         pattern = re.compile(rf"{sign}[0-9]{whole}(?:\.[0-9]{{1,{self.places}}})?")
@@ -99,8 +114,8 @@ class Shape:
 
 
 # What a person types into the API, a form or the deposit table file: spaces around it are
-# dropped, any number of digits (the caller sets the ceiling), two places at most.
-API = Shape(strip=True)
+# dropped, any number of digits (leading zeros too), two places at most, under 10^13 yuan.
+API = Shape(strip=True, below=10**15)
 # The insurer's wire format: exactly the string, up to 13 digits before the point.
 WIRE = Shape(digits=13)
 # The CSV and daily bank statement files: exactly the field, up to 15 digits.
@@ -112,9 +127,10 @@ CAMT053 = Shape(signed=False, digits=15, places=5)
 def yuan_to_fen(text: object, shape: Shape = API) -> int:
     """``"1234.50"`` → ``123450``, exactly, for text of the given shape.
 
-    Raises :class:`NotYuan` (a ``ValueError``) for anything else, :class:`TooManyPlaces` when it
-    is a plain decimal amount with more places than the shape allows, and :class:`FractionOfFen`
-    when it has a part of a fen.
+    Raises :class:`NotYuan` (a ``ValueError``) for anything else, and of its kinds
+    :class:`TooManyPlaces` for a plain decimal amount with more places than the shape allows,
+    :class:`TooLarge` for one at or past the shape's ``below`` and :class:`FractionOfFen` for
+    one with a part of a fen.
     """
     if not isinstance(text, str):
         raise NotYuan(text, shape.places)
@@ -123,6 +139,8 @@ def yuan_to_fen(text: object, shape: Shape = API) -> int:
     if shape.pattern.fullmatch(text) is None:
         raise shape.refusal(text)
     fen = Decimal(text).scaleb(2, _EXACT)
+    if shape.below is not None and fen.copy_abs() >= shape.below:
+        raise TooLarge(text, shape.places, negative=fen < 0)
     if shape.places > 2 and fen != fen.to_integral_value(context=_EXACT):
         raise FractionOfFen(text, shape.places)
     return int(fen)

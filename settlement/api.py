@@ -19,7 +19,6 @@ from accounts.api_common import (
     PAGE,
     ApiView,
     YuanField,
-    fen_to_yuan,
     idempotent,
     idempotent_unwrapped,
     page_of,
@@ -27,6 +26,7 @@ from accounts.api_common import (
 )
 from accounts.authentication import StaffTokenAuthentication, patient_person_id, roles, staff_actor
 from accounts.models import Department, Person
+from core.money import fen_to_yuan
 
 from .models import Channel, Charge, Encounter, InsuranceClaim, Receipt
 from .selectors import charge_out, encounter_bill, encounter_out, settlement_out

@@ -13,8 +13,9 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.api_common import IDEMPOTENCY_KEY, ApiView, YuanField, fen_to_yuan, idempotent
+from accounts.api_common import IDEMPOTENCY_KEY, ApiView, YuanField, idempotent
 from accounts.authentication import StaffTokenAuthentication, roles, staff_actor
+from core.money import fen_to_yuan
 
 from .models import ReconBatch, ReconItem
 from .serializers import BatchOut, ReconItemOut, StatementUploadOut

@@ -5,7 +5,7 @@ from typing import Any
 
 from django.db.models import Sum
 
-from accounts.api_common import fen_to_yuan
+from core.money import fen_to_yuan
 
 from .models import Charge, CreditMovement, Encounter, Partner, Receivable, Settlement
 from .services import house

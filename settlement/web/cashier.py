@@ -24,13 +24,13 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_http_methods
 
-from accounts.api_common import fen_to_yuan
 from accounts.exceptions import AccountsError
 from accounts.models import CreditLine, FamilyLink, Person
 from accounts.selectors import credit_line_status, line_figures, lines_of
 from accounts.services.family import family_link_create
 from accounts.services.idempotency import Earlier, request_answered, request_claim
 from accounts.services.persons import person_create, person_find
+from core.money import fen_to_yuan
 from ledger.exceptions import LedgerError, LimitExceeded
 from settlement.exceptions import AlreadySettled, SelfPayNotCovered
 from settlement.models import (

@@ -9,8 +9,8 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from accounts.api_common import YUAN
 from accounts.models import Department, FamilyLink
+from core.money import API, NotYuan, yuan_to_fen
 from settlement.models import Channel
 
 from .labels import CHANNEL, ENCOUNTER_KIND, INSURANCE_CLASS
@@ -34,9 +34,9 @@ CATEGORY_SUGGESTIONS = ["drug", "exam", "lab", "bed", "treatment", "surgery", "m
 class YuanField(forms.DecimalField):
     """A yuan amount typed as a decimal string with at most two places; cleans to integer fen.
 
-    The text must match ``accounts.api_common.YUAN`` (no exponent, no spaces inside); it is
-    converted with ``Decimal``, never a float. The messages are Django's own, so they come in
-    the page's language.
+    Django's ``DecimalField`` checks it first, so its messages come in the page's language; then
+    it must be yuan as the API reads it (``core.money.API``: no exponent, no spaces inside),
+    which also turns it into fen.
     """
 
     def __init__(self, *, allow_zero: bool = False, **kwargs: Any) -> None:
@@ -58,12 +58,12 @@ class YuanField(forms.DecimalField):
         return attrs
 
     def clean(self, value: Any) -> int | None:
-        amount = super().clean(value)
-        if amount is None:
+        if super().clean(value) is None:
             return None
-        if not YUAN.fullmatch(str(value).strip()):
-            raise ValidationError(self.error_messages["invalid"], code="invalid")
-        return int(amount * 100)
+        try:
+            return yuan_to_fen(str(value), API)
+        except NotYuan:
+            raise ValidationError(self.error_messages["invalid"], code="invalid") from None
 
 
 class FindForm(forms.Form):

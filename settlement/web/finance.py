@@ -25,7 +25,7 @@ from django.utils.translation import gettext, gettext_noop
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.api_common import fen_to_yuan
+from core.money import fen_to_yuan
 from ledger.selectors import trial_balance
 
 from .. import selectors_finance as reads

@@ -1,12 +1,10 @@
 """Forms of the finance desk."""
 
-from decimal import Decimal
-
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from accounts.api_common import YUAN
 from accounts.models import Partner
+from core.money import API, NotYuan, yuan_to_fen
 
 
 class StatementUploadForm(forms.Form):
@@ -33,15 +31,20 @@ class ResolveForm(forms.Form):
         help_text=_("Positive takes this much off the bank receivable, negative puts it back."),
     )
 
-    def clean_adjust(self) -> Decimal | None:
-        value = self.cleaned_data.get("adjust")
-        typed = (self.data.get(self.add_prefix("adjust")) or "").strip()
-        if typed and not YUAN.fullmatch(typed):  # "1e2" and "1_000" are not amounts here
-            raise forms.ValidationError(_("Enter yuan with at most two decimals, like 12.50."))
-        if value is not None and value == 0:
+    def clean_adjust(self) -> int | None:
+        """The adjustment in fen, read from the text typed once Django has found it a number."""
+        if self.cleaned_data.get("adjust") is None:
+            return None
+        try:  # "1e2" and "1_000" are not amounts here
+            fen = yuan_to_fen(self.data.get(self.add_prefix("adjust")), API)
+        except NotYuan:
+            raise forms.ValidationError(
+                _("Enter yuan with at most two decimals, like 12.50.")
+            ) from None
+        if fen == 0:
             raise forms.ValidationError(_("Leave it empty for no adjustment."))
-        return value
+        return fen
 
     def adjust_fen(self) -> int | None:
-        value = self.cleaned_data.get("adjust")
-        return None if value is None else int(value * 100)
+        adjust: int | None = self.cleaned_data.get("adjust")
+        return adjust

@@ -19,12 +19,12 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.api_common import fen_to_yuan
 from accounts.exceptions import AccountsError
 from accounts.models import FamilyLink, Person
 from accounts.selectors import credit_line_status, line_figures, lines_of
 from accounts.services.family import family_link_create, family_link_revoke
 from accounts.services.persons import person_find
+from core.money import fen_to_yuan
 from settlement.models import Encounter, Receipt, Receivable, Refund
 from settlement.selectors import encounter_bill, receivable_is_overdue, settlement_out
 from settlement.services.receipts import receipt_verify

@@ -8,6 +8,7 @@ copied below.
 """
 
 import re
+import time
 from decimal import Decimal, InvalidOperation
 
 import pytest
@@ -22,6 +23,7 @@ from core.money import (
     FractionOfFen,
     NotYuan,
     Shape,
+    TooLarge,
     TooManyPlaces,
     fen_to_yuan,
     yuan_to_fen,
@@ -29,7 +31,7 @@ from core.money import (
 
 SHAPES = {"api": API, "wire": WIRE, "statement": STATEMENT, "camt053": CAMT053}
 # The largest fen each shape can write: digits before the point, and two places.
-LIMIT = {"api": 10**40, "wire": 10**15 - 1, "statement": 10**17 - 1, "camt053": 10**17 - 1}
+LIMIT = {"api": 10**15 - 1, "wire": 10**15 - 1, "statement": 10**17 - 1, "camt053": 10**17 - 1}
 
 # Text made of what amounts are made of, and of what they must not be.
 NEAR_AMOUNTS = st.lists(
@@ -42,10 +44,13 @@ NEAR_AMOUNTS = st.lists(
 
 
 def old_api(data: object) -> int | None:
-    """``accounts.api_common.YuanField`` (the syntax part; the value rules stay there)."""
+    """``accounts.api_common.YuanField``: its syntax and its ceiling (sign rules stay there)."""
     if not isinstance(data, str) or not re.fullmatch(r"-?[0-9]+(\.[0-9]{1,2})?", data.strip()):
         return None
-    return int(Decimal(data.strip()) * 100)
+    value = Decimal(data.strip())
+    if abs(value) >= Decimal(10) ** 13:
+        return None
+    return int(value * 100)
 
 
 def old_statement(text: str) -> int | None:
@@ -101,7 +106,7 @@ def test_the_text_is_the_decimal_value_with_two_places(fen):
     assert fen_to_yuan(fen, symbol="¥") == (text.replace("-", "-¥") if fen < 0 else "¥" + text)
 
 
-@given(st.integers(min_value=-(10**15), max_value=10**15), st.integers(0, 3))
+@given(st.integers(min_value=-(10**15) + 1, max_value=10**15 - 1), st.integers(0, 3))
 def test_trailing_zeros_and_shorter_places_read_the_same(fen, zeros):
     text = fen_to_yuan(fen)
     assert yuan_to_fen(text.rstrip("0").rstrip(".") if fen else "0") == fen
@@ -128,9 +133,27 @@ def test_examples():
 def test_past_28_digits_nothing_is_rounded():
     """``Decimal`` arithmetic rounds to 28 digits by default; moving the point must not."""
     text = "1234567890123456789012345678901234567890.99"
-    assert yuan_to_fen(text) == int(text.replace(".", ""))
-    many = "9" * 5000
-    assert Decimal(yuan_to_fen(many)) == Decimal(many + "00")
+    assert yuan_to_fen(text, Shape(digits=60)) == int(text.replace(".", ""))
+
+
+def test_the_api_ceiling_is_refused_before_any_int_is_made():
+    """``int`` of a million-digit number takes half a minute; the ceiling is checked first."""
+    assert yuan_to_fen("9999999999999.99") == 10**15 - 1
+    assert yuan_to_fen("-9999999999999.99") == -(10**15) + 1
+    assert yuan_to_fen("000000000000000000009999999999999.99") == 10**15 - 1
+    for text, negative in [("10000000000000", False), ("-10000000000000.00", True)]:
+        with pytest.raises(TooLarge) as refused:
+            yuan_to_fen(text)
+        assert refused.value.negative is negative
+    started = time.perf_counter()
+    with pytest.raises(TooLarge):
+        yuan_to_fen("-" + "9" * 2_000_000 + ".99")
+    assert time.perf_counter() - started < 1
+
+
+def test_a_shape_has_a_bound():
+    with pytest.raises(ValueError, match="below"):
+        Shape()
 
 
 # --- refusals ---------------------------------------------------------------------------------
@@ -196,6 +219,8 @@ def test_anything_but_text_is_refused(name, value):
 def test_what_floats_print_is_no_amount_unless_it_has_at_most_two_places(text):
     try:
         fen = yuan_to_fen(text)
+    except TooLarge:
+        assert abs(Decimal(text)) >= 10**13
     except NotYuan:
         assert not re.fullmatch(r"-?[0-9]+(\.[0-9]{1,2})?", text)
     else:
