@@ -35,6 +35,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
+from core.money import WIRE, fen_to_yuan, yuan_to_fen
 from settlement.insurer import (
     CANCEL,
     CHANGES_STATE,
@@ -48,8 +49,6 @@ from settlement.insurer import (
     InsurerOutcomeUnknown,
     InsurerRejected,
     InsurerUnavailable,
-    fen_to_yuan,
-    yuan_to_fen,
 )
 from settlement.models import Charge, InsurerCall
 
@@ -372,7 +371,7 @@ def _settle_input(mdtrt_id: str, psn_no: str, lines: list[FeeLine]) -> Json:
 def _split(output: Json, expected_total: int | None, *, settled: bool) -> Split:
     info = output["setlinfo"]
     amounts = {
-        key: yuan_to_fen(info[key])
+        key: yuan_to_fen(info[key], WIRE)
         for key in ("medfee_sumamt", "fund_pay_sumamt", "acct_pay", "psn_cash_pay")
     }
     if any(value < 0 for value in amounts.values()):
@@ -413,10 +412,10 @@ def _totals(output: Json) -> DailyTotals:
         begin=date.fromisoformat(output["begndate"]),
         end=date.fromisoformat(output["enddate"]),
         count=count,
-        medfee_sumamt=yuan_to_fen(output["medfee_sumamt"]),
-        fund_pay_sumamt=yuan_to_fen(output["fund_pay_sumamt"]),
-        acct_pay=yuan_to_fen(output["acct_pay"]),
-        psn_cash_pay=yuan_to_fen(output["psn_cash_pay"]),
+        medfee_sumamt=yuan_to_fen(output["medfee_sumamt"], WIRE),
+        fund_pay_sumamt=yuan_to_fen(output["fund_pay_sumamt"], WIRE),
+        acct_pay=yuan_to_fen(output["acct_pay"], WIRE),
+        psn_cash_pay=yuan_to_fen(output["psn_cash_pay"], WIRE),
     )
 
 
@@ -425,9 +424,9 @@ def _rows(output: Json) -> list[DetailRow]:
         DetailRow(
             setl_id=str(row["setl_id"]),
             mdtrt_id=str(row["mdtrt_id"]),
-            medfee_sumamt=yuan_to_fen(row["medfee_sumamt"]),
-            fund_pay_sumamt=yuan_to_fen(row["fund_pay_sumamt"]),
-            acct_pay=yuan_to_fen(row["acct_pay"]),
+            medfee_sumamt=yuan_to_fen(row["medfee_sumamt"], WIRE),
+            fund_pay_sumamt=yuan_to_fen(row["fund_pay_sumamt"], WIRE),
+            acct_pay=yuan_to_fen(row["acct_pay"], WIRE),
         )
         for row in output["rows"]
     ]

@@ -38,6 +38,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from core.money import WIRE, fen_to_yuan, yuan_to_fen
 from settlement.insurer import (
     CANCEL,
     CHANGES_STATE,
@@ -47,8 +48,6 @@ from settlement.insurer import (
     QUERY,
     REVERSE,
     SETTLE,
-    fen_to_yuan,
-    yuan_to_fen,
 )
 from settlement.insurer.policy import Policy, compute_split
 
@@ -362,7 +361,7 @@ def _text(data: Json, key: str) -> str:
 
 def _amount(value: object, key: str) -> int:
     try:
-        return yuan_to_fen(value)
+        return yuan_to_fen(value, WIRE)
     except ValueError as e:
         raise Refused(f"{key}: {e}") from e
 
@@ -558,7 +557,7 @@ def _result(response: Json) -> str:
 
 def _yuan_arg(value: str) -> int:
     try:
-        fen = yuan_to_fen(value)
+        fen = yuan_to_fen(value, WIRE)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from e
     if fen < 0:

@@ -10,9 +10,9 @@ from django.utils import timezone
 from accounts.models import CreditLine, Partner
 from accounts.services.audit import audit_record
 from accounts.services.credit_lines import credit_line_set_frozen, credit_restore
+from core.money import fen_to_yuan
 
 from ..exceptions import RepaymentConflict, SettlementInputError
-from ..insurer import fen_to_yuan
 from ..models import Receivable, Repayment
 from .outbox import event_record
 

@@ -48,6 +48,7 @@ from accounts.services.credit_lines import (
     credit_restore,
     credit_room,
 )
+from core.money import fen_to_yuan
 from ledger import services as ledger
 from ledger.db import again_if_disconnected
 from ledger.selectors import account_balance
@@ -63,7 +64,6 @@ from ..insurer import (
     InsurerOutcomeUnknown,
     InsurerRejected,
     InsurerUnavailable,
-    fen_to_yuan,
 )
 from ..insurer.client import FeeLine, InsurerClient, Split
 from ..models import (

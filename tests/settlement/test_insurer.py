@@ -12,12 +12,11 @@ from django.test import override_settings
 from hypothesis import given
 from hypothesis import strategies as st
 
+from core.money import WIRE, fen_to_yuan, yuan_to_fen
 from settlement.insurer import (
     InsurerOutcomeUnknown,
     InsurerRejected,
     InsurerUnavailable,
-    fen_to_yuan,
-    yuan_to_fen,
 )
 from settlement.insurer import simulator as sim_module
 from settlement.insurer.client import FeeLine, InsurerClient, Split
@@ -125,14 +124,14 @@ def test_policy_flags_are_yuan_and_fractions():
 
 
 def test_yuan_strings_convert_to_fen_exactly():
-    assert yuan_to_fen("1234.50") == 123_450
-    assert yuan_to_fen("0.07") == 7
-    assert yuan_to_fen("-0.05") == -5
+    assert yuan_to_fen("1234.50", WIRE) == 123_450
+    assert yuan_to_fen("0.07", WIRE) == 7
+    assert yuan_to_fen("-0.05", WIRE) == -5
     assert fen_to_yuan(123_450) == "1234.50"
     assert fen_to_yuan(-5) == "-0.05"
-    for bad in ("1.234", "1e3", "NaN", "", " 1.00", 1.5, 150):
+    for bad in ("1.234", "1e3", "NaN", "", " 1.00", 1.5, 150, "١٢٣", "1" * 14):
         with pytest.raises(ValueError):
-            yuan_to_fen(bad)
+            yuan_to_fen(bad, WIRE)
 
 
 # --- the simulator as a process ---------------------------------------------------------------
