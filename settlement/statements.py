@@ -5,9 +5,9 @@ lines is checked and matched in flat memory. Nothing here touches the database: 
 bytes into :class:`StatementLine` values and refuse anything they do not understand with a
 :class:`StatementFormatError` that names the line or entry and what is wrong with it.
 
-Money is integer fen. Yuan strings are converted with :class:`~decimal.Decimal`, exactly; an
-amount that is not a whole number of fen is refused, never rounded, and so is an amount of zero
-(a transfer of nothing is neither a payment nor a refund).
+Money is integer fen. Yuan strings are converted by ``core.money`` (its ``STATEMENT`` and
+``CAMT053`` shapes), exactly; an amount that is not a whole number of fen is refused, never
+rounded, and so is an amount of zero (a transfer of nothing is neither a payment nor a refund).
 
 Three formats are understood; :func:`detect_format` tells them apart from the first few KB.
 
@@ -66,11 +66,12 @@ from collections.abc import Iterable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, iterparse
+
+from core.money import CAMT053, STATEMENT, FractionOfFen, NotYuan, fen_to_yuan, yuan_to_fen
 
 if TYPE_CHECKING:
     from xml.etree.ElementTree import Element
@@ -99,8 +100,6 @@ HEAD_SIZE = 8192  # bytes read by parse_statement() to detect the format
 MAX_DAILY_LINE = 64 * 1024  # a longer "line" means the file is not a daily file
 
 _BOM = b"\xef\xbb\xbf"
-_YUAN = re.compile(r"-?[0-9]{1,15}(?:\.[0-9]{1,2})?")
-_CAMT_AMOUNT = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,5})?")  # schema allows 5 places
 _ISO_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
 _COMPACT_DATE = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})")
 _CAMT053_NS = re.compile(r"urn:iso:std:iso:20022:tech:xsd:camt\.053\.001\.[0-9]{2}")
@@ -269,20 +268,7 @@ def _rewound(head: bytes, rest: BinaryIO) -> BinaryIO:
     return io.BufferedReader(_Prefixed(head, rest))
 
 
-# Money, dates and messages
-
-
-def _yuan_to_fen(text: str) -> int | None:
-    """Return the fen in a yuan string such as ``-12.30``, or ``None`` if it is not one."""
-    if not _YUAN.fullmatch(text):
-        return None
-    return int(Decimal(text).scaleb(2))
-
-
-def _fen_to_yuan(fen: int) -> str:
-    sign = "-" if fen < 0 else ""
-    whole, cents = divmod(abs(fen), 100)
-    return f"{sign}¥{whole}.{cents:02d}"
+# Dates and messages
 
 
 def _date(text: str, pattern: re.Pattern[str]) -> date | None:
@@ -321,12 +307,13 @@ def _statement_line(
         raise _at_line(
             line, f"value date {_shown(value_date)} is not a date in the form {date_shape}"
         )
-    fen = _yuan_to_fen(amount)
-    if fen is None:
+    try:
+        fen = yuan_to_fen(amount, STATEMENT)
+    except NotYuan:
         raise _at_line(
             line,
             f"amount {_shown(amount)} is not an amount in yuan with at most two decimal places",
-        )
+        ) from None
     if fen == 0:
         raise _at_line(line, "amount is zero")
     if not reference:
@@ -576,12 +563,12 @@ def _camt053_line(line_no: int, entry: Element, names: _Names) -> StatementLine:
         shown = "no currency" if currency is None else f"currency {currency}"
         raise fail(f"Amt is in {shown}; only CNY is accepted")
     amount_text = _text(amount_element)
-    if not _CAMT_AMOUNT.fullmatch(amount_text):
-        raise fail(f"Amt {_shown(amount_text)} is not a decimal amount")
-    fen_exact = Decimal(amount_text).scaleb(2)
-    if fen_exact != fen_exact.to_integral_value():
-        raise fail(f"Amt {_shown(amount_text)} is not a whole number of fen")
-    fen = int(fen_exact)
+    try:
+        fen = yuan_to_fen(amount_text, CAMT053)
+    except FractionOfFen:
+        raise fail(f"Amt {_shown(amount_text)} is not a whole number of fen") from None
+    except NotYuan:
+        raise fail(f"Amt {_shown(amount_text)} is not a decimal amount") from None
     if fen == 0:
         raise fail("Amt is zero")
 
@@ -716,14 +703,17 @@ def _check_daily_trailer(fields: list[str], details: int, total: int, line: int)
     _, count_text, sum_text = fields
     if not (count_text.isascii() and count_text.isdigit()):
         raise _at_line(line, f"the trailer's count {_shown(count_text)} is not a number")
-    expected_total = _yuan_to_fen(sum_text)
-    if expected_total is None:
-        raise _at_line(line, f"the trailer's sum {_shown(sum_text)} is not an amount in yuan")
+    try:
+        expected_total = yuan_to_fen(sum_text, STATEMENT)
+    except NotYuan:
+        raise _at_line(
+            line, f"the trailer's sum {_shown(sum_text)} is not an amount in yuan"
+        ) from None
     if int(count_text) != details or expected_total != total:
         raise _at_line(
             line,
-            f"trailer says {int(count_text)} lines / {_fen_to_yuan(expected_total)}, "
-            f"the file has {details} / {_fen_to_yuan(total)}",
+            f"trailer says {int(count_text)} lines / {fen_to_yuan(expected_total, symbol='¥')}, "
+            f"the file has {details} / {fen_to_yuan(total, symbol='¥')}",
         )
 
 

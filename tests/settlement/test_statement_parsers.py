@@ -7,7 +7,10 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from core.money import STATEMENT, NotYuan, yuan_to_fen
 from settlement.statements import (
     PlainCsv,
     StatementFormatError,
@@ -612,6 +615,22 @@ def test_a_plain_csv_is_checked_across_block_boundaries(monkeypatch) -> None:
 )
 def test_anything_else_is_left_to_the_parser(data: bytes) -> None:
     assert scan(data) is None
+
+
+@given(
+    st.lists(st.sampled_from([*"0123456789" * 3, *".-+eE_ \t\u3000١５", "NaN"]), max_size=20).map(
+        "".join
+    )
+)
+def test_the_plain_scan_takes_the_amounts_core_money_reads(amount: str) -> None:
+    """The scan's bytes pattern and ``core.money.STATEMENT`` must agree on what an amount is:
+    a plain file goes to PostgreSQL's COPY unread by Python."""
+    try:
+        readable = yuan_to_fen(amount, STATEMENT) != 0
+    except NotYuan:
+        readable = False
+    line = b"B4,2025-03-04," + amount.encode() + b",DR1\n"
+    assert (scan(PLAIN + line) is not None) is readable
 
 
 def test_the_csv_sample_is_not_plain_but_parses() -> None:
