@@ -3,13 +3,13 @@
 import csv
 import io
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 
 from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Institution
 from accounts.services.audit import audit_record
+from core.money import API, NotYuan, TooManyPlaces, yuan_to_fen
 
 from ..exceptions import SettlementInputError
 from ..models import DiagnosisDeposit
@@ -31,14 +31,17 @@ def diagnosis_code_clean(text: str) -> str:
 
 
 def _parse_amount(text: str, line: int) -> int:
+    """Yuan as the API reads them: spaces around dropped; no exponent, plus sign or ``_``."""
+    not_two_places = SettlementInputError(f"line {line}: amount must be positive yuan, two places")
     try:
-        value = Decimal(text.strip())
-    except InvalidOperation:
+        fen = yuan_to_fen(text, API)
+    except TooManyPlaces:
+        raise not_two_places from None
+    except NotYuan:
         raise SettlementInputError(f"line {line}: amount {text!r} is not yuan") from None
-    exponent = value.as_tuple().exponent
-    if not value.is_finite() or not isinstance(exponent, int) or exponent < -2 or value <= 0:
-        raise SettlementInputError(f"line {line}: amount must be positive yuan, two places")
-    return int(value * 100)
+    if fen <= 0:
+        raise not_two_places
+    return fen
 
 
 @transaction.atomic

@@ -1,5 +1,6 @@
 """The diagnosis deposit table: CSV import and its use at admission."""
 
+import re
 from io import StringIO
 from pathlib import Path
 
@@ -104,3 +105,35 @@ def test_a_row_added_in_the_admin_is_kept_as_admission_reads_it(department, clie
     )
     assert twice.status_code == 200
     assert DiagnosisDeposit.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("amount", "message"),
+    [
+        ("12.345", "line 2: amount must be positive yuan, two places"),
+        ("1.2300", "line 2: amount must be positive yuan, two places"),
+        ("-1", "line 2: amount must be positive yuan, two places"),
+        ("0.00", "line 2: amount must be positive yuan, two places"),
+        ("abc", "line 2: amount 'abc' is not yuan"),
+        ("", "line 2: amount '' is not yuan"),
+        # Decimal() took all but Infinity (refused as not two places) before core.money.
+        ("1e3", "line 2: amount '1e3' is not yuan"),
+        ("1_000", "line 2: amount '1_000' is not yuan"),
+        ("+5", "line 2: amount '+5' is not yuan"),
+        ("Infinity", "line 2: amount 'Infinity' is not yuan"),
+        ("１２", "line 2: amount '１２' is not yuan"),
+        ("1" * 40, "is not yuan"),  # was rounded to 28 digits
+    ],
+)
+def test_an_amount_is_plain_positive_yuan(department, tmp_path, amount, message):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"diagnosis_code,name,amount\nJ18,x,{amount}\n", encoding="utf-8")
+    with pytest.raises(CommandError, match=re.escape(message)):
+        load(bad)
+
+
+def test_spaces_around_an_amount_are_dropped(department, tmp_path):
+    sample = tmp_path / "spaced.csv"
+    sample.write_text("diagnosis_code,name,amount\nJ18,x, 12.50 \n", encoding="utf-8")
+    load(sample)
+    assert DiagnosisDeposit.objects.get(diagnosis_code="J18").amount == 1250
