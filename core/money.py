@@ -28,6 +28,7 @@ __all__ = [
     "Shape",
     "TooLarge",
     "TooManyPlaces",
+    "WHOLE",
     "fen_to_yuan",
     "yuan_to_fen",
 ]
@@ -42,9 +43,11 @@ class NotYuan(ValueError):
     """The text is not an amount in yuan of the shape asked for."""
 
     def __init__(self, text: object, places: int = 2) -> None:
-        super().__init__(
-            f"not an amount in yuan with at most {_PLACES.get(places, places)} places: {text!r}"
-        )
+        if places:
+            shape = f"yuan with at most {_PLACES.get(places, places)} places"
+        else:
+            shape = "whole yuan"
+        super().__init__(f"not an amount in {shape}: {text!r}")
         self.text = text
 
 
@@ -79,11 +82,11 @@ class Shape:
     ``strip``: whitespace around the text is dropped first (``str.strip``), as a person may type
     it; otherwise it makes the text no amount. ``signed``: a leading ``-`` is allowed (whether a
     negative amount or zero is then welcome is the caller's rule). ``digits``: at most this many
-    digits before the point, leading zeros counted; ``None`` for any number (the caller bounds
-    the value with ``below``). ``places``: at most this many after the point, at least one if
-    there is a point; past the second place they must be zeros. ``below``: amounts of this many
-    fen or more, either side of zero, are refused as :class:`TooLarge` before they are turned
-    into an ``int`` (which takes seconds for a million digits).
+    digits before the point, leading zeros counted; ``None`` for any number (then ``below``
+    bounds the value). ``places``: at most this many after the point, at least one if there is
+    a point, and no point at all for 0; past the second place they must be zeros. ``below``:
+    amounts of this many fen or more, either side of zero, are refused as :class:`TooLarge`
+    before they are turned into an ``int`` (which takes seconds for a million digits).
     """
 
     strip: bool = False
@@ -98,7 +101,8 @@ class Shape:
             raise ValueError("a shape without digits needs below: long text would be slow")
         sign = "-?" if self.signed else ""
         whole = "+" if self.digits is None else f"{{1,{self.digits}}}"
-        pattern = re.compile(rf"{sign}[0-9]{whole}(?:\.[0-9]{{1,{self.places}}})?")
+        point = rf"(?:\.[0-9]{{1,{self.places}}})?" if self.places else ""
+        pattern = re.compile(rf"{sign}[0-9]{whole}{point}")
         object.__setattr__(self, "pattern", pattern)
 
     def refusal(self, text: str) -> NotYuan:
@@ -122,6 +126,8 @@ WIRE = Shape(digits=13)
 STATEMENT = Shape(digits=15)
 # camt.053's Amt: no sign (CdtDbtInd carries it), up to 15 digits and the schema's five places.
 CAMT053 = Shape(signed=False, digits=15, places=5)
+# Whole yuan typed on a command line (a partner's credit tiers): as API, without a point.
+WHOLE = Shape(strip=True, places=0, below=10**15)
 
 
 def yuan_to_fen(text: object, shape: Shape = API) -> int:

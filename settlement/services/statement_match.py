@@ -39,13 +39,13 @@ The rules, exact to the fen (``P`` is this bank, "this file" is the batch's stat
 """
 
 from collections.abc import Callable, Iterator
-from decimal import Decimal
 from typing import Any
 
 from django.db import DatabaseError, connection, transaction
 from django.db.backends.utils import CursorWrapper
 
 from accounts.models import Partner
+from core.money import fen_to_yuan
 
 from ..models import CreditMovement, ReconBatch, ReconItem, ReconPaid
 from ..statements import PLAIN_BLOCK, PLAIN_CSV_HEADER, daily_reference_day, parse_statement
@@ -150,7 +150,7 @@ def _copy_parsed(cursor: CursorWrapper, batch: ReconBatch, progress: Progress) -
             "COPY recon_stage (n, txn, value_date, yuan, ref) FROM STDIN"
         ) as copy:
             for n, txn, value_date, fen, ref in rows:
-                copy.write_row((n, txn, value_date.isoformat(), Decimal(fen).scaleb(-2), ref))
+                copy.write_row((n, txn, value_date.isoformat(), fen_to_yuan(fen), ref))
         progress(rows[-1][0])
 
 

@@ -7,6 +7,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import transaction
 from django.utils import timezone
 
@@ -406,6 +407,22 @@ def run_create_partner(*args: str) -> dict[str, str]:
         if sep and name in {"partner_id", "key_id", "secret"}:
             values[name] = value
     return values
+
+
+@pytest.mark.parametrize(
+    ("tiers", "bands"),
+    [("0:500, 501:1000,601: 3000 ", [(0, 50_000), (501, 100_000), (601, 300_000)])],
+)
+def test_create_partner_takes_tiers_in_whole_yuan(tiers, bands):
+    printed = run_create_partner("厦门银行", "--tiers", tiers)
+    partner = Partner.objects.get(pk=int(printed["partner_id"]))
+    assert list(partner.tiers.values_list("min_score", "limit")) == bands
+
+
+@pytest.mark.parametrize("limit", ["500.50", "500.00", "5e2", "+500", "5_00", "１２", "x", ""])
+def test_create_partner_refuses_a_limit_that_is_not_whole_yuan(limit):
+    with pytest.raises(CommandError, match="--tiers looks like"):
+        run_create_partner("厦门银行", "--tiers", f"0:{limit},501:1000")
 
 
 def test_create_partner_prints_ids_and_the_secret_once_stored_encrypted():

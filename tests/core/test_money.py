@@ -19,6 +19,7 @@ from core.money import (
     API,
     CAMT053,
     STATEMENT,
+    WHOLE,
     WIRE,
     FractionOfFen,
     NotYuan,
@@ -29,9 +30,15 @@ from core.money import (
     yuan_to_fen,
 )
 
-SHAPES = {"api": API, "wire": WIRE, "statement": STATEMENT, "camt053": CAMT053}
+SHAPES = {"api": API, "wire": WIRE, "statement": STATEMENT, "camt053": CAMT053, "whole": WHOLE}
 # The largest fen each shape can write: digits before the point, and two places.
-LIMIT = {"api": 10**15 - 1, "wire": 10**15 - 1, "statement": 10**17 - 1, "camt053": 10**17 - 1}
+LIMIT = {
+    "api": 10**15 - 1,
+    "wire": 10**15 - 1,
+    "statement": 10**17 - 1,
+    "camt053": 10**17 - 1,
+    "whole": 10**15 - 100,
+}
 
 # Text made of what amounts are made of, and of what they must not be.
 NEAR_AMOUNTS = st.lists(
@@ -77,6 +84,16 @@ def old_camt053(text: str) -> int | str | None:
     return int(exact)
 
 
+def old_whole(text: str) -> int | None:
+    """``create_partner``'s tiers: ``int(yuan) * 100``, which also took ``+``, ``_`` and any
+    digits (here left out) and any size (here up to the API's ceiling)."""
+    try:
+        fen = int(text) * 100
+    except ValueError:
+        return None
+    return fen if abs(fen) < 10**15 else None
+
+
 def parsed(text: object, shape: Shape) -> int | str | None:
     try:
         return yuan_to_fen(text, shape)
@@ -95,7 +112,11 @@ def test_every_amount_comes_back_from_its_text(name, data):
     shape = SHAPES[name]
     low = 0 if not shape.signed else -LIMIT[name]
     fen = data.draw(st.integers(min_value=low, max_value=LIMIT[name]))
-    assert yuan_to_fen(fen_to_yuan(fen), shape) == fen
+    if shape.places == 0:
+        fen -= fen % 100 if fen >= 0 else -(-fen % 100)
+        assert yuan_to_fen(fen_to_yuan(fen)[:-3], shape) == fen
+    else:
+        assert yuan_to_fen(fen_to_yuan(fen), shape) == fen
 
 
 @given(st.integers(min_value=-(10**18), max_value=10**18))
@@ -313,6 +334,16 @@ def test_the_wire_format_accepts_what_it_accepted_in_ascii_digits(text):
 @example("12.30000")
 def test_camt053_accepts_what_it_accepted(text):
     assert parsed(text, CAMT053) == old_camt053(text)
+
+
+@given(NEAR_AMOUNTS)
+@example("-0")
+@example(" 500\u3000")
+def test_whole_yuan_are_what_int_took_but_plus_underscores_and_other_digits(text):
+    if not any(c in text for c in "+_١５"):
+        assert parsed(text, WHOLE) == old_whole(text)
+    else:
+        assert parsed(text, WHOLE) is None
 
 
 def test_the_wire_format_no_longer_takes_other_digits():

@@ -7,14 +7,15 @@ from django.core.validators import URLValidator
 from accounts.exceptions import AccountsError
 from accounts.models import Partner
 from accounts.services.partners import DEFAULT_TIERS, partner_create, partner_key_issue
+from core.money import WHOLE, yuan_to_fen
 
 
 def parse_tiers(text: str) -> tuple[tuple[int, int], ...]:
     """``0:500,501:1000,601:3000`` — minimum score : limit in whole yuan."""
     try:
         bands = [part.split(":") for part in text.split(",") if part.strip()]
-        return tuple((int(score), int(yuan) * 100) for score, yuan in bands)
-    except ValueError:
+        return tuple((int(score), yuan_to_fen(yuan, WHOLE)) for score, yuan in bands)
+    except ValueError:  # NotYuan is one
         raise CommandError("--tiers looks like 0:500,501:1000,601:3000") from None
 
 

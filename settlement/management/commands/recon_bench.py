@@ -57,6 +57,7 @@ from accounts.services.credit_lines import credit_line_grant
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.partners import partner_create
 from accounts.services.persons import person_create
+from core.money import fen_to_yuan
 from settlement.exceptions import SettlementInputError
 from settlement.insurer.client import InsurerClient
 from settlement.models import CreditMovement, Receivable, ReconBatch, ReconItem
@@ -134,10 +135,6 @@ def _megabytes(size: int) -> str:
 
 def _seconds(seconds: float) -> str:
     return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
-
-
-def _yuan(fen: int) -> str:
-    return f"{fen // 100}.{fen % 100:02d}"
 
 
 class Command(BaseCommand):
@@ -329,7 +326,9 @@ class Command(BaseCommand):
                     paid_reference, paid, kind = reference, amount, ReconItem.Kind.MATCHED
                     paid_exactly = (reference, amount)
                 expected[kind] += 1
-                out.write(f"T{prefix[2:]}{number:09d},{today},{_yuan(paid)},{paid_reference}\n")
+                out.write(
+                    f"T{prefix[2:]}{number:09d},{today},{fen_to_yuan(paid)},{paid_reference}\n"
+                )
                 if (number + 1) * 10 // lines > number * 10 // lines:
                     self.stdout.write(f"  generated {number + 1}/{lines}")
         with connection.cursor() as cursor:
