@@ -8,8 +8,11 @@ copied below.
 """
 
 import re
+import subprocess
+import sys
 import time
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 
 import pytest
 from hypothesis import example, given
@@ -355,3 +358,16 @@ def test_the_wire_format_no_longer_takes_other_digits():
     assert old == 12_300
     with pytest.raises(NotYuan):
         yuan_to_fen("١٢٣", WIRE)
+
+
+def test_core_imports_nothing_of_the_apps_nor_django():
+    """The apps may import ``core``; ``core`` imports none of them, and the insurer simulator,
+    a plain Python program, imports ``core.money``."""
+    code = (
+        "import sys, core, core.money\n"
+        "taken = sorted({m.split('.')[0] for m in sys.modules}"
+        " & {'django', 'rest_framework', 'ledger', 'accounts', 'settlement', 'config'})\n"
+        "assert not taken, taken\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True, env={"PATH": ""})
