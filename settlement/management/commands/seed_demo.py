@@ -17,7 +17,6 @@ from django.utils import timezone
 from stdnum.cn import ric
 
 from accounts import crypto
-from accounts.api_common import fen_to_yuan
 from accounts.models import Department, FamilyLink, Partner, PartnerKey, Person, StaffToken
 from accounts.services.credit_lines import credit_line_grant
 from accounts.services.family import family_link_create
@@ -31,6 +30,7 @@ from accounts.services.staff import (
     token_issue,
     token_revoke,
 )
+from core.money import fen_to_yuan
 from settlement.insurer.client import InsurerClient
 from settlement.models import (
     CreditMovement,
