@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from celery import current_app
 from django.db import transaction
 from django.utils import timezone
 
@@ -36,9 +37,8 @@ def event_record(*, partner: Partner, type: str, data: dict[str, Any]) -> Outbox
 
 
 def _deliver_soon() -> None:
-    from ..tasks import deliver_webhooks
-
-    deliver_webhooks.delay()
+    # By name: the task module imports the services, not the other way round.
+    current_app.send_task("settlement.tasks.deliver_webhooks")
 
 
 def event_body(event: OutboxEvent) -> bytes:

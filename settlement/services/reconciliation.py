@@ -13,6 +13,7 @@ from datetime import date, datetime, time, timedelta
 from typing import IO, Any, BinaryIO
 from uuid import UUID
 
+from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q, QuerySet, Sum
@@ -177,9 +178,8 @@ def _check_text(line: StatementLine) -> None:
 
 
 def _enqueue(batch_id: object) -> None:
-    from ..tasks import run_recon_batch
-
-    run_recon_batch.delay(str(batch_id))
+    # By name: the task module imports the services, not the other way round.
+    current_app.send_task("settlement.tasks.run_recon_batch", args=[str(batch_id)])
 
 
 # --- running batches --------------------------------------------------------------------------
