@@ -431,10 +431,13 @@ def test_an_outpatient_visit_does_not_say_admitted(department, make_person):
         html = client.get(url).content.decode()
         assert "入院" not in html, url
         assert "就诊时间" in html, url
+    # An outpatient visit takes no deposit: the card does not say one is required.
+    assert "应交" not in client.get(f"/cashier/encounters/{visit.pk}/").content.decode()
     stay = encounter_admit(
         actor="test", person=patient, department=department, kind=Encounter.Kind.INPATIENT
     )
-    assert "入院时间" in client.get(f"/cashier/encounters/{stay.pk}/").content.decode()
+    inpatient = client.get(f"/cashier/encounters/{stay.pk}/").content.decode()
+    assert "入院时间" in inpatient and "应交" in inpatient
 
 
 @pytest.mark.django_db
