@@ -19,7 +19,6 @@ from rest_framework.test import APIClient
 from stdnum.cn import ric
 
 from accounts import signing
-from accounts.models import Department
 from accounts.services.credit_lines import credit_line_grant
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.partners import partner_create
@@ -141,8 +140,9 @@ def draws(make_person, make_partner):
     """A bank with three settled credit draws of ¥100, ¥200 and ¥300 today."""
     partner, _ = make_partner("厦门国际银行")
     institution = institution_ensure(actor="test", code="XMH1", name="厦门市第一医院")
-    department = department_ensure(actor="test", institution=institution, code="IM", name="内科")
-    Department.objects.filter(pk=department.pk).update(default_deposit=0)
+    department = department_ensure(
+        actor="test", institution=institution, code="IM", name="内科", default_deposit=0
+    )
     department.refresh_from_db()
     for index, amount in enumerate((10_000, 20_000, 30_000)):
         person = make_person(f"病人{index}", birth=date(1970 + index, 1, 1))

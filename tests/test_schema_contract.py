@@ -49,7 +49,6 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from accounts.api_common import ApiView
-from accounts.models import Department
 from accounts.services.credit_lines import credit_line_grant
 from accounts.services.family import family_link_create
 from accounts.services.institutions import department_ensure, institution_ensure
@@ -136,8 +135,9 @@ def world(insurer_sim, tmp_path, settings) -> Iterator[SimpleNamespace]:
     partner, key, secret = partner_create(actor="test", name=f"bank-{uuid4().hex[:8]}")
     APP.key_id, APP.secret = key.key_id, secret
     institution = institution_ensure(actor="test", code="XMH1", name="厦门市第一医院")
-    department = department_ensure(actor="test", institution=institution, code="GEN", name="内科")
-    Department.objects.filter(pk=department.pk).update(default_deposit=0)
+    department = department_ensure(
+        actor="test", institution=institution, code="GEN", name="内科", default_deposit=0
+    )
     department.refresh_from_db()
 
     from accounts.services.persons import person_create

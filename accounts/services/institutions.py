@@ -26,12 +26,33 @@ def institution_ensure(
 
 
 @transaction.atomic
-def department_ensure(*, actor: str, institution: Institution, code: str, name: str) -> Department:
+def department_ensure(
+    *,
+    actor: str,
+    institution: Institution,
+    code: str,
+    name: str,
+    default_deposit: int | None = None,
+) -> Department:
+    """Create the department with this code, or update its name; with ``default_deposit``
+    (fen), also set the inpatient deposit it takes when the diagnosis table has none."""
+    if default_deposit is not None and (
+        isinstance(default_deposit, bool)
+        or not isinstance(default_deposit, int)
+        or default_deposit < 0
+    ):
+        raise InvalidInput("the default deposit is zero or more fen", field="default_deposit")
+    defaults: dict[str, object] = {"name": name}
+    if default_deposit is not None:
+        defaults["default_deposit"] = default_deposit
     department, created = Department.objects.update_or_create(
-        institution=institution, code=code, defaults={"name": name}
+        institution=institution, code=code, defaults=defaults
     )
-    if created:
+    if created or default_deposit is not None:
         audit_record(
-            actor=actor, action="department.create", obj=department, changes={"name": name}
+            actor=actor,
+            action="department.create" if created else "department.update",
+            obj=department,
+            changes={k: v for k, v in defaults.items()},
         )
     return department

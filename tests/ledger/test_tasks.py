@@ -1,6 +1,5 @@
 """The ledger's beat tasks, run by a real Celery worker on the configured broker."""
 
-import time
 from datetime import timedelta
 
 import pytest
@@ -11,21 +10,13 @@ from config.celery import app
 from ledger import services, tasks
 from ledger.models import Hold
 from ledger.selectors import account_balance
+from tests.waiting import wait_until
 
 
 def test_beat_runs_the_ledger_sweeps():
     scheduled = {entry["task"] for entry in app.conf.beat_schedule.values()}
     assert {"ledger.tasks.void_expired_holds", "ledger.tasks.seal_chain"} <= scheduled
     assert scheduled <= set(app.tasks)
-
-
-def wait_until(condition, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
 
 
 @pytest.mark.django_db(transaction=True)

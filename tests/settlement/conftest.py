@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
-from accounts.models import Department
 from accounts.services.institutions import department_ensure, institution_ensure
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,8 +113,9 @@ def shared_sim(tmp_path_factory):
 def department():
     """内科 of 厦门市第一医院, taking a ¥2,000 deposit."""
     institution = institution_ensure(actor="test", code="XMH1", name="厦门市第一医院")
-    department = department_ensure(actor="test", institution=institution, code="GEN", name="内科")
-    Department.objects.filter(pk=department.pk).update(default_deposit=200_000)
+    department = department_ensure(
+        actor="test", institution=institution, code="GEN", name="内科", default_deposit=200_000
+    )
     department.refresh_from_db()
     return department
 
@@ -124,8 +124,9 @@ def department():
 def hospital():
     """厦门市第二医院: a ward (内科) taking a ¥2,000 deposit and an outpatient clinic (门诊)."""
     institution = institution_ensure(actor="test", code="XMFB", name="厦门市第二医院")
-    ward = department_ensure(actor="test", institution=institution, code="IM", name="内科")
-    Department.objects.filter(pk=ward.pk).update(default_deposit=200_000)
+    ward = department_ensure(
+        actor="test", institution=institution, code="IM", name="内科", default_deposit=200_000
+    )
     ward.refresh_from_db()
     clinic = department_ensure(actor="test", institution=institution, code="OPD", name="门诊")
     return institution, ward, clinic

@@ -13,7 +13,6 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from accounts.models import Department
 from accounts.services.credit_lines import credit_line_grant
 from accounts.services.family import family_link_create
 from accounts.services.institutions import department_ensure, institution_ensure
@@ -56,8 +55,13 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 def hospital(default_deposit: int) -> tuple:
     institution = institution_ensure(actor="test", code="XMCC", name="厦门并发医院")
-    department = department_ensure(actor="test", institution=institution, code="PED", name="儿科")
-    Department.objects.filter(pk=department.pk).update(default_deposit=default_deposit)
+    department = department_ensure(
+        actor="test",
+        institution=institution,
+        code="PED",
+        name="儿科",
+        default_deposit=default_deposit,
+    )
     department.refresh_from_db()
     return institution, department
 

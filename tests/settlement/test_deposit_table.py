@@ -20,10 +20,9 @@ SAMPLE = Path(__file__).resolve().parents[1] / "data" / "deposit_table.csv"
 @pytest.fixture
 def department():
     institution = institution_ensure(actor="test", code="XMH1", name="厦门市第一医院")
-    dept = department_ensure(actor="test", institution=institution, code="IM", name="内科")
-    dept.default_deposit = 100_000
-    dept.save()
-    return dept
+    return department_ensure(
+        actor="test", institution=institution, code="IM", name="内科", default_deposit=100_000
+    )
 
 
 def load(path: Path) -> str:
@@ -137,3 +136,33 @@ def test_spaces_around_an_amount_are_dropped(department, tmp_path):
     sample.write_text("diagnosis_code,name,amount\nJ18,x, 12.50 \n", encoding="utf-8")
     load(sample)
     assert DiagnosisDeposit.objects.get(diagnosis_code="J18").amount == 1250
+
+
+def test_a_departments_default_deposit_is_set_through_its_service(department):
+    from accounts.exceptions import InvalidInput
+    from accounts.models import AuditEvent
+
+    changed = department_ensure(
+        actor="finance-1",
+        institution=department.institution,
+        code=department.code,
+        name=department.name,
+        default_deposit=150_000,
+    )
+    assert changed.pk == department.pk and changed.default_deposit == 150_000
+    assert AuditEvent.objects.filter(action="department.update", actor="finance-1").exists()
+    assert deposit_for(department=changed, kind="inpatient", diagnosis_code="") == 150_000
+    for bad in (-1, True):
+        with pytest.raises(InvalidInput):
+            department_ensure(
+                actor="x",
+                institution=department.institution,
+                code=department.code,
+                name=department.name,
+                default_deposit=bad,
+            )
+    # Naming a department again leaves its deposit as it is.
+    again = department_ensure(
+        actor="x", institution=department.institution, code=department.code, name="内科二"
+    )
+    assert (again.name, again.default_deposit) == ("内科二", 150_000)

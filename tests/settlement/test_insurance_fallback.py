@@ -17,7 +17,7 @@ Amounts (simulator policy, see ``settlement/insurer/policy.py``):
 """
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
@@ -51,6 +51,7 @@ from settlement.models import (
 )
 from settlement.services import house
 from settlement.services.settle import claim_retry, claims_retry, fee_lines
+from tests.waiting import wait_until
 
 TIMEOUT = 0.5  # the adapter's timeout in these tests; hangs last a multiple of it
 
@@ -87,15 +88,6 @@ def clinic_items() -> list[dict[str, str]]:
 
 def yuan(fen: int) -> str:
     return f"{fen // 100}.{fen % 100:02d}"
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
 
 
 # --- set-up helpers ----------------------------------------------------------------------------

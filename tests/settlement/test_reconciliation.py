@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -26,6 +25,7 @@ from settlement.services.encounters import ChargeItem, charges_post, encounter_a
 from settlement.services.reconciliation import batch_run
 from settlement.services.settle import encounter_settle
 from tests.factories import statement_csv
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,15 +49,6 @@ def upload(client, partner, content: bytes, name: str = "statement.csv"):
         {"bank": partner.name, "file": SimpleUploadedFile(name, content)},
         format="multipart",
     )
-
-
-def wait_until(condition, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
 
 
 @pytest.mark.django_db(transaction=True)

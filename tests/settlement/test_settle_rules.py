@@ -8,7 +8,6 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from accounts.models import Department
 from accounts.services.family import family_link_create, family_link_revoke
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.persons import person_id_number
@@ -24,8 +23,9 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def ward():
     institution = institution_ensure(actor="test", code="XMH9", name="测试医院")
-    department = department_ensure(actor="test", institution=institution, code="PED", name="儿科")
-    Department.objects.filter(pk=department.pk).update(default_deposit=50_000)
+    department = department_ensure(
+        actor="test", institution=institution, code="PED", name="儿科", default_deposit=50_000
+    )
     department.refresh_from_db()
     return department
 

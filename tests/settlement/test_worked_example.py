@@ -12,7 +12,7 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from accounts.models import CreditLine, Department
+from accounts.models import CreditLine
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.persons import person_id_number
 from ledger.selectors import account_balance
@@ -34,8 +34,9 @@ def yuan(response, *path):
 @pytest.fixture
 def hospital():
     institution = institution_ensure(actor="test", code="XMH1", name="厦门市第一医院")
-    department = department_ensure(actor="test", institution=institution, code="PED", name="儿科")
-    Department.objects.filter(pk=department.pk).update(default_deposit=200_000)
+    department = department_ensure(
+        actor="test", institution=institution, code="PED", name="儿科", default_deposit=200_000
+    )
     department.refresh_from_db()
     return institution, department
 

@@ -11,7 +11,6 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from accounts.models import Department
 from accounts.services.institutions import department_ensure, institution_ensure
 from ledger.selectors import account_balance
 from ledger.services import chain_seal
@@ -33,8 +32,9 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def ward():
     hospital = institution_ensure(actor="test", code="XMH7", name="厦门市第七医院")
-    ward = department_ensure(actor="test", institution=hospital, code="IM", name="内科")
-    Department.objects.filter(pk=ward.pk).update(default_deposit=200_000)
+    ward = department_ensure(
+        actor="test", institution=hospital, code="IM", name="内科", default_deposit=200_000
+    )
     ward.refresh_from_db()
     return ward
 

@@ -15,7 +15,7 @@ import pytest
 from django.test import Client, override_settings
 from django.utils import timezone
 
-from accounts.models import Department, Person
+from accounts.models import Person
 from accounts.services.credit_lines import credit_line_grant
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.persons import person_id_number
@@ -37,8 +37,9 @@ PASSWORD = "desk-password-1"  # noqa: S105 - a test account
 @pytest.fixture
 def department():
     institution = institution_ensure(actor="test", code="XMH1", name="厦门市第一医院")
-    department = department_ensure(actor="test", institution=institution, code="PED", name="儿科")
-    Department.objects.filter(pk=department.pk).update(default_deposit=200_000)
+    department = department_ensure(
+        actor="test", institution=institution, code="PED", name="儿科", default_deposit=200_000
+    )
     department.refresh_from_db()
     return department
 
@@ -446,8 +447,13 @@ def test_after_settlement_the_deposit_shows_what_was_taken_used_and_refunded(
 ):
     """¥2,600 taken by bank card, ¥660 of self-pay: the card says so, and that ¥1,940 went
     back (the API's ``deposit.paid``, what is held now, is 0.00 by then)."""
-    Department.objects.filter(pk=department.pk).update(default_deposit=260_000)
-    department.refresh_from_db()
+    department = department_ensure(
+        actor="test",
+        institution=department.institution,
+        code=department.code,
+        name=department.name,
+        default_deposit=260_000,
+    )
     patient = make_person("孙丽", birth=date(1972, 8, 8))  # no credit line: the deposit is paid
     stay = encounter_admit(
         actor="test", person=patient, department=department, kind=Encounter.Kind.INPATIENT

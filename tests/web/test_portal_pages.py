@@ -83,8 +83,9 @@ def _settle_offline(encounter: Encounter) -> Receipt:
 @pytest.fixture
 def world(make_person: Any, make_partner: Any) -> World:
     institution = institution_ensure(actor="test", code="XMH1", name="厦门市第一医院")
-    department = department_ensure(actor="test", institution=institution, code="PED", name="儿科")
-    Department.objects.filter(pk=department.pk).update(default_deposit=200_000)
+    department = department_ensure(
+        actor="test", institution=institution, code="PED", name="儿科", default_deposit=200_000
+    )
     department.refresh_from_db()
     partner, _ = make_partner("厦门国际银行", grace_days=10)
     a = make_person("陈静", birth=date(1988, 3, 14), phone=PHONE_A)
