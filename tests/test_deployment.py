@@ -133,6 +133,9 @@ def test_static_files_and_api_docs_are_served_by_the_web_process(server):
     status, headers, css = server.get("/static/admin/css/base.css", HTTPS)
     assert status == 200 and b"body" in css
     assert headers["Content-Type"].startswith("text/css")
+    assert "max-age=31536000" in headers["Strict-Transport-Security"]
+    status, headers, _ = server.get("/static/admin/css/base.css")  # plain HTTP
+    assert status == 301 and headers["Location"].startswith("https://")
 
     for page in ("/admin/login/", "/api/docs/"):
         status, headers, body = server.get(page, HTTPS)

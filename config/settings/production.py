@@ -77,8 +77,11 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
+# Static files right after SecurityMiddleware (WhiteNoise answers them itself, so anything
+# later would not see them): they get HSTS and the TLS redirect like every page.
+_security = MIDDLEWARE.index("django.middleware.security.SecurityMiddleware")  # noqa: F405
 MIDDLEWARE = [  # noqa: F405
-    *MIDDLEWARE[:1],  # noqa: F405 - SecurityMiddleware first, then the static files
+    *MIDDLEWARE[: _security + 1],  # noqa: F405
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    *MIDDLEWARE[1:],  # noqa: F405
+    *MIDDLEWARE[_security + 1 :],  # noqa: F405
 ]
