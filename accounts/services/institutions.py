@@ -45,14 +45,23 @@ def department_ensure(
     defaults: dict[str, object] = {"name": name}
     if default_deposit is not None:
         defaults["default_deposit"] = default_deposit
+    existing = (
+        Department.objects.select_for_update().filter(institution=institution, code=code).first()
+    )
+    before = (
+        None
+        if existing is None
+        else {"name": existing.name, "default_deposit": existing.default_deposit}
+    )
     department, created = Department.objects.update_or_create(
         institution=institution, code=code, defaults=defaults
     )
-    if created or default_deposit is not None:
+    changes = {k: v for k, v in defaults.items() if before is None or before[k] != v}
+    if changes:  # ensuring what is already so writes no audit row
         audit_record(
             actor=actor,
             action="department.create" if created else "department.update",
             obj=department,
-            changes={k: v for k, v in defaults.items()},
+            changes=changes,
         )
     return department

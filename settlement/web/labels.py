@@ -24,7 +24,7 @@ from settlement.models import (
     Settlement,
 )
 
-if TYPE_CHECKING:  # django-stubs-ext is a development requirement
+if TYPE_CHECKING:  # types only: nothing of django-stubs-ext is needed at run time
     from django_stubs_ext import StrOrPromise, StrPromise
 
     Labels = Mapping[str, StrPromise]

@@ -44,7 +44,7 @@ from .labels import (
 )
 from .portal_forms import DOMAIN_MESSAGES, FamilyLinkForm, ReceiptCheckForm, add_domain_error
 
-if TYPE_CHECKING:  # django-stubs-ext is a development requirement
+if TYPE_CHECKING:  # types only: nothing of django-stubs-ext is needed at run time
     from django_stubs_ext import StrOrPromise, StrPromise
 
 # Relations are said from the patient's own side here; every other code's label is the pages'

@@ -9,7 +9,7 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts.exceptions import AccountsError
 
-if TYPE_CHECKING:  # django-stubs-ext is a development requirement
+if TYPE_CHECKING:  # types only: nothing of django-stubs-ext is needed at run time
     from django_stubs_ext import StrOrPromise, StrPromise
 
 

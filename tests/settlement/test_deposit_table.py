@@ -166,3 +166,13 @@ def test_a_departments_default_deposit_is_set_through_its_service(department):
         actor="x", institution=department.institution, code=department.code, name="内科二"
     )
     assert (again.name, again.default_deposit) == ("内科二", 150_000)
+    # Ensuring what is already so writes no audit row (seed_demo does it at every start).
+    rows = AuditEvent.objects.count()
+    department_ensure(
+        actor="x",
+        institution=department.institution,
+        code=department.code,
+        name="内科二",
+        default_deposit=150_000,
+    )
+    assert AuditEvent.objects.count() == rows

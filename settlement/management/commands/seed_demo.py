@@ -139,10 +139,13 @@ class Command(BaseCommand):
             ("GER", "老年科", 300_000),
         ]
         for code, name, default_deposit in departments:
-            department = department_ensure(actor=ACTOR, institution=hospital, code=code, name=name)
-            if department.default_deposit != default_deposit:
-                department.default_deposit = default_deposit
-                department.save(update_fields=["default_deposit"])
+            department_ensure(
+                actor=ACTOR,
+                institution=hospital,
+                code=code,
+                name=name,
+                default_deposit=default_deposit,
+            )
         deposit_table_import(actor=ACTOR, institution=hospital, text=DEPOSIT_TABLE)
 
         partner = Partner.objects.filter(name=BANK).first()
