@@ -14,6 +14,7 @@ from .base import (
     DEV_FIELD_ENCRYPTION_KEY,
     DEV_SECRET_KEY,
     FIELD_ENCRYPTION_KEY,
+    MIDDLEWARE,
     SECRET_KEY,
     env_bool,
 )
@@ -79,9 +80,9 @@ STORAGES = {
 }
 # Static files right after SecurityMiddleware (WhiteNoise answers them itself, so anything
 # later would not see them): they get HSTS and the TLS redirect like every page.
-_security = MIDDLEWARE.index("django.middleware.security.SecurityMiddleware")  # noqa: F405
-MIDDLEWARE = [  # noqa: F405
-    *MIDDLEWARE[: _security + 1],  # noqa: F405
+_security = MIDDLEWARE.index("django.middleware.security.SecurityMiddleware")
+MIDDLEWARE = [
+    *MIDDLEWARE[: _security + 1],
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    *MIDDLEWARE[_security + 1 :],  # noqa: F405
+    *MIDDLEWARE[_security + 1 :],
 ]
