@@ -4,7 +4,7 @@ import csv
 import io
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import Institution
@@ -115,15 +115,20 @@ def deposit_row_save(
         others = others.exclude(pk=row_id)
     if others.exists():
         raise SettlementInputError(f"{code} is in the table already", field="diagnosis_code")
-    if row_id is None:
-        row = DiagnosisDeposit.objects.create(
-            institution=institution, diagnosis_code=code, name=name.strip()[:200], amount=amount
-        )
-    else:
-        row = DiagnosisDeposit.objects.select_for_update().get(pk=row_id)
-        row.institution, row.diagnosis_code = institution, code
-        row.name, row.amount, row.updated_at = name.strip()[:200], amount, timezone.now()
-        row.save()
+    try:
+        # The unique code per institution decides between two saves at the same moment.
+        with transaction.atomic():
+            if row_id is None:
+                row = DiagnosisDeposit(institution=institution)
+            else:
+                row = DiagnosisDeposit.objects.select_for_update().get(pk=row_id)
+                row.institution, row.updated_at = institution, timezone.now()
+            row.diagnosis_code, row.name, row.amount = code, name.strip()[:200], amount
+            row.save()
+    except IntegrityError:
+        raise SettlementInputError(
+            f"{code} is in the table already", field="diagnosis_code"
+        ) from None
     audit_record(
         actor=actor,
         action="deposit_table.add" if row_id is None else "deposit_table.change",
