@@ -11,7 +11,7 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from accounts.models import IdempotentRequest
-from ledger.db import again_if_disconnected
+from core.db import again_if_disconnected
 
 logger = logging.getLogger(__name__)
 

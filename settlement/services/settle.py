@@ -48,9 +48,9 @@ from accounts.services.credit_lines import (
     credit_restore,
     credit_room,
 )
+from core.db import again_if_disconnected
 from core.money import fen_to_yuan
 from ledger import services as ledger
-from ledger.db import again_if_disconnected
 from ledger.selectors import account_balance
 
 from ..exceptions import (

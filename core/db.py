@@ -1,4 +1,4 @@
-"""Database connection helpers every app may use."""
+"""Database connection helpers every app may use (Django only, no app)."""
 
 from collections.abc import Callable
 from typing import TypeVar
