@@ -7,12 +7,11 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping
-from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.files.uploadedfile import UploadedFile
-from django.db import OperationalError, transaction
+from django.db import OperationalError
 from django.http import Http404, QueryDict
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_field
@@ -24,13 +23,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from accounts.api_edge import suspicious_error
 from accounts.exceptions import AccountsError
-from accounts.services.idempotency import (
-    Earlier,
-    request_answered,
-    request_begin,
-    request_claim,
-    request_release,
-)
+from core.idempotency import KeyReused, StillRunning, run_once
 from core.money import API, NotYuan, TooLarge, fen_to_yuan, yuan_to_fen
 from ledger.exceptions import (
     IdempotencyConflict,
@@ -358,64 +351,24 @@ def service_key(request: Request) -> str:
 def idempotent(request: Request, scope: str, handler: Callable[[], Response]) -> Response:
     """Run ``handler`` once per ``Idempotency-Key``: a replay gets the first response back.
 
-    The key is claimed inside the transaction that runs the handler, so the change and the
-    remembered response commit together; a concurrent replay waits on the claim, then replays.
-    The same key with another method, path or body is a 409. The key is required: a client
-    retrying a lost answer without one would move the money twice.
+    The handler calls one service, which owns its transaction; the key is claimed before it
+    and the response remembered after (``core.idempotency.run_once``). A duplicate sent while
+    the first runs waits for its answer (up to ``IN_FLIGHT_WAIT``), then replays it or gets a
+    409 ``in_progress`` to send it again later. The same key with another method, path or body
+    is a 409. A handler that fails frees the key. The key is required: a client retrying a
+    lost answer without one would move the money twice.
     """
     key = required_key(request)
-    fingerprint = request_fingerprint(request)
-    with transaction.atomic():
-        claim = request_claim(scope=scope, key=key, fingerprint=fingerprint)
-        if isinstance(claim, Earlier):
-            return _replay(claim, fingerprint)
-        response = handler()
-        request_answered(claim=claim, status_code=response.status_code, body=response.data)
-        return response
-
-
-# How long a duplicate waits for the answer of the request holding its key, in seconds: longer
-# than a settle normally takes, shorter than a web worker's timeout (gunicorn's default is 30 s).
-IN_FLIGHT_WAIT = 20.0
-# An unanswered claim this old belongs to a process that died mid-request (a settle's lease is
-# five minutes); the key is then free again.
-ABANDONED_AFTER = timedelta(minutes=6)
-
-
-def idempotent_unwrapped(request: Request, scope: str, handler: Callable[[], Response]) -> Response:
-    """``idempotent`` for handlers that manage their own transactions (and talk to others
-    between them).
-
-    The key is claimed in a transaction of its own before the handler runs, and the response
-    remembered when it returns. A duplicate sent meanwhile waits (up to ``IN_FLIGHT_WAIT``) and
-    replays that response, or gets a 409 ``in_progress`` to send it again later. A handler that
-    fails frees the key, as ``idempotent``'s rolled-back claim does: a waiting duplicate then
-    runs the request itself.
-    """
-    key = required_key(request)
-    fingerprint = request_fingerprint(request)
-    claim = request_begin(
-        scope=scope,
-        key=key,
-        fingerprint=fingerprint,
-        wait=IN_FLIGHT_WAIT,
-        abandoned_after=ABANDONED_AFTER,
-    )
-    if isinstance(claim, Earlier):
-        if claim.status_code is None and claim.fingerprint == fingerprint:
-            raise InProgress()
-        return _replay(claim, fingerprint)
     try:
-        response = handler()
-    except BaseException:
-        request_release(claim=claim)
-        raise
-    request_answered(claim=claim, status_code=response.status_code, body=response.data)
-    return response
-
-
-def _replay(earlier: Earlier, fingerprint: str) -> Response:
-    """The first answer to a key, for a replay of the same request; a 409 for another."""
-    if earlier.fingerprint != fingerprint or earlier.status_code is None:
-        raise Conflict("this Idempotency-Key was used for a different request")
-    return Response(earlier.body, status=earlier.status_code)
+        return run_once(
+            scope=scope,
+            key=key,
+            fingerprint=request_fingerprint(request),
+            work=handler,
+            remember=lambda response: (response.status_code, response.data),
+            replay=lambda status_code, body: Response(body, status=status_code),
+        )
+    except KeyReused:
+        raise Conflict("this Idempotency-Key was used for a different request") from None
+    except StillRunning:
+        raise InProgress() from None

@@ -285,26 +285,3 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor} {self.action} {self.object_id}"
-
-
-class IdempotentRequest(models.Model):
-    """An API request made with an ``Idempotency-Key`` and the response it got.
-
-    Claimed in the transaction that makes the change, so the change and its remembered
-    response commit together; a failed request leaves no record and may be retried.
-    """
-
-    scope = models.CharField(max_length=64)
-    key = models.CharField(max_length=200)
-    fingerprint = models.CharField(max_length=64)
-    status_code = models.PositiveSmallIntegerField(null=True)
-    body = models.JSONField(null=True)
-    created_at = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["scope", "key"], name="idempotent_request_once")
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.scope} {self.key}"

@@ -7,9 +7,18 @@ from uuid import UUID
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from accounts.identity import eighteenth_birthday
 from accounts.models import CreditLine, FamilyLink, Person
-from accounts.services.family import link_is_live
 from ledger.selectors import Balance, account_balances
+
+
+def link_is_live(link: FamilyLink, today: date) -> bool:
+    """Active and, for a minor, before the 18th birthday (checked at use, not only by the task)."""
+    if link.status != FamilyLink.Status.ACTIVE:
+        return False
+    if link.relation == FamilyLink.Relation.PARENT_OF_MINOR:
+        return today < eighteenth_birthday(link.beneficiary.birth_date)
+    return True
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """Admin views. The deposit table is edited here by finance; the rest is read-only."""
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
 from ledger.admin import ReadOnlyAdmin
 
@@ -37,6 +39,17 @@ class DiagnosisDepositAdmin(admin.ModelAdmin):
     list_filter = ("institution",)
     search_fields = ("diagnosis_code", "name")
     readonly_fields = ("updated_at",)
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        # Without the admin's own transaction around the form: the service owns its own (a
+        # durable one), and the admin's log entry follows it.
+        return self._changeform_view(request, object_id, form_url, extra_context)  # type: ignore[attr-defined]
 
     def save_model(
         self, request: HttpRequest, obj: DiagnosisDeposit, form: object, change: bool

@@ -20,7 +20,6 @@ from accounts.api_common import (
     ApiView,
     YuanField,
     idempotent,
-    idempotent_unwrapped,
     page_of,
     service_key,
 )
@@ -89,6 +88,7 @@ class EncounterCreateApi(StaffView):
                 department=department,  # type: ignore[arg-type]
                 kind=values["kind"],
                 diagnosis_code=values.get("diagnosis_code", ""),
+                key=service_key(request),
             )
             return Response(encounter_out(encounter), status=status.HTTP_201_CREATED)
 
@@ -271,10 +271,8 @@ class SettleApi(StaffView):
             settlement.refresh_from_db()
             return Response(settlement_out(settlement))
 
-        # Settling talks to the insurer between short transactions of its own, so it cannot run
-        # inside idempotent()'s transaction: the key is claimed on its own, and a duplicate
-        # waits for the answer. A second settle with another key is a 409 in any case.
-        return idempotent_unwrapped(request, f"staff:{request.user.pk}", settle)
+        # A second settle with another key is a 409 in any case (the encounter is settled).
+        return idempotent(request, f"staff:{request.user.pk}", settle)
 
 
 class ReceiptApi(ApiView):

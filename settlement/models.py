@@ -74,6 +74,9 @@ class Encounter(models.Model):
     cap_hold_id = models.UUIDField(null=True, blank=True)
     admitted_at = models.DateTimeField(default=timezone.now)
     settled_at = models.DateTimeField(null=True, blank=True)
+    # The caller's idempotency key, namespaced per caller: an admission sent again is the
+    # same encounter. None for admissions made without one.
+    admission_key = models.CharField(max_length=250, null=True, blank=True, unique=True)
 
     class Meta:
         indexes = [models.Index(fields=["person", "admitted_at"], name="encounter_person")]

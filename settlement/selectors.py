@@ -1,20 +1,46 @@
 """Reads for bills, settlements, claims, receivables and bank statements."""
 
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
+from uuid import UUID
 
-from django.db.models import Sum
+from django.db.models import Q, Sum
+from django.utils import timezone
 
+from accounts.models import Person
 from core.money import fen_to_yuan
+from ledger.models import Account
+from ledger.selectors import account_balance
 
-from .models import Charge, CreditMovement, Encounter, Partner, Receivable, Settlement
-from .services import house
-from .services.encounters import bill_change_refusal, reversal_refusal
+from .models import (
+    Charge,
+    CreditMovement,
+    Encounter,
+    InsuranceClaim,
+    InsurerCall,
+    Partner,
+    Receivable,
+    Settlement,
+)
+from .rules import bill_change_refusal, reversal_refusal
 from .statements import daily_reference
 
 
+def deposit_code(encounter: Encounter) -> str:
+    """The ledger code of an encounter's deposit-held account (made by ``services.house``)."""
+    return f"money:enc:{encounter.pk}:deposit"
+
+
+def deposit_paid(encounter: Encounter) -> int:
+    """What the patient's deposit holds now (fen), read without creating the account: an
+    encounter that took no deposit has none."""
+    account = Account.objects.filter(code=deposit_code(encounter)).first()
+    return max(account_balance(account).posted, 0) if account is not None else 0
+
+
 def encounter_out(encounter: Encounter) -> dict[str, Any]:
-    paid = house.deposit_paid(encounter)
+    paid = deposit_paid(encounter)
     line = encounter.funding_line
     return {
         "id": str(encounter.pk),
@@ -95,7 +121,7 @@ def encounter_bill(encounter: Encounter) -> dict[str, Any]:
     if settlement is not None:
         paid = settlement.total
     else:
-        paid = house.deposit_paid(encounter)
+        paid = deposit_paid(encounter)
     return {
         "encounter": str(encounter.pk),
         "status": encounter.status,
@@ -123,6 +149,46 @@ def encounter_bill(encounter: Encounter) -> dict[str, Any]:
     }
 
 
+def patient_owed(person: Person) -> list[Receivable]:
+    """What a patient owes: the open and overdue receivables of their own encounters and of
+    those drawn on lines they hold (a family member's care they carry), soonest due first."""
+    return list(
+        Receivable.objects.filter(
+            Q(encounter__person=person) | Q(credit_line__person=person),
+            status__in=[Receivable.Status.OPEN, Receivable.Status.OVERDUE],
+        )
+        .select_related("partner", "encounter__person", "encounter__institution")
+        .order_by("due_date", "created_at")
+    )
+
+
+@dataclass(frozen=True)
+class LineOwed:
+    """What is owed on one credit line (fen): in all, and on its nearest due date."""
+
+    owed: int
+    next_due: date
+    next_due_amount: int
+
+
+def owed_per_line(owed: list[Receivable]) -> dict[UUID, LineOwed]:
+    """``patient_owed``'s receivables summed per credit line; lines with nothing left owed
+    are absent. The nearest due date's amount is what falls due then, not all that is owed."""
+    per_line: dict[UUID, list[Receivable]] = {}
+    for receivable in owed:
+        if receivable.outstanding > 0:
+            per_line.setdefault(receivable.credit_line_id, []).append(receivable)
+    summary = {}
+    for line_id, receivables in per_line.items():
+        next_due = min(r.due_date for r in receivables)
+        summary[line_id] = LineOwed(
+            owed=sum(r.outstanding for r in receivables),
+            next_due=next_due,
+            next_due_amount=sum(r.outstanding for r in receivables if r.due_date == next_due),
+        )
+    return summary
+
+
 def bank_statement(partner: Partner, day: date) -> dict[str, Any]:
     """The day's draws and reversals for one bank, and their net (what the bank pays)."""
     movements = CreditMovement.objects.filter(partner=partner, business_date=day).order_by(
@@ -138,3 +204,20 @@ def bank_statement(partner: Partner, day: date) -> dict[str, Any]:
             for m in movements
         ],
     }
+
+
+# The insurer counts as down for the desk while its last answer, this recent, was none.
+OUTAGE_WINDOW = timedelta(minutes=10)
+
+
+def insurer_outage() -> dict[str, Any]:
+    """Whether to warn the desk: claims deferred while the insurer was down, or its last
+    answer (within ``OUTAGE_WINDOW``) was none."""
+    deferred = InsuranceClaim.objects.filter(status=InsuranceClaim.Status.DEFERRED).count()
+    last = InsurerCall.objects.order_by("-started_at", "-pk").first()
+    unreachable = (
+        last is not None
+        and last.outcome in (InsurerCall.Outcome.UNAVAILABLE, InsurerCall.Outcome.UNKNOWN)
+        and (last.finished_at or last.started_at) >= timezone.now() - OUTAGE_WINDOW
+    )
+    return {"show": bool(deferred) or unreachable, "unreachable": unreachable, "deferred": deferred}

@@ -20,8 +20,9 @@ from django.test import Client, override_settings
 from django.utils import timezone
 
 from accounts import signing
-from accounts.models import AuditEvent, IdempotentRequest, Person
+from accounts.models import AuditEvent, Person
 from accounts.services.staff import patient_login_create
+from core.models import IdempotentRequest
 from settlement.models import Charge, Encounter
 from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
 from settlement.services.settle import encounter_settle

@@ -10,12 +10,12 @@ from django.utils import timezone
 
 from accounts.exceptions import CreditLineStateError, InvalidInput
 from accounts.models import CreditLine, FamilyLink, Partner
+from accounts.selectors import link_is_live
 from ledger import services as ledger
 from ledger.models import Account, Hold, Ledger, Side
 from ledger.selectors import account_balance
 
 from .audit import audit_record
-from .family import link_is_live
 from .partners import tier_limit
 from .persons import person_get_or_create
 
@@ -62,7 +62,7 @@ def _check_score(score: int) -> int:
     return score
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def credit_line_grant(
     *,
     actor: str,
@@ -233,18 +233,18 @@ def _change_status(line_id: UUID, partner: Partner, actor: str, frozen: bool) ->
     return line
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def credit_line_freeze(*, actor: str, partner: Partner, line_id: UUID) -> CreditLine:
     """Stop new draws and holds; what is owed is unchanged. Freezing twice is harmless."""
     return _change_status(line_id, partner, actor, frozen=True)
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def credit_line_unfreeze(*, actor: str, partner: Partner, line_id: UUID) -> CreditLine:
     return _change_status(line_id, partner, actor, frozen=False)
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def credit_line_close(*, actor: str, partner: Partner, line_id: UUID) -> CreditLine:
     """Close the line: refused while amounts are held or when closed; what is drawn stays owed."""
     line = CreditLine.objects.select_for_update().filter(pk=line_id, partner=partner).first()

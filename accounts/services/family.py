@@ -6,8 +6,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.exceptions import CreditLineStateError, FamilyRuleViolated
-from accounts.identity import age_on, eighteenth_birthday
+from accounts.identity import age_on
 from accounts.models import FamilyLink, Person
+from accounts.selectors import link_is_live
 from ledger import services as ledger
 from ledger.models import Account, Ledger, Side
 
@@ -55,16 +56,7 @@ def check_family_rules(
             )
 
 
-def link_is_live(link: FamilyLink, today: date) -> bool:
-    """Active and, for a minor, before the 18th birthday (checked at use, not only by the task)."""
-    if link.status != FamilyLink.Status.ACTIVE:
-        return False
-    if link.relation == FamilyLink.Relation.PARENT_OF_MINOR:
-        return today < eighteenth_birthday(link.beneficiary.birth_date)
-    return True
-
-
-@transaction.atomic
+@transaction.atomic(durable=True)
 def family_link_create(
     *,
     actor: str,
@@ -139,7 +131,7 @@ def family_link_create(
     return link
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def family_link_revoke(*, actor: str, link_id: int) -> FamilyLink:
     """End a link for future stays. Amounts already drawn through it are untouched."""
     link = FamilyLink.objects.select_for_update().get(pk=link_id)

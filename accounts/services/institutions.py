@@ -6,7 +6,7 @@ from accounts.models import Department, Institution
 from .audit import audit_record
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def institution_ensure(
     *, actor: str, code: str, name: str, kind: str = Institution.Kind.HOSPITAL
 ) -> Institution:
@@ -25,7 +25,7 @@ def institution_ensure(
     return institution
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def department_ensure(
     *,
     actor: str,

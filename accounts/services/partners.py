@@ -18,7 +18,7 @@ class SignatureRejected(Exception):
     """The request's signature headers do not authenticate it; nothing was changed."""
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def partner_create(
     *,
     actor: str,
@@ -36,7 +36,7 @@ def partner_create(
     if not 0 <= grace_days <= 365:
         raise InvalidInput("grace_days must be between 0 and 365", field="grace_days")
     partner = Partner.objects.create(name=name, webhook_url=webhook_url, grace_days=grace_days)
-    partner_set_tiers(actor=actor, partner=partner, tiers=tiers)
+    _tiers_set(actor=actor, partner=partner, tiers=tiers)
     key, secret = partner_key_issue(actor=actor, partner=partner)
     audit_record(
         actor=actor,
@@ -47,8 +47,13 @@ def partner_create(
     return partner, key, secret
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def partner_set_tiers(*, actor: str, partner: Partner, tiers: tuple[tuple[int, int], ...]) -> None:
+    """Replace a bank's tier table (score band to credit limit)."""
+    _tiers_set(actor=actor, partner=partner, tiers=tiers)
+
+
+def _tiers_set(*, actor: str, partner: Partner, tiers: tuple[tuple[int, int], ...]) -> None:
     bands = sorted(tiers)
     if not bands or bands[0][0] != 0:
         raise InvalidInput("the tier table must start at score 0", field="tiers")

@@ -58,8 +58,13 @@ def person_find(id_number: str) -> Person | None:
     return Person.objects.filter(id_number_hash__in=crypto.lookup_hashes(resident.number)).first()
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def person_create(*, actor: str, name: str, id_number: str, phone: str | None = None) -> Person:
+    """Enrol a person (a second enrolment of the same ID number is ``PersonExists``)."""
+    return _person_enrol(actor=actor, name=name, id_number=id_number, phone=phone)
+
+
+def _person_enrol(*, actor: str, name: str, id_number: str, phone: str | None) -> Person:
     name, phone = _clean_name(name), _clean_phone(phone)
     resident = parse_id_number_field(id_number)
     if Person.objects.filter(id_number_hash__in=crypto.lookup_hashes(resident.number)).exists():
@@ -90,18 +95,21 @@ def person_create(*, actor: str, name: str, id_number: str, phone: str | None = 
 
 
 def person_get_or_create(*, actor: str, name: str, id_number: str) -> tuple[Person, bool]:
+    """The person with this ID number, enrolled now if new; True if new. A step of the
+    service calling it (a partner's grant), inside its transaction."""
     existing = person_find(id_number)
     if existing is not None:
         return existing, False
     try:
-        return person_create(actor=actor, name=name, id_number=id_number), True
+        with transaction.atomic():  # a savepoint: a concurrent enrolment leaves ours usable
+            return _person_enrol(actor=actor, name=name, id_number=id_number, phone=None), True
     except PersonExists:
         found = person_find(id_number)
         assert found is not None  # noqa: S101 - PersonExists means the row is there
         return found, False
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def person_update(
     *, actor: str, person: Person, name: str | None = None, phone: str | None = None
 ) -> Person:

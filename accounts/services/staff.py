@@ -20,7 +20,7 @@ def token_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def staff_create(*, actor: str, username: str, role: str) -> tuple[AbstractUser, str]:
     """Create (or find) a staff user in ``role`` and issue a new API token, shown only here."""
     if role not in ROLES:
@@ -64,7 +64,7 @@ def user_roles(user: AbstractUser) -> set[str]:
     return set(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def patient_login_create(*, actor: str, person: Person, password: str) -> AbstractUser:
     """Give a person a login that sees only their own data; set a new password if it exists.
 

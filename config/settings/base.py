@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI's files, served from here (no CDN on an intranet)
     "pgtrigger",
     "axes",
+    "core",
     "ledger",
     "accounts",
     "settlement",

@@ -44,7 +44,7 @@ def _parse_amount(text: str, line: int) -> int:
     return fen
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def deposit_table_import(*, actor: str, institution: Institution, text: str) -> ImportResult:
     """Load ``diagnosis_code,name,amount`` rows (amount in yuan) for an institution.
 
@@ -93,7 +93,7 @@ def deposit_table_import(*, actor: str, institution: Institution, text: str) -> 
     return ImportResult(created, updated, unchanged)
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def deposit_row_save(
     *,
     actor: str,

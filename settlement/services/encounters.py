@@ -6,7 +6,7 @@ from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.exceptions import CreditLineStateError
@@ -15,11 +15,12 @@ from accounts.selectors import Funding, funding_line_for
 from accounts.services.audit import audit_record
 from accounts.services.credit_lines import CreditHold, credit_hold_create
 from ledger import services as ledger
-from ledger.exceptions import LimitExceeded
+from ledger.exceptions import IdempotencyConflict, LimitExceeded
 from ledger.ids import uuid7
 
 from ..exceptions import EncounterStateError, SettlementInputError
-from ..models import Channel, Charge, Deposit, DiagnosisDeposit, Encounter, InsuranceClaim
+from ..models import Channel, Charge, Deposit, DiagnosisDeposit, Encounter
+from ..rules import bill_change_refusal, reversal_refusal
 from . import house
 
 # A waived deposit stays reserved on the line this long at most; a longer stay is drawn at
@@ -46,24 +47,44 @@ def deposit_for(*, department: Department, kind: str, diagnosis_code: str) -> in
     return department.default_deposit
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def encounter_admit(
-    *, actor: str, person: Person, department: Department, kind: str, diagnosis_code: str = ""
+    *,
+    actor: str,
+    person: Person,
+    department: Department,
+    kind: str,
+    diagnosis_code: str = "",
+    key: str | None = None,
 ) -> Encounter:
     """Open an encounter. With a usable credit line (own, or a family payer's) the inpatient
-    deposit is waived and held on that line instead."""
+    deposit is waived and held on that line instead.
+
+    With the caller's ``key``, an admission sent again returns the encounter the first one
+    opened (the same patient, department and kind), and opens no second one.
+    """
     if kind not in Encounter.Kind.values:
         raise SettlementInputError("kind must be inpatient or outpatient", field="kind")
     diagnosis_code = (diagnosis_code or "").strip().upper()
+    if key is not None:
+        earlier = Encounter.objects.filter(admission_key=key).first()
+        if earlier is not None:
+            return _admitted_before(earlier, person, department, kind)
     required = deposit_for(department=department, kind=kind, diagnosis_code=diagnosis_code)
-    encounter = Encounter.objects.create(
-        institution_id=department.institution_id,
-        department=department,
-        person=person,
-        kind=kind,
-        diagnosis_code=diagnosis_code,
-        deposit_required=required,
-    )
+    try:
+        with transaction.atomic():  # a savepoint: the same key admitted concurrently
+            encounter = Encounter.objects.create(
+                institution_id=department.institution_id,
+                department=department,
+                person=person,
+                kind=kind,
+                diagnosis_code=diagnosis_code,
+                deposit_required=required,
+                admission_key=key,
+            )
+    except IntegrityError:
+        earlier = Encounter.objects.get(admission_key=key)
+        return _admitted_before(earlier, person, department, kind)
     if required:
         held = _hold_deposit_on_a_line(encounter, person, required)
         if held is not None:
@@ -88,6 +109,18 @@ def encounter_admit(
         },
     )
     return encounter
+
+
+def _admitted_before(
+    earlier: Encounter, person: Person, department: Department, kind: str
+) -> Encounter:
+    if (earlier.person_id, earlier.department_id, earlier.kind) != (
+        person.pk,
+        department.pk,
+        kind,
+    ):
+        raise IdempotencyConflict(str(earlier.admission_key))
+    return earlier
 
 
 def _hold_deposit_on_a_line(
@@ -126,28 +159,6 @@ def _hold_deposit_on_a_line(
     return None
 
 
-def bill_change_refusal(encounter: Encounter) -> str | None:
-    """Why the encounter's bill can no longer change, or None while it can."""
-    if encounter.status != Encounter.Status.OPEN:
-        return f"the encounter is {encounter.status}, not open"
-    if InsuranceClaim.objects.filter(encounter=encounter).exclude(setl_id="").exists():
-        # An earlier settle got as far as the insurer; its bill must not change now.
-        return (
-            "the insurer has already settled this bill: finish the settlement (with a payment"
-            " channel if credit does not cover it) before changing charges"
-        )
-    return None
-
-
-def reversal_refusal(charge: Charge, *, already_reversed: bool) -> str | None:
-    """Why this charge line cannot be reversed (whatever the encounter), or None."""
-    if charge.reverses_id is not None:
-        return "a reversing line cannot itself be reversed"
-    if already_reversed:
-        return "this charge line is already reversed"
-    return None
-
-
 def lock_open_encounter(encounter_id: UUID) -> Encounter:
     encounter = (
         Encounter.objects.select_for_update(of=("self",))
@@ -160,7 +171,7 @@ def lock_open_encounter(encounter_id: UUID) -> Encounter:
     return encounter
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def deposit_pay(*, actor: str, encounter_id: UUID, amount: int, channel: str, key: str) -> Deposit:
     """Take a deposit through a channel; it is held as a liability until settlement.
 
@@ -239,7 +250,7 @@ def _check_items(items: list[ChargeItem], encounter: Encounter) -> None:
             raise SettlementInputError("code, name and category are required", field=where)
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def charges_post(
     *, actor: str, encounter_id: UUID, items: list[ChargeItem], key: str
 ) -> list[Charge]:
@@ -296,7 +307,7 @@ def charges_post(
     return charges
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def charge_reverse(*, actor: str, charge_id: int, reason: str) -> Charge:
     """冲红: a new negative line pointing at the wrong one; the wrong one stays as it was."""
     reason = (reason or "").strip()

@@ -9,9 +9,9 @@ own patient receivable and deposit-held accounts.
 from accounts.models import Institution, Partner
 from ledger import services as ledger
 from ledger.models import Account, Ledger, Side
-from ledger.selectors import account_balance
 
 from ..models import Encounter
+from ..selectors import deposit_code
 
 HOT = 16
 
@@ -55,20 +55,9 @@ def patient_receivable(encounter: Encounter) -> Account:
     )
 
 
-def _deposit_code(encounter: Encounter) -> str:
-    return f"money:enc:{encounter.pk}:deposit"
-
-
-def deposit_paid(encounter: Encounter) -> int:
-    """What the patient's deposit holds now (fen), read without creating the account: an
-    encounter that took no deposit has none."""
-    account = Account.objects.filter(code=_deposit_code(encounter)).first()
-    return max(account_balance(account).posted, 0) if account is not None else 0
-
-
 def deposit_held(encounter: Encounter) -> Account:
     return ledger.account_create(
-        code=_deposit_code(encounter),
+        code=deposit_code(encounter),
         name="patient deposit held",
         ledger=Ledger.MONEY,
         normal_side=Side.CREDIT,

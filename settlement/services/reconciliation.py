@@ -299,7 +299,7 @@ def _finish(batch: ReconBatch, *, matched: tuple[int, int] = (0, 0)) -> None:
 # --- resolving exceptions ---------------------------------------------------------------------
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def item_resolve(*, actor: str, item_id: int, comment: str, adjust: int | None = None) -> ReconItem:
     """Finance closes an exception with a required comment; audited.
 

@@ -56,7 +56,7 @@ def _replay(earlier: Repayment, fingerprint: str) -> Repayment:
     return earlier
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def _apply(
     partner: Partner,
     receivable_id: str,

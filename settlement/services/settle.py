@@ -260,7 +260,7 @@ def settlement_recover(
         raise
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def _take_lapsed_lease(encounter_id: UUID, now: datetime) -> bool:
     encounter = Encounter.objects.select_for_update().get(pk=encounter_id)
     if encounter.status != Encounter.Status.SETTLING:
@@ -292,7 +292,7 @@ def _recovered_answer(
 # --- step 1 and its undo ----------------------------------------------------------------------
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def _begin(encounter_id: UUID) -> None:
     encounter = Encounter.objects.select_for_update().get(pk=encounter_id)
     if encounter.status in (Encounter.Status.SETTLED, Encounter.Status.SETTLED_INSURANCE_DEFERRED):
@@ -483,7 +483,7 @@ def _check_cover(encounter: Encounter, self_pay: int, channel: str | None) -> No
 # --- step 3: the postings ---------------------------------------------------------------------
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def _finish(
     actor: str, encounter_id: UUID, answer: InsurerAnswer, channel: str | None
 ) -> Settlement:
@@ -685,7 +685,7 @@ def _refund_leftover_deposit(encounter: Encounter, key: str) -> None:
 # --- the revert when a deferred claim settles -------------------------------------------------
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def _revert_to_insurer(claim_id: int, answer: InsurerAnswer) -> bool:
     claim = InsuranceClaim.objects.select_for_update().get(pk=claim_id)
     if claim.status != InsuranceClaim.Status.DEFERRED:

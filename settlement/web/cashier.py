@@ -8,13 +8,11 @@ or ``admin`` role.
 
 import re
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 from django import forms
 from django.contrib import messages
-from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import URLPattern, path, reverse
@@ -25,11 +23,12 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_http_methods
 
 from accounts.exceptions import AccountsError
+from accounts.identity import age_on
 from accounts.models import CreditLine, FamilyLink, Person
 from accounts.selectors import credit_line_status, line_figures, lines_of
 from accounts.services.family import family_link_create
-from accounts.services.idempotency import Earlier, request_answered, request_claim
 from accounts.services.persons import person_create, person_find
+from core.idempotency import KeyReused, StillRunning, run_once
 from core.money import fen_to_yuan
 from ledger.exceptions import LedgerError, LimitExceeded
 from settlement.exceptions import AlreadySettled, SelfPayNotCovered
@@ -37,12 +36,11 @@ from settlement.models import (
     Charge,
     Encounter,
     InsuranceClaim,
-    InsurerCall,
     Receipt,
     Refund,
     Settlement,
 )
-from settlement.selectors import encounter_bill, encounter_out, settlement_out
+from settlement.selectors import encounter_bill, encounter_out, insurer_outage, settlement_out
 from settlement.services.encounters import (
     ChargeItem,
     charge_reverse,
@@ -68,7 +66,6 @@ from .cashier_forms import (
 
 cashier_only = role_required("cashier", "admin")
 
-OUTAGE_WINDOW = timedelta(minutes=10)
 ID_NUMBER_LIKE = re.compile(r"^[0-9]{17}[0-9Xx]$")
 NAME_RESULTS = 50
 
@@ -187,31 +184,32 @@ def _form_key(request: HttpRequest, form: forms.Form) -> str:
     return f"web:{request.user.pk}:{form.cleaned_data['token']}"
 
 
-def run_once(request: HttpRequest, form: forms.Form, action: Callable[[], str]) -> str:
-    """Run ``action`` (which returns where to go next) once per the form's token: a double
-    click or a resent form goes where the first one went instead of doing it again."""
-    token = str(form.cleaned_data["token"])
-    with transaction.atomic():
-        claim = request_claim(scope=f"web:{request.user.pk}", key=token, fingerprint="web")
-        if isinstance(claim, Earlier):
-            if not isinstance(claim.body, dict) or "location" not in claim.body:
-                raise RuntimeError(f"form token {token} was used without an answer recorded")
-            return str(claim.body["location"])
-        target = action()
-        request_answered(claim=claim, status_code=303, body={"location": target})
-        return target
+class FormInFlight(AccountsError):
+    """The same form (its token) was sent again while the first is still being handled, or
+    its token was used for something else."""
+
+    code = "in_progress"
+    status = 409
+
+    def __init__(self) -> None:
+        super().__init__(gettext("This form is still being handled: wait a moment, then reload."))
 
 
-def insurer_outage() -> dict[str, Any]:
-    """Whether to warn the desk: deferred claims, or the insurer's last answer was none."""
-    deferred = InsuranceClaim.objects.filter(status=InsuranceClaim.Status.DEFERRED).count()
-    last = InsurerCall.objects.order_by("-started_at", "-pk").first()
-    unreachable = (
-        last is not None
-        and last.outcome in (InsurerCall.Outcome.UNAVAILABLE, InsurerCall.Outcome.UNKNOWN)
-        and (last.finished_at or last.started_at) >= timezone.now() - OUTAGE_WINDOW
-    )
-    return {"show": bool(deferred) or unreachable, "unreachable": unreachable, "deferred": deferred}
+def form_once(request: HttpRequest, form: forms.Form, action: Callable[[], str]) -> str:
+    """Run ``action`` (which calls one service and returns where to go next) once per the form's
+    token: a double click or a resent form goes where the first one went instead of doing it
+    again. A second click while the first is still running waits for it."""
+    try:
+        return run_once(
+            scope=f"web:{request.user.pk}",
+            key=str(form.cleaned_data["token"]),
+            fingerprint="web",
+            work=action,
+            remember=lambda target: (303, {"location": target}),
+            replay=lambda status_code, body: str(body["location"]),
+        )
+    except (KeyReused, StillRunning):
+        raise FormInFlight() from None
 
 
 def page(request: HttpRequest, template: str, context: dict[str, Any]) -> HttpResponse:
@@ -329,10 +327,11 @@ def admit(request: HttpRequest, person: Person, form: AdmitForm) -> str:
             department=form.cleaned_data["department"],
             kind=form.cleaned_data["kind"],
             diagnosis_code=form.cleaned_data["diagnosis_code"],
+            key=_form_key(request, form),
         )
         return reverse("cashier-encounter", args=[encounter.pk])
 
-    return run_once(request, form, action)
+    return form_once(request, form, action)
 
 
 def link_create(request: HttpRequest, person: Person, form: FamilyLinkForm) -> bool:
@@ -397,7 +396,7 @@ def person_detail(request: HttpRequest, person_id: int) -> HttpResponse:
         "person.html",
         {
             "person": person,
-            "age": _age(person),
+            "age": age_on(person.birth_date, timezone.localdate()),
             "lines": line_rows(lines),
             "links_in": link_rows(as_beneficiary, "payer"),
             "links_out": link_rows(as_payer, "beneficiary"),
@@ -406,12 +405,6 @@ def person_detail(request: HttpRequest, person_id: int) -> HttpResponse:
             "link_form": link_form,
         },
     )
-
-
-def _age(person: Person) -> int:
-    today = timezone.localdate()
-    born = person.birth_date
-    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
 
 
 # --- the encounter: deposit, charges, bill, settlement ---------------------------------------
@@ -504,7 +497,7 @@ def encounter_detail(request: HttpRequest, encounter_id: UUID) -> HttpResponse:
     here = reverse("cashier-encounter", args=[encounter.pk])
     if action == "deposit" and deposit_form.is_valid():
         try:
-            target = run_once(
+            target = form_once(
                 request, deposit_form, lambda: _deposit(request, encounter, deposit_form, here)
             )
             return HttpResponseRedirect(target)
@@ -512,7 +505,7 @@ def encounter_detail(request: HttpRequest, encounter_id: UUID) -> HttpResponse:
             add_service_error(deposit_form, error)
     elif action == "charge" and charge_form.is_valid():
         try:
-            target = run_once(
+            target = form_once(
                 request, charge_form, lambda: _charge(request, encounter, charge_form, here)
             )
             return HttpResponseRedirect(target)

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from django.contrib import messages
-from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import URLPattern, path, reverse
@@ -26,7 +25,13 @@ from accounts.services.family import family_link_create, family_link_revoke
 from accounts.services.persons import person_find
 from core.money import fen_to_yuan
 from settlement.models import Encounter, Receipt, Receivable, Refund
-from settlement.selectors import encounter_bill, receivable_is_overdue, settlement_out
+from settlement.selectors import (
+    encounter_bill,
+    owed_per_line,
+    patient_owed,
+    receivable_is_overdue,
+    settlement_out,
+)
 from settlement.services.receipts import receipt_verify
 
 from .access import patient_required
@@ -77,18 +82,6 @@ def actor(request: HttpRequest) -> str:
     return f"patient:{me(request).pk}"
 
 
-def owed_receivables(person: Person) -> list[Receivable]:
-    """Open and overdue receivables of my encounters or of lines I hold."""
-    return list(
-        Receivable.objects.filter(
-            Q(encounter__person=person) | Q(credit_line__person=person),
-            status__in=[Receivable.Status.OPEN, Receivable.Status.OVERDUE],
-        )
-        .select_related("partner", "encounter__person", "encounter__institution")
-        .order_by("due_date", "created_at")
-    )
-
-
 def receivable_label(receivable: Receivable, overdue: bool) -> StrOrPromise:
     """Past its due date it is overdue, whether or not the nightly task has marked it yet."""
     return label(RECEIVABLE_STATUS, Receivable.Status.OVERDUE if overdue else receivable.status)
@@ -97,7 +90,7 @@ def receivable_label(receivable: Receivable, overdue: bool) -> StrOrPromise:
 def owed_rows(person: Person) -> list[dict[str, Any]]:
     today = timezone.localdate()
     rows = []
-    for receivable in owed_receivables(person):
+    for receivable in patient_owed(person):
         encounter = receivable.encounter
         overdue = receivable_is_overdue(receivable, today)
         rows.append(
@@ -127,12 +120,12 @@ def home(request: HttpRequest) -> HttpResponse:
     person = me(request)
     lines = list(lines_of(person))
     figures = line_figures(lines)
-    owed = owed_receivables(person)
+    owed = patient_owed(person)
+    per_line = owed_per_line(owed)
     rows = []
     for line in lines:
         figure = figures[line.pk]
-        on_line = [r for r in owed if r.credit_line_id == line.pk and r.outstanding > 0]
-        next_due = min((r.due_date for r in on_line), default=None)
+        on_line = per_line.get(line.pk)
         status = credit_line_status(line)
         rows.append(
             {
@@ -144,12 +137,9 @@ def home(request: HttpRequest) -> HttpResponse:
                 "drawn": fen_to_yuan(figure.drawn),
                 "available": fen_to_yuan(figure.available),
                 "expires_on": line.expires_on,
-                "next_due": next_due,
-                # What falls due on that date, not all that is owed on the line.
-                "next_due_amount": fen_to_yuan(
-                    sum(r.outstanding for r in on_line if r.due_date == next_due)
-                ),
-                "owed": fen_to_yuan(sum(r.outstanding for r in on_line)),
+                "next_due": on_line.next_due if on_line else None,
+                "next_due_amount": fen_to_yuan(on_line.next_due_amount if on_line else 0),
+                "owed": fen_to_yuan(on_line.owed if on_line else 0),
             }
         )
     total_owed = sum(r.outstanding for r in owed)

@@ -356,18 +356,28 @@ def test_audit_events_never_hold_the_id_number_in_clear(partner, id_number):
     assert person_event.changes["id_number"] == line.person.id_number_masked
 
 
-def test_audit_event_is_written_in_the_same_transaction_as_the_change(partner, id_number):
+def test_audit_event_is_written_in_the_same_transaction_as_the_change(
+    partner, id_number, monkeypatch
+):
+    """The grant fails at its last step, after the person's enrolment was audited: nothing of
+    it stays, that audit row included."""
     before = (
         CreditLine.objects.count(),
         Person.objects.count(),
         AuditEvent.objects.count(),
         Transaction.objects.count(),
     )
+    real_audit = credit_lines.audit_record
 
-    with pytest.raises(RuntimeError), transaction.atomic():
+    def audit_then_fail(**kwargs):
+        real_audit(**kwargs)
+        if kwargs["action"] == "credit_line.grant":
+            assert AuditEvent.objects.count() == before[2] + 2  # person.create, the grant
+            raise RuntimeError("the database went away after the grant's audit row")
+
+    monkeypatch.setattr(credit_lines, "audit_record", audit_then_fail)
+    with pytest.raises(RuntimeError, match="went away"):
         grant(partner, id_number(date(1980, 1, 2)), limit=100_000)
-        assert AuditEvent.objects.count() == before[2] + 2  # person.create, credit_line.grant
-        raise RuntimeError("the caller fails after the grant")
 
     after = (
         CreditLine.objects.count(),
@@ -376,6 +386,12 @@ def test_audit_event_is_written_in_the_same_transaction_as_the_change(partner, i
         Transaction.objects.count(),
     )
     assert after == before
+
+
+def test_a_grant_owns_its_transaction_and_refuses_to_run_inside_a_callers(partner, id_number):
+    with pytest.raises(RuntimeError, match="durable"), transaction.atomic():
+        grant(partner, id_number(date(1980, 1, 2)), limit=100_000)
+    assert not CreditLine.objects.exists()
 
 
 def test_ledger_is_intact_after_a_lines_whole_life(partner, id_number):

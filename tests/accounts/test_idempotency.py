@@ -16,8 +16,9 @@ from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
 
 from accounts import api_common
-from accounts.api_common import Conflict, InProgress, idempotent_unwrapped
-from accounts.models import IdempotentRequest
+from accounts.api_common import Conflict, InProgress, idempotent
+from core import idempotency
+from core.models import IdempotentRequest
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -55,7 +56,7 @@ class First(threading.Thread):
         from django.db import connection
 
         try:
-            self.result = idempotent_unwrapped(post(self.key), SCOPE, self.handler)
+            self.result = idempotent(post(self.key), SCOPE, self.handler)
         except Exception as error:  # asserted on by the test
             self.result = error
         finally:
@@ -63,24 +64,24 @@ class First(threading.Thread):
 
 
 def test_a_duplicate_waits_no_longer_than_the_bound_then_gets_in_progress(monkeypatch):
-    monkeypatch.setattr(api_common, "IN_FLIGHT_WAIT", 0.3)
+    monkeypatch.setattr(idempotency, "IN_FLIGHT_WAIT", 0.3)
     first = First("key-bound")
     first.start()
     assert first.started.wait(timeout=30)
 
     # The first is still running (it waits for go): the duplicate gives up after the bound.
     with pytest.raises(InProgress) as raised:
-        idempotent_unwrapped(post("key-bound"), SCOPE, answer(2))
+        idempotent(post("key-bound"), SCOPE, answer(2))
     assert (raised.value.status_code, raised.value.default_code) == (409, "in_progress")
     # Another request with the key in flight is refused at once, as after it answered.
     with pytest.raises(Conflict) as other:
-        idempotent_unwrapped(post("key-bound", {"channel": "cash"}), SCOPE, answer(3))
+        idempotent(post("key-bound", {"channel": "cash"}), SCOPE, answer(3))
     assert other.value.default_code == "conflict"
 
     first.go.set()
     first.join(timeout=30)
     assert first.result.data == {"n": 1}, first.result
-    replay = idempotent_unwrapped(post("key-bound"), SCOPE, answer(4))
+    replay = idempotent(post("key-bound"), SCOPE, answer(4))
     assert (replay.status_code, replay.data) == (201, {"n": 1})
     assert IdempotentRequest.objects.get(scope=SCOPE, key="key-bound").body == {"n": 1}
 
@@ -95,7 +96,7 @@ def test_a_failed_first_run_frees_the_key_and_the_waiting_duplicate_runs_itself(
         from django.db import connection
 
         try:
-            second["answer"] = idempotent_unwrapped(post("key-fails"), SCOPE, answer(2))
+            second["answer"] = idempotent(post("key-fails"), SCOPE, answer(2))
         finally:
             connection.close()
 
@@ -107,7 +108,7 @@ def test_a_failed_first_run_frees_the_key_and_the_waiting_duplicate_runs_itself(
 
     assert isinstance(first.result, RuntimeError)
     assert second["answer"].data == {"n": 2}
-    replay = idempotent_unwrapped(post("key-fails"), SCOPE, answer(5))
+    replay = idempotent(post("key-fails"), SCOPE, answer(5))
     assert replay.data == {"n": 2}
     assert IdempotentRequest.objects.filter(scope=SCOPE, key="key-fails").count() == 1
 
@@ -118,10 +119,10 @@ def test_a_claim_abandoned_by_a_dead_process_is_taken_over():
         scope=SCOPE,
         key="key-dead",
         fingerprint=api_common.request_fingerprint(post("key-dead")),
-        created_at=timezone.now() - api_common.ABANDONED_AFTER - timedelta(seconds=1),
+        created_at=timezone.now() - idempotency.ABANDONED_AFTER - timedelta(seconds=1),
     )
 
-    taken = idempotent_unwrapped(post("key-dead"), SCOPE, answer(6))
+    taken = idempotent(post("key-dead"), SCOPE, answer(6))
 
     assert taken.data == {"n": 6}
     row = IdempotentRequest.objects.get(scope=SCOPE, key="key-dead")

@@ -12,9 +12,10 @@ from django.utils import timezone
 from stdnum.cn import ric
 
 from accounts import signing
-from accounts.models import AuditEvent, CreditLine, IdempotentRequest, PartnerKey, Person
+from accounts.models import AuditEvent, CreditLine, PartnerKey, Person
 from accounts.services.credit_lines import partner_pool
 from accounts.services.partners import partner_key_issue, partner_key_revoke
+from core.models import IdempotentRequest
 from core.money import fen_to_yuan
 from ledger import services as ledger
 from ledger.models import Hold, Transaction

@@ -17,10 +17,11 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from accounts.models import AuditEvent, IdempotentRequest
+from accounts.models import AuditEvent
 from accounts.services.credit_lines import credit_line_grant
 from accounts.services.persons import person_id_number
 from accounts.services.staff import patient_login_create
+from core.models import IdempotentRequest
 from ledger.models import Hold, Transaction
 from settlement.models import (
     Charge,

@@ -12,7 +12,6 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import transaction
 from django.utils import timezone
 from stdnum.cn import ric
 
@@ -111,9 +110,9 @@ class Command(BaseCommand):
         if not settings.DEBUG and not options["force"]:
             raise CommandError("seed_demo sets known passwords; it runs only with DEBUG on.")
         password = os.environ.get("DEMO_PASSWORD", DEMO_PASSWORD_DEFAULT)
-        with transaction.atomic():
-            lines = self.seed(password)
-        # Outside that transaction: settling never holds one open while the insurer is asked.
+        # Each service call commits on its own (they are durable) and every step is "ensure",
+        # so a run stopped halfway is finished by the next.
+        lines = self.seed(password)
         stays = self.seed_stays(lines["hospital"], lines["people"])
         out = self.stdout.write
         out(f"Demo data loaded. Logins (password for all: {password}):")
