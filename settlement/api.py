@@ -41,8 +41,9 @@ from .serializers import (
     SettlementOut,
 )
 from .services import encounters
+from .services.insurer_claims import claims_due_now
 from .services.receipts import receipt_verify
-from .services.settle import claims_due_now, encounter_settle
+from .services.settle import encounter_settle
 
 STAFF = roles("cashier", "finance", "admin")
 FRONT_DESK = roles("cashier", "admin")

@@ -1,8 +1,8 @@
 from celery import shared_task
 
+from .services.claim_retries import claims_retry
 from .services.outbox import outbox_deliver
 from .services.repayments import receivables_mark_overdue
-from .services.settle import claims_retry
 
 
 @shared_task

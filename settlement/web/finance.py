@@ -32,8 +32,8 @@ from .. import selectors_finance as reads
 from ..exceptions import EncounterStateError, SettlementInputError
 from ..models import ReconBatch, ReconItem
 from ..recon_api import BatchExportApi, batch_out
+from ..services.insurer_claims import claims_due_now
 from ..services.reconciliation import item_resolve, ledger_check_queue, statement_batch_create
-from ..services.settle import claims_due_now
 from ..tasks import retry_deferred_claims
 from . import labels
 from .access import role_required

@@ -24,9 +24,9 @@ from accounts.services.credit_lines import credit_line_grant
 from accounts.services.persons import person_id_number
 from ledger.models import Transaction
 from settlement.models import CreditMovement, Encounter, OutboxEvent, Receivable, Repayment
+from settlement.services.claim_retries import claims_retry
 from settlement.services.outbox import outbox_deliver
 from settlement.services.repayments import receivables_mark_overdue
-from settlement.services.settle import claims_retry
 
 pytestmark = pytest.mark.django_db
 

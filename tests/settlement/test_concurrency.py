@@ -41,9 +41,10 @@ from settlement.models import (
     Settlement,
 )
 from settlement.services import house
+from settlement.services.claim_retries import claim_retry, claims_retry
 from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
 from settlement.services.repayments import repayment_apply
-from settlement.services.settle import claim_retry, claims_retry, encounter_settle
+from settlement.services.settle import encounter_settle
 from tests.factories import KeyedClient
 from tests.threads import run_threads
 

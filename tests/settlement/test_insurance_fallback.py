@@ -50,7 +50,8 @@ from settlement.models import (
     Settlement,
 )
 from settlement.services import house
-from settlement.services.settle import claim_retry, claims_retry, fee_lines
+from settlement.services.claim_retries import claim_retry, claims_retry
+from settlement.services.insurer_claims import fee_lines
 from tests.waiting import wait_until
 
 TIMEOUT = 0.5  # the adapter's timeout in these tests; hangs last a multiple of it

@@ -18,13 +18,14 @@ from ledger.verification import verify_ledger
 from settlement.insurer.client import InsurerClient
 from settlement.models import Encounter, InsuranceClaim, Refund, Settlement
 from settlement.services import house
+from settlement.services.claim_retries import claims_retry
 from settlement.services.encounters import (
     ChargeItem,
     charges_post,
     deposit_pay,
     encounter_admit,
 )
-from settlement.services.settle import claims_retry, encounter_settle
+from settlement.services.settle import encounter_settle
 
 pytestmark = pytest.mark.django_db
 

@@ -39,11 +39,12 @@ from settlement.models import (
     ReconBatch,
     Settlement,
 )
+from settlement.services.claim_retries import claim_retry
 from settlement.services.deposit_table import deposit_table_import
 from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
 from settlement.services.reconciliation import batch_run, statement_batch_create
 from settlement.services.repayments import receivables_mark_overdue
-from settlement.services.settle import claim_retry, encounter_settle
+from settlement.services.settle import encounter_settle
 
 DEPOSIT_TABLE = """diagnosis_code,name,amount
 J18.9,肺炎 (未特指),1800.00
