@@ -8,9 +8,9 @@ from django.db.models import Sum
 from core.money import fen_to_yuan
 
 from .models import Charge, CreditMovement, Encounter, Partner, Receivable, Settlement
+from .reconciliation.statements import daily_reference
 from .services import house
 from .services.encounters import bill_change_refusal, reversal_refusal
-from .statements import daily_reference
 
 
 def encounter_out(encounter: Encounter) -> dict[str, Any]:

@@ -22,14 +22,14 @@ def deliver_webhooks() -> int:
 
 @shared_task(acks_late=True)
 def run_recon_batch(batch_id: str) -> str:
-    from .services.reconciliation import batch_run
+    from .reconciliation.batches import batch_run
 
     return batch_run(batch_id).status
 
 
 @shared_task
 def resume_stalled_recon_batches() -> int:
-    from .services.reconciliation import batches_resume_stalled
+    from .reconciliation.batches import batches_resume_stalled
 
     return batches_resume_stalled()
 
@@ -40,7 +40,7 @@ def reconcile_insurer_yesterday() -> str:
 
     from django.utils import timezone
 
-    from .services.reconciliation import insurer_day_reconcile
+    from .reconciliation.batches import insurer_day_reconcile
 
     day = timezone.localdate() - timedelta(days=1)
     return insurer_day_reconcile(day=day).status
@@ -48,7 +48,7 @@ def reconcile_insurer_yesterday() -> str:
 
 @shared_task
 def nightly_ledger_check() -> dict:
-    from .services.reconciliation import ledger_check_batch
+    from .reconciliation.batches import ledger_check_batch
 
     return ledger_check_batch().counts
 

@@ -31,13 +31,13 @@ from ledger.selectors import trial_balance
 from .. import selectors_finance as reads
 from ..exceptions import EncounterStateError, SettlementInputError
 from ..models import ReconBatch, ReconItem
-from ..recon_api import BatchExportApi, batch_out
-from ..services.reconciliation import item_resolve, ledger_check_queue, statement_batch_create
+from ..reconciliation.api import BatchExportApi, batch_out
+from ..reconciliation.batches import item_resolve, ledger_check_queue, statement_batch_create
+from ..reconciliation.forms import ResolveForm, StatementUploadForm
 from ..services.settle import claims_due_now
 from ..tasks import retry_deferred_claims
 from . import labels
 from .access import role_required
-from .finance_forms import ResolveForm, StatementUploadForm
 
 finance_only = role_required("finance", "admin")
 EXCEL_BOM = codecs.BOM_UTF8  # EF BB BF

@@ -40,9 +40,9 @@ from settlement.models import (
     ReconBatch,
     Settlement,
 )
+from settlement.reconciliation.batches import batch_run, statement_batch_create
 from settlement.services.deposit_table import deposit_table_import
 from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
-from settlement.services.reconciliation import batch_run, statement_batch_create
 from settlement.services.repayments import receivables_mark_overdue
 from settlement.services.settle import claim_retry, encounter_settle
 

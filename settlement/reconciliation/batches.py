@@ -24,7 +24,14 @@ from accounts.services.audit import audit_record
 
 from ..exceptions import EncounterStateError, SettlementInputError
 from ..models import CreditMovement, ReconBatch, ReconItem
-from ..statements import (
+from .files import (
+    StatementFileTooLarge,
+    StatementFileWriter,
+    statement_file_read,
+    statement_file_tee,
+)
+from .matching import statement_classify, statement_stage, statement_unstage
+from .statements import (
     HEAD_SIZE,
     StatementFormatError,
     StatementLine,
@@ -32,13 +39,6 @@ from ..statements import (
     parse_statement,
     scan_plain_csv,
 )
-from .statement_files import (
-    StatementFileTooLarge,
-    StatementFileWriter,
-    statement_file_read,
-    statement_file_tee,
-)
-from .statement_match import statement_classify, statement_stage, statement_unstage
 
 PAID = [ReconItem.Kind.MATCHED, ReconItem.Kind.COVERED]
 TEXT_LIMIT = 64
@@ -346,7 +346,7 @@ def _adjust(item: ReconItem, amount: int) -> UUID:
     from ledger import services as ledger
     from ledger.models import Ledger, Side
 
-    from . import house
+    from ..services import house
 
     movement = (
         CreditMovement.objects.select_related("receivable__encounter__institution", "partner")
