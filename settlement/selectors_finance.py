@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from accounts.models import Partner
 
-from .models import CreditMovement, InsuranceClaim, Receivable, ReconBatch, Repayment
+from .models import CreditMovement, InsuranceClaim, Receivable, Repayment
+from .reconciliation.models import ReconBatch
 
 DISPLAY_ZONE = ZoneInfo("Asia/Shanghai")
 AGING_BUCKETS = ("current", "1-30", "31-60", "60+")

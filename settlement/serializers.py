@@ -16,10 +16,9 @@ from .models import (
     Encounter,
     InsuranceClaim,
     Receivable,
-    ReconBatch,
-    ReconItem,
     Settlement,
 )
+from .reconciliation.models import ReconBatch, ReconItem
 
 
 def _money(**kwargs: object) -> YuanField:

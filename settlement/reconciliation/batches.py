@@ -23,7 +23,7 @@ from accounts.models import Partner
 from accounts.services.audit import audit_record
 
 from ..exceptions import EncounterStateError, SettlementInputError
-from ..models import CreditMovement, ReconBatch, ReconItem
+from ..models import CreditMovement
 from .files import (
     StatementFileTooLarge,
     StatementFileWriter,
@@ -31,6 +31,7 @@ from .files import (
     statement_file_tee,
 )
 from .matching import statement_classify, statement_stage, statement_unstage
+from .models import ReconBatch, ReconItem
 from .statements import (
     HEAD_SIZE,
     StatementFormatError,

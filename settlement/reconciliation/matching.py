@@ -47,8 +47,9 @@ from django.db.backends.utils import CursorWrapper
 from accounts.models import Partner
 from core.money import fen_to_yuan
 
-from ..models import CreditMovement, ReconBatch, ReconItem, ReconPaid
+from ..models import CreditMovement
 from .files import statement_file_open
+from .models import ReconBatch, ReconItem, ReconPaid
 from .statements import PLAIN_BLOCK, PLAIN_CSV_HEADER, daily_reference_day, parse_statement
 
 STAGE_BLOCK = 8 * PLAIN_BLOCK  # bytes of a plain CSV per COPY (some 170,000 lines)

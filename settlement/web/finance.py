@@ -30,10 +30,10 @@ from ledger.selectors import trial_balance
 
 from .. import selectors_finance as reads
 from ..exceptions import EncounterStateError, SettlementInputError
-from ..models import ReconBatch, ReconItem
 from ..reconciliation.api import BatchExportApi, batch_out
 from ..reconciliation.batches import item_resolve, ledger_check_queue, statement_batch_create
 from ..reconciliation.forms import ResolveForm, StatementUploadForm
+from ..reconciliation.models import ReconBatch, ReconItem
 from ..services.settle import claims_due_now
 from ..tasks import retry_deferred_claims
 from . import labels

@@ -13,16 +13,8 @@ from typing import TYPE_CHECKING, Any
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import FamilyLink
-from settlement.models import (
-    Channel,
-    Charge,
-    Encounter,
-    Receivable,
-    ReconBatch,
-    ReconItem,
-    Refund,
-    Settlement,
-)
+from settlement.models import Channel, Charge, Encounter, Receivable, Refund, Settlement
+from settlement.reconciliation.models import ReconBatch, ReconItem
 
 if TYPE_CHECKING:  # types only: nothing of django-stubs-ext is needed at run time
     from django_stubs_ext import StrOrPromise, StrPromise

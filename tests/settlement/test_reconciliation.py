@@ -19,8 +19,9 @@ from rest_framework.test import APIClient
 
 from accounts.services.institutions import department_ensure, institution_ensure
 from config.celery import app
-from settlement.models import CreditMovement, ReconBatch, ReconFileChunk, ReconItem, ReconPaid
+from settlement.models import CreditMovement
 from settlement.reconciliation.batches import batch_run
+from settlement.reconciliation.models import ReconBatch, ReconFileChunk, ReconItem, ReconPaid
 from settlement.selectors import bank_statement
 from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
 from settlement.services.settle import encounter_settle

@@ -14,7 +14,6 @@ from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from settlement.exceptions import SettlementInputError
-from settlement.models import ReconBatch, ReconFileChunk, ReconItem
 from settlement.reconciliation import files as statement_files
 from settlement.reconciliation.batches import batch_run, statement_batch_create
 from settlement.reconciliation.files import (
@@ -22,6 +21,7 @@ from settlement.reconciliation.files import (
     statement_file_open,
     statement_file_read,
 )
+from settlement.reconciliation.models import ReconBatch, ReconFileChunk, ReconItem
 from tests.factories import statement_csv
 
 KINDS = {

@@ -13,13 +13,9 @@ from django.utils import timezone
 from accounts.services.staff import patient_login_create, staff_create
 from config.celery import app
 from settlement import selectors_finance
-from settlement.models import (
-    InsuranceClaim,
-    Receivable,
-    ReconBatch,
-    ReconItem,
-)
+from settlement.models import InsuranceClaim, Receivable
 from settlement.reconciliation.batches import batch_run
+from settlement.reconciliation.models import ReconBatch, ReconItem
 from settlement.services.repayments import repayment_apply
 from tests.factories import statement_csv
 from tests.web.conftest import sign_in
