@@ -1,5 +1,6 @@
 """Reads for bills, settlements, claims, receivables and bank statements."""
 
+import re
 from datetime import date
 from typing import Any
 
@@ -8,7 +9,6 @@ from django.db.models import Sum
 from core.money import fen_to_yuan
 
 from .models import Charge, CreditMovement, Encounter, Partner, Receivable, Settlement
-from .reconciliation.statements import daily_reference
 from .services import house
 from .services.encounters import bill_change_refusal, reversal_refusal
 
@@ -121,6 +121,27 @@ def encounter_bill(encounter: Encounter) -> dict[str, Any]:
         "outstanding": fen_to_yuan(max(total - paid, 0)),
         "settlement": settlement_out(settlement) if settlement is not None else None,
     }
+
+
+# --- the bank's daily statement ---------------------------------------------------------------
+
+_DAILY_REFERENCE = re.compile(r"ST([0-9]{4,})([0-9]{4})([0-9]{2})([0-9]{2})")
+
+
+def daily_reference(partner_id: int, day: date) -> str:
+    """The reference a bank quotes for its one net transfer of the day's draws and reversals."""
+    return f"ST{partner_id:04d}{day:%Y%m%d}"
+
+
+def daily_reference_day(reference: str, partner_id: int | None) -> date | None:
+    """The day of this bank's daily reference (see :func:`daily_reference`), if it is one."""
+    match = _DAILY_REFERENCE.fullmatch(reference)
+    if match is None or int(match[1]) != partner_id:
+        return None
+    try:
+        return date(int(match[2]), int(match[3]), int(match[4]))
+    except ValueError:
+        return None
 
 
 def bank_statement(partner: Partner, day: date) -> dict[str, Any]:

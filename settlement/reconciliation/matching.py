@@ -48,9 +48,10 @@ from accounts.models import Partner
 from core.money import fen_to_yuan
 
 from ..models import CreditMovement
+from ..selectors import daily_reference_day
 from .files import statement_file_open
 from .models import ReconBatch, ReconItem, ReconPaid
-from .statements import PLAIN_BLOCK, PLAIN_CSV_HEADER, daily_reference_day, parse_statement
+from .statements import PLAIN_BLOCK, PLAIN_CSV_HEADER, parse_statement
 
 STAGE_BLOCK = 8 * PLAIN_BLOCK  # bytes of a plain CSV per COPY (some 170,000 lines)
 STAGE_ROWS = 50_000  # parsed lines per write, and per progress report

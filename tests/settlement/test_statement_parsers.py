@@ -641,7 +641,7 @@ def test_the_csv_sample_is_not_plain_but_parses() -> None:
 
 @pytest.mark.parametrize("partner_id", [1, 42, 12345])
 def test_a_daily_reference_names_its_bank_and_day(partner_id: int) -> None:
-    from settlement.reconciliation.statements import daily_reference, daily_reference_day
+    from settlement.selectors import daily_reference, daily_reference_day
 
     reference = daily_reference(partner_id, date(2026, 11, 23))
     assert daily_reference_day(reference, partner_id) == date(2026, 11, 23)
