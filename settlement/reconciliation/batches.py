@@ -2,10 +2,10 @@
 
 A statement file is recognised by its hash and checked whole at upload, so a bad file makes no
 batch. A worker then runs the batch: it stages the file's lines in the database and matches them
-all at once (``statement_match`` holds the rules), writing the results and the totals in one
+all at once (``matching`` holds the rules), writing the results and the totals in one
 transaction with the status ``done``. A worker killed mid-batch leaves no results; once its
 lease lapses the batch is run again from the file, and a rerun gives the same result. The file
-is kept in the database (``statement_files``), so the worker may be on any host.
+is kept in the database (``files``), so the worker may be on any host.
 """
 
 import uuid
@@ -67,7 +67,7 @@ def statement_batch_create(
 ) -> tuple[ReconBatch, bool]:
     """Check a statement file whole and queue a batch for it; ``False`` if it was seen before.
 
-    The file is stored in the database as it is read (``statement_files``), hashed and checked
+    The file is stored in the database as it is read (``files``), hashed and checked
     to the end, in one transaction with its batch: a malformed file (or a daily file whose
     trailer disagrees) is refused and leaves nothing behind, and so is a file larger than
     ``RECON_UPLOAD_MAX_BYTES``, as soon as it is. Every host reaches the stored file; none

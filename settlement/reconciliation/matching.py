@@ -1,7 +1,7 @@
 """Matching a bank statement with the bank's draws: set-based, in the database.
 
 The statement's lines are first staged in a temporary table of this connection, read from the
-file the batch keeps in the database (``statement_files``): on PostgreSQL a file of the plain
+file the batch keeps in the database (``files``): on PostgreSQL a file of the plain
 CSV shape goes straight to ``COPY`` in blocks, anything else (camt.053, the daily file, an
 unusual CSV, and every file on SQLite) is read by the streaming parser and written in chunks.
 Either way the Python process holds one block at a time, and the batch's
