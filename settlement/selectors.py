@@ -1,5 +1,6 @@
 """Reads for bills, settlements, claims, receivables and bank statements."""
 
+import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -24,7 +25,6 @@ from .models import (
     Settlement,
 )
 from .rules import bill_change_refusal, reversal_refusal
-from .statements import daily_reference
 
 
 def deposit_code(encounter: Encounter) -> str:
@@ -187,6 +187,27 @@ def owed_per_line(owed: list[Receivable]) -> dict[UUID, LineOwed]:
             next_due_amount=sum(r.outstanding for r in receivables if r.due_date == next_due),
         )
     return summary
+
+
+# --- the bank's daily statement ---------------------------------------------------------------
+
+_DAILY_REFERENCE = re.compile(r"ST([0-9]{4,})([0-9]{4})([0-9]{2})([0-9]{2})")
+
+
+def daily_reference(partner_id: int, day: date) -> str:
+    """The reference a bank quotes for its one net transfer of the day's draws and reversals."""
+    return f"ST{partner_id:04d}{day:%Y%m%d}"
+
+
+def daily_reference_day(reference: str, partner_id: int | None) -> date | None:
+    """The day of this bank's daily reference (see :func:`daily_reference`), if it is one."""
+    match = _DAILY_REFERENCE.fullmatch(reference)
+    if match is None or int(match[1]) != partner_id:
+        return None
+    try:
+        return date(int(match[2]), int(match[3]), int(match[4]))
+    except ValueError:
+        return None
 
 
 def bank_statement(partner: Partner, day: date) -> dict[str, Any]:

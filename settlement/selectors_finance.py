@@ -1,4 +1,4 @@
-"""Reads behind the finance desk: receivables aging, daily credit per bank, the trial balance.
+"""Reads behind the finance desk: receivables aging, daily credit per bank, deferred claims.
 
 Amounts are integer fen; the pages turn them into yuan.
 """
@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from accounts.models import Partner
 
-from .models import CreditMovement, InsuranceClaim, Receivable, ReconBatch, Repayment
+from .models import CreditMovement, InsuranceClaim, Receivable, Repayment
 
 DISPLAY_ZONE = ZoneInfo("Asia/Shanghai")
 AGING_BUCKETS = ("current", "1-30", "31-60", "60+")
@@ -168,21 +168,7 @@ def daily_credit(*, days: int = 30, today: date | None = None) -> tuple[list[dat
     return window, sorted(by_bank.values(), key=lambda row: row.bank)
 
 
-# --- the ledger -------------------------------------------------------------------------------
-
-
-def latest_ledger_check() -> ReconBatch | None:
-    """The most recent ``verify_ledger`` run kept as a batch."""
-    return (
-        ReconBatch.objects.filter(source=ReconBatch.Source.LEDGER).order_by("-created_at").first()
-    )
-
-
 # --- lists ------------------------------------------------------------------------------------
-
-
-def recon_batches(*, limit: int = 50) -> QuerySet[ReconBatch]:
-    return ReconBatch.objects.select_related("partner").order_by("-created_at")[:limit]
 
 
 def deferred_claims(*, limit: int = 500) -> QuerySet[InsuranceClaim]:

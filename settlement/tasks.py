@@ -1,5 +1,8 @@
 from celery import shared_task
 
+# Reconciliation's tasks (named settlement.tasks.* still): Celery's autodiscovery imports this
+# module, and this import registers them with the worker.
+from .reconciliation import tasks as reconciliation_tasks  # noqa: F401
 from .services.claim_retries import claims_retry
 from .services.outbox import outbox_deliver
 from .services.repayments import receivables_mark_overdue
@@ -18,39 +21,6 @@ def mark_overdue_receivables() -> int:
 @shared_task
 def deliver_webhooks() -> int:
     return outbox_deliver()
-
-
-@shared_task(acks_late=True)
-def run_recon_batch(batch_id: str) -> str:
-    from .services.reconciliation import batch_run
-
-    return batch_run(batch_id).status
-
-
-@shared_task
-def resume_stalled_recon_batches() -> int:
-    from .services.reconciliation import batches_resume_stalled
-
-    return batches_resume_stalled()
-
-
-@shared_task
-def reconcile_insurer_yesterday() -> str:
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from .services.reconciliation import insurer_day_reconcile
-
-    day = timezone.localdate() - timedelta(days=1)
-    return insurer_day_reconcile(day=day).status
-
-
-@shared_task
-def nightly_ledger_check() -> dict:
-    from .services.reconciliation import ledger_check_batch
-
-    return ledger_check_batch().counts
 
 
 @shared_task

@@ -1,6 +1,7 @@
 from django.urls import path
 
-from . import api, partner_api, recon_api
+from . import api, partner_api
+from .reconciliation import api as recon_api
 
 staff_urlpatterns = [
     path("encounters/", api.EncounterCreateApi.as_view(), name="encounters"),

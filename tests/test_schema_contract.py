@@ -55,9 +55,10 @@ from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.partners import partner_create
 from accounts.services.persons import person_id_number
 from accounts.services.staff import staff_create
-from settlement.models import CreditMovement, ReconItem
+from settlement.models import CreditMovement
+from settlement.reconciliation.batches import batch_run
+from settlement.reconciliation.models import ReconItem
 from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
-from settlement.services.reconciliation import batch_run
 from settlement.services.settle import encounter_settle
 from tests.factories import make_id_number, statement_csv
 from tests.settlement.conftest import Simulator

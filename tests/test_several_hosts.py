@@ -36,7 +36,7 @@ from django.conf import settings
 from django.db import connection
 
 from accounts.services.staff import staff_create
-from settlement.models import ReconBatch, ReconFileChunk
+from settlement.reconciliation.models import ReconBatch, ReconFileChunk
 from tests.factories import statement_csv
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,16 +13,7 @@ from typing import TYPE_CHECKING, Any
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import FamilyLink
-from settlement.models import (
-    Channel,
-    Charge,
-    Encounter,
-    Receivable,
-    ReconBatch,
-    ReconItem,
-    Refund,
-    Settlement,
-)
+from settlement.models import Channel, Charge, Encounter, Receivable, Refund, Settlement
 
 if TYPE_CHECKING:  # types only: nothing of django-stubs-ext is needed at run time
     from django_stubs_ext import StrOrPromise, StrPromise
@@ -92,46 +83,6 @@ INSURANCE_CLASS: Labels = {
     Charge.InsuranceClass.A: _("Class A (甲)"),
     Charge.InsuranceClass.B: _("Class B (乙)"),
     Charge.InsuranceClass.C: _("Class C (丙)"),
-}
-RECON_KIND: Labels = {
-    ReconItem.Kind.MATCHED: _("Matched"),
-    ReconItem.Kind.COVERED: _("Paid in a daily net"),
-    ReconItem.Kind.AMOUNT_MISMATCH: _("Amount mismatch"),
-    ReconItem.Kind.UNKNOWN_REFERENCE: _("Unknown reference"),
-    ReconItem.Kind.DUPLICATE: _("Duplicate"),
-    ReconItem.Kind.MISSING: _("Missing"),
-    ReconItem.Kind.PROBLEM: _("Integrity problem"),
-}
-RECON_STATUS: Labels = {
-    ReconBatch.Status.QUEUED: _("Queued"),
-    ReconBatch.Status.RUNNING: _("Running"),
-    ReconBatch.Status.DONE: _("Done"),
-    ReconBatch.Status.FAILED: _("Failed"),
-}
-RECON_SOURCE: Labels = {
-    ReconBatch.Source.BANK_STATEMENT: _("Bank statement"),
-    ReconBatch.Source.INSURER: _("Insurer daily list"),
-    ReconBatch.Source.LEDGER: _("Ledger integrity check"),
-}
-# What each kind of batch can find, in the order its results are listed: a ledger check finds
-# integrity problems only, so its page lists no bank-statement classes.
-RECON_KINDS_BY_SOURCE: dict[str, tuple[str, ...]] = {
-    ReconBatch.Source.BANK_STATEMENT: (
-        ReconItem.Kind.MATCHED,
-        ReconItem.Kind.COVERED,
-        ReconItem.Kind.AMOUNT_MISMATCH,
-        ReconItem.Kind.UNKNOWN_REFERENCE,
-        ReconItem.Kind.DUPLICATE,
-        ReconItem.Kind.MISSING,
-    ),
-    ReconBatch.Source.INSURER: (
-        ReconItem.Kind.MATCHED,
-        ReconItem.Kind.AMOUNT_MISMATCH,
-        ReconItem.Kind.UNKNOWN_REFERENCE,
-        ReconItem.Kind.MISSING,
-        ReconItem.Kind.PROBLEM,
-    ),
-    ReconBatch.Source.LEDGER: (ReconItem.Kind.PROBLEM,),
 }
 
 

@@ -64,7 +64,7 @@ def old_api(data: object) -> int | None:
 
 
 def old_statement(text: str) -> int | None:
-    """``settlement.statements._yuan_to_fen``: the CSV and daily files."""
+    """``settlement.reconciliation.statements._yuan_to_fen``: the CSV and daily files."""
     if not re.fullmatch(r"-?[0-9]{1,15}(?:\.[0-9]{1,2})?", text):
         return None
     return int(Decimal(text).scaleb(2))
@@ -78,7 +78,8 @@ def old_wire(value: object) -> int | None:
 
 
 def old_camt053(text: str) -> int | str | None:
-    """``settlement.statements._camt053_line``'s Amt: ``None`` not decimal, ``"fraction"``."""
+    """``settlement.reconciliation.statements._camt053_line``'s Amt: ``None`` not decimal,
+    ``"fraction"``."""
     if not re.fullmatch(r"[0-9]{1,15}(?:\.[0-9]{1,5})?", text):
         return None
     exact = Decimal(text).scaleb(2)

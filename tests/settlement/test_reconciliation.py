@@ -19,10 +19,11 @@ from rest_framework.test import APIClient
 
 from accounts.services.institutions import department_ensure, institution_ensure
 from config.celery import app
-from settlement.models import CreditMovement, ReconBatch, ReconFileChunk, ReconItem, ReconPaid
+from settlement.models import CreditMovement
+from settlement.reconciliation.batches import batch_run
+from settlement.reconciliation.models import ReconBatch, ReconFileChunk, ReconItem, ReconPaid
 from settlement.selectors import bank_statement
 from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
-from settlement.services.reconciliation import batch_run
 from settlement.services.settle import encounter_settle
 from tests.factories import statement_csv
 from tests.waiting import wait_until
@@ -214,7 +215,7 @@ def test_each_bank_pays_only_its_own_items_whatever_their_ids(
 
 def items_of(batch_id) -> list[tuple]:
     """A batch's results, in the export's order: its items and its matched item lines."""
-    from settlement.recon_api import _results
+    from settlement.reconciliation.api import _results
 
     return [
         (i.kind, i.position, i.reference, i.external_id, i.amount, i.expected, i.detail)
@@ -263,7 +264,7 @@ def test_each_line_is_judged_by_the_rules_whatever_the_order(draws, staff_client
 
 @pytest.mark.django_db
 def test_a_worker_whose_lease_was_taken_over_writes_nothing(draws, staff_client):
-    from settlement.services.reconciliation import _LeaseLost, _run_statement
+    from settlement.reconciliation.batches import _LeaseLost, _run_statement
 
     partner, (first, _, _) = draws
     content = statement_csv([("B1", "100.00", first)])
@@ -422,7 +423,7 @@ def test_a_worker_killed_mid_batch_leaves_nothing_and_the_batch_runs_again(draws
                 sys.executable,
                 "-c",
                 "import django; django.setup(); "
-                "from settlement.services.reconciliation import batch_run; "
+                "from settlement.reconciliation.batches import batch_run; "
                 f"batch_run({batch_id!r})",
             ],
             cwd=ROOT,
@@ -467,7 +468,7 @@ def test_a_worker_killed_mid_batch_leaves_nothing_and_the_batch_runs_again(draws
 def test_the_insurers_day_is_matched_with_the_claims_settled_here(make_person, staff_client, sim):
     from settlement.insurer.client import FeeLine, InsurerClient
     from settlement.models import Encounter, InsuranceClaim
-    from settlement.services.reconciliation import insurer_day_reconcile
+    from settlement.reconciliation.batches import insurer_day_reconcile
 
     institution = institution_ensure(actor="test", code="XMH1", name="厦门市第一医院")
     department = department_ensure(actor="test", institution=institution, code="IM", name="内科")
@@ -506,7 +507,7 @@ def test_the_insurers_day_is_matched_with_the_claims_settled_here(make_person, s
 
 @pytest.mark.django_db
 def test_the_nightly_ledger_check_is_kept_as_a_batch(draws):
-    from settlement.services.reconciliation import ledger_check_batch
+    from settlement.reconciliation.batches import ledger_check_batch
 
     clean = ledger_check_batch()
     assert clean.status == "done" and clean.counts["problem"] == 0
@@ -521,7 +522,7 @@ def test_the_nightly_ledger_check_is_kept_as_a_batch(draws):
 def test_one_ledger_check_at_a_time(draws):
     from django.db import IntegrityError, transaction
 
-    from settlement.services.reconciliation import ledger_check_batch, ledger_check_queue
+    from settlement.reconciliation.batches import ledger_check_batch, ledger_check_queue
 
     queued, created = ledger_check_queue(actor="test")
     assert created and queued.status == "queued"

@@ -10,7 +10,8 @@ from rest_framework.test import APIClient
 from accounts.models import AuditEvent, CreditLine, FamilyLink, Person, StaffToken
 from ledger.services import chain_seal
 from ledger.verification import verify_ledger
-from settlement.models import Encounter, InsuranceClaim, Receivable, ReconBatch, ReconItem
+from settlement.models import Encounter, InsuranceClaim, Receivable
+from settlement.reconciliation.models import ReconBatch, ReconItem
 from tests.factories import signed_in
 
 pytestmark = pytest.mark.django_db

@@ -14,14 +14,14 @@ from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from settlement.exceptions import SettlementInputError
-from settlement.models import ReconBatch, ReconFileChunk, ReconItem
-from settlement.services import statement_files
-from settlement.services.reconciliation import batch_run, statement_batch_create
-from settlement.services.statement_files import (
+from settlement.reconciliation import files as statement_files
+from settlement.reconciliation.batches import batch_run, statement_batch_create
+from settlement.reconciliation.files import (
     StatementFileLost,
     statement_file_open,
     statement_file_read,
 )
+from settlement.reconciliation.models import ReconBatch, ReconFileChunk, ReconItem
 from tests.factories import statement_csv
 
 KINDS = {
@@ -60,7 +60,7 @@ def uploaded(partner, content: bytes) -> ReconBatch:
 
 
 def exported_lines(batch: ReconBatch) -> list[tuple[int, str]]:
-    from settlement.recon_api import _results
+    from settlement.reconciliation.api import _results
 
     return [(item.position, item.kind) for item in _results(batch) if item.position]
 

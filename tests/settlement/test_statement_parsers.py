@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.money import STATEMENT, NotYuan, yuan_to_fen
-from settlement.statements import (
+from settlement.reconciliation.statements import (
     PlainCsv,
     StatementFormatError,
     StatementLine,
@@ -585,7 +585,7 @@ def test_a_plain_csv_is_scanned_to_what_the_parser_reads() -> None:
 
 
 def test_a_plain_csv_is_checked_across_block_boundaries(monkeypatch) -> None:
-    import settlement.statements as statements
+    import settlement.reconciliation.statements as statements
 
     monkeypatch.setattr(statements, "PLAIN_BLOCK", 7)  # every line split between blocks
     assert scan(PLAIN) == PlainCsv(3, date(2025, 3, 3), date(2025, 3, 5))
@@ -641,7 +641,7 @@ def test_the_csv_sample_is_not_plain_but_parses() -> None:
 
 @pytest.mark.parametrize("partner_id", [1, 42, 12345])
 def test_a_daily_reference_names_its_bank_and_day(partner_id: int) -> None:
-    from settlement.statements import daily_reference, daily_reference_day
+    from settlement.selectors import daily_reference, daily_reference_day
 
     reference = daily_reference(partner_id, date(2026, 11, 23))
     assert daily_reference_day(reference, partner_id) == date(2026, 11, 23)

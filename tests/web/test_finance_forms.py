@@ -1,6 +1,6 @@
 import pytest
 
-from settlement.web.finance_forms import ResolveForm
+from settlement.reconciliation.forms import ResolveForm
 
 
 @pytest.mark.parametrize(

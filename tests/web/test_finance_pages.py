@@ -13,13 +13,9 @@ from django.utils import timezone
 from accounts.services.staff import patient_login_create, staff_create
 from config.celery import app
 from settlement import selectors_finance
-from settlement.models import (
-    InsuranceClaim,
-    Receivable,
-    ReconBatch,
-    ReconItem,
-)
-from settlement.services.reconciliation import batch_run
+from settlement.models import InsuranceClaim, Receivable
+from settlement.reconciliation.batches import batch_run
+from settlement.reconciliation.models import ReconBatch, ReconItem
 from settlement.services.repayments import repayment_apply
 from tests.factories import statement_csv
 from tests.web.conftest import sign_in
@@ -82,7 +78,7 @@ def post_urls(batch_id: object) -> list[str]:
 
 @pytest.mark.django_db
 def test_every_page_is_for_finance_and_admin_only(make_person):
-    from settlement.services.reconciliation import ledger_check_batch
+    from settlement.reconciliation.batches import ledger_check_batch
 
     batch = ledger_check_batch(actor="test")
     gets, posts = page_urls(batch.pk), post_urls(batch.pk)
@@ -295,7 +291,7 @@ def test_claims_ledger_aging_and_credit_pages_show_the_figures(
     assert all(row.balanced and row.debits_posted > 0 for row in rows.values())
     assert ledger.context["check"] is None
     checks: list[tuple] = []
-    monkeypatch.setattr("settlement.services.reconciliation._enqueue", lambda *a: checks.append(a))
+    monkeypatch.setattr("settlement.reconciliation.batches._enqueue", lambda *a: checks.append(a))
     with django_capture_on_commit_callbacks(execute=True):
         asked = finance.post("/finance/ledger/verify/")
     check = finance.get("/finance/ledger/").context["check"]
@@ -399,7 +395,7 @@ def test_the_ledger_check_runs_on_a_worker_and_its_page_follows_it(page, live_se
 
 @pytest.mark.django_db
 def test_a_ledger_check_page_lists_only_integrity_problems():
-    from settlement.services.reconciliation import ledger_check_batch
+    from settlement.reconciliation.batches import ledger_check_batch
 
     batch = ledger_check_batch(actor="test")
     assert batch.status == "done"
@@ -415,7 +411,7 @@ def test_a_ledger_check_page_lists_only_integrity_problems():
 def test_the_export_a_person_downloads_opens_in_excel_with_its_chinese(draws, staff_client):
     """The finance page's CSV starts with a UTF-8 byte order mark (Excel reads a CSV without
     one as GBK on a Chinese Windows); the API's export, read by programs, has none."""
-    from settlement.services.reconciliation import item_resolve
+    from settlement.reconciliation.batches import item_resolve
 
     partner, references = draws
     finance = client_as("finance")

@@ -4,7 +4,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from settlement.exceptions import SettlementInputError
-from settlement.services.reconciliation import batch_run, partner_named, statement_batch_create
+from settlement.reconciliation.batches import batch_run, partner_named, statement_batch_create
 
 
 class Command(BaseCommand):

@@ -60,9 +60,10 @@ from accounts.services.persons import person_create
 from core.money import fen_to_yuan
 from settlement.exceptions import SettlementInputError
 from settlement.insurer.client import InsurerClient
-from settlement.models import CreditMovement, Receivable, ReconBatch, ReconItem
+from settlement.models import CreditMovement, Receivable
+from settlement.reconciliation.batches import batch_run, statement_batch_create
+from settlement.reconciliation.models import ReconBatch, ReconItem
 from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
-from settlement.services.reconciliation import batch_run, statement_batch_create
 from settlement.services.settle import encounter_settle
 
 ACTOR = "command:recon_bench"

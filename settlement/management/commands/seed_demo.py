@@ -31,18 +31,12 @@ from accounts.services.staff import (
 )
 from core.money import fen_to_yuan
 from settlement.insurer.client import InsurerClient
-from settlement.models import (
-    CreditMovement,
-    Encounter,
-    InsuranceClaim,
-    Receivable,
-    ReconBatch,
-    Settlement,
-)
+from settlement.models import CreditMovement, Encounter, InsuranceClaim, Receivable, Settlement
+from settlement.reconciliation.batches import batch_run, statement_batch_create
+from settlement.reconciliation.models import ReconBatch
 from settlement.services.claim_retries import claim_retry
 from settlement.services.deposit_table import deposit_table_import
 from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
-from settlement.services.reconciliation import batch_run, statement_batch_create
 from settlement.services.repayments import receivables_mark_overdue
 from settlement.services.settle import encounter_settle
 

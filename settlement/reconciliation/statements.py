@@ -85,8 +85,6 @@ __all__ = [
     "PlainCsv",
     "StatementLine",
     "count_lines",
-    "daily_reference",
-    "daily_reference_day",
     "detect_format",
     "parse_statement",
     "scan_plain_csv",
@@ -128,28 +126,6 @@ class StatementFormatError(ValueError):
     def __init__(self, message: str, *, line_no: int | None = None) -> None:
         super().__init__(message)
         self.line_no = line_no
-
-
-# The bank's daily net transfer, by reference
-
-
-_DAILY_REFERENCE = re.compile(r"ST([0-9]{4,})([0-9]{4})([0-9]{2})([0-9]{2})")
-
-
-def daily_reference(partner_id: int, day: date) -> str:
-    """The reference a bank quotes for its one net transfer of the day's draws and reversals."""
-    return f"ST{partner_id:04d}{day:%Y%m%d}"
-
-
-def daily_reference_day(reference: str, partner_id: int | None) -> date | None:
-    """The day of this bank's daily reference (see :func:`daily_reference`), if it is one."""
-    match = _DAILY_REFERENCE.fullmatch(reference)
-    if match is None or int(match[1]) != partner_id:
-        return None
-    try:
-        return date(int(match[2]), int(match[3]), int(match[4]))
-    except ValueError:
-        return None
 
 
 # Detection and dispatch

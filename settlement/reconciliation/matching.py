@@ -1,7 +1,7 @@
 """Matching a bank statement with the bank's draws: set-based, in the database.
 
 The statement's lines are first staged in a temporary table of this connection, read from the
-file the batch keeps in the database (``statement_files``): on PostgreSQL a file of the plain
+file the batch keeps in the database (``files``): on PostgreSQL a file of the plain
 CSV shape goes straight to ``COPY`` in blocks, anything else (camt.053, the daily file, an
 unusual CSV, and every file on SQLite) is read by the streaming parser and written in chunks.
 Either way the Python process holds one block at a time, and the batch's
@@ -47,9 +47,11 @@ from django.db.backends.utils import CursorWrapper
 from accounts.models import Partner
 from core.money import fen_to_yuan
 
-from ..models import CreditMovement, ReconBatch, ReconItem, ReconPaid
-from ..statements import PLAIN_BLOCK, PLAIN_CSV_HEADER, daily_reference_day, parse_statement
-from .statement_files import statement_file_open
+from ..models import CreditMovement
+from ..selectors import daily_reference_day
+from .files import statement_file_open
+from .models import ReconBatch, ReconItem, ReconPaid
+from .statements import PLAIN_BLOCK, PLAIN_CSV_HEADER, parse_statement
 
 STAGE_BLOCK = 8 * PLAIN_BLOCK  # bytes of a plain CSV per COPY (some 170,000 lines)
 STAGE_ROWS = 50_000  # parsed lines per write, and per progress report

@@ -21,7 +21,7 @@ from uuid import UUID
 
 from django.db import connection
 
-from ..models import ReconBatch, ReconFileChunk
+from .models import ReconBatch, ReconFileChunk
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer

@@ -17,10 +17,10 @@ from accounts.api_common import IDEMPOTENCY_KEY, ApiView, YuanField, idempotent
 from accounts.authentication import StaffTokenAuthentication, roles, staff_actor
 from core.money import fen_to_yuan
 
+from .batches import item_resolve, partner_named, statement_batch_create
+from .matching import statement_matched_lines
 from .models import ReconBatch, ReconItem
 from .serializers import BatchOut, ReconItemOut, StatementUploadOut
-from .services.reconciliation import item_resolve, partner_named, statement_batch_create
-from .services.statement_match import statement_matched_lines
 
 FINANCE = roles("finance", "admin")
 EXCEPTIONS_SHOWN = 1000

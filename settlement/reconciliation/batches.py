@@ -2,10 +2,10 @@
 
 A statement file is recognised by its hash and checked whole at upload, so a bad file makes no
 batch. A worker then runs the batch: it stages the file's lines in the database and matches them
-all at once (``statement_match`` holds the rules), writing the results and the totals in one
+all at once (``matching`` holds the rules), writing the results and the totals in one
 transaction with the status ``done``. A worker killed mid-batch leaves no results; once its
 lease lapses the batch is run again from the file, and a rerun gives the same result. The file
-is kept in the database (``statement_files``), so the worker may be on any host.
+is kept in the database (``files``), so the worker may be on any host.
 """
 
 import uuid
@@ -23,8 +23,16 @@ from accounts.models import Partner
 from accounts.services.audit import audit_record
 
 from ..exceptions import EncounterStateError, SettlementInputError
-from ..models import CreditMovement, ReconBatch, ReconItem
-from ..statements import (
+from ..models import CreditMovement
+from .files import (
+    StatementFileTooLarge,
+    StatementFileWriter,
+    statement_file_read,
+    statement_file_tee,
+)
+from .matching import statement_classify, statement_stage, statement_unstage
+from .models import ReconBatch, ReconItem
+from .statements import (
     HEAD_SIZE,
     StatementFormatError,
     StatementLine,
@@ -32,13 +40,6 @@ from ..statements import (
     parse_statement,
     scan_plain_csv,
 )
-from .statement_files import (
-    StatementFileTooLarge,
-    StatementFileWriter,
-    statement_file_read,
-    statement_file_tee,
-)
-from .statement_match import statement_classify, statement_stage, statement_unstage
 
 PAID = [ReconItem.Kind.MATCHED, ReconItem.Kind.COVERED]
 TEXT_LIMIT = 64
@@ -66,7 +67,7 @@ def statement_batch_create(
 ) -> tuple[ReconBatch, bool]:
     """Check a statement file whole and queue a batch for it; ``False`` if it was seen before.
 
-    The file is stored in the database as it is read (``statement_files``), hashed and checked
+    The file is stored in the database as it is read (``files``), hashed and checked
     to the end, in one transaction with its batch: a malformed file (or a daily file whose
     trailer disagrees) is refused and leaves nothing behind, and so is a file larger than
     ``RECON_UPLOAD_MAX_BYTES``, as soon as it is. Every host reaches the stored file; none
@@ -346,7 +347,7 @@ def _adjust(item: ReconItem, amount: int) -> UUID:
     from ledger import services as ledger
     from ledger.models import Ledger, Side
 
-    from . import house
+    from ..services import house
 
     movement = (
         CreditMovement.objects.select_related("receivable__encounter__institution", "partner")
