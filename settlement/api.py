@@ -268,6 +268,7 @@ class SettleApi(StaffView):
                 actor=staff_actor(request),
                 encounter_id=encounter_id,
                 channel=data.validated_data.get("channel"),
+                key=service_key(request),
             )
             settlement.refresh_from_db()
             return Response(settlement_out(settlement))

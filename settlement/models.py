@@ -167,6 +167,9 @@ class InsuranceClaim(models.Model):
     insurer_settled_at = models.DateTimeField(null=True, blank=True)
     # Who is talking to the insurer about this claim right now, until when.
     lease_until = models.DateTimeField(null=True, blank=True)
+    # The key of the settle request that began settling (namespaced per caller): that request
+    # sent again gets the settlement, even one a recovery finished for it.
+    settle_key = models.CharField(max_length=250, blank=True, default="")
     reverted_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)

@@ -66,11 +66,20 @@ def encounter_settle(
     encounter_id: UUID,
     channel: str | None = None,
     client: InsurerClient | None = None,
+    key: str | None = None,
 ) -> Settlement:
-    """Settle an encounter once; see the module docstring for the steps."""
+    """Settle an encounter once; see the module docstring for the steps.
+
+    With the caller's ``key``, the request sent again after it settled (its answer lost) gets
+    the settlement instead of ``AlreadySettled``.
+    """
     if channel is not None and channel not in Channel.values:
         raise SettlementInputError("unknown payment channel", field="channel")
-    _begin(encounter_id)
+    if key:
+        earlier = _settled_for(encounter_id, key)
+        if earlier is not None:
+            return earlier
+    _begin(encounter_id, key or "")
     try:
         encounter = Encounter.objects.select_related("person", "institution").get(pk=encounter_id)
         claim = InsuranceClaim.objects.get(encounter=encounter)
@@ -163,8 +172,20 @@ def _take_lapsed_lease(encounter_id: UUID, now: datetime) -> bool:
 # --- step 1 and its undo ----------------------------------------------------------------------
 
 
+def _settled_for(encounter_id: UUID, key: str) -> Settlement | None:
+    """The settlement the settle request with ``key`` made, if it got that far."""
+    return Settlement.objects.filter(
+        encounter_id=encounter_id,
+        encounter__claim__settle_key=key,
+        encounter__status__in=(
+            Encounter.Status.SETTLED,
+            Encounter.Status.SETTLED_INSURANCE_DEFERRED,
+        ),
+    ).first()
+
+
 @transaction.atomic(durable=True)
-def _begin(encounter_id: UUID) -> None:
+def _begin(encounter_id: UUID, key: str) -> None:
     encounter = Encounter.objects.select_for_update().get(pk=encounter_id)
     if encounter.status in (Encounter.Status.SETTLED, Encounter.Status.SETTLED_INSURANCE_DEFERRED):
         raise AlreadySettled("the encounter is already settled")
@@ -179,7 +200,8 @@ def _begin(encounter_id: UUID) -> None:
     encounter.status = Encounter.Status.SETTLING
     encounter.save(update_fields=["status"])
     claim.lease_until = now + LEASE
-    claim.save(update_fields=["lease_until"])
+    claim.settle_key = key
+    claim.save(update_fields=["lease_until", "settle_key"])
 
 
 def _abort(encounter_id: UUID) -> None:

@@ -130,3 +130,36 @@ def test_an_admission_key_reused_for_another_patient_is_refused_by_the_service(
     with pytest.raises(IdempotencyConflict):
         encounter_admit(person=second, **admit)
     assert Encounter.objects.count() == 1
+
+
+def test_a_settle_sent_again_after_its_answer_was_lost_gets_the_settlement(
+    cashier, make_person, department, insurer
+):
+    person = make_person()
+    encounter = cashier.post(
+        "/api/v1/encounters/",
+        {"person": person.pk, "department": department.pk, "kind": "outpatient"},
+        format="json",
+    ).json()["id"]
+    item = {
+        "code": "X001",
+        "name": "阿莫西林",
+        "category": "drug",
+        "insurance_class": "A",
+        "quantity": "2",
+        "unit_price": "15.50",
+        "service_date": timezone.localdate().isoformat(),
+    }
+    cashier.post(f"/api/v1/encounters/{encounter}/charges/", {"items": [item]}, format="json")
+    settle = f"/api/v1/encounters/{encounter}/settle/"
+    first = cashier.post(settle, {"channel": "cash"}, format="json", HTTP_IDEMPOTENCY_KEY="stl-1")
+    assert first.status_code == 200, first.content
+    before = counts()
+
+    lose_the_answer("stl-1")
+    again = cashier.post(settle, {"channel": "cash"}, format="json", HTTP_IDEMPOTENCY_KEY="stl-1")
+    other = cashier.post(settle, {"channel": "cash"}, format="json", HTTP_IDEMPOTENCY_KEY="stl-2")
+
+    assert again.status_code == 200 and again.json() == first.json()
+    assert other.status_code == 409  # another request to settle it: it is settled
+    assert counts() == before
