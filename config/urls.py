@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from accounts import urls as accounts_urls
 from config.health import healthz
 from settlement import urls as settlement_urls
+from settlement.reconciliation import pages as reconciliation_pages
 
 # Under /api/ every error is JSON with the error shape; pages keep Django's own (accounts.api_edge).
 handler400 = "accounts.api_edge.bad_request"
@@ -20,6 +21,8 @@ urlpatterns = [
     path("api/partner/v1/", include(accounts_urls.partner_urlpatterns)),
     path("api/partner/v1/", include(settlement_urls.partner_urlpatterns)),
     path("i18n/", include("django.conf.urls.i18n")),
+    # The finance desk's front page (finance-home) and its batches are reconciliation's.
+    path("finance/", include(reconciliation_pages.urlpatterns)),
     path("", include("settlement.web.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

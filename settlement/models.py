@@ -13,10 +13,6 @@ from django.utils import timezone
 
 from accounts.models import CreditLine, Department, FamilyLink, Institution, Partner, Person
 
-# Reconciliation's models (settlement.reconciliation.models) are this app's too: importing them
-# here is how Django finds them.
-from .reconciliation import models as reconciliation_models  # noqa: F401
-
 
 class Channel(models.TextChoices):
     CASH = "cash", "cash"

@@ -1,8 +1,5 @@
 from celery import shared_task
 
-# Reconciliation's tasks (named settlement.tasks.* still): Celery's autodiscovery imports this
-# module, and this import registers them with the worker.
-from .reconciliation import tasks as reconciliation_tasks  # noqa: F401
 from .services.claim_retries import claims_retry
 from .services.outbox import outbox_deliver
 from .services.repayments import receivables_mark_overdue

@@ -1,5 +1,6 @@
-"""The finance desk: deferred insurance claims, receivables aging and daily credit per bank,
-and (from ``settlement.reconciliation.pages``) reconciliation batches and the ledger's checks.
+"""The finance desk: deferred insurance claims, receivables aging and daily credit per bank.
+Its reconciliation batches and the ledger's checks are the wing's pages
+(``settlement.reconciliation.pages``), mounted beside these under ``/finance/``.
 
 Every page is for the finance and admin roles. Reads come from ``settlement.selectors_finance``;
 writes go through the services.
@@ -19,7 +20,6 @@ from django.views.decorators.http import require_GET, require_POST
 from core.money import fen_to_yuan
 
 from .. import selectors_finance as reads
-from ..reconciliation import pages as reconciliation
 from ..services.insurer_claims import claims_due_now
 from ..tasks import retry_deferred_claims
 from .access import role_required
@@ -182,8 +182,6 @@ def credit_daily(request: HttpRequest) -> HttpResponse:
 
 
 urlpatterns: list[URLPattern] = [
-    # The desk's front page (finance-home) is reconciliation's: its batches and uploads.
-    *reconciliation.urlpatterns,
     path("claims/", claims, name="finance-claims"),
     path("claims/retry/", claims_retry_now, name="finance-claims-retry"),
     path("receivables/", receivables, name="finance-receivables"),
