@@ -18,7 +18,6 @@ from django.test import override_settings
 from django.utils import timezone
 
 from accounts.models import Department, FamilyLink, Person
-from accounts.services.credit_lines import credit_line_grant
 from accounts.services.family import family_link_create
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.persons import person_id_number
@@ -31,7 +30,7 @@ from settlement.services.encounters import (
     encounter_admit,
 )
 from settlement.services.settle import encounter_settle
-from tests.factories import make_id_number
+from tests.factories import grant_line, make_id_number
 from tests.web.conftest import sign_in
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,15 +93,7 @@ def world(make_person: Any, make_partner: Any) -> World:
     b_child = make_person("王小明", birth=date(2016, 1, 9))
     for person in (a, b):
         patient_login_create(actor="test", person=person, password=PASSWORD)
-        credit_line_grant(
-            actor="test",
-            partner=partner,
-            id_number=person_id_number(person),
-            name=person.name,
-            score=640,
-            score_provider="白鹭分",
-            limit=300_000,
-        )
+        grant_line(partner, person, limit=300_000)
     link_b = family_link_create(
         actor="test",
         payer=b,
