@@ -16,7 +16,6 @@ Amounts (simulator policy, see ``settlement/insurer/policy.py``):
   ¥60.00; the personal account pays ¥240.00; self-pay ¥50.00; the insurer's share ¥300.00.
 """
 
-import time
 from collections.abc import Iterator
 from datetime import date
 from typing import Any
@@ -51,9 +50,11 @@ from settlement.models import (
 )
 from settlement.services import house
 from settlement.services.settle import claim_retry, claims_retry, fee_lines
+from tests.factories import charge_line
+from tests.settlement.conftest import HOLD
 from tests.waiting import wait_until
 
-TIMEOUT = 0.5  # the adapter's timeout in these tests; hangs last a multiple of it
+TIMEOUT = 0.5  # the adapter's timeout in the tests where the insurer hangs
 
 WARD_TOTAL, WARD_FUND, WARD_ACCOUNT, WARD_SELF = 185_000, 73_100, 50_000, 61_900
 WARD_SHARE = WARD_FUND + WARD_ACCOUNT
@@ -61,29 +62,38 @@ CLINIC_TOTAL, CLINIC_FUND, CLINIC_ACCOUNT, CLINIC_SELF = 35_000, 6_000, 24_000, 
 CLINIC_SHARE = CLINIC_FUND + CLINIC_ACCOUNT
 
 
-def item(code: str, category: str, cls: str, quantity: str, price: str) -> dict[str, str]:
-    return {
-        "code": code,
-        "name": code,
-        "category": category,
-        "insurance_class": cls,
-        "quantity": quantity,
-        "unit_price": price,
-        "service_date": timezone.localdate().isoformat(),
-    }
-
-
-def ward_items() -> list[dict[str, str]]:
+def ward_items() -> list[dict[str, Any]]:
     return [
-        item("D001", "drug", "A", "1", "1000.00"),
-        item("E007", "exam", "B", "2", "200.00"),
-        item("R100", "bed", "C", "1", "150.00"),
-        item("D002", "drug", "A", "1.5", "200.00"),
+        charge_line(
+            code="D001", name="头孢", category="drug", insurance_class="A", unit_price="1000.00"
+        ),
+        charge_line(
+            code="E007",
+            name="CT",
+            category="exam",
+            insurance_class="B",
+            quantity="2",
+            unit_price="200.00",
+        ),
+        charge_line(unit_price="150.00"),
+        charge_line(
+            code="D002",
+            name="输液",
+            category="drug",
+            insurance_class="A",
+            quantity="1.5",
+            unit_price="200.00",
+        ),
     ]
 
 
-def clinic_items() -> list[dict[str, str]]:
-    return [item("D010", "drug", "A", "1", "300.00"), item("T020", "exam", "C", "1", "50.00")]
+def clinic_items() -> list[dict[str, Any]]:
+    return [
+        charge_line(
+            code="D010", name="头孢", category="drug", insurance_class="A", unit_price="300.00"
+        ),
+        charge_line(code="T020", name="血常规", category="exam", unit_price="50.00"),
+    ]
 
 
 def yuan(fen: int) -> str:
@@ -569,11 +579,9 @@ def test_a_hanging_pre_settle_times_out_and_defers_without_settling(
     encounter = admit(cashier, patient, clinic, "outpatient")
     charge(cashier, encounter, clinic_items(), CLINIC_TOTAL)
 
-    sim.control("hang", hang_seconds=6 * TIMEOUT)
+    sim.control("hang", hang_seconds=HOLD)  # held until released below
     with override_settings(INSURER_URL=sim.url, INSURER_TIMEOUT_SECONDS=TIMEOUT):
-        started = time.monotonic()
         settled = settle(cashier, encounter)
-        elapsed = time.monotonic() - started
         assert settled.status_code == 200, settled.json()
         body = settled.json()
         assert (body["status"], body["funded_by"], body["self_pay"]) == (
@@ -581,13 +589,14 @@ def test_a_hanging_pre_settle_times_out_and_defers_without_settling(
             "credit",
             yuan(CLINIC_TOTAL),
         )
-        assert elapsed < 6 * TIMEOUT  # the adapter gave up; it did not wait for the insurer
+        # The adapter gave up; it did not wait for the insurer, which still holds the call.
+        assert wait_until(lambda: sim.hanging() == 1)
         # A pre-settle changes nothing, so its timeout is plainly "unavailable"; no settle sent.
         assert calls(encounter) == [("2206", "unavailable")]
         assert "timed out" in claim_of(encounter).last_error.lower()
         assert posted(line.drawn_account) == CLINIC_TOTAL
 
-        sim.control("ok")
+        sim.control("ok", release=True)
         assert claims_retry() == {"reverted": 1}
     assert standing(sim, encounter)[0]["medfee_sumamt"] == CLINIC_TOTAL
     assert len(standing(sim, encounter)) == 1
@@ -598,14 +607,15 @@ def test_a_hanging_pre_settle_times_out_and_defers_without_settling(
     assert_ledger_intact()
 
 
-def hang_after_pre_settle(sim: Any, hang_seconds: float) -> type[InsurerClient]:
+def hang_after_pre_settle(sim: Any) -> type[InsurerClient]:
     """An adapter that lets the pre-settle through, then makes the insurer hang: the settle
-    (and the query after it) time out while the insurer settles late."""
+    (and the query after it) time out, and the insurer holds them until the test releases
+    them."""
 
     class Client(InsurerClient):
         def pre_settle(self, *args: Any, **kwargs: Any) -> Any:
             split = super().pre_settle(*args, **kwargs)
-            sim.control("hang", hang_seconds=hang_seconds)
+            sim.control("hang", hang_seconds=HOLD)
             return split
 
     return Client
@@ -625,8 +635,7 @@ def test_a_settle_that_times_out_and_lands_late_is_found_by_the_retry_not_settle
 
     with override_settings(INSURER_URL=sim.url, INSURER_TIMEOUT_SECONDS=TIMEOUT):
         with monkeypatch.context() as patch:
-            client = hang_after_pre_settle(sim, 3 * TIMEOUT)
-            patch.setattr("settlement.services.settle.InsurerClient", client)
+            patch.setattr("settlement.services.settle.InsurerClient", hang_after_pre_settle(sim))
             settled = settle(cashier, encounter)
         assert settled.status_code == 200, settled.json()
         assert settled.json()["status"] == "settled_insurance_deferred"
@@ -637,9 +646,10 @@ def test_a_settle_that_times_out_and_lands_late_is_found_by_the_retry_not_settle
         assert claim.status == "deferred" and claim.settle_msgid.startswith("2304-")
         lost = claim.settle_msgid
 
-        sim.control("ok")
+        assert wait_until(lambda: sim.hanging() == 2)  # the settle and the query, unhandled
+        sim.control("ok", release=True)
         # The insurer finishes the hung settle late.
-        assert wait_until(lambda: len(standing(sim, encounter)) == 1, timeout=10)
+        assert wait_until(lambda: len(standing(sim, encounter)) == 1)
         assert standing(sim, encounter)[0]["msgid"] == lost
         assert claims_retry() == {"reverted": 1}
 
@@ -678,17 +688,16 @@ def test_a_timed_out_settle_reversed_before_it_lands_is_refused_by_the_insurer_w
 
     with override_settings(INSURER_URL=sim.url, INSURER_TIMEOUT_SECONDS=TIMEOUT):
         with monkeypatch.context() as patch:
-            # Long enough that the retry below runs before the hung settle is handled.
-            client = hang_after_pre_settle(sim, 8 * TIMEOUT)
-            patch.setattr("settlement.services.settle.InsurerClient", client)
+            patch.setattr("settlement.services.settle.InsurerClient", hang_after_pre_settle(sim))
             settled = settle(cashier, encounter)
         assert settled.status_code == 200, settled.json()
         assert settled.json()["status"] == "settled_insurance_deferred"
         lost = claim_of(encounter).settle_msgid
         assert lost
 
-        sim.control("ok")
-        assert standing(sim, encounter) == []  # the hung settle has not been handled yet
+        sim.control("ok")  # new calls are answered; the hung settle stays held
+        assert wait_until(lambda: sim.hanging() == 2)
+        assert standing(sim, encounter) == []
         assert claims_retry() == {"reverted": 1}
         # Not found, so reversed (冲正) before anything else was sent; then settled afresh.
         assert calls(encounter)[3:] == [
@@ -698,8 +707,9 @@ def test_a_timed_out_settle_reversed_before_it_lands_is_refused_by_the_insurer_w
             ("2304", "ok"),
         ]
         # When the hung settle is finally handled the insurer refuses it.
+        sim.control("ok", release=True)
         refused = f"msgid={lost} infcode=-1"
-        assert wait_until(lambda: refused in sim.log_path.read_text(), timeout=10)
+        assert wait_until(lambda: refused in sim.log_path.read_text())
         assert "reversed before it arrived" in sim.log_path.read_text()
 
     assert len(standing(sim, encounter)) == 1
