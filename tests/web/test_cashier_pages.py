@@ -377,7 +377,7 @@ class TestAtTheDesk:
         assert page.locator("#insurer-outage").is_visible()
 
 
-# --- what the pages call things (issue 12) ----------------------------------------------------
+# --- what the pages call things: visits, deposits, categories, classes ------------------------
 
 INSURER_DOWN = "http://127.0.0.1:9"  # nothing listens: the settlement is all self-pay
 

@@ -328,7 +328,7 @@ def test_daily_bill_receipt_check_and_phone_screen(world, page, browser, live_se
         phone.close()
 
 
-# --- what the pages call things (issue 12) ----------------------------------------------------
+# --- what the pages call things: due dates, categories, classes, channels ---------------------
 
 
 def _settle_outpatient_offline(person: Person, department: Department, price: int) -> Receivable:
