@@ -21,8 +21,9 @@ from rest_framework.test import APIClient
 from stdnum.cn import ric
 
 from accounts import signing
-from accounts.models import CreditLine
+from accounts.models import CreditLine, FamilyLink
 from accounts.services.credit_lines import credit_line_grant
+from accounts.services.family import family_link_create
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.partners import partner_create
 from accounts.services.persons import person_create, person_id_number
@@ -148,6 +149,17 @@ def grant_line(partner: Any, person: Any, *, limit: int | None = None) -> Credit
         limit=limit,
     )
     return line
+
+
+def link_family(
+    payer: Any, beneficiary: Any, relation: str = "parent_of_minor", **changes: Any
+) -> FamilyLink:
+    """``payer``'s line pays for ``beneficiary``, with the payer's consent given in person at
+    the cashier's desk unless ``changes`` say otherwise."""
+    fields = {"consent": True, "consent_by": payer.name, "consent_channel": "cashier", **changes}
+    return family_link_create(
+        actor="test", payer=payer, beneficiary=beneficiary, relation=relation, **fields
+    )
 
 
 def charge_line(**changes: Any) -> dict[str, Any]:

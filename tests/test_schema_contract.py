@@ -48,7 +48,6 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from accounts.api_common import ApiView
-from accounts.services.family import family_link_create
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.partners import partner_create
 from accounts.services.staff import staff_create
@@ -56,7 +55,13 @@ from settlement.models import CreditMovement, ReconItem
 from settlement.services.encounters import charges_post, encounter_admit
 from settlement.services.reconciliation import batch_run
 from settlement.services.settle import encounter_settle
-from tests.factories import charge_item, grant_line, make_id_number, statement_csv
+from tests.factories import (
+    charge_item,
+    grant_line,
+    link_family,
+    make_id_number,
+    statement_csv,
+)
 from tests.settlement.conftest import Simulator
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
@@ -142,15 +147,7 @@ def world(insurer_sim, tmp_path, settings) -> Iterator[SimpleNamespace]:
     parent = person_create(actor="test", name="林母", id_number=make_id_number(date(1950, 3, 1)))
     child = person_create(actor="test", name="林子", id_number=make_id_number(date(1980, 3, 1)))
     line = grant_line(partner, child)
-    link = family_link_create(
-        actor="test",
-        payer=child,
-        beneficiary=parent,
-        relation="child_of_parent",
-        consent=True,
-        consent_by="test",
-        consent_channel="cashier",
-    )
+    link = link_family(child, parent, "child_of_parent")
     with override_settings(INSURER_URL=insurer_sim.url, INSURER_TIMEOUT_SECONDS=3):
         settled = encounter_admit(
             actor="test", person=child, department=department, kind="outpatient"

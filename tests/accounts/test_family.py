@@ -9,9 +9,9 @@ from accounts.exceptions import FamilyRuleViolated
 from accounts.models import AuditEvent, FamilyLink
 from accounts.selectors import funding_line_for
 from accounts.services.credit_lines import credit_line_freeze
-from accounts.services.family import family_link_create, family_link_revoke, family_links_lapse
+from accounts.services.family import family_link_revoke, family_links_lapse
 from ledger import services as ledger
-from tests.factories import grant_line
+from tests.factories import grant_line, link_family
 
 pytestmark = pytest.mark.django_db
 
@@ -23,17 +23,7 @@ def years_before(day: date, years: int) -> date:
 
 
 def link(payer, beneficiary, relation="parent_of_minor", today=TODAY, **kwargs):
-    return family_link_create(
-        actor="test",
-        payer=payer,
-        beneficiary=beneficiary,
-        relation=relation,
-        consent=kwargs.pop("consent", True),
-        consent_by=kwargs.pop("consent_by", "payer in person"),
-        consent_channel=kwargs.pop("consent_channel", "cashier"),
-        today=today,
-        **kwargs,
-    )
+    return link_family(payer, beneficiary, relation, today=today, **kwargs)
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from django.test import override_settings
 from django.utils import timezone
 
 from accounts.services import idempotency
-from accounts.services.family import family_link_create
 from accounts.services.idempotency import Earlier
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.staff import staff_create
@@ -45,7 +44,7 @@ from settlement.services import house
 from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
 from settlement.services.repayments import repayment_apply
 from settlement.services.settle import claim_retry, claims_retry, encounter_settle
-from tests.factories import KeyedClient, charge_item, grant_line
+from tests.factories import KeyedClient, charge_item, grant_line, link_family
 from tests.settlement.conftest import HOLD
 from tests.threads import run_threads
 from tests.waiting import wait_until
@@ -67,18 +66,6 @@ def hospital(default_deposit: int) -> tuple:
     )
     department.refresh_from_db()
     return institution, department
-
-
-def link(parent, child) -> None:
-    family_link_create(
-        actor="test",
-        payer=parent,
-        beneficiary=child,
-        relation="parent_of_minor",
-        consent=True,
-        consent_by="parent in person",
-        consent_channel="cashier",
-    )
 
 
 def ward_bill() -> list[ChargeItem]:
@@ -141,7 +128,7 @@ def test_parallel_settlements_never_draw_a_family_line_past_its_limit(
     encounters = []
     for n in range(CHILDREN):
         child = make_person(f"林子{n}", birth=date(2012 + n, 1, 1 + n))
-        link(parent, child)
+        link_family(parent, child)
         encounters.append(admit_and_charge(child, department, kind, [charge_item(BILL)]))
     held = account_balance(line.capacity_account).debits_pending
     assert held == CHILDREN * deposit
@@ -208,7 +195,7 @@ def test_concurrent_settles_of_one_encounter_settle_it_once(make_person, make_pa
     parent = make_person("陈静", birth=date(1988, 3, 14))
     child = make_person("陈小雨", birth=date(2015, 9, 1))
     line = grant_line(partner, parent, limit=300_000)
-    link(parent, child)
+    link_family(parent, child)
     encounter = admit_and_charge(child, department, "inpatient", ward_bill())
 
     results = run_threads(lambda i: settle(encounter.pk, shared_sim.url))
@@ -339,7 +326,7 @@ def test_parallel_retries_of_one_deferred_claim_revert_it_once(make_person, make
     parent = make_person("王母", birth=date(1986, 6, 6))
     child = make_person("王小明", birth=date(2016, 2, 2))
     line = grant_line(partner, parent, limit=300_000)
-    link(parent, child)
+    link_family(parent, child)
     encounter = admit_and_charge(child, department, "inpatient", ward_bill())
 
     sim.stop()  # the insurer is unreachable: the whole bill is self-pay, the claim deferred
@@ -398,7 +385,7 @@ def drawn_receivable(make_person, make_partner, shared_sim):
     parent = make_person("赵母", birth=date(1984, 8, 8))
     child = make_person("赵小", birth=date(2014, 4, 4))
     line = grant_line(partner, parent, limit=LIMIT)
-    link(parent, child)
+    link_family(parent, child)
     encounter = admit_and_charge(child, department, "outpatient", [charge_item(BILL)])
     settle(encounter.pk, shared_sim.url)
     receivable = Receivable.objects.get(encounter=encounter)
@@ -486,7 +473,7 @@ def test_parallel_admissions_on_a_nearly_full_family_line_hold_what_fits_and_adm
     parent = make_person("郑母", birth=date(1983, 3, 3))
     line = grant_line(partner, parent, limit=180_000)
     first = make_person("郑长", birth=date(2009, 1, 1))
-    link(parent, first)
+    link_family(parent, first)
     earlier = encounter_admit(actor="test", person=first, department=department, kind="inpatient")
     assert earlier.deposit_waived
     room = 180_000 - DEPOSIT
@@ -494,7 +481,7 @@ def test_parallel_admissions_on_a_nearly_full_family_line_hold_what_fits_and_adm
     children = []
     for n in range(20):
         child = make_person(f"郑{n}", birth=date(2010 + n % 10, 1 + n % 12, 1 + n))
-        link(parent, child)
+        link_family(parent, child)
         children.append(child)
     cashiers = [staff_client("cashier") for _ in children]
 
@@ -532,7 +519,7 @@ def test_parallel_admissions_on_a_nearly_full_family_line_hold_what_fits_and_adm
 
     # One more, alone, gets the same answer as the eighteen.
     alone = make_person("郑幺", birth=date(2021, 6, 6))
-    link(parent, alone)
+    link_family(parent, alone)
     later = cashiers[0].post(
         "/api/v1/encounters/",
         {"person": alone.pk, "kind": "inpatient", "department": department.pk},

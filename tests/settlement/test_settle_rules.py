@@ -7,14 +7,14 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from accounts.services.family import family_link_create, family_link_revoke
+from accounts.services.family import family_link_revoke
 from accounts.services.institutions import department_ensure, institution_ensure
 from ledger.selectors import account_balance
 from settlement.exceptions import EncounterStateError, SelfPayNotCovered
 from settlement.models import Encounter, InsuranceClaim
 from settlement.services.encounters import charges_post, encounter_admit
 from settlement.services.settle import encounter_settle
-from tests.factories import charge_item, grant_line
+from tests.factories import charge_item, grant_line, link_family
 
 pytestmark = pytest.mark.django_db
 
@@ -57,15 +57,7 @@ def test_a_revoked_family_link_carries_only_what_the_stay_holds(
     mother = make_person("母", birth=date(1985, 1, 1))
     child = make_person("子", birth=date(2016, 1, 1))
     line = grant_line(partner, mother)
-    link = family_link_create(
-        actor="test",
-        payer=mother,
-        beneficiary=child,
-        relation="parent_of_minor",
-        consent=True,
-        consent_by="母",
-        consent_channel="cashier",
-    )
+    link = link_family(mother, child)
     encounter = encounter_admit(actor="test", person=child, department=ward, kind="inpatient")
     assert encounter.deposit_waived and encounter.funding_link == link
     charge(encounter, 200_000)
