@@ -20,8 +20,6 @@ from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.staff import staff_create
 from ledger.exceptions import LimitExceeded
 from ledger.selectors import account_balance
-from ledger.services import chain_seal
-from ledger.verification import verify_ledger
 from settlement.exceptions import (
     AlreadySettled,
     EncounterStateError,
@@ -46,6 +44,7 @@ from settlement.services.repayments import repayment_apply
 from settlement.services.settle import claim_retry, claims_retry, encounter_settle
 from tests.factories import KeyedClient, charge_item, grant_line, link_family
 from tests.settlement.conftest import HOLD
+from tests.settlement.stays import assert_ledger_intact, standing
 from tests.threads import run_threads
 from tests.waiting import wait_until
 
@@ -89,21 +88,6 @@ def settle(encounter_id, url: str, channel: str | None = None) -> Settlement:
         channel=channel,
         client=InsurerClient(base_url=url, timeout=5),
     )
-
-
-def standing(sim, encounter: Encounter) -> list[dict]:
-    """The simulator's settlements of this encounter that are not cancelled."""
-    return [
-        s
-        for s in sim.state()["settlements"]
-        if s["mdtrt_id"] == str(encounter.pk) and s["cancelled_at"] is None
-    ]
-
-
-def assert_ledger_intact() -> None:
-    chain_seal()
-    report = verify_ledger()
-    assert report.intact, report.problems
 
 
 # --- parallel settlements on one family line --------------------------------------------------
