@@ -1,1 +1,1 @@
-"""People, hospitals, staff roles, bank partners, credit lines and family links (issue 3)."""
+"""People, hospitals, staff roles, bank partners, credit lines and family links."""

@@ -1,1 +1,1 @@
-"""Encounters, charges, the insurer, settlement, repayment and reconciliation (issues 4-5)."""
+"""Encounters, charges, the insurer, settlement, repayment and reconciliation."""

@@ -1,8 +1,10 @@
-"""Fixtures for people, staff clients and signed partner clients, shared by every test app.
+"""Fixtures for people, staff clients and signed partner clients, and the charge lines and
+credit lines scenarios are built of, shared by every test app.
 
 Loaded as a plugin by ``tests/conftest.py``.
 """
 
+import dataclasses
 import itertools
 import json
 import secrets
@@ -19,7 +21,9 @@ from rest_framework.test import APIClient
 from stdnum.cn import ric
 
 from accounts import signing
+from accounts.models import CreditLine, FamilyLink
 from accounts.services.credit_lines import credit_line_grant
+from accounts.services.family import family_link_create
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.partners import partner_create
 from accounts.services.persons import person_create, person_id_number
@@ -132,6 +136,62 @@ def make_partner():
     return make
 
 
+def grant_line(partner: Any, person: Any, *, limit: int | None = None) -> CreditLine:
+    """The bank ``partner`` grants ``person`` a line on a 白鹭分 score of 640: ¥3,000.00 by
+    the default tier table, or ``limit`` fen."""
+    line, _ = credit_line_grant(
+        actor="test",
+        partner=partner,
+        id_number=person_id_number(person),
+        name=person.name,
+        score=640,
+        score_provider="白鹭分",
+        limit=limit,
+    )
+    return line
+
+
+def link_family(
+    payer: Any, beneficiary: Any, relation: str = "parent_of_minor", **changes: Any
+) -> FamilyLink:
+    """``payer``'s line pays for ``beneficiary``, with the payer's consent given in person at
+    the cashier's desk unless ``changes`` say otherwise."""
+    fields = {"consent": True, "consent_by": payer.name, "consent_channel": "cashier", **changes}
+    return family_link_create(
+        actor="test", payer=payer, beneficiary=beneficiary, relation=relation, **fields
+    )
+
+
+def charge_line(**changes: Any) -> dict[str, Any]:
+    """One charge line as the API takes it: a class C bed day (all self-pay) of ¥100.00 served
+    today, unless ``changes`` say otherwise."""
+    return {
+        "code": "R100",
+        "name": "单人病房",
+        "category": "bed",
+        "insurance_class": "C",
+        "quantity": "1",
+        "unit_price": "100.00",
+        "service_date": timezone.localdate().isoformat(),
+        **changes,
+    }
+
+
+def charge_item(unit_price: int, **changes: Any) -> ChargeItem:
+    """One charge line as the services take it: a class C bed day (all self-pay) of
+    ``unit_price`` fen served today, unless ``changes`` say otherwise."""
+    line = ChargeItem(
+        code="R100",
+        name="单人病房",
+        category="bed",
+        insurance_class="C",
+        quantity=Decimal(1),
+        unit_price=unit_price,
+        service_date=timezone.localdate(),
+    )
+    return dataclasses.replace(line, **changes)
+
+
 INSURER_DOWN = "http://127.0.0.1:9"  # nothing listens: every settle is all self-pay, on credit
 
 
@@ -146,14 +206,7 @@ def draws(make_person, make_partner):
     department.refresh_from_db()
     for index, amount in enumerate((10_000, 20_000, 30_000)):
         person = make_person(f"病人{index}", birth=date(1970 + index, 1, 1))
-        credit_line_grant(
-            actor="test",
-            partner=partner,
-            id_number=person_id_number(person),
-            name=person.name,
-            score=650,
-            score_provider="白鹭分",
-        )
+        grant_line(partner, person)
         encounter = encounter_admit(
             actor="test", person=person, department=department, kind="outpatient"
         )
@@ -161,7 +214,7 @@ def draws(make_person, make_partner):
             key=uuid4().hex,
             actor="test",
             encounter_id=encounter.pk,
-            items=[ChargeItem("C1", "诊查", "exam", "C", Decimal(1), amount, timezone.localdate())],
+            items=[charge_item(amount, code="C1", name="诊查", category="exam")],
         )
         with override_settings(INSURER_URL=INSURER_DOWN, INSURER_TIMEOUT_SECONDS=1):
             encounter_settle(actor="test", encounter_id=encounter.pk)

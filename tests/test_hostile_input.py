@@ -11,22 +11,20 @@ import json
 import secrets
 import time
 from datetime import date
-from decimal import Decimal
 from typing import Any
 from uuid import uuid4
 
 import pytest
 from django.test import Client, override_settings
-from django.utils import timezone
 
 from accounts import signing
 from accounts.models import AuditEvent, Person
 from accounts.services.staff import patient_login_create
 from core.models import IdempotentRequest
 from settlement.models import Charge, Encounter
-from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
+from settlement.services.encounters import charges_post, encounter_admit
 from settlement.services.settle import encounter_settle
-from tests.factories import INSURER_DOWN, make_id_number, signed_in
+from tests.factories import INSURER_DOWN, charge_item, charge_line, make_id_number, signed_in
 
 pytestmark = pytest.mark.django_db
 
@@ -287,15 +285,7 @@ def test_an_unknown_page_is_still_an_html_404():
 
 
 def _charge(cashier, stay, quantity: Any):
-    item = {
-        "code": "R100",
-        "name": "单人病房",
-        "category": "bed",
-        "insurance_class": "C",
-        "quantity": quantity,
-        "unit_price": "1.00",
-        "service_date": timezone.localdate().isoformat(),
-    }
+    item = charge_line(quantity=quantity, unit_price="1.00")
     return cashier.post(f"/api/v1/encounters/{stay}/charges/", {"items": [item]}, format="json")
 
 
@@ -420,8 +410,9 @@ def test_a_receipt_code_of_any_text_is_checked_not_a_500(cashier, make_person, d
     encounter = encounter_admit(
         actor="test", person=make_person("林峰"), department=department, kind="outpatient"
     )
-    item = ChargeItem("C1", "诊查", "exam", "C", Decimal(1), 1_000, timezone.localdate())
-    charges_post(key=uuid4().hex, actor="test", encounter_id=encounter.pk, items=[item])
+    charges_post(
+        key=uuid4().hex, actor="test", encounter_id=encounter.pk, items=[charge_item(1_000)]
+    )
     with override_settings(INSURER_URL=INSURER_DOWN, INSURER_TIMEOUT_SECONDS=1):
         settlement = encounter_settle(actor="test", encounter_id=encounter.pk, channel="cash")
     answer = cashier.get(f"/api/v1/receipts/{settlement.receipt_no}/", {"code": code})

@@ -23,7 +23,6 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
-from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 from uuid import uuid4
@@ -49,18 +48,21 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from accounts.api_common import ApiView
-from accounts.services.credit_lines import credit_line_grant
-from accounts.services.family import family_link_create
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.partners import partner_create
-from accounts.services.persons import person_id_number
 from accounts.services.staff import staff_create
 from settlement.models import CreditMovement
 from settlement.reconciliation.batches import batch_run
 from settlement.reconciliation.models import ReconItem
-from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
+from settlement.services.encounters import charges_post, encounter_admit
 from settlement.services.settle import encounter_settle
-from tests.factories import make_id_number, statement_csv
+from tests.factories import (
+    charge_item,
+    grant_line,
+    link_family,
+    make_id_number,
+    statement_csv,
+)
 from tests.settlement.conftest import Simulator
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
@@ -145,34 +147,21 @@ def world(insurer_sim, tmp_path, settings) -> Iterator[SimpleNamespace]:
 
     parent = person_create(actor="test", name="林母", id_number=make_id_number(date(1950, 3, 1)))
     child = person_create(actor="test", name="林子", id_number=make_id_number(date(1980, 3, 1)))
-    line = credit_line_grant(
-        actor="test",
-        partner=partner,
-        id_number=person_id_number(child),
-        name=child.name,
-        score=650,
-        score_provider="白鹭分",
-    )[0]
-    link = family_link_create(
-        actor="test",
-        payer=child,
-        beneficiary=parent,
-        relation="child_of_parent",
-        consent=True,
-        consent_by="test",
-        consent_channel="cashier",
-    )
+    line = grant_line(partner, child)
+    link = link_family(child, parent, "child_of_parent")
     with override_settings(INSURER_URL=insurer_sim.url, INSURER_TIMEOUT_SECONDS=3):
         settled = encounter_admit(
             actor="test", person=child, department=department, kind="outpatient"
         )
-        charges_post(key=uuid4().hex, actor="test", encounter_id=settled.pk, items=[_item(12_000)])
+        charges_post(
+            key=uuid4().hex, actor="test", encounter_id=settled.pk, items=[charge_item(12_000)]
+        )
         settlement = encounter_settle(actor="test", encounter_id=settled.pk)
         stay = encounter_admit(
             actor="test", person=parent, department=department, kind="outpatient"
         )
         charge = charges_post(
-            key=uuid4().hex, actor="test", encounter_id=stay.pk, items=[_item(3_000)]
+            key=uuid4().hex, actor="test", encounter_id=stay.pk, items=[charge_item(3_000)]
         )[0]
     # A reconciled statement with one line the ledger does not know, uploaded as finance does.
     finance = APIClient()
@@ -211,11 +200,6 @@ def world(insurer_sim, tmp_path, settings) -> Iterator[SimpleNamespace]:
         },
     )
     APP.key_id = APP.secret = ""
-
-
-def _item(unit_price: int) -> ChargeItem:
-    """A class C line (all self-pay) today."""
-    return ChargeItem("R100", "单人病房", "bed", "C", Decimal(1), unit_price, timezone.localdate())
 
 
 def _send(case: Any, world: SimpleNamespace) -> Any:

@@ -8,13 +8,16 @@ witness that the adapter does not double-settle.
 
 Besides ``POST /fsi/api/{infno}`` it answers:
 
-``POST /sim/control`` ``{"mode": "ok"|"fail"|"hang"|"drop", "hang_seconds": 30}``
-    ``fail`` answers HTTP 503 to every ``/fsi`` call; ``hang`` waits ``hang_seconds`` before
-    handling a call (as a stuck insurer would, so the call takes effect late); ``drop`` handles
-    settle calls (2207/2304) fully, keeps the settlement and closes the connection without an
-    answer, other calls are answered normally.
+``POST /sim/control`` ``{"mode": "ok"|"fail"|"hang"|"drop", "hang_seconds": 30, "release": false}``
+    ``fail`` answers HTTP 503 to every ``/fsi`` call; ``hang`` holds a call ``hang_seconds``
+    before handling it (as a stuck insurer would, so the call takes effect late); ``drop``
+    handles settle calls (2207/2304) fully, keeps the settlement and closes the connection
+    without an answer, other calls are answered normally. ``release`` lets every call held now
+    go on at once (the stuck insurer catching up), whatever the mode; calls that arrive later
+    in mode ``hang`` are held again.
 ``GET /sim/state``
-    the mode, settlements, balances and message log, amounts in fen (a test aid, not the wire).
+    the mode, the number of calls held now (``hanging``), settlements, balances and message
+    log, amounts in fen (a test aid, not the wire).
 
 No Django is needed: ``python -m settlement.insurer.simulator --port 8765`` runs it, and so
 does ``manage.py run_insurer_simulator``. One line per call goes to the log (stdout): infno,
@@ -29,7 +32,6 @@ import re
 import signal
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
@@ -421,6 +423,9 @@ class SimulatorServer(ThreadingHTTPServer):
         self.insurer = insurer
         self.mode = _mode(mode)
         self.hang_seconds = hang_seconds
+        self.hanging = 0
+        self._gate = threading.Event()
+        self._gate_lock = threading.Lock()
         self._log = log
         self._log_lock = threading.Lock()
         super().__init__(address, _Handler)
@@ -433,6 +438,23 @@ class SimulatorServer(ThreadingHTTPServer):
     def log(self, line: str) -> None:
         with self._log_lock:
             self._log(line)
+
+    def hang(self, seconds: float) -> None:
+        """Hold the calling request ``seconds``, or until :meth:`release`."""
+        with self._gate_lock:
+            gate = self._gate
+            self.hanging += 1
+        try:
+            gate.wait(seconds)
+        finally:
+            with self._gate_lock:
+                self.hanging -= 1
+
+    def release(self) -> None:
+        """Let every request held now go on; requests held later wait again."""
+        with self._gate_lock:
+            gate, self._gate = self._gate, threading.Event()
+        gate.set()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -449,7 +471,13 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server.insurer.snapshot()
         state["settlements"] = sorted(state["settlements"].values(), key=lambda s: s["setl_id"])
         self._send(
-            200, {"mode": self.server.mode, "hang_seconds": self.server.hang_seconds, **state}
+            200,
+            {
+                "mode": self.server.mode,
+                "hang_seconds": self.server.hang_seconds,
+                "hanging": self.server.hanging,
+                **state,
+            },
         )
 
     def do_POST(self) -> None:
@@ -476,12 +504,17 @@ class _Handler(BaseHTTPRequestHandler):
             hang = float(body.get("hang_seconds", DEFAULT_HANG_SECONDS))
             if not 0 <= hang <= 3600:
                 raise ValueError("hang_seconds must be between 0 and 3600")
+            release = body.get("release", False)
+            if not isinstance(release, bool):
+                raise ValueError("release must be true or false")
         except ValueError as e:
             self._send(400, {"error": str(e)})
             return
         self.server.mode, self.server.hang_seconds = mode, hang
-        self.server.log(f"control mode={mode} hang_seconds={hang:g}")
-        self._send(200, {"mode": mode, "hang_seconds": hang})
+        if release:
+            self.server.release()
+        self.server.log(f"control mode={mode} hang_seconds={hang:g}{' release' if release else ''}")
+        self._send(200, {"mode": mode, "hang_seconds": hang, "release": release})
 
     def _fsi(self, infno: str) -> None:
         mode, hang = self.server.mode, self.server.hang_seconds
@@ -498,7 +531,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if mode == "hang":
             self.server.log(f"{infno} msgid={msgid} hanging {hang:g} s (mode hang)")
-            time.sleep(hang)
+            self.server.hang(hang)
         try:
             response = self.server.insurer.handle(infno, body)
         except Exception as e:  # a state file that cannot be written, say

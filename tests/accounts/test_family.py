@@ -8,10 +8,10 @@ from django.utils import timezone
 from accounts.exceptions import FamilyRuleViolated
 from accounts.models import AuditEvent, FamilyLink
 from accounts.selectors import funding_line_for
-from accounts.services.credit_lines import credit_line_freeze, credit_line_grant
-from accounts.services.family import family_link_create, family_link_revoke, family_links_lapse
-from accounts.services.persons import person_id_number
+from accounts.services.credit_lines import credit_line_freeze
+from accounts.services.family import family_link_revoke, family_links_lapse
 from ledger import services as ledger
+from tests.factories import grant_line, link_family
 
 pytestmark = pytest.mark.django_db
 
@@ -23,30 +23,7 @@ def years_before(day: date, years: int) -> date:
 
 
 def link(payer, beneficiary, relation="parent_of_minor", today=TODAY, **kwargs):
-    return family_link_create(
-        actor="test",
-        payer=payer,
-        beneficiary=beneficiary,
-        relation=relation,
-        consent=kwargs.pop("consent", True),
-        consent_by=kwargs.pop("consent_by", "payer in person"),
-        consent_channel=kwargs.pop("consent_channel", "cashier"),
-        today=today,
-        **kwargs,
-    )
-
-
-def grant(partner, person, limit):
-    line, _ = credit_line_grant(
-        actor="test",
-        partner=partner,
-        id_number=person_id_number(person),
-        name=person.name,
-        score=650,
-        score_provider="白鹭分",
-        limit=limit,
-    )
-    return line
+    return link_family(payer, beneficiary, relation, today=today, **kwargs)
 
 
 @pytest.fixture
@@ -81,7 +58,7 @@ def test_link_lapses_on_the_18th_birthday(parent, make_person):
 
 def test_lapsed_link_is_not_used_even_before_the_task_runs(parent, make_person, make_partner):
     partner, _ = make_partner()
-    grant(partner, parent, 100_000)
+    grant_line(partner, parent, limit=100_000)
     child = make_person("林子", birth=date(2008, 11, 24))
     link(parent, child, today=TODAY)
     assert funding_line_for(person=child, amount=50_000, today=date(2026, 11, 23)) is not None
@@ -133,7 +110,7 @@ def test_revocation_keeps_what_was_drawn(make_person, make_partner):
     partner, _ = make_partner()
     child = make_person("子", birth=date(1990, 1, 1))
     mother = make_person("母", birth=date(1960, 1, 1))
-    line = grant(partner, child, 100_000)
+    line = grant_line(partner, child, limit=100_000)
     made = link(child, mother, relation="child_of_parent")
     ledger.transfer(
         key="draw", debit=line.capacity_account, credit=line.drawn_account, amount=30_000
@@ -154,8 +131,8 @@ def test_selector_prefers_own_line_then_links_in_order(make_person, make_partner
     child = make_person("子", birth=date(2014, 2, 2))
     mother = make_person("母", birth=date(1984, 1, 1))
     father = make_person("父", birth=date(1983, 1, 1))
-    mother_line = grant(bank_a, mother, 50_000)
-    father_line = grant(bank_b, father, 300_000)
+    mother_line = grant_line(bank_a, mother, limit=50_000)
+    father_line = grant_line(bank_b, father, limit=300_000)
     link(mother, child)
     link(father, child)
 
@@ -169,7 +146,7 @@ def test_selector_prefers_own_line_then_links_in_order(make_person, make_partner
     chosen = funding_line_for(person=child, amount=40_000, today=TODAY)
     assert chosen.line == father_line
 
-    own = grant(bank_a, child, 50_000)
+    own = grant_line(bank_a, child, limit=50_000)
     chosen = funding_line_for(person=child, amount=40_000, today=TODAY)
     assert (chosen.line, chosen.via_link) == (own, None)
 
@@ -178,7 +155,7 @@ def test_link_cap_limits_what_the_link_can_carry(make_person, make_partner):
     partner, _ = make_partner()
     child = make_person("子", birth=date(2014, 2, 2))
     mother = make_person("母", birth=date(1984, 1, 1))
-    grant(partner, mother, 300_000)
+    grant_line(partner, mother, limit=300_000)
     capped = link(mother, child, cap=80_000)
     assert capped.cap_account is not None
     assert funding_line_for(person=child, amount=80_000, today=TODAY).available == 80_000

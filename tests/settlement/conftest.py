@@ -16,6 +16,9 @@ from django.test import override_settings
 from accounts.services.institutions import department_ensure, institution_ensure
 
 ROOT = Path(__file__).resolve().parents[2]
+# Mode hang holds a call this long at most: tests release it when they choose, and the bound
+# only ends a call nobody released.
+HOLD = 120.0
 
 
 def free_port() -> int:
@@ -67,11 +70,17 @@ class Simulator:
             self.process.wait()
         self.process = None
 
-    def control(self, mode: str, hang_seconds: float | None = None) -> None:
-        body: dict[str, Any] = {"mode": mode}
+    def control(self, mode: str, hang_seconds: float | None = None, release: bool = False) -> None:
+        """Switch the failure mode; ``release`` lets the calls held in mode hang go on now."""
+        body: dict[str, Any] = {"mode": mode, "release": release}
         if hang_seconds is not None:
             body["hang_seconds"] = hang_seconds
         assert self._request("/sim/control", body)["mode"] == mode
+
+    def hanging(self) -> int:
+        """How many calls the simulator holds now (mode hang, not yet released)."""
+        count: int = self.state()["hanging"]
+        return count
 
     def state(self) -> dict[str, Any]:
         return self._request("/sim/state")

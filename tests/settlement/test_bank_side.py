@@ -20,13 +20,12 @@ from django.utils import timezone
 
 from accounts import signing
 from accounts.models import AuditEvent, CreditLine
-from accounts.services.credit_lines import credit_line_grant
-from accounts.services.persons import person_id_number
 from ledger.models import Transaction
 from settlement.models import CreditMovement, Encounter, OutboxEvent, Receivable, Repayment
 from settlement.services.claim_retries import claims_retry
 from settlement.services.outbox import outbox_deliver
 from settlement.services.repayments import receivables_mark_overdue
+from tests.factories import charge_line, grant_line
 
 pytestmark = pytest.mark.django_db
 
@@ -55,15 +54,7 @@ def borrower(make_partner, make_person, name: str, **partner_kwargs: Any) -> Sim
     """A bank and a person with a ¥3,000.00 line there."""
     partner, bank = make_partner(**partner_kwargs)
     person = make_person(name)
-    line, _ = credit_line_grant(
-        actor="test",
-        partner=partner,
-        id_number=person_id_number(person),
-        name=name,
-        score=640,
-        score_provider="白鹭分",
-        limit=300_000,
-    )
+    line = grant_line(partner, person, limit=300_000)
     return SimpleNamespace(partner=partner, bank=bank, person=person, line=line)
 
 
@@ -77,18 +68,6 @@ def admit(cashier, person, department, kind: str = "outpatient") -> dict[str, An
     return admitted.json()
 
 
-def charge_line(amount: str, insurance_class: str = "C") -> dict[str, str]:
-    return {
-        "code": "X1",
-        "name": "门诊",
-        "category": "exam",
-        "insurance_class": insurance_class,
-        "quantity": "1",
-        "unit_price": amount,
-        "service_date": timezone.localdate().isoformat(),
-    }
-
-
 def stay_on_credit(
     cashier, person, department, amount: str = "100.00", insurance_class: str = "C"
 ) -> Receivable:
@@ -96,7 +75,7 @@ def stay_on_credit(
     encounter = admit(cashier, person, department)
     charged = cashier.post(
         f"/api/v1/encounters/{encounter['id']}/charges/",
-        {"items": [charge_line(amount, insurance_class)]},
+        {"items": [charge_line(unit_price=amount, insurance_class=insurance_class)]},
         format="json",
     )
     assert charged.status_code == 201, charged.json()
@@ -444,7 +423,7 @@ def test_a_new_admission_on_a_frozen_line_gets_no_credit_until_the_overdue_is_re
     # Nor is the frozen line drawn when that stay is settled.
     charged = cashier.post(
         f"/api/v1/encounters/{frozen['id']}/charges/",
-        {"items": [charge_line("50.00")]},
+        {"items": [charge_line(unit_price="50.00")]},
         format="json",
     )
     assert charged.status_code == 201

@@ -5,23 +5,21 @@ retries of one deferred claim and parallel repayments (one ``bank_txn_id``, and 
 together ask for more than is owed). The insurer is the simulator, a real child process.
 """
 
+import threading
 from datetime import date
-from decimal import Decimal
+from typing import Any
 from uuid import uuid4
 
 import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from accounts.services.credit_lines import credit_line_grant
-from accounts.services.family import family_link_create
 from accounts.services.institutions import department_ensure, institution_ensure
-from accounts.services.persons import person_id_number
 from accounts.services.staff import staff_create
+from core import idempotency
+from core.idempotency import Earlier
 from ledger.exceptions import LimitExceeded
 from ledger.selectors import account_balance
-from ledger.services import chain_seal
-from ledger.verification import verify_ledger
 from settlement.exceptions import (
     AlreadySettled,
     EncounterStateError,
@@ -45,8 +43,11 @@ from settlement.services.claim_retries import claim_retry, claims_retry
 from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
 from settlement.services.repayments import repayment_apply
 from settlement.services.settle import encounter_settle
-from tests.factories import KeyedClient
+from tests.factories import KeyedClient, charge_item, grant_line, link_family
+from tests.settlement.conftest import HOLD
+from tests.settlement.stays import assert_ledger_intact, standing
 from tests.threads import run_threads
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -67,41 +68,12 @@ def hospital(default_deposit: int) -> tuple:
     return institution, department
 
 
-def grant(partner, person, limit: int):
-    line, _ = credit_line_grant(
-        actor="test",
-        partner=partner,
-        id_number=person_id_number(person),
-        name=person.name,
-        score=650,
-        score_provider="白鹭分",
-        limit=limit,
-    )
-    return line
-
-
-def link(parent, child) -> None:
-    family_link_create(
-        actor="test",
-        payer=parent,
-        beneficiary=child,
-        relation="parent_of_minor",
-        consent=True,
-        consent_by="parent in person",
-        consent_channel="cashier",
-    )
-
-
-def item(insurance_class: str, fen: int, code: str = "X001") -> ChargeItem:
-    return ChargeItem(
-        code=code,
-        name="项目",
-        category="exam",
-        insurance_class=insurance_class,
-        quantity=Decimal(1),
-        unit_price=fen,
-        service_date=timezone.localdate(),
-    )
+def ward_bill() -> list[ChargeItem]:
+    """Class A ¥1,500.00 and class C ¥200.00."""
+    return [
+        charge_item(150_000, insurance_class="A", code="A001"),
+        charge_item(20_000, code="C001"),
+    ]
 
 
 def admit_and_charge(person, department, kind: str, items: list[ChargeItem]) -> Encounter:
@@ -117,21 +89,6 @@ def settle(encounter_id, url: str, channel: str | None = None) -> Settlement:
         channel=channel,
         client=InsurerClient(base_url=url, timeout=5),
     )
-
-
-def standing(sim, encounter: Encounter) -> list[dict]:
-    """The simulator's settlements of this encounter that are not cancelled."""
-    return [
-        s
-        for s in sim.state()["settlements"]
-        if s["mdtrt_id"] == str(encounter.pk) and s["cancelled_at"] is None
-    ]
-
-
-def assert_ledger_intact() -> None:
-    chain_seal()
-    report = verify_ledger()
-    assert report.intact, report.problems
 
 
 # --- parallel settlements on one family line --------------------------------------------------
@@ -152,12 +109,12 @@ def test_parallel_settlements_never_draw_a_family_line_past_its_limit(
     institution, department = hospital(default_deposit=deposit)
     partner, _ = make_partner()
     parent = make_person("林母", birth=date(1985, 4, 2))
-    line = grant(partner, parent, LIMIT)
+    line = grant_line(partner, parent, limit=LIMIT)
     encounters = []
     for n in range(CHILDREN):
         child = make_person(f"林子{n}", birth=date(2012 + n, 1, 1 + n))
-        link(parent, child)
-        encounters.append(admit_and_charge(child, department, kind, [item("C", BILL)]))
+        link_family(parent, child)
+        encounters.append(admit_and_charge(child, department, kind, [charge_item(BILL)]))
     held = account_balance(line.capacity_account).debits_pending
     assert held == CHILDREN * deposit
     assert CHILDREN * BILL > LIMIT
@@ -222,11 +179,9 @@ def test_concurrent_settles_of_one_encounter_settle_it_once(make_person, make_pa
     partner, _ = make_partner()
     parent = make_person("陈静", birth=date(1988, 3, 14))
     child = make_person("陈小雨", birth=date(2015, 9, 1))
-    line = grant(partner, parent, 300_000)
-    link(parent, child)
-    encounter = admit_and_charge(
-        child, department, "inpatient", [item("A", 150_000, "A001"), item("C", 20_000, "C001")]
-    )
+    line = grant_line(partner, parent, limit=300_000)
+    link_family(parent, child)
+    encounter = admit_and_charge(child, department, "inpatient", ward_bill())
 
     results = run_threads(lambda i: settle(encounter.pk, shared_sim.url))
 
@@ -257,8 +212,28 @@ def test_concurrent_settles_of_one_encounter_settle_it_once(make_person, make_pa
     assert_ledger_intact()
 
 
+def duplicates_waiting(monkeypatch, count: int) -> tuple[set[int], threading.Event]:
+    """The threads that found their Idempotency-Key held by a request still running, and an
+    event set once ``count`` of them have (they then wait for its answer)."""
+    waiting: set[int] = set()
+    lock, enough = threading.Lock(), threading.Event()
+    claim = idempotency.request_claim
+
+    def watched(**kwargs: Any) -> Any:
+        found = claim(**kwargs)
+        if isinstance(found, Earlier) and found.status_code is None:
+            with lock:
+                waiting.add(threading.get_ident())
+                if len(waiting) >= count:
+                    enough.set()
+        return found
+
+    monkeypatch.setattr(idempotency, "request_claim", watched)
+    return waiting, enough
+
+
 def test_eight_settles_with_one_idempotency_key_wait_for_the_first_and_replay_its_answer(
-    make_person, make_partner, sim
+    make_person, make_partner, sim, monkeypatch
 ):
     """The same settle sent eight times at once with one key (a client retrying while the first
     is still with the insurer): the first settles, the other seven wait for it and get its
@@ -266,17 +241,16 @@ def test_eight_settles_with_one_idempotency_key_wait_for_the_first_and_replay_it
     institution, department = hospital(default_deposit=50_000)
     partner, _ = make_partner()
     patient = make_person("吴桐", birth=date(1977, 7, 17))
-    line = grant(partner, patient, 300_000)
-    encounter = admit_and_charge(
-        patient, department, "inpatient", [item("A", 150_000, "A001"), item("C", 20_000, "C001")]
-    )
+    line = grant_line(partner, patient, limit=300_000)
+    encounter = admit_and_charge(patient, department, "inpatient", ward_bill())
     # One cashier's desk retrying: the same token (the key's scope), a client per thread.
     _, token = staff_create(actor="test", username="desk-7", role="cashier")
     desks = [KeyedClient() for _ in range(8)]
     for desk in desks:
         desk.credentials(HTTP_AUTHORIZATION=f"Token {token}")
-    # Each insurer call takes a second, so the duplicates arrive while the first is in flight.
-    sim.control("hang", hang_seconds=1)
+    # The insurer holds the first's calls until all seven duplicates wait for its answer.
+    sim.control("hang", hang_seconds=HOLD)
+    waiting, seven_waiting = duplicates_waiting(monkeypatch, 7)
 
     def send(i: int):
         return desks[i].post(
@@ -286,8 +260,15 @@ def test_eight_settles_with_one_idempotency_key_wait_for_the_first_and_replay_it
             HTTP_IDEMPOTENCY_KEY="settle-once-0001",
         )
 
-    with override_settings(INSURER_URL=sim.url, INSURER_TIMEOUT_SECONDS=5):
-        answers = run_threads(send)
+    answers: list[object] = []
+    racing = threading.Thread(target=lambda: answers.extend(run_threads(send)))
+    with override_settings(INSURER_URL=sim.url, INSURER_TIMEOUT_SECONDS=HOLD):
+        racing.start()
+        assert seven_waiting.wait(timeout=60), waiting
+        assert wait_until(lambda: sim.hanging() == 1)  # the first is with the insurer
+        sim.control("ok", release=True)
+        racing.join(timeout=120)
+    assert not racing.is_alive()
 
     assert [getattr(a, "status_code", a) for a in answers] == [200] * 8, [
         getattr(a, "content", a) for a in answers
@@ -329,11 +310,9 @@ def test_parallel_retries_of_one_deferred_claim_revert_it_once(make_person, make
     partner, _ = make_partner()
     parent = make_person("王母", birth=date(1986, 6, 6))
     child = make_person("王小明", birth=date(2016, 2, 2))
-    line = grant(partner, parent, 300_000)
-    link(parent, child)
-    encounter = admit_and_charge(
-        child, department, "inpatient", [item("A", 150_000, "A001"), item("C", 20_000, "C001")]
-    )
+    line = grant_line(partner, parent, limit=300_000)
+    link_family(parent, child)
+    encounter = admit_and_charge(child, department, "inpatient", ward_bill())
 
     sim.stop()  # the insurer is unreachable: the whole bill is self-pay, the claim deferred
     deferred = settle(encounter.pk, sim.url)
@@ -390,9 +369,9 @@ def drawn_receivable(make_person, make_partner, shared_sim):
     partner, _ = make_partner()
     parent = make_person("赵母", birth=date(1984, 8, 8))
     child = make_person("赵小", birth=date(2014, 4, 4))
-    line = grant(partner, parent, LIMIT)
-    link(parent, child)
-    encounter = admit_and_charge(child, department, "outpatient", [item("C", BILL)])
+    line = grant_line(partner, parent, limit=LIMIT)
+    link_family(parent, child)
+    encounter = admit_and_charge(child, department, "outpatient", [charge_item(BILL)])
     settle(encounter.pk, shared_sim.url)
     receivable = Receivable.objects.get(encounter=encounter)
     assert receivable.outstanding == BILL
@@ -477,9 +456,9 @@ def test_parallel_admissions_on_a_nearly_full_family_line_hold_what_fits_and_adm
     _, department = hospital(default_deposit=DEPOSIT)
     partner, _ = make_partner()
     parent = make_person("郑母", birth=date(1983, 3, 3))
-    line = grant(partner, parent, 180_000)
+    line = grant_line(partner, parent, limit=180_000)
     first = make_person("郑长", birth=date(2009, 1, 1))
-    link(parent, first)
+    link_family(parent, first)
     earlier = encounter_admit(actor="test", person=first, department=department, kind="inpatient")
     assert earlier.deposit_waived
     room = 180_000 - DEPOSIT
@@ -487,7 +466,7 @@ def test_parallel_admissions_on_a_nearly_full_family_line_hold_what_fits_and_adm
     children = []
     for n in range(20):
         child = make_person(f"郑{n}", birth=date(2010 + n % 10, 1 + n % 12, 1 + n))
-        link(parent, child)
+        link_family(parent, child)
         children.append(child)
     cashiers = [staff_client("cashier") for _ in children]
 
@@ -525,7 +504,7 @@ def test_parallel_admissions_on_a_nearly_full_family_line_hold_what_fits_and_adm
 
     # One more, alone, gets the same answer as the eighteen.
     alone = make_person("郑幺", birth=date(2021, 6, 6))
-    link(parent, alone)
+    link_family(parent, alone)
     later = cashiers[0].post(
         "/api/v1/encounters/",
         {"person": alone.pk, "kind": "inpatient", "department": department.pk},

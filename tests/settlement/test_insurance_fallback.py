@@ -7,16 +7,9 @@ exactly once, the simulator (the witness) never holds two settlements for one en
 the ledger still verifies. The credit-paid outage is retried by a real Celery worker on the
 configured broker.
 
-Amounts (simulator policy, see ``settlement/insurer/policy.py``):
-
-- the ward bill, inpatient: A ¥1,300.00, B ¥400.00, C ¥150.00 = ¥1,850.00; eligible 1,660.00
-  − deductible 800.00 = 860.00 × 85 % = fund ¥731.00; the personal account pays ¥500.00;
-  self-pay ¥619.00; the insurer's share ¥1,231.00.
-- the clinic bill, outpatient: A ¥300.00, C ¥50.00 = ¥350.00; (300.00 − 200.00) × 60 % = fund
-  ¥60.00; the personal account pays ¥240.00; self-pay ¥50.00; the insurer's share ¥300.00.
+The bills and their amounts are those of ``tests/settlement/stays.py``.
 """
 
-import time
 from collections.abc import Iterator
 from datetime import date
 from typing import Any
@@ -27,13 +20,10 @@ from celery.signals import task_postrun
 from django.test import override_settings
 from django.utils import timezone
 
-from accounts.models import AuditEvent, CreditLine, Department, FamilyLink
-from accounts.services.persons import person_id_number
+from accounts.models import AuditEvent, CreditLine, FamilyLink
 from config.celery import app
 from ledger.models import Transaction
 from ledger.selectors import account_balance
-from ledger.services import chain_seal
-from ledger.verification import verify_ledger
 from settlement import tasks
 from settlement.insurer import InsurerOutcomeUnknown
 from settlement.insurer.client import InsurerClient
@@ -52,117 +42,34 @@ from settlement.models import (
 from settlement.services import house
 from settlement.services.claim_retries import claim_retry, claims_retry
 from settlement.services.insurer_claims import fee_lines
+from tests.settlement.conftest import HOLD
+from tests.settlement.stays import (
+    CLINIC_ACCOUNT,
+    CLINIC_FUND,
+    CLINIC_SELF,
+    CLINIC_SHARE,
+    CLINIC_TOTAL,
+    WARD_ACCOUNT,
+    WARD_FUND,
+    WARD_SELF,
+    WARD_SHARE,
+    WARD_TOTAL,
+    admit,
+    assert_ledger_intact,
+    calls,
+    charge,
+    claim_of,
+    clinic_items,
+    open_line,
+    posted,
+    settle,
+    standing,
+    ward_items,
+    yuan,
+)
 from tests.waiting import wait_until
 
-TIMEOUT = 0.5  # the adapter's timeout in these tests; hangs last a multiple of it
-
-WARD_TOTAL, WARD_FUND, WARD_ACCOUNT, WARD_SELF = 185_000, 73_100, 50_000, 61_900
-WARD_SHARE = WARD_FUND + WARD_ACCOUNT
-CLINIC_TOTAL, CLINIC_FUND, CLINIC_ACCOUNT, CLINIC_SELF = 35_000, 6_000, 24_000, 5_000
-CLINIC_SHARE = CLINIC_FUND + CLINIC_ACCOUNT
-
-
-def item(code: str, category: str, cls: str, quantity: str, price: str) -> dict[str, str]:
-    return {
-        "code": code,
-        "name": code,
-        "category": category,
-        "insurance_class": cls,
-        "quantity": quantity,
-        "unit_price": price,
-        "service_date": timezone.localdate().isoformat(),
-    }
-
-
-def ward_items() -> list[dict[str, str]]:
-    return [
-        item("D001", "drug", "A", "1", "1000.00"),
-        item("E007", "exam", "B", "2", "200.00"),
-        item("R100", "bed", "C", "1", "150.00"),
-        item("D002", "drug", "A", "1.5", "200.00"),
-    ]
-
-
-def clinic_items() -> list[dict[str, str]]:
-    return [item("D010", "drug", "A", "1", "300.00"), item("T020", "exam", "C", "1", "50.00")]
-
-
-def yuan(fen: int) -> str:
-    return f"{fen // 100}.{fen % 100:02d}"
-
-
-# --- set-up helpers ----------------------------------------------------------------------------
-
-
-def open_line(bank: Any, person: Any, score: int = 640) -> CreditLine:
-    """The bank grants ``person`` a line (¥3,000 for a score of 601 and up)."""
-    granted = bank.post(
-        "/api/partner/v1/credit-lines/",
-        {
-            "id_number": person_id_number(person),
-            "name": person.name,
-            "score": score,
-            "score_provider": "白鹭分",
-        },
-    )
-    assert granted.status_code == 201, granted.json()
-    assert granted.json()["limit"] == "3000.00"
-    return CreditLine.objects.get(pk=granted.json()["id"])
-
-
-def admit(cashier: Any, person: Any, department: Department, kind: str) -> Encounter:
-    admitted = cashier.post(
-        "/api/v1/encounters/",
-        {"person": person.pk, "kind": kind, "department": department.pk},
-        format="json",
-    )
-    assert admitted.status_code == 201, admitted.json()
-    return Encounter.objects.get(pk=admitted.json()["id"])
-
-
-def charge(cashier: Any, encounter: Encounter, items: list[dict[str, str]], total: int) -> None:
-    posted = cashier.post(
-        f"/api/v1/encounters/{encounter.pk}/charges/", {"items": items}, format="json"
-    )
-    assert posted.status_code == 201, posted.json()
-    bill = cashier.get(f"/api/v1/encounters/{encounter.pk}/bill/").json()
-    assert bill["total"] == yuan(total)
-
-
-def settle(cashier: Any, encounter: Encounter, body: dict[str, str] | None = None) -> Any:
-    return cashier.post(f"/api/v1/encounters/{encounter.pk}/settle/", body or {}, format="json")
-
-
-def standing(sim: Any, encounter: Encounter) -> list[dict[str, Any]]:
-    """The simulator's settlements for the encounter that are not cancelled."""
-    return [
-        s
-        for s in sim.state()["settlements"]
-        if s["mdtrt_id"] == str(encounter.pk) and s["cancelled_at"] is None
-    ]
-
-
-def calls(encounter: Encounter) -> list[tuple[str, str]]:
-    """The adapter's calls for the encounter, in order: (infno, outcome)."""
-    return list(
-        InsurerCall.objects.filter(mdtrt_id=str(encounter.pk))
-        .order_by("started_at", "pk")
-        .values_list("infno", "outcome")
-    )
-
-
-def claim_of(encounter: Encounter) -> InsuranceClaim:
-    return InsuranceClaim.objects.get(encounter=encounter)
-
-
-def posted(account: Any) -> int:
-    return account_balance(account).posted
-
-
-def assert_ledger_intact() -> None:
-    chain_seal()
-    report = verify_ledger()
-    assert report.intact, report.problems
+TIMEOUT = 0.5  # the adapter's timeout in the tests where the insurer hangs
 
 
 def snapshot(encounter: Encounter, line: CreditLine | None = None) -> dict[str, Any]:
@@ -570,11 +477,9 @@ def test_a_hanging_pre_settle_times_out_and_defers_without_settling(
     encounter = admit(cashier, patient, clinic, "outpatient")
     charge(cashier, encounter, clinic_items(), CLINIC_TOTAL)
 
-    sim.control("hang", hang_seconds=6 * TIMEOUT)
+    sim.control("hang", hang_seconds=HOLD)  # held until released below
     with override_settings(INSURER_URL=sim.url, INSURER_TIMEOUT_SECONDS=TIMEOUT):
-        started = time.monotonic()
         settled = settle(cashier, encounter)
-        elapsed = time.monotonic() - started
         assert settled.status_code == 200, settled.json()
         body = settled.json()
         assert (body["status"], body["funded_by"], body["self_pay"]) == (
@@ -582,13 +487,14 @@ def test_a_hanging_pre_settle_times_out_and_defers_without_settling(
             "credit",
             yuan(CLINIC_TOTAL),
         )
-        assert elapsed < 6 * TIMEOUT  # the adapter gave up; it did not wait for the insurer
+        # The adapter gave up; it did not wait for the insurer, which still holds the call.
+        assert wait_until(lambda: sim.hanging() == 1)
         # A pre-settle changes nothing, so its timeout is plainly "unavailable"; no settle sent.
         assert calls(encounter) == [("2206", "unavailable")]
         assert "timed out" in claim_of(encounter).last_error.lower()
         assert posted(line.drawn_account) == CLINIC_TOTAL
 
-        sim.control("ok")
+        sim.control("ok", release=True)
         assert claims_retry() == {"reverted": 1}
     assert standing(sim, encounter)[0]["medfee_sumamt"] == CLINIC_TOTAL
     assert len(standing(sim, encounter)) == 1
@@ -599,14 +505,15 @@ def test_a_hanging_pre_settle_times_out_and_defers_without_settling(
     assert_ledger_intact()
 
 
-def hang_after_pre_settle(sim: Any, hang_seconds: float) -> type[InsurerClient]:
+def hang_after_pre_settle(sim: Any) -> type[InsurerClient]:
     """An adapter that lets the pre-settle through, then makes the insurer hang: the settle
-    (and the query after it) time out while the insurer settles late."""
+    (and the query after it) time out, and the insurer holds them until the test releases
+    them."""
 
     class Client(InsurerClient):
         def pre_settle(self, *args: Any, **kwargs: Any) -> Any:
             split = super().pre_settle(*args, **kwargs)
-            sim.control("hang", hang_seconds=hang_seconds)
+            sim.control("hang", hang_seconds=HOLD)
             return split
 
     return Client
@@ -626,8 +533,7 @@ def test_a_settle_that_times_out_and_lands_late_is_found_by_the_retry_not_settle
 
     with override_settings(INSURER_URL=sim.url, INSURER_TIMEOUT_SECONDS=TIMEOUT):
         with monkeypatch.context() as patch:
-            client = hang_after_pre_settle(sim, 3 * TIMEOUT)
-            patch.setattr("settlement.services.settle.InsurerClient", client)
+            patch.setattr("settlement.services.settle.InsurerClient", hang_after_pre_settle(sim))
             settled = settle(cashier, encounter)
         assert settled.status_code == 200, settled.json()
         assert settled.json()["status"] == "settled_insurance_deferred"
@@ -638,9 +544,10 @@ def test_a_settle_that_times_out_and_lands_late_is_found_by_the_retry_not_settle
         assert claim.status == "deferred" and claim.settle_msgid.startswith("2304-")
         lost = claim.settle_msgid
 
-        sim.control("ok")
+        assert wait_until(lambda: sim.hanging() == 2)  # the settle and the query, unhandled
+        sim.control("ok", release=True)
         # The insurer finishes the hung settle late.
-        assert wait_until(lambda: len(standing(sim, encounter)) == 1, timeout=10)
+        assert wait_until(lambda: len(standing(sim, encounter)) == 1)
         assert standing(sim, encounter)[0]["msgid"] == lost
         assert claims_retry() == {"reverted": 1}
 
@@ -679,17 +586,16 @@ def test_a_timed_out_settle_reversed_before_it_lands_is_refused_by_the_insurer_w
 
     with override_settings(INSURER_URL=sim.url, INSURER_TIMEOUT_SECONDS=TIMEOUT):
         with monkeypatch.context() as patch:
-            # Long enough that the retry below runs before the hung settle is handled.
-            client = hang_after_pre_settle(sim, 8 * TIMEOUT)
-            patch.setattr("settlement.services.settle.InsurerClient", client)
+            patch.setattr("settlement.services.settle.InsurerClient", hang_after_pre_settle(sim))
             settled = settle(cashier, encounter)
         assert settled.status_code == 200, settled.json()
         assert settled.json()["status"] == "settled_insurance_deferred"
         lost = claim_of(encounter).settle_msgid
         assert lost
 
-        sim.control("ok")
-        assert standing(sim, encounter) == []  # the hung settle has not been handled yet
+        sim.control("ok")  # new calls are answered; the hung settle stays held
+        assert wait_until(lambda: sim.hanging() == 2)
+        assert standing(sim, encounter) == []
         assert claims_retry() == {"reverted": 1}
         # Not found, so reversed (冲正) before anything else was sent; then settled afresh.
         assert calls(encounter)[3:] == [
@@ -699,8 +605,9 @@ def test_a_timed_out_settle_reversed_before_it_lands_is_refused_by_the_insurer_w
             ("2304", "ok"),
         ]
         # When the hung settle is finally handled the insurer refuses it.
+        sim.control("ok", release=True)
         refused = f"msgid={lost} infcode=-1"
-        assert wait_until(lambda: refused in sim.log_path.read_text(), timeout=10)
+        assert wait_until(lambda: refused in sim.log_path.read_text())
         assert "reversed before it arrived" in sim.log_path.read_text()
 
     assert len(standing(sim, encounter)) == 1

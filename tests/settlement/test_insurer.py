@@ -22,7 +22,8 @@ from settlement.insurer import simulator as sim_module
 from settlement.insurer.client import FeeLine, InsurerClient, Split
 from settlement.insurer.policy import Policy, PolicySplit, compute_split
 from settlement.models import InsurerCall
-from tests.settlement.conftest import Simulator
+from tests.settlement.conftest import HOLD, Simulator
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -331,8 +332,9 @@ def test_mode_fail_is_unavailable(sim):
 
 @pytest.mark.django_db
 def test_mode_hang_times_out_as_unavailable_or_unknown(sim):
+    # The client's own timeout is what is tested: the insurer holds both calls until released.
     client = InsurerClient(base_url=sim.url, timeout=0.5)
-    sim.control("hang", hang_seconds=3)
+    sim.control("hang", hang_seconds=HOLD)
     mdtrt_id, psn_no = new_id("enc"), new_id("psn")
 
     with pytest.raises(InsurerUnavailable) as pre:
@@ -340,10 +342,17 @@ def test_mode_hang_times_out_as_unavailable_or_unknown(sim):
     with pytest.raises(InsurerOutcomeUnknown) as settle:
         client.settle("outpatient", mdtrt_id, psn_no, [FeeLine("A", 5_000)])
 
+    # The client gave up; the insurer holds both calls, handling neither.
+    assert wait_until(lambda: sim.hanging() == 2)
     assert InsurerCall.objects.get(msgid=pre.value.msgid).outcome == "unavailable"
     call = InsurerCall.objects.get(msgid=settle.value.msgid)
     assert (call.outcome, call.response) == (InsurerCall.Outcome.UNKNOWN, None)
     assert call.error.startswith("no answer") and settle.value.msgid == client.last_msgid
+
+    # Unknown, not unavailable: released, the insurer settles the abandoned call after all.
+    sim.control("ok", release=True)
+    assert wait_until(lambda: len(settlements_of(sim, mdtrt_id)) == 1)
+    assert settlements_of(sim, mdtrt_id)[0]["msgid"] == settle.value.msgid
 
 
 @pytest.mark.django_db

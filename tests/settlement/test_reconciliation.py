@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 from datetime import date, timedelta
-from decimal import Decimal
 from pathlib import Path
 from uuid import uuid4
 
@@ -23,9 +22,9 @@ from settlement.models import CreditMovement
 from settlement.reconciliation.batches import batch_run
 from settlement.reconciliation.models import ReconBatch, ReconFileChunk, ReconItem, ReconPaid
 from settlement.selectors import bank_statement
-from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
+from settlement.services.encounters import charges_post, encounter_admit
 from settlement.services.settle import encounter_settle
-from tests.factories import statement_csv
+from tests.factories import charge_item, statement_csv
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -482,7 +481,7 @@ def test_the_insurers_day_is_matched_with_the_claims_settled_here(make_person, s
             key=uuid4().hex,
             actor="test",
             encounter_id=encounter.pk,
-            items=[ChargeItem("A1", "药", "drug", "A", Decimal(1), 50_000, today)],
+            items=[charge_item(50_000, insurance_class="A", service_date=today)],
         )
         with override_settings(INSURER_URL=sim.url):
             encounter_settle(actor="test", encounter_id=encounter.pk, channel="cash")

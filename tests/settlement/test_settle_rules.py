@@ -1,21 +1,20 @@
 """Settlement rules found by review: a bill fixed once the insurer settled; ended family links."""
 
 from datetime import date, timedelta
-from decimal import Decimal
 from uuid import uuid4
 
 import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from accounts.services.family import family_link_create, family_link_revoke
+from accounts.services.family import family_link_revoke
 from accounts.services.institutions import department_ensure, institution_ensure
-from accounts.services.persons import person_id_number
 from ledger.selectors import account_balance
 from settlement.exceptions import EncounterStateError, SelfPayNotCovered
 from settlement.models import Encounter, InsuranceClaim
-from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
+from settlement.services.encounters import charges_post, encounter_admit
 from settlement.services.settle import encounter_settle
+from tests.factories import charge_item, grant_line, link_family
 
 pytestmark = pytest.mark.django_db
 
@@ -36,7 +35,7 @@ def charge(encounter: Encounter, amount: int) -> None:
         actor="test",
         encounter_id=encounter.pk,
         items=[
-            ChargeItem("R1", "病房", "bed", "C", Decimal(1), amount, timezone.localdate()),
+            charge_item(amount),
         ],
     )
 
@@ -54,28 +53,11 @@ def test_no_charge_changes_once_the_insurer_has_settled_the_bill(ward, make_pers
 def test_a_revoked_family_link_carries_only_what_the_stay_holds(
     ward, make_person, make_partner, shared_sim
 ):
-    from accounts.services.credit_lines import credit_line_grant
-
     partner, _ = make_partner()
     mother = make_person("母", birth=date(1985, 1, 1))
     child = make_person("子", birth=date(2016, 1, 1))
-    line, _ = credit_line_grant(
-        actor="test",
-        partner=partner,
-        id_number=person_id_number(mother),
-        name="母",
-        score=650,
-        score_provider="白鹭分",
-    )
-    link = family_link_create(
-        actor="test",
-        payer=mother,
-        beneficiary=child,
-        relation="parent_of_minor",
-        consent=True,
-        consent_by="母",
-        consent_channel="cashier",
-    )
+    line = grant_line(partner, mother)
+    link = link_family(mother, child)
     encounter = encounter_admit(actor="test", person=child, department=ward, kind="inpatient")
     assert encounter.deposit_waived and encounter.funding_link == link
     charge(encounter, 200_000)
@@ -143,7 +125,7 @@ def test_a_deposit_or_charges_sent_again_with_their_key_take_effect_once(ward, m
     first = deposit_pay(actor="t", encounter_id=stay.pk, amount=50_000, channel="cash", key="k1")
     again = deposit_pay(actor="t", encounter_id=stay.pk, amount=50_000, channel="cash", key="k1")
     assert again.pk == first.pk and Deposit.objects.filter(encounter=stay).count() == 1
-    items = [ChargeItem("R1", "病房", "bed", "C", Decimal(1), 8_000, timezone.localdate())]
+    items = [charge_item(8_000)]
     lines = charges_post(actor="t", encounter_id=stay.pk, items=items, key="k2")
     assert charges_post(actor="t", encounter_id=stay.pk, items=items, key="k2") == lines
     assert Transaction.objects.count() == postings + 2

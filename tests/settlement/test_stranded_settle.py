@@ -33,7 +33,7 @@ from settlement.models import Encounter, InsuranceClaim, InsurerCall, Receipt, S
 from settlement.services import house
 from settlement.services.settle import settlements_recover
 from tests.postgres import admin_connection, end_connections
-from tests.settlement.test_insurance_fallback import (
+from tests.settlement.stays import (
     CLINIC_ACCOUNT,
     CLINIC_FUND,
     CLINIC_SELF,
@@ -54,11 +54,11 @@ from tests.settlement.test_insurance_fallback import (
     posted,
     settle,
     standing,
-    wait_until,
     ward_items,
     yuan,
 )
 from tests.threads import run_threads
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

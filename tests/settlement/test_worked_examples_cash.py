@@ -6,10 +6,8 @@ personal account of ¥500).
 """
 
 from datetime import date
-from decimal import Decimal
 
 import pytest
-from django.utils import timezone
 
 from accounts.services.institutions import department_ensure, institution_ensure
 from ledger.selectors import account_balance
@@ -26,6 +24,7 @@ from settlement.services.encounters import (
     encounter_admit,
 )
 from settlement.services.settle import encounter_settle
+from tests.factories import charge_item
 
 pytestmark = pytest.mark.django_db
 
@@ -42,7 +41,7 @@ def ward():
 
 def a_line_of(fen: int) -> list[ChargeItem]:
     """One class-A drug line of ``fen``, served today."""
-    return [ChargeItem("D1", "头孢", "drug", "A", Decimal(1), fen, timezone.localdate())]
+    return [charge_item(fen, code="D1", name="头孢", category="drug", insurance_class="A")]
 
 
 def balance(account) -> int:

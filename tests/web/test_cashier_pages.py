@@ -16,7 +16,6 @@ from django.test import Client, override_settings
 from django.utils import timezone
 
 from accounts.models import Person
-from accounts.services.credit_lines import credit_line_grant
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.persons import person_id_number
 from accounts.services.staff import patient_login_create, staff_create
@@ -28,6 +27,7 @@ from settlement.services.encounters import (
     encounter_admit,
 )
 from settlement.services.settle import encounter_settle
+from tests.factories import grant_line
 from tests.settlement.conftest import Simulator
 from tests.web.conftest import sign_in
 
@@ -211,14 +211,7 @@ class TestAtTheDesk:
         partner, _ = make_partner("厦门国际银行", grace_days=10)
         mother = make_person("陈静", birth=date(1988, 3, 14))
         child = make_person("陈小雨", birth=date(2015, 9, 1))
-        credit_line_grant(
-            actor="test",
-            partner=partner,
-            id_number=person_id_number(mother),
-            name="陈静",
-            score=640,
-            score_provider="白鹭分",
-        )
+        grant_line(partner, mother)
         staff_user("cashier1", "cashier")
         sign_in(page, live_server, "cashier1", PASSWORD)
         assert page.url == f"{live_server.url}/cashier/"
@@ -354,14 +347,7 @@ class TestAtTheDesk:
     ):
         partner, _ = make_partner("厦门银行", grace_days=10)
         patient = make_person("林海", birth=date(1982, 2, 2))
-        credit_line_grant(
-            actor="test",
-            partner=partner,
-            id_number=person_id_number(patient),
-            name="林海",
-            score=640,
-            score_provider="白鹭分",
-        )
+        grant_line(partner, patient)
         encounter = encounter_admit(
             actor="test", person=patient, department=department, kind=Encounter.Kind.INPATIENT
         )
@@ -391,7 +377,7 @@ class TestAtTheDesk:
         assert page.locator("#insurer-outage").is_visible()
 
 
-# --- what the pages call things (issue 12) ----------------------------------------------------
+# --- what the pages call things: visits, deposits, categories, classes ------------------------
 
 INSURER_DOWN = "http://127.0.0.1:9"  # nothing listens: the settlement is all self-pay
 

@@ -390,7 +390,7 @@ def test_the_ledger_check_runs_on_a_worker_and_its_page_follows_it(page, live_se
     assert page.locator("#check-problems").inner_text() == "0"
 
 
-# --- what the pages show (issue 12) -----------------------------------------------------------
+# --- what the pages show: only real problems, exports that open with their Chinese ------------
 
 
 @pytest.mark.django_db

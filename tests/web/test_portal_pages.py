@@ -18,8 +18,6 @@ from django.test import override_settings
 from django.utils import timezone
 
 from accounts.models import Department, FamilyLink, Person
-from accounts.services.credit_lines import credit_line_grant
-from accounts.services.family import family_link_create
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.persons import person_id_number
 from accounts.services.staff import patient_login_create, staff_create
@@ -31,7 +29,7 @@ from settlement.services.encounters import (
     encounter_admit,
 )
 from settlement.services.settle import encounter_settle
-from tests.factories import make_id_number
+from tests.factories import grant_line, link_family, make_id_number
 from tests.web.conftest import sign_in
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,24 +92,8 @@ def world(make_person: Any, make_partner: Any) -> World:
     b_child = make_person("王小明", birth=date(2016, 1, 9))
     for person in (a, b):
         patient_login_create(actor="test", person=person, password=PASSWORD)
-        credit_line_grant(
-            actor="test",
-            partner=partner,
-            id_number=person_id_number(person),
-            name=person.name,
-            score=640,
-            score_provider="白鹭分",
-            limit=300_000,
-        )
-    link_b = family_link_create(
-        actor="test",
-        payer=b,
-        beneficiary=b_child,
-        relation="parent_of_minor",
-        consent=True,
-        consent_by=b.name,
-        consent_channel="cashier",
-    )
+        grant_line(partner, person, limit=300_000)
+    link_b = link_family(b, b_child)
     encounter_a = _admit_with_charges(a, department)
     encounter_b = _admit_with_charges(b, department)
     receipt_a = _settle_offline(encounter_a)
@@ -174,15 +156,7 @@ def test_a_patient_sees_only_their_own_data(world, client):
     owed = client.get("/portal/owed/").content.decode()
     assert "1850.00" in owed and "厦门国际银行" in owed
     # A's own revoke works only on A's link.
-    link = family_link_create(
-        actor="test",
-        payer=world.a,
-        beneficiary=world.child,
-        relation="parent_of_minor",
-        consent=True,
-        consent_by=world.a.name,
-        consent_channel="cashier",
-    )
+    link = link_family(world.a, world.child)
     client.force_login(world.b.user)
     assert client.post(f"/portal/family/{link.pk}/revoke/").status_code == 404
     assert client.get(f"/portal/encounters/{world.encounter_a.pk}/").status_code == 404
@@ -337,7 +311,7 @@ def test_daily_bill_receipt_check_and_phone_screen(world, page, browser, live_se
         phone.close()
 
 
-# --- what the pages call things (issue 12) ----------------------------------------------------
+# --- what the pages call things: due dates, categories, classes, channels ---------------------
 
 
 def _settle_outpatient_offline(person: Person, department: Department, price: int) -> Receivable:
