@@ -8,30 +8,25 @@ fund (1000 − 200) × 60 % = ¥480, personal account ¥500, so ¥980 moves to t
 """
 
 from datetime import date
-from decimal import Decimal
 from uuid import uuid4
 
 import pytest
-from django.utils import timezone
 
-from accounts.services.credit_lines import credit_line_grant
 from accounts.services.family import family_link_create
 from accounts.services.institutions import department_ensure, institution_ensure
-from accounts.services.persons import person_id_number
 from ledger.selectors import account_balance
 from settlement.exceptions import SelfPayNotCovered
 from settlement.insurer.client import InsurerClient
 from settlement.models import Encounter, InsuranceClaim, Receivable, Refund, Settlement
 from settlement.services.claim_retries import claim_retry
 from settlement.services.encounters import (
-    ChargeItem,
     charges_post,
     deposit_pay,
     encounter_admit,
 )
 from settlement.services.funding import cover_check, funding_plan, share_return
 from settlement.services.settle import encounter_settle
-from tests.factories import INSURER_DOWN
+from tests.factories import INSURER_DOWN, charge_item, grant_line
 
 pytestmark = pytest.mark.django_db
 
@@ -55,22 +50,9 @@ def bank(make_partner):
     return partner
 
 
-def grant(partner, person, limit: int = 300_000):
-    line, _ = credit_line_grant(
-        actor="test",
-        partner=partner,
-        id_number=person_id_number(person),
-        name=person.name,
-        score=650,
-        score_provider="白鹭分",
-        limit=limit,
-    )
-    return line
-
-
 def admit(person, ward, kind: str, *, fen: int, insurance_class: str = "C") -> Encounter:
     encounter = encounter_admit(actor="test", person=person, department=ward, kind=kind)
-    item = ChargeItem("X1", "项目", "exam", insurance_class, Decimal(1), fen, timezone.localdate())
+    item = charge_item(fen, category="exam", insurance_class=insurance_class)
     charges_post(key=uuid4().hex, actor="test", encounter_id=encounter.pk, items=[item])
     return Encounter.objects.get(pk=encounter.pk)
 
@@ -113,7 +95,7 @@ def test_the_stays_own_line_pays_the_rest_capturing_the_hold_taken_at_admission(
     ward, make_person, bank
 ):
     patient = make_person("陈山", birth=date(1975, 3, 3))
-    line = grant(bank, patient)
+    line = grant_line(bank, patient)
     stay = admit(patient, ward, "inpatient", fen=80_000)
     assert stay.deposit_waived and stay.funding_line == line
 
@@ -135,7 +117,7 @@ def test_an_adult_child_carries_a_parents_visit_on_a_line_chosen_at_settlement(
 ):
     son = make_person("王子", birth=date(1985, 5, 5))
     mother = make_person("王母", birth=date(1950, 5, 5))
-    line = grant(bank, son)
+    line = grant_line(bank, son)
     link = family_link_create(
         actor="test",
         payer=son,
@@ -162,7 +144,7 @@ def test_an_adult_child_carries_a_parents_visit_on_a_line_chosen_at_settlement(
 def test_a_minor_on_a_parents_line_is_held_and_drawn_within_the_links_cap(ward, make_person, bank):
     mother = make_person("林母", birth=date(1984, 4, 4))
     child = make_person("林子", birth=date(2016, 6, 6))
-    line = grant(bank, mother)
+    line = grant_line(bank, mother)
     link = family_link_create(
         actor="test",
         payer=mother,
@@ -213,7 +195,7 @@ def test_a_channel_tops_up_what_the_deposit_leaves(ward, make_person):
 
 def test_a_channel_tops_up_what_a_line_with_little_room_leaves(ward, make_person, bank):
     patient = make_person("周林", birth=date(1972, 2, 2))
-    line = grant(bank, patient, limit=10_000)
+    line = grant_line(bank, patient, limit=10_000)
     visit = admit(patient, ward, "outpatient", fen=30_000)
 
     # No line has room for all of it: the one with some room pays what it can.
@@ -266,7 +248,7 @@ def test_a_share_drawn_on_credit_while_the_insurer_was_down_comes_off_the_draw(
     ward, make_person, bank, shared_sim
 ):
     patient = make_person("钱海", birth=date(1967, 7, 7))
-    line = grant(bank, patient)
+    line = grant_line(bank, patient)
     visit = admit(patient, ward, "outpatient", fen=100_000, insurance_class="A")
     settlement = settle_offline(visit)
     assert paid(settlement) == (0, 100_000, 0)

@@ -16,6 +16,7 @@ from ledger.exceptions import IdempotencyConflict
 from ledger.models import Hold, Transaction
 from settlement.models import Charge, Deposit, Encounter
 from settlement.services.encounters import encounter_admit
+from tests.factories import charge_line
 
 pytestmark = pytest.mark.django_db
 
@@ -69,19 +70,7 @@ def test_a_deposit_and_a_charge_sent_again_after_their_answers_were_lost_move_no
     )
     encounter = admitted.json()["id"]
     deposit = {"amount": "2000.00", "channel": "cash"}
-    charge = {
-        "items": [
-            {
-                "code": "X001",
-                "name": "阿莫西林",
-                "category": "drug",
-                "insurance_class": "A",
-                "quantity": "2",
-                "unit_price": "15.50",
-                "service_date": timezone.localdate().isoformat(),
-            }
-        ]
-    }
+    charge = {"items": [charge_line(quantity="2", unit_price="15.50")]}
     paid = cashier.post(
         f"/api/v1/encounters/{encounter}/deposits/",
         deposit,
@@ -141,15 +130,7 @@ def test_a_settle_sent_again_after_its_answer_was_lost_gets_the_settlement(
         {"person": person.pk, "department": department.pk, "kind": "outpatient"},
         format="json",
     ).json()["id"]
-    item = {
-        "code": "X001",
-        "name": "阿莫西林",
-        "category": "drug",
-        "insurance_class": "A",
-        "quantity": "2",
-        "unit_price": "15.50",
-        "service_date": timezone.localdate().isoformat(),
-    }
+    item = charge_line(category="drug", insurance_class="A", quantity="2", unit_price="15.50")
     cashier.post(f"/api/v1/encounters/{encounter}/charges/", {"items": [item]}, format="json")
     settle = f"/api/v1/encounters/{encounter}/settle/"
     first = cashier.post(settle, {"channel": "cash"}, format="json", HTTP_IDEMPOTENCY_KEY="stl-1")
