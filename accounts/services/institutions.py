@@ -1,3 +1,5 @@
+import re
+
 from django.db import transaction
 
 from accounts.exceptions import InvalidInput
@@ -5,12 +7,27 @@ from accounts.models import Department, Institution
 
 from .audit import audit_record
 
+CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+
+
+def _code_and_name(code: str, name: str) -> tuple[str, str]:
+    code, name = (code or "").strip(), (name or "").strip()
+    if not CODE.match(code):
+        raise InvalidInput(
+            "a code is 1 to 32 letters, digits, '-' or '_', starting with a letter or digit",
+            field="code",
+        )
+    if not name or len(name) > 200 or not name.isprintable():
+        raise InvalidInput("a name of 1 to 200 printable characters is needed", field="name")
+    return code, name
+
 
 @transaction.atomic(durable=True)
 def institution_ensure(
     *, actor: str, code: str, name: str, kind: str = Institution.Kind.HOSPITAL
 ) -> Institution:
     """Create the institution with this code, or update its name and kind."""
+    code, name = _code_and_name(code, name)
     if kind not in Institution.Kind.values:
         raise InvalidInput("kind must be hospital or community", field="kind")
     institution, created = Institution.objects.update_or_create(
@@ -36,6 +53,7 @@ def department_ensure(
 ) -> Department:
     """Create the department with this code, or update its name; with ``default_deposit``
     (fen), also set the inpatient deposit it takes when the diagnosis table has none."""
+    code, name = _code_and_name(code, name)
     if default_deposit is not None and (
         isinstance(default_deposit, bool)
         or not isinstance(default_deposit, int)
