@@ -79,6 +79,22 @@ class Person(models.Model):
         return f"{self.name} ({self.id_number_masked})"
 
 
+class StaffMember(models.Model):
+    """Where a staff user works: one institution, or none for the city platform's operators
+    (role ``platform``), who see every institution."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="staff_member"
+    )
+    institution = models.ForeignKey(
+        Institution, null=True, blank=True, on_delete=models.PROTECT, related_name="staff"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.institution.code if self.institution else 'platform'}"
+
+
 class StaffToken(models.Model):
     """An API token; only its SHA-256 is stored, the key is shown once."""
 

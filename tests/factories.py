@@ -21,7 +21,7 @@ from rest_framework.test import APIClient
 from stdnum.cn import ric
 
 from accounts import signing
-from accounts.models import CreditLine, FamilyLink
+from accounts.models import CreditLine, FamilyLink, Institution
 from accounts.services.credit_lines import credit_line_grant
 from accounts.services.family import family_link_create
 from accounts.services.institutions import department_ensure, institution_ensure
@@ -66,12 +66,24 @@ class KeyedClient(APIClient):
         return super().generic(method, path, *args, **extra)
 
 
+def home_institution() -> Institution:
+    """The institution the tests' staff work at: 厦门市第一医院 (the settlement tests' ward
+    and hospital fixtures are there too)."""
+    found = Institution.objects.filter(code="XMH1").first()
+    return found or institution_ensure(actor="test", code="XMH1", name="厦门市第一医院")
+
+
 @pytest.fixture
 def staff_client():
     """``staff_client("cashier")``: an API client authenticated with a new token in that role."""
 
     def make(role: str = "cashier") -> APIClient:
-        _, token = staff_create(actor="test", username=f"{role}-{next(_sequence)}", role=role)
+        _, token = staff_create(
+            actor="test",
+            institution=home_institution(),
+            username=f"{role}-{next(_sequence)}",
+            role=role,
+        )
         client = KeyedClient()
         client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
         return client

@@ -14,6 +14,7 @@ import pytest
 from django.db import connection
 
 from accounts.services.staff import staff_create
+from tests.factories import home_institution
 from tests.postgres import admin_connection, end_connections
 from tests.test_deployment import HTTPS, Server, database_url, production_env
 
@@ -32,7 +33,9 @@ def server_backends(admin: psycopg.Connection) -> list[int]:
 
 
 def test_requests_after_postgresql_ends_every_kept_connection_all_succeed(tmp_path: Path):
-    _, token = staff_create(actor="test", username="night-cashier", role="cashier")
+    _, token = staff_create(
+        actor="test", institution=home_institution(), username="night-cashier", role="cashier"
+    )
     headers = {**HTTPS, "Authorization": f"Token {token}"}
     admin = admin_connection()
     server = Server(

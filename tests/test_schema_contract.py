@@ -59,6 +59,7 @@ from settlement.services.settle import encounter_settle
 from tests.factories import (
     charge_item,
     grant_line,
+    home_institution,
     link_family,
     make_id_number,
     statement_csv,
@@ -134,7 +135,12 @@ def insurer_sim(tmp_path_factory) -> Iterator[Simulator]:
 def world(insurer_sim, tmp_path, settings) -> Iterator[SimpleNamespace]:
     """An admin's token, a bank, and one of each object an operation's path can name."""
     settings.RECON_UPLOAD_DIR = tmp_path / "uploads"
-    _, token = staff_create(actor="test", username=f"admin-{uuid4().hex[:8]}", role="admin")
+    _, token = staff_create(
+        actor="test",
+        institution=home_institution(),
+        username=f"admin-{uuid4().hex[:8]}",
+        role="admin",
+    )
     partner, key, secret = partner_create(actor="test", name=f"bank-{uuid4().hex[:8]}")
     APP.key_id, APP.secret = key.key_id, secret
     institution = institution_ensure(actor="test", code="XMH1", name="厦门市第一医院")

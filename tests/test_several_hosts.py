@@ -37,7 +37,7 @@ from django.db import connection
 
 from accounts.services.staff import staff_create
 from settlement.reconciliation.models import ReconBatch, ReconFileChunk
-from tests.factories import statement_csv
+from tests.factories import home_institution, statement_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 WEB_PORT = 8000  # inside the web host's own namespace: nothing else listens there
@@ -285,7 +285,9 @@ def test_a_statement_uploaded_on_one_host_is_reconciled_by_a_worker_on_another(
     if broker.scheme != "redis":
         unavailable("needs Redis as the broker: set CELERY_BROKER_URL=redis://...")
     partner, (first, second, third) = draws
-    _, token = staff_create(actor="test", username="finance-hosts", role="finance")
+    _, token = staff_create(
+        actor="test", institution=home_institution(), username="finance-hosts", role="finance"
+    )
     run_tag = secrets.token_hex(4).upper()
     content = statement_csv(
         [

@@ -8,11 +8,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.exceptions import InvalidInput
-from accounts.models import Person, StaffToken
+from accounts.models import Institution, Person, StaffMember, StaffToken
 
 from .audit import audit_record
 
-ROLES = ("cashier", "finance", "admin")
+# Roles of an institution's staff, and the city platform's operators (of no institution).
+INSTITUTION_ROLES = ("cashier", "finance", "admin")
+PLATFORM_ROLE = "platform"
+ROLES = (*INSTITUTION_ROLES, PLATFORM_ROLE)
 PATIENT_ROLE = "patient"
 
 
@@ -21,14 +24,34 @@ def token_hash(key: str) -> str:
 
 
 @transaction.atomic(durable=True)
-def staff_create(*, actor: str, username: str, role: str) -> tuple[AbstractUser, str]:
-    """Create (or find) a staff user in ``role`` and issue a new API token, shown only here."""
+def staff_create(
+    *, actor: str, username: str, role: str, institution: Institution | None
+) -> tuple[AbstractUser, str]:
+    """Create (or find) a staff user in ``role`` at ``institution`` and issue a new API token,
+    shown only here.
+
+    Staff of an institution work there alone; the platform's operators (role ``platform``)
+    belong to none. A user made before institutions scoped staff is placed at ``institution``
+    the first time a role is given again.
+    """
     if role not in ROLES:
         raise InvalidInput(f"role must be one of {', '.join(ROLES)}", field="role")
+    if role == PLATFORM_ROLE and institution is not None:
+        raise InvalidInput("the platform's operators belong to no institution", field="institution")
+    if role != PLATFORM_ROLE and institution is None:
+        raise InvalidInput("staff of this role belong to an institution", field="institution")
     username = username.strip()
     if not username or len(username) > 150:
         raise InvalidInput("a user name of 1 to 150 characters is needed", field="username")
     user, created = get_user_model().objects.get_or_create(username=username)
+    member, _ = StaffMember.objects.select_for_update().get_or_create(
+        user=user, defaults={"institution": institution}
+    )
+    if member.institution_id != (institution.pk if institution else None):
+        raise InvalidInput(
+            "this user works at another institution (or on the platform): one place each",
+            field="institution",
+        )
     group, _ = Group.objects.get_or_create(name=role)
     user.groups.add(group)
     if role == "admin" and not user.is_staff:
@@ -38,7 +61,11 @@ def staff_create(*, actor: str, username: str, role: str) -> tuple[AbstractUser,
         actor=actor,
         action="staff.create" if created else "staff.add_role",
         obj=user,
-        changes={"username": username, "role": role},
+        changes={
+            "username": username,
+            "role": role,
+            "institution": institution.code if institution else None,
+        },
     )
     return user, token_issue(user=user)
 

@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import AuditEvent, FamilyLink, Person
 from accounts.services.staff import token_revoke
-from tests.factories import signed_in
+from tests.factories import home_institution, signed_in
 
 pytestmark = pytest.mark.django_db
 
@@ -205,7 +205,9 @@ def test_roles_and_tokens(staff_client, make_person):
 def test_revoked_token_is_refused(staff_client, make_person):
     from accounts.services.staff import staff_create
 
-    _, token = staff_create(actor="test", username="old-cashier", role="cashier")
+    _, token = staff_create(
+        actor="test", institution=home_institution(), username="old-cashier", role="cashier"
+    )
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     assert client.get("/api/v1/persons/").status_code == 200
@@ -219,7 +221,8 @@ def test_create_staff_prints_a_token(capsys):
     from django.core.management import call_command
 
     out = StringIO()
-    call_command("create_staff", "alice", role="finance", stdout=out)
+    home_institution()
+    call_command("create_staff", "alice", role="finance", institution="XMH1", stdout=out)
     lines = out.getvalue().splitlines()
     token = lines[0].removeprefix("token=")
     assert lines[0].startswith("token=") and len(token) > 30
@@ -272,7 +275,9 @@ def test_a_deadlock_victim_gets_a_409_to_retry_not_a_500():
 def test_a_post_that_changes_state_needs_an_idempotency_key(id_number):
     from accounts.services.staff import staff_create
 
-    _, token = staff_create(actor="test", username="no-key", role="cashier")
+    _, token = staff_create(
+        actor="test", institution=home_institution(), username="no-key", role="cashier"
+    )
     bare = APIClient()  # sends no Idempotency-Key of its own
     bare.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     body = {"name": "甲", "id_number": id_number(date(1970, 1, 1))}

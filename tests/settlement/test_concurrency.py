@@ -43,7 +43,7 @@ from settlement.services.claim_retries import claim_retry, claims_retry
 from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
 from settlement.services.repayments import repayment_apply
 from settlement.services.settle import encounter_settle
-from tests.factories import KeyedClient, charge_item, grant_line, link_family
+from tests.factories import KeyedClient, charge_item, grant_line, home_institution, link_family
 from tests.settlement.conftest import HOLD
 from tests.settlement.stays import assert_ledger_intact, standing
 from tests.threads import run_threads
@@ -244,7 +244,9 @@ def test_eight_settles_with_one_idempotency_key_wait_for_the_first_and_replay_it
     line = grant_line(partner, patient, limit=300_000)
     encounter = admit_and_charge(patient, department, "inpatient", ward_bill())
     # One cashier's desk retrying: the same token (the key's scope), a client per thread.
-    _, token = staff_create(actor="test", username="desk-7", role="cashier")
+    _, token = staff_create(
+        actor="test", institution=home_institution(), username="desk-7", role="cashier"
+    )
     desks = [KeyedClient() for _ in range(8)]
     for desk in desks:
         desk.credentials(HTTP_AUTHORIZATION=f"Token {token}")

@@ -27,7 +27,7 @@ from settlement.services.encounters import (
     encounter_admit,
 )
 from settlement.services.settle import encounter_settle
-from tests.factories import grant_line
+from tests.factories import grant_line, home_institution
 from tests.settlement.conftest import Simulator
 from tests.web.conftest import sign_in
 
@@ -45,7 +45,9 @@ def department():
 
 
 def staff_user(username: str, role: str):
-    user, _ = staff_create(actor="test", username=username, role=role)
+    user, _ = staff_create(
+        actor="test", institution=home_institution(), username=username, role=role
+    )
     user.set_password(PASSWORD)
     user.save()
     return user

@@ -17,7 +17,7 @@ from settlement.models import InsuranceClaim, Receivable
 from settlement.reconciliation.batches import batch_run
 from settlement.reconciliation.models import ReconBatch, ReconItem
 from settlement.services.repayments import repayment_apply
-from tests.factories import statement_csv
+from tests.factories import home_institution, statement_csv
 from tests.web.conftest import sign_in
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -46,7 +46,9 @@ def client_as(role: str, make_person=None) -> Client:
             actor="test", person=make_person("李四"), password="pw-12345678"
         )
     else:
-        user, _ = staff_create(actor="test", username=f"{role}-web", role=role)
+        user, _ = staff_create(
+            actor="test", institution=home_institution(), username=f"{role}-web", role=role
+        )
     client.force_login(user)
     return client
 
@@ -329,7 +331,9 @@ def test_claims_ledger_aging_and_credit_pages_show_the_figures(
 @pytest.mark.django_db(transaction=True)
 def test_finance_uploads_a_statement_and_sees_the_batch_finish(page, live_server, draws, tmp_path):
     partner, references = draws
-    user, _ = staff_create(actor="test", username="finance1", role="finance")
+    user, _ = staff_create(
+        actor="test", institution=home_institution(), username="finance1", role="finance"
+    )
     user.set_password("finance-pass-1")
     user.save()
     statement = tmp_path / "statement.csv"
@@ -374,7 +378,9 @@ def test_finance_uploads_a_statement_and_sees_the_batch_finish(page, live_server
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_the_ledger_check_runs_on_a_worker_and_its_page_follows_it(page, live_server, draws):
-    user, _ = staff_create(actor="test", username="finance2", role="finance")
+    user, _ = staff_create(
+        actor="test", institution=home_institution(), username="finance2", role="finance"
+    )
     user.set_password("finance-pass-2")
     user.save()
     sign_in(page, live_server, "finance2", "finance-pass-2")

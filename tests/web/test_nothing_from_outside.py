@@ -5,6 +5,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from accounts.services.staff import staff_create
+from tests.factories import home_institution
 from tests.web.conftest import sign_in
 
 PASSWORD = "admin-password-1"  # noqa: S105 - a test account
@@ -15,7 +16,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def test_pages_and_the_api_docs_load_only_from_the_web_process(page, live_server):
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
-    user, _ = staff_create(actor="test", username="admin1", role="admin")
+    user, _ = staff_create(
+        actor="test", institution=home_institution(), username="admin1", role="admin"
+    )
     user.set_password(PASSWORD)
     user.save()
 

@@ -29,7 +29,7 @@ from settlement.services.encounters import (
     encounter_admit,
 )
 from settlement.services.settle import encounter_settle
-from tests.factories import grant_line, link_family, make_id_number
+from tests.factories import grant_line, home_institution, link_family, make_id_number
 from tests.web.conftest import sign_in
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,7 +125,9 @@ def test_every_portal_page_sends_the_anonymous_to_sign_in_and_refuses_staff(worl
         response = getattr(client, method)(url)
         assert response.status_code == 302, url
         assert response["Location"].startswith("/login/?next="), url
-    cashier, _ = staff_create(actor="test", username="cashier1", role="cashier")
+    cashier, _ = staff_create(
+        actor="test", institution=home_institution(), username="cashier1", role="cashier"
+    )
     client.force_login(cashier)
     for method, url in portal_pages(world):
         assert getattr(client, method)(url).status_code == 403, url

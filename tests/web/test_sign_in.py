@@ -3,6 +3,7 @@
 import pytest
 
 from accounts.services.staff import staff_create
+from tests.factories import home_institution
 from tests.web.conftest import sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -17,6 +18,6 @@ def test_login_page_is_chinese_first_and_switches_to_english(page, live_server):
 
 
 def test_wrong_password_is_said_in_the_pages_language(page, live_server):
-    staff_create(actor="test", username="cashier1", role="cashier")
+    staff_create(actor="test", institution=home_institution(), username="cashier1", role="cashier")
     sign_in(page, live_server, "cashier1", "wrong-password")
     assert "密码" in page.locator(".errorlist").inner_text()

@@ -8,7 +8,7 @@ from axes.models import AccessAttempt
 from django.test import Client
 
 from accounts.services.staff import patient_login_create, staff_create
-from tests.factories import signed_in
+from tests.factories import home_institution, signed_in
 
 pytestmark = pytest.mark.django_db
 
@@ -16,7 +16,9 @@ PASSWORD = "right-pass-2026"
 
 
 def staff(username: str, role: str = "cashier") -> None:
-    user, _ = staff_create(actor="test", username=username, role=role)
+    user, _ = staff_create(
+        actor="test", institution=home_institution(), username=username, role=role
+    )
     user.set_password(PASSWORD)
     user.save()
 

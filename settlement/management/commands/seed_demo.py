@@ -16,7 +16,15 @@ from django.utils import timezone
 from stdnum.cn import ric
 
 from accounts import crypto
-from accounts.models import Department, FamilyLink, Partner, PartnerKey, Person, StaffToken
+from accounts.models import (
+    Department,
+    FamilyLink,
+    Partner,
+    PartnerKey,
+    Person,
+    StaffMember,
+    StaffToken,
+)
 from accounts.services.credit_lines import credit_line_grant
 from accounts.services.family import family_link_create
 from accounts.services.institutions import department_ensure, institution_ensure
@@ -200,8 +208,11 @@ class Command(BaseCommand):
             # The same token at every start, so scripts and API clients keep working.
             token = demo_secret(f"token:{username}")
             existing = get_user_model().objects.filter(username=username).first()
-            if existing is None:
-                user, spare = staff_create(actor=ACTOR, username=username, role=role)
+            if existing is None or not StaffMember.objects.filter(user=existing).exists():
+                # New, or made before staff belonged to an institution: placed at the hospital.
+                user, spare = staff_create(
+                    actor=ACTOR, username=username, role=role, institution=hospital
+                )
                 token_revoke(key=spare)
             else:
                 user = existing
