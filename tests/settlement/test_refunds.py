@@ -18,6 +18,7 @@ from settlement.models import Refund
 from settlement.services import house
 from settlement.services.refunds import refund_pay
 from tests.settlement.refunds_owed import refund_owed
+from tests.threads import run_threads
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 
@@ -103,6 +104,26 @@ def test_the_service_names_the_bad_field(owed, channel, reference, field):
     assert refused.value.field == field
     owed.refresh_from_db()
     assert owed.status == "owed"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_eight_cashiers_paying_one_refund_at_once_pay_it_once(owed):
+    results = run_threads(
+        lambda i: refund_pay(
+            actor=f"staff:{i}:desk", refund_id=owed.pk, reference=f"R-{i}", key=f"k-{i}"
+        )
+    )
+    paid = [r for r in results if isinstance(r, Refund)]
+    refused = [r for r in results if isinstance(r, RefundNotOwed)]
+    assert (len(paid), len(refused)) == (1, len(results) - 1), results
+    owed.refresh_from_db()
+    assert (owed.status, owed.reference) == ("paid", paid[0].reference)
+    assert Transaction.objects.filter(pk=owed.transaction_id).count() == 1
+    hospital = owed.encounter.institution
+    assert balance(house.refunds_payable(hospital)) == 0
+    assert balance(house.clearing(hospital, "cash")) == 2_000
+    chain_seal()
+    assert verify_ledger().intact
 
 
 # --- the API ----------------------------------------------------------------------------------
