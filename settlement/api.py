@@ -27,7 +27,7 @@ from accounts.authentication import StaffTokenAuthentication, patient_person_id,
 from accounts.models import Department, Person
 from core.money import fen_to_yuan
 
-from .models import Channel, Charge, Encounter, InsuranceClaim, Receipt
+from .models import Channel, Charge, Encounter, InsuranceClaim, Receipt, Refund
 from .selectors import charge_out, encounter_bill, encounter_out, settlement_out
 from .serializers import (
     BillOut,
@@ -38,11 +38,13 @@ from .serializers import (
     DepositOut,
     EncounterOut,
     ReceiptOut,
+    RefundOut,
     SettlementOut,
 )
 from .services import encounters
 from .services.insurer_claims import claims_due_now
 from .services.receipts import receipt_verify
+from .services.refunds import refund_pay
 from .services.settle import encounter_settle
 
 STAFF = roles("cashier", "finance", "admin")
@@ -355,3 +357,77 @@ class ClaimsRetryApi(StaffView):
         deferred = claims_due_now()
         retry_deferred_claims.delay()
         return Response({"queued": True, "deferred": deferred}, status=status.HTTP_202_ACCEPTED)
+
+
+# --- refunds owed to patients, paid out -------------------------------------------------------
+
+
+def refund_out(refund: Refund) -> dict[str, Any]:
+    return {
+        "id": refund.pk,
+        "encounter": str(refund.encounter_id),
+        "person": refund.encounter.person_id,
+        "amount": fen_to_yuan(refund.amount),
+        "reason": refund.reason,
+        "status": refund.status,
+        "created_at": refund.created_at.isoformat(),
+    }
+
+
+class RefundsApi(StaffView):
+    permission_classes = [STAFF]
+
+    @extend_schema(
+        operation_id="refunds_list",
+        description="Refunds to patients, newest first: `status=owed` for those still to pay "
+        "out, `status=paid` for those paid.",
+        parameters=[OpenApiParameter("status", str, enum=Refund.Status.values), PAGE],
+        responses=page_of("RefundPage", RefundOut),
+    )
+    def get(self, request: Request) -> Response:
+        refunds = Refund.objects.select_related("encounter").order_by("-created_at", "-pk")
+        wanted = request.query_params.get("status")
+        if wanted is not None:
+            if wanted not in Refund.Status.values:
+                raise serializers.ValidationError({"status": ["owed or paid"]})
+            refunds = refunds.filter(status=wanted)
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(refunds, request, view=self)
+        return paginator.get_paginated_response([refund_out(refund) for refund in page or []])
+
+
+class RefundPayApi(StaffView):
+    class PayInput(serializers.Serializer):
+        channel = serializers.ChoiceField(
+            choices=Channel.choices,
+            required=False,
+            help_text="the channel it goes back through; by default the one the patient paid by",
+        )
+        reference = serializers.CharField(
+            max_length=64, help_text="the payment's reference at the channel, 1 to 64 characters"
+        )
+
+    @extend_schema(
+        operation_id="refunds_pay",
+        description="Pay out a refund owed, once: 200 the refund, `status: paid`; a refund "
+        "already paid is 409 `refund_not_owed`.",
+        parameters=[IDEMPOTENCY_KEY],
+        request=PayInput,
+        responses={200: RefundOut},
+    )
+    def post(self, request: Request, refund_id: int) -> Response:
+        Refund.objects.get(pk=refund_id)
+        data = self.PayInput(data=request.data)
+        data.is_valid(raise_exception=True)
+
+        def pay() -> Response:
+            refund = refund_pay(
+                actor=staff_actor(request),
+                refund_id=refund_id,
+                channel=data.validated_data.get("channel"),
+                reference=data.validated_data["reference"],
+                key=service_key(request),
+            )
+            return Response(refund_out(refund))
+
+        return idempotent(request, f"staff:{request.user.pk}", pay)

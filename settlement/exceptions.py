@@ -28,3 +28,10 @@ class SelfPayNotCovered(EncounterStateError):
 class RepaymentConflict(AccountsError):
     code = "repayment_conflict"
     status = 409
+
+
+class RefundNotOwed(AccountsError):
+    """The refund is not owed any more (it was paid out already)."""
+
+    code = "refund_not_owed"
+    status = 409

@@ -343,6 +343,13 @@ class Refund(models.Model):
     status = models.CharField(max_length=5, choices=Status.choices)
     created_at = models.DateTimeField(default=timezone.now)
     paid_at = models.DateTimeField(null=True, blank=True)
+    # A refund owed and paid out later (``settlement.services.refunds.refund_pay``): the
+    # payment's reference (the channel's transaction number), who paid it, the caller's key of
+    # the request that paid it, and its ledger posting.
+    reference = models.CharField(max_length=64, blank=True, default="")
+    paid_by = models.CharField(max_length=200, blank=True, default="")
+    pay_key = models.CharField(max_length=250, blank=True, default="")
+    transaction_id = models.UUIDField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"refund {self.amount} {self.status}"

@@ -16,6 +16,7 @@ from .models import (
     Encounter,
     InsuranceClaim,
     Receivable,
+    Refund,
     Settlement,
 )
 
@@ -158,6 +159,16 @@ class ClaimOut(serializers.Serializer):
 class ClaimsRetryOut(serializers.Serializer):
     queued = serializers.BooleanField()
     deferred = serializers.IntegerField(min_value=0, help_text="deferred claims due now")
+
+
+class RefundOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    encounter = serializers.UUIDField()
+    person = serializers.IntegerField(help_text="the patient the refund is owed to")
+    amount = _money()
+    reason = serializers.ChoiceField(choices=Refund.Reason.choices)
+    status = serializers.ChoiceField(choices=Refund.Status.choices)
+    created_at = serializers.DateTimeField()
 
 
 # --- the partner API --------------------------------------------------------------------------

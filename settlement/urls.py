@@ -12,6 +12,8 @@ staff_urlpatterns = [
     path("encounters/<uuid:encounter_id>/settle/", api.SettleApi.as_view(), name="settle"),
     path("charges/<int:charge_id>/reverse/", api.ChargeReverseApi.as_view(), name="reverse"),
     path("receipts/<str:receipt_no>/", api.ReceiptApi.as_view(), name="receipt"),
+    path("refunds/", api.RefundsApi.as_view(), name="refunds"),
+    path("refunds/<int:refund_id>/pay/", api.RefundPayApi.as_view(), name="refund-pay"),
     path("insurance/claims/", api.ClaimsApi.as_view(), name="claims"),
     path("insurance/claims/retry/", api.ClaimsRetryApi.as_view(), name="claims-retry"),
     path(

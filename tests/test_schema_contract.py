@@ -65,6 +65,7 @@ from tests.factories import (
     statement_csv,
 )
 from tests.settlement.conftest import Simulator
+from tests.settlement.refunds_owed import refund_owed
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 
@@ -169,6 +170,9 @@ def world(insurer_sim, tmp_path, settings) -> Iterator[SimpleNamespace]:
         charge = charges_post(
             key=uuid4().hex, actor="test", encounter_id=stay.pk, items=[charge_item(3_000)]
         )[0]
+    # A refund owed: paid in cash while the insurer was down, then the claim settled.
+    walk_in = person_create(actor="test", name="黄河", id_number=make_id_number(date(1970, 5, 5)))
+    owed = refund_owed(insurer_sim, department, walk_in, 50_000)
     # A reconciled statement with one line the ledger does not know, uploaded as finance does.
     finance = APIClient()
     finance.credentials(HTTP_AUTHORIZATION=f"Token {token}", HTTP_IDEMPOTENCY_KEY=uuid4().hex)
@@ -193,6 +197,7 @@ def world(insurer_sim, tmp_path, settings) -> Iterator[SimpleNamespace]:
         line=line,
         settled=settled,
         stay=stay,
+        refund=owed,
         ids={
             "person_id": child.pk,
             "link_id": link.pk,
@@ -203,6 +208,7 @@ def world(insurer_sim, tmp_path, settings) -> Iterator[SimpleNamespace]:
             "day": timezone.localdate().isoformat(),
             "batch_id": str(batch.pk),
             "item_id": unknown.pk,
+            "refund_id": owed.pk,
         },
     )
     APP.key_id = APP.secret = ""
@@ -413,6 +419,18 @@ def test_every_operation_succeeds_with_an_answer_exactly_as_declared(world, insu
         body={"comment": "another hospital's transfer; returned to the bank"},
     )
 
+    # A refund owed to a patient who paid cash while the insurer was down: listed, paid out.
+    refunds = call("GET", "/api/v1/refunds/", 200, query={"status": "owed"})
+    assert [r["id"] for r in refunds["results"]] == [world.refund.pk]
+    paid = call(
+        "POST",
+        "/api/v1/refunds/{refund_id}/pay/",
+        200,
+        path_parameters={"refund_id": world.refund.pk},
+        body={"channel": "cash", "reference": "CASH-20261206-001"},
+    )
+    assert paid["status"] == "paid"
+
     assert called == OPERATIONS, OPERATIONS ^ called
 
 
@@ -432,5 +450,5 @@ def _routes(patterns: list[Any], prefix: str = "") -> Iterator[tuple[str, str]]:
 
 def test_the_schema_has_every_operation_the_app_routes():
     routed = set(_routes(get_resolver().url_patterns))
-    assert len(routed) == 28
+    assert len(routed) == 30
     assert routed == OPERATIONS, routed ^ OPERATIONS

@@ -63,6 +63,7 @@ from .cashier_forms import (
     ReverseForm,
     SettleForm,
 )
+from .refund_rows import refund_rows
 
 cashier_only = role_required("cashier", "admin")
 
@@ -478,6 +479,8 @@ def deposit_view(encounter: Encounter, deposit: dict[str, Any]) -> dict[str, Any
                 "status": r.status,
                 "status_label": labels.label(labels.REFUND_STATUS, r.status),
                 "at": r.paid_at or r.created_at,
+                "paid_at": r.paid_at,
+                "reference": r.reference,
             }
             for r in refunds
         ],
@@ -626,6 +629,7 @@ def receipt(request: HttpRequest, encounter_id: UUID) -> HttpResponse:
             "receipt": current,
             "bill": labels.bill_labelled(encounter_bill(encounter)),
             "funding": funding_view(encounter),
+            "refunds": refund_rows(encounter.refunds.order_by("created_at", "pk")),
         },
     )
 

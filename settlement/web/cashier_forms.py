@@ -156,3 +156,14 @@ class SettleForm(forms.Form):
         choices=[("", _("None: deposit or credit only"))] + CHANNEL_CHOICES,
         required=False,
     )
+
+
+class RefundPayForm(OnceForm):
+    """Pay out one refund owed: the channel it goes back through and the payment's reference."""
+
+    channel = forms.ChoiceField(label=_("Refund through"), choices=CHANNEL_CHOICES)
+    reference = forms.CharField(
+        label=_("Payment reference"),
+        max_length=64,
+        widget=forms.TextInput(attrs={"autocomplete": "off"}),
+    )

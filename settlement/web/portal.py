@@ -48,6 +48,7 @@ from .labels import (
     label,
 )
 from .portal_forms import DOMAIN_MESSAGES, FamilyLinkForm, ReceiptCheckForm, add_domain_error
+from .refund_rows import refund_row
 
 if TYPE_CHECKING:  # types only: nothing of django-stubs-ext is needed at run time
     from django_stubs_ext import StrOrPromise, StrPromise
@@ -380,6 +381,29 @@ def receipt_detail(request: HttpRequest, receipt_no: str) -> HttpResponse:
     )
 
 
+@require_GET
+@patient_required
+def refunds(request: HttpRequest) -> HttpResponse:
+    """My refunds: what the hospitals owe me back (to collect at the desk) and what they paid."""
+    mine = (
+        Refund.objects.filter(encounter__person=me(request))
+        .select_related("encounter__institution")
+        .order_by("-created_at", "-pk")
+    )
+    rows = [
+        {**refund_row(refund), "institution": refund.encounter.institution.name} for refund in mine
+    ]
+    return render(
+        request,
+        "web/portal/refunds.html",
+        {
+            "owed": [row for row in rows if row["owed"]],
+            "paid": [row for row in rows if not row["owed"]],
+            "section": "refunds",
+        },
+    )
+
+
 urlpatterns: list[URLPattern] = [
     path("", home, name="portal-home"),
     path("owed/", owed, name="portal-owed"),
@@ -389,4 +413,5 @@ urlpatterns: list[URLPattern] = [
     path("encounters/", encounters, name="portal-encounters"),
     path("encounters/<uuid:pk>/", encounter_detail, name="portal-encounter"),
     path("receipts/<str:receipt_no>/", receipt_detail, name="portal-receipt"),
+    path("refunds/", refunds, name="portal-refunds"),
 ]

@@ -1,11 +1,12 @@
 from django.urls import include, path
 
-from . import cashier, finance, pages, portal
+from . import cashier, cashier_refunds, finance, pages, portal
 
 urlpatterns = [
     path("", pages.home, name="web-home"),
     path("login/", pages.login_page, name="web-login"),
     path("logout/", pages.logout_page, name="web-logout"),
+    path("cashier/refunds/", include(cashier_refunds.urlpatterns)),
     path("cashier/", include(cashier.urlpatterns)),
     path("portal/", include(portal.urlpatterns)),
     path("finance/", include(finance.urlpatterns)),
