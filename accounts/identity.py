@@ -1,12 +1,21 @@
 """Resident ID numbers (居民身份证号, GB 11643): validation, birth date, sex, masking."""
 
+from __future__ import annotations
+
 import re
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING
 
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 from stdnum.cn import ric
 from stdnum.exceptions import InvalidComponent
+
+from core.errors import in_english
+
+if TYPE_CHECKING:  # types only: nothing of django-stubs-ext is needed at run time
+    from django_stubs_ext import StrOrPromise
 
 FORMAT = re.compile(r"[0-9]{17}[0-9X]")  # ASCII digits only, not any Unicode digit
 # GB/T 2260 province-level codes, and 83 for residence permits of Taiwan residents.
@@ -20,7 +29,14 @@ EARLIEST_BIRTH_DATE = date(1900, 1, 1)
 
 
 class InvalidIdNumber(ValueError):
-    pass
+    """``message`` is a lazy translation (said in the page's language); ``str()`` is English."""
+
+    def __init__(self, message: StrOrPromise) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return in_english(self.message)
 
 
 @dataclass(frozen=True)
@@ -41,29 +57,29 @@ def parse_id_number(raw: str) -> ResidentId:
     or future birth date, one before 1900, and an unknown province.
     """
     if not isinstance(raw, str):
-        raise InvalidIdNumber("the ID number must be a string")
+        raise InvalidIdNumber(_("the ID number must be a string"))
     candidate = raw.strip().upper()
     if len(candidate) != 18:
-        raise InvalidIdNumber("an ID number has 18 characters")
+        raise InvalidIdNumber(_("an ID number has 18 characters"))
     if not FORMAT.fullmatch(candidate):
-        raise InvalidIdNumber("an ID number is 17 digits and a digit or X")
+        raise InvalidIdNumber(_("an ID number is 17 digits and a digit or X"))
     if candidate[:2] not in PROVINCES:
-        raise InvalidIdNumber("the ID number's region code is not a province of China")
+        raise InvalidIdNumber(_("the ID number's region code is not a province of China"))
     # python-stdnum's check digit and birth date. Not its full ric.validate(): that also
     # requires the county code to have existed in the birth year, but numbers are assigned at
     # registration, years later, so it refuses real residents (a Xiamen 思明区 number,
     # 350203, of someone born before 1983).
     if ric.calc_check_digit(candidate) != candidate[-1]:
-        raise InvalidIdNumber("the ID number's check digit is wrong")
+        raise InvalidIdNumber(_("the ID number's check digit is wrong"))
     try:
         birth = ric.get_birth_date(candidate)
     except (InvalidComponent, ValueError):
-        raise InvalidIdNumber("the ID number's birth date is not a real date") from None
+        raise InvalidIdNumber(_("the ID number's birth date is not a real date")) from None
     number = candidate
     if birth > timezone.localdate():
-        raise InvalidIdNumber("the ID number's birth date is in the future")
+        raise InvalidIdNumber(_("the ID number's birth date is in the future"))
     if birth < EARLIEST_BIRTH_DATE:
-        raise InvalidIdNumber("the ID number's birth date is before 1900")
+        raise InvalidIdNumber(_("the ID number's birth date is before 1900"))
     sex = "M" if int(number[16]) % 2 else "F"
     return ResidentId(number=number, birth_date=birth, sex=sex)
 

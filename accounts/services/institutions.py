@@ -1,4 +1,5 @@
 from django.db import transaction
+from django.utils.translation import gettext_lazy as _
 
 from accounts.exceptions import InvalidInput
 from accounts.models import Department, Institution
@@ -12,7 +13,7 @@ def institution_ensure(
 ) -> Institution:
     """Create the institution with this code, or update its name and kind."""
     if kind not in Institution.Kind.values:
-        raise InvalidInput("kind must be hospital or community", field="kind")
+        raise InvalidInput(_("kind must be hospital or community"), field="kind")
     institution, created = Institution.objects.update_or_create(
         code=code, defaults={"name": name, "kind": kind}
     )
@@ -41,7 +42,7 @@ def department_ensure(
         or not isinstance(default_deposit, int)
         or default_deposit < 0
     ):
-        raise InvalidInput("the default deposit is zero or more fen", field="default_deposit")
+        raise InvalidInput(_("the default deposit is zero or more fen"), field="default_deposit")
     defaults: dict[str, object] = {"name": name}
     if default_deposit is not None:
         defaults["default_deposit"] = default_deposit

@@ -6,6 +6,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser, Group
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 
 from accounts.exceptions import InvalidInput
 from accounts.models import Person, StaffToken
@@ -24,10 +25,16 @@ def token_hash(key: str) -> str:
 def staff_create(*, actor: str, username: str, role: str) -> tuple[AbstractUser, str]:
     """Create (or find) a staff user in ``role`` and issue a new API token, shown only here."""
     if role not in ROLES:
-        raise InvalidInput(f"role must be one of {', '.join(ROLES)}", field="role")
+        raise InvalidInput(
+            gettext_lazy("role must be one of %(roles)s"),
+            field="role",
+            params={"roles": ", ".join(ROLES)},
+        )
     username = username.strip()
     if not username or len(username) > 150:
-        raise InvalidInput("a user name of 1 to 150 characters is needed", field="username")
+        raise InvalidInput(
+            gettext_lazy("a user name of 1 to 150 characters is needed"), field="username"
+        )
     user, created = get_user_model().objects.get_or_create(username=username)
     group, _ = Group.objects.get_or_create(name=role)
     user.groups.add(group)
@@ -71,7 +78,9 @@ def patient_login_create(*, actor: str, person: Person, password: str) -> Abstra
     The user name is opaque (``patient-<id>``): a phone or ID number never becomes a user name.
     """
     if len(password) < 8:
-        raise InvalidInput("a password of at least 8 characters is needed", field="password")
+        raise InvalidInput(
+            gettext_lazy("a password of at least 8 characters is needed"), field="password"
+        )
     user = person.user
     if user is None:
         user = get_user_model().objects.create_user(username=f"patient-{person.pk}")

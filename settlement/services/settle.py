@@ -37,6 +37,7 @@ from uuid import UUID
 from django.db import transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 
 from accounts.models import CreditLine, FamilyLink
 from accounts.selectors import funding_line_for
@@ -78,6 +79,7 @@ from ..models import (
     Settlement,
 )
 from . import house
+from .encounters import status_word
 from .outbox import event_record
 from .receipts import receipt_issue
 from .repayments import unfreeze_if_nothing_overdue
@@ -114,7 +116,7 @@ def encounter_settle(
 ) -> Settlement:
     """Settle an encounter once; see the module docstring for the steps."""
     if channel is not None and channel not in Channel.values:
-        raise SettlementInputError("unknown payment channel", field="channel")
+        raise SettlementInputError(gettext_lazy("unknown payment channel"), field="channel")
     _begin(encounter_id)
     try:
         encounter = Encounter.objects.select_related("person", "institution").get(pk=encounter_id)
@@ -296,7 +298,7 @@ def _recovered_answer(
 def _begin(encounter_id: UUID) -> None:
     encounter = Encounter.objects.select_for_update().get(pk=encounter_id)
     if encounter.status in (Encounter.Status.SETTLED, Encounter.Status.SETTLED_INSURANCE_DEFERRED):
-        raise AlreadySettled("the encounter is already settled")
+        raise AlreadySettled(gettext_lazy("the encounter is already settled"))
     claim, _ = InsuranceClaim.objects.get_or_create(encounter=encounter)
     now = timezone.now()
     if (
@@ -304,7 +306,7 @@ def _begin(encounter_id: UUID) -> None:
         and claim.lease_until
         and claim.lease_until > now
     ):
-        raise EncounterStateError("the encounter is being settled right now")
+        raise EncounterStateError(gettext_lazy("the encounter is being settled right now"))
     encounter.status = Encounter.Status.SETTLING
     encounter.save(update_fields=["status"])
     claim.lease_until = now + LEASE
@@ -474,9 +476,12 @@ def _check_cover(encounter: Encounter, self_pay: int, channel: str | None) -> No
     uncovered = self_pay - from_deposit - from_credit
     if uncovered and not channel:
         raise SelfPayNotCovered(
-            f"{fen_to_yuan(uncovered)} yuan of self-pay is covered by neither deposit nor credit:"
-            " settle again with a payment channel",
+            gettext_lazy(
+                "%(amount)s yuan of self-pay is covered by neither deposit nor credit:"
+                " settle again with a payment channel"
+            ),
             field="channel",
+            params={"amount": fen_to_yuan(uncovered)},
         )
 
 
@@ -493,7 +498,10 @@ def _finish(
         .get(pk=encounter_id)
     )
     if encounter.status != Encounter.Status.SETTLING:
-        raise EncounterStateError(f"the encounter is {encounter.status}")
+        raise EncounterStateError(
+            gettext_lazy("the encounter is %(status)s"),
+            params={"status": status_word(encounter.status)},
+        )
     if encounter.funding_line_id is not None:
         # Settlements drawing on one (family) line queue here, so each plans on what is left.
         CreditLine.objects.select_for_update().get(pk=encounter.funding_line_id)
@@ -501,7 +509,8 @@ def _finish(
     insurer_pays = answer.fund + answer.account if answer.status == "settled" else 0
     if answer.status == "settled" and total and answer.medfee != total:
         raise EncounterStateError(
-            f"the insurer settled {fen_to_yuan(answer.medfee)} but the bill is {fen_to_yuan(total)}"
+            gettext_lazy("the insurer settled %(insurer)s but the bill is %(bill)s"),
+            params={"insurer": fen_to_yuan(answer.medfee), "bill": fen_to_yuan(total)},
         )
     self_pay = total - insurer_pays
     from_deposit, from_credit, line, link, hold = _funding_plan(encounter, self_pay)
@@ -513,9 +522,12 @@ def _finish(
     drawing_line = line if from_credit else None
     if from_channel and not channel:
         raise SelfPayNotCovered(
-            f"{fen_to_yuan(from_channel)} yuan of self-pay is covered by neither deposit nor"
-            " credit: settle again with a payment channel",
+            gettext_lazy(
+                "%(amount)s yuan of self-pay is covered by neither deposit nor credit:"
+                " settle again with a payment channel"
+            ),
             field="channel",
+            params={"amount": fen_to_yuan(from_channel)},
         )
     key = f"encounter:{encounter.pk}:settle"
     institution = encounter.institution
@@ -698,8 +710,8 @@ def _revert_to_insurer(claim_id: int, answer: InsurerAnswer) -> bool:
     settlement = Settlement.objects.select_for_update().get(encounter=encounter)
     if answer.medfee != settlement.total:
         raise EncounterStateError(
-            f"the insurer settled {fen_to_yuan(answer.medfee)} but the bill was"
-            f" {fen_to_yuan(settlement.total)}"
+            gettext_lazy("the insurer settled %(insurer)s but the bill was %(bill)s"),
+            params={"insurer": fen_to_yuan(answer.medfee), "bill": fen_to_yuan(settlement.total)},
         )
     moved = answer.fund + answer.account
     key = f"encounter:{encounter.pk}:insurer-revert"

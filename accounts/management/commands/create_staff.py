@@ -19,7 +19,7 @@ class Command(BaseCommand):
                 actor="command:create_staff", username=options["name"], role=options["role"]
             )
         except AccountsError as error:
-            raise CommandError(error.message) from None
+            raise CommandError(str(error)) from None
         self.stdout.write(f"token={token}")
         self.stdout.write(f"user={user.get_username()} role={options['role']}")
         self.stdout.write("Send it as `Authorization: Token <token>`; it is not shown again.")
