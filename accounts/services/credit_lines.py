@@ -7,7 +7,7 @@ from uuid import UUID
 
 from django.db import transaction
 from django.utils import timezone
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, pgettext_lazy
 
 from accounts.exceptions import CreditLineStateError, InvalidInput
 from accounts.models import CreditLine, FamilyLink, Partner
@@ -19,6 +19,13 @@ from .audit import audit_record
 from .family import link_is_live
 from .partners import tier_limit
 from .persons import person_get_or_create
+
+# A line's status as its errors say it: the code in English, a word in Chinese.
+LINE_STATUS_WORDS: dict[str, object] = {
+    CreditLine.Status.ACTIVE: pgettext_lazy("credit line status", "active"),
+    CreditLine.Status.FROZEN: pgettext_lazy("credit line status", "frozen"),
+    CreditLine.Status.CLOSED: pgettext_lazy("credit line status", "closed"),
+}
 
 MAX_LIMIT = 100_000_000  # ¥1,000,000 in fen: far above any tier
 
@@ -316,7 +323,7 @@ def _check_usable(line: CreditLine) -> None:
         raise CreditLineStateError(
             gettext_lazy("the credit line is %(status)s"),
             field="credit_line",
-            params={"status": line.status},
+            params={"status": LINE_STATUS_WORDS.get(line.status, line.status)},
         )
     if line.expires_on is not None and line.expires_on < timezone.localdate():
         raise CreditLineStateError(gettext_lazy("the credit line has expired"), field="credit_line")

@@ -129,7 +129,7 @@ def _hold_deposit_on_a_line(
 
 
 # An encounter's status as its errors say it: the code in English, a word in Chinese.
-STATUS_WORDS = {
+STATUS_WORDS: dict[str, object] = {
     Encounter.Status.OPEN: pgettext_lazy("encounter status", "open"),
     Encounter.Status.SETTLING: pgettext_lazy("encounter status", "settling"),
     Encounter.Status.SETTLED: pgettext_lazy("encounter status", "settled"),
@@ -140,7 +140,7 @@ STATUS_WORDS = {
 
 
 def status_word(status: str) -> object:
-    return STATUS_WORDS.get(status, status)  # type: ignore[call-overload]
+    return STATUS_WORDS.get(status, status)
 
 
 def bill_change_refusal(encounter: Encounter) -> EncounterStateError | None:

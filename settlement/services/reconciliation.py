@@ -85,10 +85,11 @@ def statement_batch_create(
             ) from None
         except StatementFormatError as error:
             raise SettlementInputError(
-                # The parser's English names the line at fault; pages say so around it.
+                # The parser's English names the line at fault; its fixed messages are in the
+                # catalog (settlement.web.finance), its others stay English inside the Chinese.
                 pgettext_lazy("statement file refused", "%(detail)s"),
                 field="file",
-                params={"detail": str(error)},
+                params={"detail": gettext_lazy(str(error))},
             ) from None
         if not lines:
             raise SettlementInputError(gettext_lazy("the statement has no lines"), field="file")

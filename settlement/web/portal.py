@@ -42,7 +42,7 @@ from .labels import (
     bill_labelled,
     label,
 )
-from .portal_forms import DOMAIN_MESSAGES, FamilyLinkForm, ReceiptCheckForm, add_domain_error
+from .portal_forms import FamilyLinkForm, ReceiptCheckForm, add_domain_error, domain_error_text
 
 if TYPE_CHECKING:  # types only: nothing of django-stubs-ext is needed at run time
     from django_stubs_ext import StrOrPromise, StrPromise
@@ -272,7 +272,7 @@ def family_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         family_link_revoke(actor=actor(request), link_id=link.pk)
     except AccountsError as error:
-        messages.error(request, label(DOMAIN_MESSAGES, error.message))
+        messages.error(request, domain_error_text(error))
     else:
         messages.success(request, _("The link is revoked. What was already drawn stays as it is."))
     return HttpResponseRedirect(reverse("portal-family"))
