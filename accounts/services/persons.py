@@ -7,7 +7,7 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts import crypto
 from accounts.exceptions import InvalidInput, PersonExists
-from accounts.identity import InvalidIdNumber, ResidentId, parse_id_number
+from accounts.identity import ResidentId, parse_id_number
 from accounts.models import Person
 
 from .audit import audit_record
@@ -16,10 +16,8 @@ PHONE = re.compile(r"^1\d{10}$")
 
 
 def parse_id_number_field(id_number: str) -> ResidentId:
-    try:
-        return parse_id_number(id_number)
-    except InvalidIdNumber as error:
-        raise InvalidInput(error.message, field="id_number") from None
+    """The resident ID; an ``InvalidIdNumber`` (``InvalidInput`` of ``id_number``) if not valid."""
+    return parse_id_number(id_number)
 
 
 # Letters and symbols that draw nothing: Hangul fillers and the blank Braille pattern.
