@@ -74,3 +74,6 @@ class DomainError(Exception):
 
     def __str__(self) -> str:
         return in_english(self.message)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"

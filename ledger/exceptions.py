@@ -54,6 +54,8 @@ class IdempotencyConflict(LedgerError):
 
 
 class HoldNotPending(LedgerError):
+    """``hold_status`` is the hold's (``status`` is the HTTP status, as for every error)."""
+
     code = "hold_not_pending"
 
     def __init__(self, hold_id: object, status: str) -> None:

@@ -778,3 +778,25 @@ def test_str_of_an_error_is_english_and_its_message_follows_the_language():
         assert str(error.message) == "金额超过了未还金额 10.00 元。"
     with translation.override("en"):
         assert str(error.message) == "the amount is more than the outstanding 10.00"
+
+
+@pytest.mark.django_db
+def test_the_api_says_a_domain_error_in_english_whatever_the_language_asked(staff_client, people):
+    client = staff_client("cashier")
+    number = person_id_number(people["adult"])
+    for language in ("zh-hans", "en"):
+        answer = client.post(
+            "/api/v1/persons/",
+            {"name": "王成", "id_number": number},
+            format="json",
+            HTTP_ACCEPT_LANGUAGE=language,
+        )
+        message = "a person with this ID number is already enrolled"
+        assert answer.status_code == 409
+        assert answer.json() == {
+            "error": {
+                "code": "person_exists",
+                "message": message,
+                "fields": {"id_number": [message]},
+            }
+        }
