@@ -1,119 +1,38 @@
-"""What every API here shares: the error shape, money fields, idempotent POSTs.
+"""What every API here shares: request bodies, the schema, money fields, idempotent POSTs.
 
-Errors are ``{"error": {"code", "message", "fields"}}`` with 400, 401, 403, 404 or 409.
+The error shape and its handler are ``core.api_errors`` (re-exported here for the views).
 """
 
 import hashlib
 import json
-import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from django.core.exceptions import ObjectDoesNotExist
 from django.core.files.uploadedfile import UploadedFile
-from django.db import OperationalError
-from django.http import Http404, QueryDict
+from django.http import QueryDict
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_field
-from rest_framework import exceptions, parsers, serializers, status
+from rest_framework import exceptions, parsers, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
-from rest_framework.views import exception_handler as drf_exception_handler
 
-from accounts.api_edge import suspicious_error
-from accounts.exceptions import AccountsError
+from core.api_errors import (  # the error shape, importable from here as before
+    Conflict,
+    ErrorOut,
+    InProgress,
+)
+from core.api_errors import (
+    ErrorDetailOut as ErrorDetailOut,
+)
+from core.api_errors import (
+    error_response as error_response,
+)
+from core.api_errors import (
+    exception_handler as exception_handler,
+)
 from core.idempotency import KeyReused, StillRunning, run_once
 from core.money import API, NotYuan, TooLarge, fen_to_yuan, yuan_to_fen
-from ledger.exceptions import (
-    IdempotencyConflict,
-    InvalidPosting,
-    LedgerError,
-    LimitExceeded,
-)
-
-logger = logging.getLogger(__name__)
-
-# --- the error shape --------------------------------------------------------------------------
-
-
-class Conflict(exceptions.APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "conflict"
-    default_detail = "the request conflicts with the current state"
-
-
-class InProgress(Conflict):
-    default_code = "in_progress"
-    default_detail = (
-        "a request with this Idempotency-Key is still being handled; send it again later"
-    )
-
-
-RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
-
-
-def error_response(
-    status_code: int, code: str, message: str, fields: dict[str, Any] | None = None
-) -> Response:
-    return Response(
-        {"error": {"code": code, "message": message, "fields": fields or {}}},
-        status=status_code,
-    )
-
-
-def _flatten(detail: Any) -> Any:
-    if isinstance(detail, dict):
-        return {key: _flatten(value) for key, value in detail.items()}
-    if isinstance(detail, list):
-        return [_flatten(item) for item in detail]
-    return str(detail)
-
-
-def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """Map every error to the one error shape; domain errors get their own status and code."""
-    malformed = suspicious_error(exc)
-    if malformed is not None:  # a body too large or with too many fields, read by the view
-        return error_response(400, *malformed)
-    if isinstance(exc, AccountsError):
-        fields = {exc.field: [exc.message]} if exc.field else {}
-        return error_response(exc.status, exc.code, exc.message, fields)
-    if (
-        isinstance(exc, OperationalError)
-        and getattr(getattr(exc, "__cause__", None), "sqlstate", None) in RETRYABLE_SQLSTATES
-    ):
-        # PostgreSQL chose this request to break a deadlock or a serialisation conflict; its
-        # transaction was rolled back whole, so the client can simply send it again.
-        return error_response(
-            409, "retry", "the request collided with another one and changed nothing; retry it"
-        )
-    if isinstance(exc, LimitExceeded):
-        # The ledger's account codes and fen amounts are internal: say what it means.
-        logger.info("limit refused: %s", exc)
-        return error_response(
-            409, exc.code, "the credit line (or its family cap) does not have room for this"
-        )
-    if isinstance(exc, LedgerError):
-        conflict = isinstance(exc, (LimitExceeded, IdempotencyConflict)) or not isinstance(
-            exc, InvalidPosting
-        )
-        return error_response(409 if conflict else 400, exc.code, str(exc))
-    if isinstance(exc, Http404 | exceptions.NotFound | ObjectDoesNotExist):
-        return error_response(404, "not_found", "not found")
-    response = drf_exception_handler(exc, context)
-    if response is None:
-        return None
-    detail = getattr(exc, "detail", None)
-    if isinstance(exc, exceptions.ValidationError):
-        fields = _flatten(detail) if isinstance(detail, dict) else {}
-        message = "some fields are not valid" if fields else "; ".join(_flatten(detail or []))
-        body = {"error": {"code": "invalid", "message": message, "fields": fields}}
-    else:
-        code = getattr(exc, "default_code", "error")
-        body = {"error": {"code": code, "message": str(detail or exc), "fields": {}}}
-    response.data = body
-    return response
-
 
 # --- request bodies ---------------------------------------------------------------------------
 
@@ -157,20 +76,6 @@ def _check_json(data: Any) -> None:
 
 
 # --- the schema -------------------------------------------------------------------------------
-
-
-class ErrorDetailOut(serializers.Serializer):
-    code = serializers.CharField(help_text="stable; clients branch on it, never on `message`")
-    message = serializers.CharField()
-    fields = serializers.DictField(  # type: ignore[assignment]  # declared, not Serializer.fields
-        help_text="the input at fault: field name to messages (nested for lists and objects)"
-    )
-
-
-class ErrorOut(serializers.Serializer):
-    """Every error answer: 400, 401, 403, 404, 409."""
-
-    error = ErrorDetailOut()
 
 
 ERROR_ANSWERS = {

@@ -1,18 +1,16 @@
 """Domain errors of people, partners, credit lines and family links.
 
 ``status`` is the HTTP status the API answers with; ``field`` names the input at fault when
-there is one (it becomes the error shape's ``fields``).
+there is one (it becomes the error shape's ``fields``). Messages are ``gettext_lazy`` msgids
+(``core.errors.DomainError``).
 """
 
+from core.errors import DomainError
 
-class AccountsError(Exception):
+
+class AccountsError(DomainError):
     code = "accounts_error"
     status = 400
-
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
 
 
 class InvalidInput(AccountsError):

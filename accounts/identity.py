@@ -5,8 +5,11 @@ from dataclasses import dataclass
 from datetime import date
 
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 from stdnum.cn import ric
 from stdnum.exceptions import InvalidComponent
+
+from accounts.exceptions import InvalidInput
 
 FORMAT = re.compile(r"[0-9]{17}[0-9X]")  # ASCII digits only, not any Unicode digit
 # GB/T 2260 province-level codes, and 83 for residence permits of Taiwan residents.
@@ -17,10 +20,11 @@ PROVINCES = frozenset(
 # Nobody alive was born earlier; a date before it is a typing error (1800 for 1980), and would
 # make an age of two centuries for the minor rules and the insurer.
 EARLIEST_BIRTH_DATE = date(1900, 1, 1)
+FIELD = "id_number"
 
 
-class InvalidIdNumber(ValueError):
-    pass
+class InvalidIdNumber(InvalidInput, ValueError):
+    """An ID number that is not valid: the ``invalid`` input of the field ``id_number``."""
 
 
 @dataclass(frozen=True)
@@ -41,29 +45,33 @@ def parse_id_number(raw: str) -> ResidentId:
     or future birth date, one before 1900, and an unknown province.
     """
     if not isinstance(raw, str):
-        raise InvalidIdNumber("the ID number must be a string")
+        raise InvalidIdNumber(_("the ID number must be a string"), field=FIELD)
     candidate = raw.strip().upper()
     if len(candidate) != 18:
-        raise InvalidIdNumber("an ID number has 18 characters")
+        raise InvalidIdNumber(_("an ID number has 18 characters"), field=FIELD)
     if not FORMAT.fullmatch(candidate):
-        raise InvalidIdNumber("an ID number is 17 digits and a digit or X")
+        raise InvalidIdNumber(_("an ID number is 17 digits and a digit or X"), field=FIELD)
     if candidate[:2] not in PROVINCES:
-        raise InvalidIdNumber("the ID number's region code is not a province of China")
+        raise InvalidIdNumber(
+            _("the ID number's region code is not a province of China"), field=FIELD
+        )
     # python-stdnum's check digit and birth date. Not its full ric.validate(): that also
     # requires the county code to have existed in the birth year, but numbers are assigned at
     # registration, years later, so it refuses real residents (a Xiamen 思明区 number,
     # 350203, of someone born before 1983).
     if ric.calc_check_digit(candidate) != candidate[-1]:
-        raise InvalidIdNumber("the ID number's check digit is wrong")
+        raise InvalidIdNumber(_("the ID number's check digit is wrong"), field=FIELD)
     try:
         birth = ric.get_birth_date(candidate)
     except (InvalidComponent, ValueError):
-        raise InvalidIdNumber("the ID number's birth date is not a real date") from None
+        raise InvalidIdNumber(
+            _("the ID number's birth date is not a real date"), field=FIELD
+        ) from None
     number = candidate
     if birth > timezone.localdate():
-        raise InvalidIdNumber("the ID number's birth date is in the future")
+        raise InvalidIdNumber(_("the ID number's birth date is in the future"), field=FIELD)
     if birth < EARLIEST_BIRTH_DATE:
-        raise InvalidIdNumber("the ID number's birth date is before 1900")
+        raise InvalidIdNumber(_("the ID number's birth date is before 1900"), field=FIELD)
     sex = "M" if int(number[16]) % 2 else "F"
     return ResidentId(number=number, birth_date=birth, sex=sex)
 

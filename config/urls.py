@@ -7,11 +7,11 @@ from config.health import healthz
 from settlement import urls as settlement_urls
 from settlement.reconciliation import pages as reconciliation_pages
 
-# Under /api/ every error is JSON with the error shape; pages keep Django's own (accounts.api_edge).
-handler400 = "accounts.api_edge.bad_request"
-handler403 = "accounts.api_edge.permission_denied"
-handler404 = "accounts.api_edge.page_not_found"
-handler500 = "accounts.api_edge.server_error"
+# Under /api/ every error is JSON with the error shape; pages keep Django's own (core.api_edge).
+handler400 = "core.api_edge.bad_request"
+handler403 = "core.api_edge.permission_denied"
+handler404 = "core.api_edge.page_not_found"
+handler500 = "core.api_edge.server_error"
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -26,6 +26,7 @@ from django.db import connection, transaction
 from django.db.models import Expression, F, Value
 from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 
 from . import chain
 from .exceptions import (
@@ -104,13 +105,16 @@ def account_create(
     Asking again for a code with a different definition raises ``InvalidPosting``.
     """
     if ledger not in Ledger.values or normal_side not in Side.values:
-        raise InvalidPosting(f"unknown ledger {ledger!r} or side {normal_side!r}")
+        raise InvalidPosting(
+            gettext_lazy("unknown ledger %(ledger)s or side %(side)s"),
+            params={"ledger": repr(ledger), "side": repr(normal_side)},
+        )
     if debits_must_not_exceed_credits and credits_must_not_exceed_debits:
-        raise InvalidPosting("an account takes at most one limit flag")
+        raise InvalidPosting(gettext_lazy("an account takes at most one limit flag"))
     if debits_must_not_exceed_credits or credits_must_not_exceed_debits:
         balance_slots = 1
     if not 1 <= balance_slots <= 64:
-        raise InvalidPosting("balance_slots must be between 1 and 64")
+        raise InvalidPosting(gettext_lazy("balance_slots must be between 1 and 64"))
     definition = {
         "ledger": ledger,
         "normal_side": normal_side,
@@ -123,7 +127,10 @@ def account_create(
     )
     if not created:
         if any(getattr(account, field) != value for field, value in definition.items()):
-            raise InvalidPosting(f"account {code} exists with a different definition")
+            raise InvalidPosting(
+                gettext_lazy("account %(code)s exists with a different definition"),
+                params={"code": code},
+            )
         return account
     BalanceSlot.objects.bulk_create(
         BalanceSlot(
@@ -202,11 +209,17 @@ def transaction_reverse(
     # The row lock makes a concurrent reversal of the same transaction wait, then see this one.
     original = Transaction.objects.select_for_update().filter(pk=transaction_id).first()
     if original is None:
-        raise NotReversible(f"transaction {transaction_id} does not exist")
+        raise NotReversible(
+            gettext_lazy("transaction %(id)s does not exist"), params={"id": transaction_id}
+        )
     if original.kind == Transaction.Kind.REVERSAL:
-        raise NotReversible(f"transaction {transaction_id} is itself a reversal")
+        raise NotReversible(
+            gettext_lazy("transaction %(id)s is itself a reversal"), params={"id": transaction_id}
+        )
     if Transaction.objects.filter(reverses=original).exists():
-        raise AlreadyReversed(f"transaction {transaction_id} is already reversed")
+        raise AlreadyReversed(
+            gettext_lazy("transaction %(id)s is already reversed"), params={"id": transaction_id}
+        )
     legs = [
         Leg(entry.account, -entry.amount)
         for entry in original.entries.select_related("account").order_by("id")
@@ -282,7 +295,10 @@ def hold_post(*, key: str, hold_id: UUID, amount: int | None = None) -> Transact
         raise HoldExpired(hold_id)
     posted = hold.amount if amount is None else amount
     if posted > hold.amount:
-        raise InvalidPosting(f"cannot post {posted} fen of a {hold.amount} fen hold")
+        raise InvalidPosting(
+            gettext_lazy("cannot post %(posted)s fen of a %(held)s fen hold"),
+            params={"posted": posted, "held": hold.amount},
+        )
     Hold.objects.filter(pk=hold.pk).update(status=Hold.Status.POSTED, resolved_at=now)
     return _post(
         txn_id=txn_id,
@@ -332,7 +348,7 @@ def _lock_pending_hold(hold_id: UUID) -> tuple[Hold, datetime]:
         .first()
     )
     if hold is None:
-        raise InvalidPosting(f"hold {hold_id} does not exist")
+        raise InvalidPosting(gettext_lazy("hold %(hold)s does not exist"), params={"hold": hold_id})
     if hold.status != Hold.Status.PENDING:
         raise HoldNotPending(hold_id, hold.status)
     return hold, timezone.now()
@@ -491,7 +507,9 @@ def _apply_balances(deltas: dict[int, tuple[Account, _Delta]]) -> None:
             continue
         if condition is not None:
             raise LimitExceeded(account.code, _available(account), requested)
-        raise LedgerError(f"account {account.code} has no balance slot")  # pragma: no cover
+        raise LedgerError(  # pragma: no cover
+            gettext_lazy("account %(code)s has no balance slot"), params={"code": account.code}
+        )
 
 
 def _limit_condition(account: Account, delta: _Delta) -> tuple[LessThanOrEqual | None, int]:
@@ -533,30 +551,48 @@ def _slot_for(account: Account) -> int:
 
 def _check_amount(amount: int) -> None:
     if isinstance(amount, bool) or not isinstance(amount, int):
-        raise InvalidPosting(f"amount must be an integer number of fen, not {amount!r}")
+        raise InvalidPosting(
+            gettext_lazy("amount must be an integer number of fen, not %(amount)s"),
+            params={"amount": repr(amount)},
+        )
     if not 0 < amount <= MAX_AMOUNT:
-        raise InvalidPosting(f"amount must be between 1 and {MAX_AMOUNT} fen, not {amount}")
+        raise InvalidPosting(
+            gettext_lazy("amount must be between 1 and %(max)s fen, not %(amount)s"),
+            params={"max": MAX_AMOUNT, "amount": amount},
+        )
 
 
 def _check_legs(legs: Sequence[Leg]) -> str:
     """Refuse what the database would refuse at commit, so SQLite refuses it too."""
     if len(legs) < 2:
-        raise InvalidPosting("a transaction needs at least two legs")
+        raise InvalidPosting(gettext_lazy("a transaction needs at least two legs"))
     for leg in legs:
         if isinstance(leg.amount, bool) or not isinstance(leg.amount, int) or leg.amount == 0:
-            raise InvalidPosting(f"leg amount must be a non-zero integer of fen: {leg.amount!r}")
+            raise InvalidPosting(
+                gettext_lazy("leg amount must be a non-zero integer of fen: %(amount)s"),
+                params={"amount": repr(leg.amount)},
+            )
         if abs(leg.amount) > MAX_AMOUNT:
-            raise InvalidPosting(f"leg amount exceeds {MAX_AMOUNT} fen")
+            raise InvalidPosting(
+                gettext_lazy("leg amount exceeds %(max)s fen"), params={"max": MAX_AMOUNT}
+            )
         if leg.account.pk is None:
-            raise InvalidPosting("leg account is not saved")
+            raise InvalidPosting(gettext_lazy("leg account is not saved"))
     if len({leg.account.pk for leg in legs}) < 2:
-        raise InvalidPosting("a transaction moves money between at least two accounts")
+        raise InvalidPosting(
+            gettext_lazy("a transaction moves money between at least two accounts")
+        )
     total = sum(leg.amount for leg in legs)
     if total != 0:
-        raise InvalidPosting(f"legs sum to {total} fen, not zero")
+        raise InvalidPosting(
+            gettext_lazy("legs sum to %(total)s fen, not zero"), params={"total": total}
+        )
     ledgers = {leg.account.ledger for leg in legs}
     if len(ledgers) != 1:
-        raise CrossLedgerTransfer(f"a transaction cannot cross ledgers: {sorted(ledgers)}")
+        raise CrossLedgerTransfer(
+            gettext_lazy("a transaction cannot cross ledgers: %(ledgers)s"),
+            params={"ledgers": sorted(ledgers)},
+        )
     return ledgers.pop()
 
 
@@ -581,7 +617,10 @@ def _claim(
     key, so the earlier record is always visible once this returns.
     """
     if not key or len(key) > MAX_KEY_LENGTH:
-        raise InvalidPosting(f"an idempotency key of 1 to {MAX_KEY_LENGTH} characters is needed")
+        raise InvalidPosting(
+            gettext_lazy("an idempotency key of 1 to %(max)s characters is needed"),
+            params={"max": MAX_KEY_LENGTH},
+        )
     meta = IdempotencyRecord._meta
     params = [
         key,

@@ -1,26 +1,49 @@
 """Rules about an encounter that both its services (which enforce them) and its reads (which
-show what a desk may still do) need: each says why something is refused, or ``None``."""
+show what a desk may still do) need: each returns the error to raise, or ``None``."""
 
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
+
+from .exceptions import EncounterStateError
 from .models import Charge, Encounter, InsuranceClaim
 
+# An encounter's status as its errors say it: the code in English, a word in Chinese.
+STATUS_WORDS: dict[str, object] = {
+    Encounter.Status.OPEN: pgettext_lazy("encounter status", "open"),
+    Encounter.Status.SETTLING: pgettext_lazy("encounter status", "settling"),
+    Encounter.Status.SETTLED: pgettext_lazy("encounter status", "settled"),
+    Encounter.Status.SETTLED_INSURANCE_DEFERRED: pgettext_lazy(
+        "encounter status", "settled_insurance_deferred"
+    ),
+}
 
-def bill_change_refusal(encounter: Encounter) -> str | None:
-    """Why the encounter's bill can no longer change, or None while it can."""
+
+def status_word(status: str) -> object:
+    return STATUS_WORDS.get(status, status)
+
+
+def bill_change_refusal(encounter: Encounter) -> EncounterStateError | None:
+    """Why the encounter's bill can no longer change (the error to raise), or None."""
     if encounter.status != Encounter.Status.OPEN:
-        return f"the encounter is {encounter.status}, not open"
+        return EncounterStateError(
+            _("the encounter is %(status)s, not open"),
+            params={"status": status_word(encounter.status)},
+        )
     if InsuranceClaim.objects.filter(encounter=encounter).exclude(setl_id="").exists():
         # An earlier settle got as far as the insurer; its bill must not change now.
-        return (
-            "the insurer has already settled this bill: finish the settlement (with a payment"
-            " channel if credit does not cover it) before changing charges"
+        return EncounterStateError(
+            _(
+                "the insurer has already settled this bill: finish the settlement (with a payment"
+                " channel if credit does not cover it) before changing charges"
+            )
         )
     return None
 
 
-def reversal_refusal(charge: Charge, *, already_reversed: bool) -> str | None:
-    """Why this charge line cannot be reversed (whatever the encounter), or None."""
+def reversal_refusal(charge: Charge, *, already_reversed: bool) -> EncounterStateError | None:
+    """Why this charge line cannot be reversed, whatever the encounter (the error), or None."""
     if charge.reverses_id is not None:
-        return "a reversing line cannot itself be reversed"
+        return EncounterStateError(_("a reversing line cannot itself be reversed"))
     if already_reversed:
-        return "this charge line is already reversed"
+        return EncounterStateError(_("this charge line is already reversed"))
     return None

@@ -7,6 +7,7 @@ from uuid import UUID
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy, pgettext_lazy
 
 from accounts.exceptions import CreditLineStateError, InvalidInput
 from accounts.models import CreditLine, FamilyLink, Partner
@@ -18,6 +19,13 @@ from ledger.selectors import account_balance
 from .audit import audit_record
 from .partners import tier_limit
 from .persons import person_get_or_create
+
+# A line's status as its errors say it: the code in English, a word in Chinese.
+LINE_STATUS_WORDS: dict[str, object] = {
+    CreditLine.Status.ACTIVE: pgettext_lazy("credit line status", "active"),
+    CreditLine.Status.FROZEN: pgettext_lazy("credit line status", "frozen"),
+    CreditLine.Status.CLOSED: pgettext_lazy("credit line status", "closed"),
+}
 
 MAX_LIMIT = 100_000_000  # ¥1,000,000 in fen: far above any tier
 
@@ -52,13 +60,19 @@ def _line_accounts(partner: Partner, line_id: str) -> tuple[Account, Account]:
 
 def _check_limit(limit: int) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_LIMIT:
-        raise InvalidInput(f"limit must be between 0 and {MAX_LIMIT} fen", field="limit")
+        raise InvalidInput(
+            gettext_lazy("limit must be between 0 and %(max)s fen"),
+            field="limit",
+            params={"max": MAX_LIMIT},
+        )
     return limit
 
 
 def _check_score(score: int) -> int:
     if isinstance(score, bool) or not isinstance(score, int) or not 0 <= score <= 10_000:
-        raise InvalidInput("score must be a whole number from 0 to 10000", field="score")
+        raise InvalidInput(
+            gettext_lazy("score must be a whole number from 0 to 10000"), field="score"
+        )
     return score
 
 
@@ -81,10 +95,13 @@ def credit_line_grant(
     """
     score = _check_score(score)
     if not score_provider or len(score_provider) > 64:
-        raise InvalidInput("score_provider of 1 to 64 characters is needed", field="score_provider")
+        raise InvalidInput(
+            gettext_lazy("score_provider of 1 to 64 characters is needed"),
+            field="score_provider",
+        )
     limit = _check_limit(tier_limit(partner, score) if limit is None else limit)
     if isinstance(expires_on, date) and expires_on <= timezone.localdate():
-        raise InvalidInput("expires_on must be in the future", field="expires_on")
+        raise InvalidInput(gettext_lazy("expires_on must be in the future"), field="expires_on")
     person, _ = person_get_or_create(actor=actor, name=name, id_number=id_number)
     line = (
         CreditLine.objects.select_for_update()
@@ -226,7 +243,7 @@ def _change_status(line_id: UUID, partner: Partner, actor: str, frozen: bool) ->
     if line is None:
         raise CreditLine.DoesNotExist
     if line.status == CreditLine.Status.CLOSED:
-        raise CreditLineStateError("the credit line is closed")
+        raise CreditLineStateError(gettext_lazy("the credit line is closed"))
     credit_line_set_frozen(
         line=line, frozen=frozen, reason=CreditLine.FrozenReason.BANK, actor=actor
     )
@@ -251,11 +268,13 @@ def credit_line_close(*, actor: str, partner: Partner, line_id: UUID) -> CreditL
     if line is None:
         raise CreditLine.DoesNotExist
     if line.status == CreditLine.Status.CLOSED:
-        raise CreditLineStateError("the credit line is already closed")
+        raise CreditLineStateError(gettext_lazy("the credit line is already closed"))
     capacity = account_balance(line.capacity_account)
     if capacity.debits_pending:
         raise CreditLineStateError(
-            "amounts are held on this line for a stay in progress; close it after settlement"
+            gettext_lazy(
+                "amounts are held on this line for a stay in progress; close it after settlement"
+            )
         )
     free = capacity.available or 0
     if free > 0:
@@ -301,9 +320,13 @@ def _cap_pool_and_account(link: FamilyLink | None) -> tuple[Account, Account] | 
 
 def _check_usable(line: CreditLine) -> None:
     if line.status != CreditLine.Status.ACTIVE:
-        raise CreditLineStateError(f"the credit line is {line.status}", field="credit_line")
+        raise CreditLineStateError(
+            gettext_lazy("the credit line is %(status)s"),
+            field="credit_line",
+            params={"status": LINE_STATUS_WORDS.get(line.status, line.status)},
+        )
     if line.expires_on is not None and line.expires_on < timezone.localdate():
-        raise CreditLineStateError("the credit line has expired", field="credit_line")
+        raise CreditLineStateError(gettext_lazy("the credit line has expired"), field="credit_line")
 
 
 @transaction.atomic
@@ -400,7 +423,7 @@ def credit_draw(
     excess = amount - captured
     if excess and link is not None and not link_is_live(link, timezone.localdate()):
         raise CreditLineStateError(
-            "the family link has ended: it carries only what the stay already holds",
+            gettext_lazy("the family link has ended: it carries only what the stay already holds"),
             field="credit_line",
         )
     if excess:

@@ -4,6 +4,7 @@ from datetime import date
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from accounts.exceptions import CreditLineStateError, FamilyRuleViolated
 from accounts.identity import age_on
@@ -34,25 +35,27 @@ def check_family_rules(
     """Raise ``FamilyRuleViolated`` naming the input that breaks a rule."""
     if relation not in FamilyLink.Relation.values:
         raise FamilyRuleViolated(
-            "relation must be parent_of_minor or child_of_parent", field="relation"
+            _("relation must be parent_of_minor or child_of_parent"), field="relation"
         )
     if payer.pk == beneficiary.pk:
-        raise FamilyRuleViolated("a person cannot carry their own costs", field="beneficiary")
+        raise FamilyRuleViolated(_("a person cannot carry their own costs"), field="beneficiary")
     if consent is not True:
-        raise FamilyRuleViolated("the payer's consent must be given and recorded", field="consent")
+        raise FamilyRuleViolated(
+            _("the payer's consent must be given and recorded"), field="consent"
+        )
     if age_on(payer.birth_date, today) < 18:
-        raise FamilyRuleViolated("the payer must be 18 or older", field="payer")
+        raise FamilyRuleViolated(_("the payer must be 18 or older"), field="payer")
     if relation == FamilyLink.Relation.PARENT_OF_MINOR:
         if age_on(beneficiary.birth_date, today) >= 18:
             raise FamilyRuleViolated(
-                "parent_of_minor needs a beneficiary under 18 today", field="beneficiary"
+                _("parent_of_minor needs a beneficiary under 18 today"), field="beneficiary"
             )
         if payer.birth_date >= beneficiary.birth_date:
-            raise FamilyRuleViolated("a parent must be older than the child", field="payer")
+            raise FamilyRuleViolated(_("a parent must be older than the child"), field="payer")
     else:
         if beneficiary.birth_date >= payer.birth_date:
             raise FamilyRuleViolated(
-                "child_of_parent needs a beneficiary older than the payer", field="beneficiary"
+                _("child_of_parent needs a beneficiary older than the payer"), field="beneficiary"
             )
 
 
@@ -75,14 +78,18 @@ def family_link_create(
     )
     if consent_channel not in CONSENT_CHANNELS:
         raise FamilyRuleViolated(
-            f"consent channel must be one of {', '.join(CONSENT_CHANNELS)}", field="consent"
+            _("consent channel must be one of %(channels)s"),
+            field="consent",
+            params={"channels": ", ".join(CONSENT_CHANNELS)},
         )
     if cap is not None and (isinstance(cap, bool) or not 0 < cap <= MAX_CAP):
-        raise FamilyRuleViolated(f"cap must be between 1 and {MAX_CAP} fen", field="cap")
+        raise FamilyRuleViolated(
+            _("cap must be between 1 and %(max)s fen"), field="cap", params={"max": MAX_CAP}
+        )
     if FamilyLink.objects.filter(
         payer=payer, beneficiary=beneficiary, status=FamilyLink.Status.ACTIVE
     ).exists():
-        raise FamilyRuleViolated("these two people are already linked", field="beneficiary")
+        raise FamilyRuleViolated(_("these two people are already linked"), field="beneficiary")
     try:
         with transaction.atomic():
             link = FamilyLink.objects.create(
@@ -96,7 +103,7 @@ def family_link_create(
             )
     except IntegrityError:
         raise FamilyRuleViolated(
-            "these two people are already linked", field="beneficiary"
+            _("these two people are already linked"), field="beneficiary"
         ) from None
     if cap is not None:
         link.cap_account = ledger.account_create(
@@ -138,7 +145,7 @@ def family_link_revoke(*, actor: str, link_id: int) -> FamilyLink:
     if link.status == FamilyLink.Status.REVOKED:
         return link
     if link.status == FamilyLink.Status.LAPSED:
-        raise CreditLineStateError("the link has already lapsed")
+        raise CreditLineStateError(_("the link has already lapsed"))
     link.status, link.ended_at = FamilyLink.Status.REVOKED, timezone.now()
     link.save(update_fields=["status", "ended_at"])
     audit_record(actor=actor, action="family_link.revoke", obj=link)

@@ -1,6 +1,7 @@
 import re
 
 from django.db import transaction
+from django.utils.translation import gettext_lazy as _
 
 from accounts.exceptions import InvalidInput
 from accounts.models import Department, Institution
@@ -14,11 +15,11 @@ def _code_and_name(code: str, name: str) -> tuple[str, str]:
     code, name = (code or "").strip(), (name or "").strip()
     if not CODE.match(code):
         raise InvalidInput(
-            "a code is 1 to 32 letters, digits, '-' or '_', starting with a letter or digit",
+            _("a code is 1 to 32 letters, digits, '-' or '_', starting with a letter or digit"),
             field="code",
         )
     if not name or len(name) > 200 or not name.isprintable():
-        raise InvalidInput("a name of 1 to 200 printable characters is needed", field="name")
+        raise InvalidInput(_("a name of 1 to 200 printable characters is needed"), field="name")
     return code, name
 
 
@@ -29,7 +30,7 @@ def institution_ensure(
     """Create the institution with this code, or update its name and kind."""
     code, name = _code_and_name(code, name)
     if kind not in Institution.Kind.values:
-        raise InvalidInput("kind must be hospital or community", field="kind")
+        raise InvalidInput(_("kind must be hospital or community"), field="kind")
     institution, created = Institution.objects.update_or_create(
         code=code, defaults={"name": name, "kind": kind}
     )
@@ -59,7 +60,7 @@ def department_ensure(
         or not isinstance(default_deposit, int)
         or default_deposit < 0
     ):
-        raise InvalidInput("the default deposit is zero or more fen", field="default_deposit")
+        raise InvalidInput(_("the default deposit is zero or more fen"), field="default_deposit")
     defaults: dict[str, object] = {"name": name}
     if default_deposit is not None:
         defaults["default_deposit"] = default_deposit

@@ -3,6 +3,7 @@ from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 
 from accounts import crypto, signing
 from accounts.exceptions import InvalidInput
@@ -30,11 +31,17 @@ def partner_create(
     """Create a bank partner with its tier table and a first signing key."""
     name = name.strip()
     if not name or len(name) > 100:
-        raise InvalidInput("a partner name of 1 to 100 characters is needed", field="name")
+        raise InvalidInput(
+            gettext_lazy("a partner name of 1 to 100 characters is needed"), field="name"
+        )
     if Partner.objects.filter(name=name).exists():
-        raise InvalidInput(f"a partner named {name!r} exists", field="name")
+        raise InvalidInput(
+            gettext_lazy("a partner named %(name)s exists"),
+            field="name",
+            params={"name": repr(name)},
+        )
     if not 0 <= grace_days <= 365:
-        raise InvalidInput("grace_days must be between 0 and 365", field="grace_days")
+        raise InvalidInput(gettext_lazy("grace_days must be between 0 and 365"), field="grace_days")
     partner = Partner.objects.create(name=name, webhook_url=webhook_url, grace_days=grace_days)
     _tiers_set(actor=actor, partner=partner, tiers=tiers)
     key, secret = partner_key_issue(actor=actor, partner=partner)
@@ -56,9 +63,11 @@ def partner_set_tiers(*, actor: str, partner: Partner, tiers: tuple[tuple[int, i
 def _tiers_set(*, actor: str, partner: Partner, tiers: tuple[tuple[int, int], ...]) -> None:
     bands = sorted(tiers)
     if not bands or bands[0][0] != 0:
-        raise InvalidInput("the tier table must start at score 0", field="tiers")
+        raise InvalidInput(gettext_lazy("the tier table must start at score 0"), field="tiers")
     if len({score for score, _ in bands}) != len(bands) or any(limit <= 0 for _, limit in bands):
-        raise InvalidInput("tier scores must differ and limits be positive", field="tiers")
+        raise InvalidInput(
+            gettext_lazy("tier scores must differ and limits be positive"), field="tiers"
+        )
     partner.tiers.all().delete()
     PartnerTier.objects.bulk_create(
         PartnerTier(partner=partner, min_score=score, limit=limit) for score, limit in bands
@@ -69,7 +78,11 @@ def _tiers_set(*, actor: str, partner: Partner, tiers: tuple[tuple[int, int], ..
 def tier_limit(partner: Partner, score: int) -> int:
     tier = partner.tiers.filter(min_score__lte=score).order_by("-min_score").first()
     if tier is None:
-        raise InvalidInput(f"no tier of {partner.name} covers score {score}", field="score")
+        raise InvalidInput(
+            gettext_lazy("no tier of %(partner)s covers score %(score)s"),
+            field="score",
+            params={"partner": partner.name, "score": score},
+        )
     return tier.limit
 
 

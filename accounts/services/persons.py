@@ -3,10 +3,11 @@ import unicodedata
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from accounts import crypto
 from accounts.exceptions import InvalidInput, PersonExists
-from accounts.identity import InvalidIdNumber, ResidentId, parse_id_number
+from accounts.identity import ResidentId, parse_id_number
 from accounts.models import Person
 
 from .audit import audit_record
@@ -15,10 +16,8 @@ PHONE = re.compile(r"^1\d{10}$")
 
 
 def parse_id_number_field(id_number: str) -> ResidentId:
-    try:
-        return parse_id_number(id_number)
-    except InvalidIdNumber as error:
-        raise InvalidInput(str(error), field="id_number") from None
+    """The resident ID; an ``InvalidIdNumber`` (``InvalidInput`` of ``id_number``) if not valid."""
+    return parse_id_number(id_number)
 
 
 # Letters and symbols that draw nothing: Hangul fillers and the blank Braille pattern.
@@ -34,21 +33,23 @@ def _visible(char: str) -> bool:
 def _clean_name(name: str) -> str:
     name = (name or "").strip()
     if not name or len(name) > 100:
-        raise InvalidInput("a name of 1 to 100 characters is needed", field="name")
+        raise InvalidInput(_("a name of 1 to 100 characters is needed"), field="name")
     if any(unicodedata.category(char) == "Cc" for char in name):
-        raise InvalidInput("a name cannot hold control characters", field="name")
+        raise InvalidInput(_("a name cannot hold control characters"), field="name")
     # Zero-width and direction-control characters have their place inside a name (a joiner in
     # some scripts, an isolate around a Uyghur name), but a name of nothing else shows as blank
     # on a receipt and can pass for anyone's.
     if not any(_visible(char) for char in name):
-        raise InvalidInput("a name needs at least one visible character", field="name")
+        raise InvalidInput(_("a name needs at least one visible character"), field="name")
     return name
 
 
 def _clean_phone(phone: str | None) -> str:
     phone = (phone or "").strip().replace(" ", "").replace("-", "")
     if phone and not PHONE.match(phone):
-        raise InvalidInput("a mainland mobile number has 11 digits starting with 1", field="phone")
+        raise InvalidInput(
+            _("a mainland mobile number has 11 digits starting with 1"), field="phone"
+        )
     return phone
 
 
@@ -68,7 +69,7 @@ def _person_enrol(*, actor: str, name: str, id_number: str, phone: str | None) -
     name, phone = _clean_name(name), _clean_phone(phone)
     resident = parse_id_number_field(id_number)
     if Person.objects.filter(id_number_hash__in=crypto.lookup_hashes(resident.number)).exists():
-        raise PersonExists("a person with this ID number is already enrolled", field="id_number")
+        raise PersonExists(_("a person with this ID number is already enrolled"), field="id_number")
     try:
         with transaction.atomic():
             person = Person.objects.create(
@@ -83,7 +84,7 @@ def _person_enrol(*, actor: str, name: str, id_number: str, phone: str | None) -
             )
     except IntegrityError:  # enrolled concurrently
         raise PersonExists(
-            "a person with this ID number is already enrolled", field="id_number"
+            _("a person with this ID number is already enrolled"), field="id_number"
         ) from None
     audit_record(
         actor=actor,

@@ -6,6 +6,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser, Group
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 
 from accounts.exceptions import InvalidInput
 from accounts.models import Institution, Person, StaffMember, StaffToken
@@ -35,21 +36,33 @@ def staff_create(
     the first time a role is given again.
     """
     if role not in ROLES:
-        raise InvalidInput(f"role must be one of {', '.join(ROLES)}", field="role")
+        raise InvalidInput(
+            gettext_lazy("role must be one of %(roles)s"),
+            field="role",
+            params={"roles": ", ".join(ROLES)},
+        )
     if role == PLATFORM_ROLE and institution is not None:
-        raise InvalidInput("the platform's operators belong to no institution", field="institution")
+        raise InvalidInput(
+            gettext_lazy("the platform's operators belong to no institution"), field="institution"
+        )
     if role != PLATFORM_ROLE and institution is None:
-        raise InvalidInput("staff of this role belong to an institution", field="institution")
+        raise InvalidInput(
+            gettext_lazy("staff of this role belong to an institution"), field="institution"
+        )
     username = username.strip()
     if not username or len(username) > 150:
-        raise InvalidInput("a user name of 1 to 150 characters is needed", field="username")
+        raise InvalidInput(
+            gettext_lazy("a user name of 1 to 150 characters is needed"), field="username"
+        )
     user, created = get_user_model().objects.get_or_create(username=username)
     member, _ = StaffMember.objects.select_for_update().get_or_create(
         user=user, defaults={"institution": institution}
     )
     if member.institution_id != (institution.pk if institution else None):
         raise InvalidInput(
-            "this user works at another institution (or on the platform): one place each",
+            gettext_lazy(
+                "this user works at another institution (or on the platform): one place each"
+            ),
             field="institution",
         )
     group, _ = Group.objects.get_or_create(name=role)
@@ -98,7 +111,9 @@ def patient_login_create(*, actor: str, person: Person, password: str) -> Abstra
     The user name is opaque (``patient-<id>``): a phone or ID number never becomes a user name.
     """
     if len(password) < 8:
-        raise InvalidInput("a password of at least 8 characters is needed", field="password")
+        raise InvalidInput(
+            gettext_lazy("a password of at least 8 characters is needed"), field="password"
+        )
     user = person.user
     if user is None:
         user = get_user_model().objects.create_user(username=f"patient-{person.pk}")

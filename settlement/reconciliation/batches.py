@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
+from django.utils.translation import gettext_lazy, pgettext_lazy
 
 from accounts.models import Partner
 from accounts.services.audit import audit_record
@@ -80,11 +81,19 @@ def statement_batch_create(
             with StatementFileWriter(batch_id, limit=settings.RECON_UPLOAD_MAX_BYTES) as writer:
                 fmt, plain, (lines, first, last) = _check_upload(stream, writer)
         except StatementFileTooLarge:
-            raise SettlementInputError("the statement file is too large", field="file") from None
+            raise SettlementInputError(
+                gettext_lazy("the statement file is too large"), field="file"
+            ) from None
         except StatementFormatError as error:
-            raise SettlementInputError(str(error), field="file") from None
+            raise SettlementInputError(
+                # The parser's English names the line at fault; its fixed messages are in the
+                # catalog (settlement.web.finance), its others stay English inside the Chinese.
+                pgettext_lazy("statement file refused", "%(detail)s"),
+                field="file",
+                params={"detail": gettext_lazy(str(error))},
+            ) from None
         if not lines:
-            raise SettlementInputError("the statement has no lines", field="file")
+            raise SettlementInputError(gettext_lazy("the statement has no lines"), field="file")
         fingerprint = f"{partner.pk}:{writer.hexdigest()}"
         existing = ReconBatch.objects.filter(
             source=ReconBatch.Source.BANK_STATEMENT, fingerprint=fingerprint
@@ -311,13 +320,13 @@ def item_resolve(*, actor: str, item_id: int, comment: str, adjust: int | None =
     comment = (comment or "").strip()
     if not comment:
         raise SettlementInputError(
-            "a comment saying how it was resolved is required", field="comment"
+            gettext_lazy("a comment saying how it was resolved is required"), field="comment"
         )
     item = ReconItem.objects.select_for_update().get(pk=item_id)
     if item.kind in PAID:
-        raise EncounterStateError("a matched line is not an exception")
+        raise EncounterStateError(gettext_lazy("a matched line is not an exception"))
     if item.resolved_at is not None:
-        raise EncounterStateError("the exception is already resolved")
+        raise EncounterStateError(gettext_lazy("the exception is already resolved"))
     if adjust:
         item.adjustment_transaction_id = _adjust(item, adjust)
     item.resolved_at, item.resolved_by, item.resolution_comment = timezone.now(), actor, comment
@@ -361,13 +370,15 @@ def _adjust(item: ReconItem, amount: int) -> UUID:
         or item.kind not in movable
     ):
         raise SettlementInputError(
-            "only a mismatch or a missing payment of this bank's draw can move money",
+            gettext_lazy("only a mismatch or a missing payment of this bank's draw can move money"),
             field="adjust",
         )
     difference = (item.expected or 0) - (item.amount or 0)
     if abs(amount) > abs(difference):
         raise SettlementInputError(
-            "the adjustment cannot exceed the difference between the ledger and the bank",
+            gettext_lazy(
+                "the adjustment cannot exceed the difference between the ledger and the bank"
+            ),
             field="adjust",
         )
     institution = movement.receivable.encounter.institution

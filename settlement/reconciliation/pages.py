@@ -21,10 +21,12 @@ from django.http import (
 )
 from django.shortcuts import get_object_or_404, render
 from django.urls import URLPattern, path, reverse
+from django.utils.text import capfirst
 from django.utils.translation import gettext, gettext_noop
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from core.errors import DomainError
 from core.money import fen_to_yuan
 from ledger.selectors import trial_balance
 
@@ -41,19 +43,13 @@ from .models import ReconBatch, ReconItem
 finance_only = role_required("finance", "admin")
 EXCEL_BOM = codecs.BOM_UTF8  # EF BB BF
 
-# The services' own messages that reach a page, so the page can say them in its language.
-SERVICE_MESSAGES = (
-    gettext_noop("the statement has no lines"),
-    gettext_noop("the statement file is too large"),
+# The statement parser's messages without values, which a refused upload's error carries as
+# its detail (settlement.reconciliation.batches): in the catalog so the page says them too.
+PARSER_MESSAGES = (
     gettext_noop("the file is empty"),
     gettext_noop("the CSV file is empty"),
     gettext_noop("the daily file is empty"),
     gettext_noop("the file is UTF-16; statement files must be UTF-8"),
-    gettext_noop("a comment saying how it was resolved is required"),
-    gettext_noop("a matched line is not an exception"),
-    gettext_noop("the exception is already resolved"),
-    gettext_noop("only a mismatch or a missing payment of this bank's draw can move money"),
-    gettext_noop("the adjustment cannot exceed the difference between the ledger and the bank"),
 )
 
 KIND_LABELS = RECON_KIND
@@ -66,9 +62,9 @@ def _actor(request: HttpRequest) -> str:
     return f"staff:{request.user.pk}:{request.user.get_username()}"
 
 
-def _said(error: Exception) -> str:
-    """A service error's message in the page's language where a translation exists."""
-    return gettext(getattr(error, "message", str(error)))
+def _said(error: DomainError) -> str:
+    """A service error's message in the page's language."""
+    return capfirst(str(error.message))
 
 
 def _batch_view(batch: ReconBatch) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from datetime import datetime
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 
 from accounts.services.audit import audit_record
 from core.money import fen_to_yuan
@@ -84,8 +85,8 @@ def _revert_to_insurer(claim_id: int, answer: InsurerAnswer) -> bool:
     settlement = Settlement.objects.select_for_update().get(encounter=encounter)
     if answer.medfee != settlement.total:
         raise EncounterStateError(
-            f"the insurer settled {fen_to_yuan(answer.medfee)} but the bill was"
-            f" {fen_to_yuan(settlement.total)}"
+            gettext_lazy("the insurer settled %(insurer)s but the bill was %(bill)s"),
+            params={"insurer": fen_to_yuan(answer.medfee), "bill": fen_to_yuan(settlement.total)},
         )
     plan = share_return(encounter, settlement, answer.fund + answer.account)
     share_return_post(encounter, plan)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Institution
 from accounts.services.audit import audit_record
@@ -32,13 +33,18 @@ def diagnosis_code_clean(text: str) -> str:
 
 def _parse_amount(text: str, line: int) -> int:
     """Yuan as the API reads them: spaces around dropped; no exponent, plus sign or ``_``."""
-    not_two_places = SettlementInputError(f"line {line}: amount must be positive yuan, two places")
+    not_two_places = SettlementInputError(
+        _("line %(line)s: amount must be positive yuan, two places"), params={"line": line}
+    )
     try:
         fen = yuan_to_fen(text, API)
     except TooManyPlaces:
         raise not_two_places from None
     except NotYuan:
-        raise SettlementInputError(f"line {line}: amount {text!r} is not yuan") from None
+        raise SettlementInputError(
+            _("line %(line)s: amount %(amount)s is not yuan"),
+            params={"line": line, "amount": repr(text)},
+        ) from None
     if fen <= 0:
         raise not_two_places
     return fen
@@ -53,20 +59,28 @@ def deposit_table_import(*, actor: str, institution: Institution, text: str) -> 
     """
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
     if reader.fieldnames is None or tuple(f.strip() for f in reader.fieldnames) != COLUMNS:
-        raise SettlementInputError(f"the header must be {','.join(COLUMNS)}")
+        raise SettlementInputError(
+            _("the header must be %(header)s"), params={"header": ",".join(COLUMNS)}
+        )
     rows: dict[str, tuple[str, int]] = {}
     for number, row in enumerate(reader, start=2):
         code = diagnosis_code_clean(row.get("diagnosis_code") or "")
         if not code:
-            raise SettlementInputError(f"line {number}: a diagnosis code of 1 to 32 characters")
+            raise SettlementInputError(
+                _("line %(line)s: a diagnosis code of 1 to 32 characters"),
+                params={"line": number},
+            )
         if code in rows:
-            raise SettlementInputError(f"line {number}: {code} appears twice")
+            raise SettlementInputError(
+                _("line %(line)s: %(code)s appears twice"),
+                params={"line": number, "code": code},
+            )
         rows[code] = (
             (row.get("name") or "").strip()[:200],
             _parse_amount(row["amount"] or "", number),
         )
     if not rows:
-        raise SettlementInputError("the file has no rows")
+        raise SettlementInputError(_("the file has no rows"))
     created = updated = unchanged = 0
     existing = {
         d.diagnosis_code: d for d in DiagnosisDeposit.objects.filter(institution=institution)
@@ -107,14 +121,18 @@ def deposit_row_save(
     the admin edits it, with the code kept as the import and admission read it."""
     code = diagnosis_code_clean(diagnosis_code)
     if not code:
-        raise SettlementInputError("a diagnosis code of 1 to 32 characters", field="diagnosis_code")
+        raise SettlementInputError(
+            _("a diagnosis code of 1 to 32 characters"), field="diagnosis_code"
+        )
     if amount <= 0:
-        raise SettlementInputError("the deposit must be more than zero", field="amount")
+        raise SettlementInputError(_("the deposit must be more than zero"), field="amount")
     others = DiagnosisDeposit.objects.filter(institution=institution, diagnosis_code=code)
     if row_id is not None:
         others = others.exclude(pk=row_id)
     if others.exists():
-        raise SettlementInputError(f"{code} is in the table already", field="diagnosis_code")
+        raise SettlementInputError(
+            _("%(code)s is in the table already"), field="diagnosis_code", params={"code": code}
+        )
     try:
         # The unique code per institution decides between two saves at the same moment.
         with transaction.atomic():
@@ -127,7 +145,7 @@ def deposit_row_save(
             row.save()
     except IntegrityError:
         raise SettlementInputError(
-            f"{code} is in the table already", field="diagnosis_code"
+            _("%(code)s is in the table already"), field="diagnosis_code", params={"code": code}
         ) from None
     audit_record(
         actor=actor,

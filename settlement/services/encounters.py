@@ -8,6 +8,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from accounts.exceptions import CreditLineStateError
 from accounts.models import CreditLine, Department, Person
@@ -18,7 +19,7 @@ from ledger import services as ledger
 from ledger.exceptions import IdempotencyConflict, LimitExceeded
 from ledger.ids import uuid7
 
-from ..exceptions import EncounterStateError, SettlementInputError
+from ..exceptions import SettlementInputError
 from ..models import Channel, Charge, Deposit, DiagnosisDeposit, Encounter
 from ..rules import bill_change_refusal, reversal_refusal
 from . import house
@@ -64,7 +65,7 @@ def encounter_admit(
     opened (the same patient, department and kind), and opens no second one.
     """
     if kind not in Encounter.Kind.values:
-        raise SettlementInputError("kind must be inpatient or outpatient", field="kind")
+        raise SettlementInputError(_("kind must be inpatient or outpatient"), field="kind")
     diagnosis_code = (diagnosis_code or "").strip().upper()
     if key is not None:
         earlier = Encounter.objects.filter(admission_key=key).first()
@@ -133,7 +134,7 @@ def _hold_deposit_on_a_line(
     line each decide on what the others left: the one that finds the line full pays its
     deposit instead, and no limit error reaches the desk.
     """
-    for _ in range(FUNDING_TRIES):
+    for _attempt in range(FUNDING_TRIES):
         chosen = funding_line_for(person=person, amount=required)
         if chosen is None:
             return None
@@ -167,7 +168,7 @@ def lock_open_encounter(encounter_id: UUID) -> Encounter:
     )
     refusal = bill_change_refusal(encounter)
     if refusal is not None:
-        raise EncounterStateError(refusal)
+        raise refusal
     return encounter
 
 
@@ -179,9 +180,9 @@ def deposit_pay(*, actor: str, encounter_id: UUID, amount: int, channel: str, ke
     same key again returns the first deposit and takes nothing more.
     """
     if channel not in Channel.values:
-        raise SettlementInputError("unknown payment channel", field="channel")
+        raise SettlementInputError(_("unknown payment channel"), field="channel")
     if isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount <= MAX_CHARGE:
-        raise SettlementInputError("the deposit must be more than zero", field="amount")
+        raise SettlementInputError(_("the deposit must be more than zero"), field="amount")
     caller = _caller_key(key)
     encounter = lock_open_encounter(encounter_id)
     txn = ledger.transfer(
@@ -210,7 +211,7 @@ def deposit_pay(*, actor: str, encounter_id: UUID, amount: int, channel: str, ke
 def _caller_key(key: str) -> str:
     """The caller's key as a fixed-length part of a ledger key (those hold 200 characters)."""
     if not key or len(key) > 400:
-        raise SettlementInputError("an idempotency key of 1 to 400 characters is needed")
+        raise SettlementInputError(_("an idempotency key of 1 to 400 characters is needed"))
     return hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
@@ -231,23 +232,33 @@ def _amount(item: ChargeItem) -> int:
 
 def _check_items(items: list[ChargeItem], encounter: Encounter) -> None:
     if not 1 <= len(items) <= MAX_ITEMS:
-        raise SettlementInputError(f"post 1 to {MAX_ITEMS} charge lines", field="items")
+        raise SettlementInputError(
+            _("post 1 to %(max)s charge lines"), field="items", params={"max": MAX_ITEMS}
+        )
     today = timezone.localdate()
     admitted = timezone.localdate(encounter.admitted_at)
     for index, item in enumerate(items):
         where = f"items[{index}]"
         if item.insurance_class not in Charge.InsuranceClass.values:
-            raise SettlementInputError("insurance_class is A, B or C", field=where)
+            raise SettlementInputError(
+                _("insurance_class is A, B or C"), field=where, item_field="insurance_class"
+            )
         if item.quantity <= 0 or item.quantity.as_tuple().exponent < -3:  # type: ignore[operator]
-            raise SettlementInputError("quantity is positive, at most 3 decimals", field=where)
+            raise SettlementInputError(
+                _("quantity is positive, at most 3 decimals"), field=where, item_field="quantity"
+            )
         if not 0 <= item.unit_price <= MAX_CHARGE or not 0 <= _amount(item) <= MAX_CHARGE:
-            raise SettlementInputError("unit_price is out of range", field=where)
+            raise SettlementInputError(
+                _("unit_price is out of range"), field=where, item_field="unit_price"
+            )
         if not admitted <= item.service_date <= today:
             raise SettlementInputError(
-                "service_date must be between admission and today", field=where
+                _("service_date must be between admission and today"),
+                field=where,
+                item_field="service_date",
             )
         if not item.code.strip() or not item.name.strip() or not item.category.strip():
-            raise SettlementInputError("code, name and category are required", field=where)
+            raise SettlementInputError(_("code, name and category are required"), field=where)
 
 
 @transaction.atomic(durable=True)
@@ -312,14 +323,14 @@ def charge_reverse(*, actor: str, charge_id: int, reason: str) -> Charge:
     """冲红: a new negative line pointing at the wrong one; the wrong one stays as it was."""
     reason = (reason or "").strip()
     if not reason or len(reason) > 200:
-        raise SettlementInputError("a reason of 1 to 200 characters is needed", field="reason")
+        raise SettlementInputError(_("a reason of 1 to 200 characters is needed"), field="reason")
     original = Charge.objects.get(pk=charge_id)
     encounter = lock_open_encounter(original.encounter_id)
     refusal = reversal_refusal(
         original, already_reversed=Charge.objects.filter(reverses=original).exists()
     )
     if refusal is not None:
-        raise EncounterStateError(refusal)
+        raise refusal
     txn_id = uuid7()
     if original.amount:
         txn_id = ledger.transfer(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 
 from accounts.models import CreditLine, FamilyLink
 from accounts.selectors import Funding, funding_line_for
@@ -127,9 +128,12 @@ def cover_check(plan: FundingPlan) -> None:
     uncovered = plan.from_channel
     if uncovered and not plan.channel:
         raise SelfPayNotCovered(
-            f"{fen_to_yuan(uncovered)} yuan of self-pay is covered by neither deposit nor credit:"
-            " settle again with a payment channel",
+            gettext_lazy(
+                "%(amount)s yuan of self-pay is covered by neither deposit nor credit:"
+                " settle again with a payment channel"
+            ),
             field="channel",
+            params={"amount": fen_to_yuan(uncovered)},
         )
 
 

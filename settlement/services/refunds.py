@@ -10,6 +10,7 @@ import unicodedata
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from accounts.services.audit import audit_record
 from ledger import services as ledger
@@ -27,10 +28,14 @@ def refund_reference_clean(reference: str | None) -> str:
     reference = reference.strip() if isinstance(reference, str) else ""
     if not reference or len(reference) > MAX_REFERENCE:
         raise SettlementInputError(
-            f"a reference of 1 to {MAX_REFERENCE} characters is needed", field="reference"
+            _("a reference of 1 to %(most)s characters is needed"),
+            field="reference",
+            params={"most": MAX_REFERENCE},
         )
     if any(unicodedata.category(c).startswith("C") for c in reference):
-        raise SettlementInputError("a reference cannot hold control characters", field="reference")
+        raise SettlementInputError(
+            _("a reference cannot hold control characters"), field="reference"
+        )
     return reference
 
 
@@ -46,10 +51,10 @@ def refund_pay(
     answer lost), which gets the paid refund back.
     """
     if channel is not None and channel not in Channel.values:
-        raise SettlementInputError("unknown payment channel", field="channel")
+        raise SettlementInputError(_("unknown payment channel"), field="channel")
     reference = refund_reference_clean(reference)
     if not key or len(key) > 250:
-        raise SettlementInputError("an idempotency key of 1 to 250 characters is needed")
+        raise SettlementInputError(_("an idempotency key of 1 to 250 characters is needed"))
     refund = (
         Refund.objects.select_for_update(of=("self",))
         .select_related("encounter__institution")
@@ -58,7 +63,7 @@ def refund_pay(
     if refund.status != Refund.Status.OWED:
         if refund.pay_key == key:
             return refund
-        raise RefundNotOwed("this refund is not owed: it was paid out already")
+        raise RefundNotOwed(_("this refund is not owed: it was paid out already"))
     channel = channel or refund.channel
     encounter = refund.encounter
     txn = ledger.transfer(

@@ -6,6 +6,7 @@ from datetime import date, datetime
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from accounts.models import CreditLine, Partner
 from accounts.services.audit import audit_record
@@ -36,7 +37,7 @@ def repayment_apply(
     """
     bank_txn_id = (bank_txn_id or "").strip()
     if not bank_txn_id or len(bank_txn_id) > 64:
-        raise SettlementInputError("bank_txn_id of 1 to 64 characters", field="bank_txn_id")
+        raise SettlementInputError(_("bank_txn_id of 1 to 64 characters"), field="bank_txn_id")
     fingerprint = _fingerprint(str(receivable_id), amount, paid_at)
     earlier = Repayment.objects.filter(partner=partner, bank_txn_id=bank_txn_id).first()
     if earlier is not None:
@@ -51,7 +52,8 @@ def repayment_apply(
 def _replay(earlier: Repayment, fingerprint: str) -> Repayment:
     if earlier.fingerprint != fingerprint:
         raise RepaymentConflict(
-            "this bank_txn_id was already used for a different repayment", field="bank_txn_id"
+            _("this bank_txn_id was already used for a different repayment"),
+            field="bank_txn_id",
         )
     return earlier
 
@@ -76,11 +78,12 @@ def _apply(
     if earlier is not None:
         return _replay(earlier, fingerprint), False
     if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
-        raise SettlementInputError("the amount must be more than zero", field="amount")
+        raise SettlementInputError(_("the amount must be more than zero"), field="amount")
     if amount > receivable.outstanding:
         raise SettlementInputError(
-            f"the amount is more than the outstanding {fen_to_yuan(receivable.outstanding)}",
+            _("the amount is more than the outstanding %(outstanding)s"),
             field="amount",
+            params={"outstanding": fen_to_yuan(receivable.outstanding)},
         )
     repayment = Repayment.objects.create(
         partner=partner,

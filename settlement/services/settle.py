@@ -35,6 +35,7 @@ from uuid import UUID
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 
 from accounts.services.audit import audit_record
 from core.db import again_if_disconnected
@@ -48,6 +49,7 @@ from ..exceptions import (
 )
 from ..insurer.client import InsurerClient
 from ..models import Channel, Encounter, InsuranceClaim, Settlement
+from ..rules import status_word
 from .funding import FundingPlan, cover_check, funded_by, funding_plan, settlement_post
 from .insurer_claims import LEASE, InsurerAnswer, bill_total, insurer_ask, recovered_answer
 from .receipts import receipt_issue
@@ -74,7 +76,7 @@ def encounter_settle(
     the settlement instead of ``AlreadySettled``.
     """
     if channel is not None and channel not in Channel.values:
-        raise SettlementInputError("unknown payment channel", field="channel")
+        raise SettlementInputError(gettext_lazy("unknown payment channel"), field="channel")
     if key:
         earlier = _settled_for(encounter_id, key)
         if earlier is not None:
@@ -188,7 +190,7 @@ def _settled_for(encounter_id: UUID, key: str) -> Settlement | None:
 def _begin(encounter_id: UUID, key: str) -> None:
     encounter = Encounter.objects.select_for_update().get(pk=encounter_id)
     if encounter.status in (Encounter.Status.SETTLED, Encounter.Status.SETTLED_INSURANCE_DEFERRED):
-        raise AlreadySettled("the encounter is already settled")
+        raise AlreadySettled(gettext_lazy("the encounter is already settled"))
     claim, _ = InsuranceClaim.objects.get_or_create(encounter=encounter)
     now = timezone.now()
     if (
@@ -196,7 +198,7 @@ def _begin(encounter_id: UUID, key: str) -> None:
         and claim.lease_until
         and claim.lease_until > now
     ):
-        raise EncounterStateError("the encounter is being settled right now")
+        raise EncounterStateError(gettext_lazy("the encounter is being settled right now"))
     encounter.status = Encounter.Status.SETTLING
     encounter.save(update_fields=["status"])
     claim.lease_until = now + LEASE
@@ -251,7 +253,10 @@ def _settling_locked(encounter_id: UUID) -> Encounter:
         .get(pk=encounter_id)
     )
     if encounter.status != Encounter.Status.SETTLING:
-        raise EncounterStateError(f"the encounter is {encounter.status}")
+        raise EncounterStateError(
+            gettext_lazy("the encounter is %(status)s"),
+            params={"status": status_word(encounter.status)},
+        )
     return encounter
 
 
@@ -260,7 +265,8 @@ def _bill_as_settled(encounter: Encounter, answer: InsurerAnswer) -> int:
     total = bill_total(encounter)
     if answer.status == "settled" and total and answer.medfee != total:
         raise EncounterStateError(
-            f"the insurer settled {fen_to_yuan(answer.medfee)} but the bill is {fen_to_yuan(total)}"
+            gettext_lazy("the insurer settled %(insurer)s but the bill is %(bill)s"),
+            params={"insurer": fen_to_yuan(answer.medfee), "bill": fen_to_yuan(total)},
         )
     return total
 

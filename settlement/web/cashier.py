@@ -18,6 +18,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.functional import Promise
+from django.utils.text import capfirst
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_http_methods
@@ -28,10 +29,10 @@ from accounts.models import CreditLine, FamilyLink, Person
 from accounts.selectors import credit_line_status, line_figures, lines_of
 from accounts.services.family import family_link_create
 from accounts.services.persons import person_create, person_find
+from core.errors import DomainError
 from core.idempotency import KeyReused, StillRunning, run_once
 from core.money import fen_to_yuan
 from ledger.exceptions import LedgerError, LimitExceeded
-from settlement.exceptions import AlreadySettled, SelfPayNotCovered
 from settlement.models import (
     Charge,
     Encounter,
@@ -82,62 +83,9 @@ RELATION_LABELS: dict[str, Promise] = {
     FamilyLink.Relation.CHILD_OF_PARENT: _("Adult child of a parent"),
 }
 
-# The services speak English to the API; the page says the same in its own language.
-DOMAIN_MESSAGES: dict[str, Promise] = {
-    "a person with this ID number is already enrolled": _(
-        "A person with this ID number is already enrolled."
-    ),
-    "a name of 1 to 100 characters is needed": _("A name of 1 to 100 characters is needed."),
-    "a mainland mobile number has 11 digits starting with 1": _(
-        "A mainland mobile number has 11 digits starting with 1."
-    ),
-    "an ID number has 18 characters": _("An ID number has 18 characters."),
-    "an ID number is 17 digits and a digit or X": _(
-        "An ID number is 17 digits followed by a digit or X."
-    ),
-    "the ID number's region code is not a province of China": _(
-        "The ID number's region code is not a province of China."
-    ),
-    "the ID number's check digit is wrong": _("The ID number's check digit is wrong."),
-    "the ID number's birth date is not a real date": _(
-        "The ID number's birth date is not a real date."
-    ),
-    "the ID number's birth date is in the future": _(
-        "The ID number's birth date is in the future."
-    ),
-    "the ID number's birth date is before 1900": _("The ID number's birth date is before 1900."),
-    "a name cannot hold control characters": _("A name cannot hold control characters."),
-    "a name needs at least one visible character": _(
-        "A name needs at least one visible character."
-    ),
-    "a person cannot carry their own costs": _("A person cannot carry their own costs."),
-    "the payer's consent must be given and recorded": _(
-        "The payer's consent must be given and recorded."
-    ),
-    "the payer must be 18 or older": _("The payer must be 18 or older."),
-    "parent_of_minor needs a beneficiary under 18 today": _(
-        "A parent can only carry the costs of a child under 18."
-    ),
-    "a parent must be older than the child": _("A parent must be older than the child."),
-    "child_of_parent needs a beneficiary older than the payer": _(
-        "An adult child can only carry the costs of someone older (a parent)."
-    ),
-    "these two people are already linked": _("These two people are already linked."),
-    "the deposit must be more than zero": _("The deposit must be more than zero."),
-    "unknown payment channel": _("Unknown payment channel."),
-    "service_date must be between admission and today": _(
-        "The service date must be between admission and today."
-    ),
-    "quantity is positive, at most 3 decimals": _(
-        "The quantity must be positive, with at most 3 decimals."
-    ),
-    "unit_price is out of range": _("The unit price is out of range."),
-    "code, name and category are required": _("Code, name and category are required."),
-    "a reason of 1 to 200 characters is needed": _("A reason of 1 to 200 characters is needed."),
-    "a reversing line cannot itself be reversed": _("A reversing line cannot itself be reversed."),
-    "this charge line is already reversed": _("This charge line is already reversed."),
-    "the encounter is already settled": _("This encounter is already settled."),
-    "the encounter is being settled right now": _("This encounter is being settled right now."),
+# Ledger errors name account codes and fen: the desk is told what they mean, by code.
+LEDGER_MESSAGES: dict[str, Promise] = {
+    LimitExceeded.code: _("The credit line does not have enough room for this."),
 }
 
 
@@ -145,30 +93,19 @@ def _actor(request: HttpRequest) -> str:
     return f"staff:{request.user.pk}:{request.user.get_username()}"
 
 
-def error_text(error: Exception) -> str:
-    """A service's error in the page's language (its English message when there is no entry)."""
-    if isinstance(error, SelfPayNotCovered):
-        return gettext(
-            "The deposit and the credit line do not cover the self-pay: choose a payment channel."
-        )
-    if isinstance(error, AlreadySettled):
-        return gettext("This encounter is already settled.")
-    if isinstance(error, AccountsError):
-        known = DOMAIN_MESSAGES.get(error.message)
+def error_text(error: DomainError) -> str:
+    """A service's error in the page's language: its own message, or for the ledger's
+    (whose messages are for logs) what its code means."""
+    if isinstance(error, LedgerError):
+        known = LEDGER_MESSAGES.get(error.code)
         if known is not None:
             return str(known)
-        if error.message.startswith("the encounter is "):
-            return gettext("This encounter is not open for changes any more.")
-        return error.message
-    if isinstance(error, LimitExceeded):
-        return gettext("The credit line does not have enough room for this.")
-    return gettext("The ledger refused this posting (%(code)s).") % {
-        "code": getattr(error, "code", "error")
-    }
+        return gettext("The ledger refused this posting (%(code)s).") % {"code": error.code}
+    return capfirst(str(error.public))
 
 
 def add_service_error(
-    form: forms.Form, error: Exception, fields: dict[str, str | None] | None = None
+    form: forms.Form, error: DomainError, fields: dict[str, str | None] | None = None
 ) -> None:
     """Put a service error next to the field it names (through ``fields`` when the service's
     name differs from the form's), else at the top of the form."""
@@ -193,7 +130,7 @@ class FormInFlight(AccountsError):
     status = 409
 
     def __init__(self) -> None:
-        super().__init__(gettext("This form is still being handled: wait a moment, then reload."))
+        super().__init__(_("This form is still being handled: wait a moment, then reload."))
 
 
 def form_once(request: HttpRequest, form: forms.Form, action: Callable[[], str]) -> str:
@@ -602,13 +539,10 @@ def _charge(request: HttpRequest, encounter: Encounter, form: ChargeForm, here: 
     return here + "#bill"
 
 
-def charge_error_field(error: Exception) -> str | None:
-    """The form field a charge line's error is about (the service names the line, not it)."""
-    message = getattr(error, "message", "")
-    for name in ("service_date", "unit_price", "quantity", "insurance_class"):
-        if message.startswith(name):
-            return name
-    return None
+def charge_error_field(error: DomainError) -> str | None:
+    """The form field a charge line's error is about (the service names the line and, for
+    some errors, the line's own field)."""
+    return error.item_field
 
 
 @cashier_only

@@ -12,15 +12,12 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
-from django.utils.functional import Promise
 from django.utils.translation import gettext
-from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_http_methods
 
 from accounts.exceptions import AccountsError
 from core.money import fen_to_yuan
 from ledger.exceptions import LedgerError
-from settlement.exceptions import RefundNotOwed
 from settlement.models import Refund
 from settlement.services.refunds import refund_pay
 
@@ -30,23 +27,6 @@ from .refund_rows import refund_row
 
 OWED_SHOWN = 500
 PAID_SHOWN = 20
-
-# The refund service's refusals in the page's language (its English message otherwise).
-REFUND_MESSAGES: dict[str, Promise] = {
-    "a reference of 1 to 64 characters is needed": _(
-        "A payment reference of 1 to 64 characters is needed."
-    ),
-    "a reference cannot hold control characters": _(
-        "A payment reference cannot hold control characters."
-    ),
-}
-
-
-def refund_error_text(error: Exception) -> str:
-    if isinstance(error, RefundNotOwed):
-        return gettext("This refund was paid out already.")
-    known = REFUND_MESSAGES.get(getattr(error, "message", ""))
-    return str(known) if known is not None else error_text(error)
 
 
 def pay_form(refund: Refund, data: Any = None) -> RefundPayForm:
@@ -87,7 +67,7 @@ def refunds_desk(request: HttpRequest) -> HttpResponse:
             except (AccountsError, LedgerError) as error:
                 field = getattr(error, "field", None)
                 posted_form.add_error(
-                    field if field in posted_form.fields else None, refund_error_text(error)
+                    field if field in posted_form.fields else None, error_text(error)
                 )
     owed = (
         Refund.objects.filter(status=Refund.Status.OWED)

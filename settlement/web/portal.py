@@ -47,7 +47,7 @@ from .labels import (
     bill_labelled,
     label,
 )
-from .portal_forms import DOMAIN_MESSAGES, FamilyLinkForm, ReceiptCheckForm, add_domain_error
+from .portal_forms import FamilyLinkForm, ReceiptCheckForm, add_domain_error, domain_error_text
 from .refund_rows import refund_row
 
 if TYPE_CHECKING:  # types only: nothing of django-stubs-ext is needed at run time
@@ -263,7 +263,7 @@ def family_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         family_link_revoke(actor=actor(request), link_id=link.pk)
     except AccountsError as error:
-        messages.error(request, label(DOMAIN_MESSAGES, error.message))
+        messages.error(request, domain_error_text(error))
     else:
         messages.success(request, _("The link is revoked. What was already drawn stays as it is."))
     return HttpResponseRedirect(reverse("portal-family"))

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from django import forms
+from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 
-from accounts.exceptions import AccountsError
+from core.errors import DomainError
 
 if TYPE_CHECKING:  # types only: nothing of django-stubs-ext is needed at run time
-    from django_stubs_ext import StrOrPromise, StrPromise
+    from django_stubs_ext import StrOrPromise
 
 
 class FamilyLinkForm(forms.Form):
@@ -47,29 +48,19 @@ class ReceiptCheckForm(forms.Form):
     code = forms.CharField(label=_("Verification code"), max_length=32)
 
 
-# What the services say in English, said in the page's language instead.
-DOMAIN_MESSAGES: dict[str, StrPromise] = {
-    "a person cannot carry their own costs": _("You cannot link yourself."),
-    "the payer's consent must be given and recorded": _("Your consent is needed."),
-    "the payer must be 18 or older": _("You must be 18 or older to pay for someone else."),
-    "parent_of_minor needs a beneficiary under 18 today": _(
-        "This person is 18 or older: only a child under 18 can be added as a minor."
-    ),
-    "a parent must be older than the child": _("A parent must be older than the child."),
-    "child_of_parent needs a beneficiary older than the payer": _(
-        "The parent must be older than you."
-    ),
-    "these two people are already linked": _("You are already linked with this person."),
-    "the link has already lapsed": _("This link has already lapsed."),
-}
 FIELD_OF = {"beneficiary": "id_number", "id_number": "id_number", "consent": "consent"}
 
 
-def add_domain_error(form: forms.Form, error: AccountsError) -> None:
+def domain_error_text(error: DomainError) -> str:
+    """A service's error in the page's language."""
+    return capfirst(str(error.message))
+
+
+def add_domain_error(form: forms.Form, error: DomainError) -> None:
     """Put a service's error on the form, by the field it names (else on the whole form)."""
     if error.field == "id_number":  # the number itself is malformed
         message: StrOrPromise = _("This is not a valid resident ID number.")
     else:
-        message = DOMAIN_MESSAGES.get(error.message, error.message)
+        message = domain_error_text(error)
     field = FIELD_OF.get(error.field or "")
     form.add_error(field if field in form.fields else None, message)

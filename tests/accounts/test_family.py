@@ -42,7 +42,7 @@ def test_minor_link_refused_on_the_18th_birthday(parent, make_person):
     with pytest.raises(FamilyRuleViolated) as refused:
         link(parent, adult, today=TODAY)
     assert refused.value.field == "beneficiary"
-    assert "under 18" in refused.value.message
+    assert "under 18" in str(refused.value)
 
 
 def test_link_lapses_on_the_18th_birthday(parent, make_person):

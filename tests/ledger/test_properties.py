@@ -446,9 +446,9 @@ class LedgerMachine(RuleBasedStateMachine):
         if refusal is not None:
             error = self._expect_refused("hold_post", self._key(), kwargs, refusal)
             if refusal is HoldExpired:
-                assert error.status == "expired"
+                assert error.hold_status == "expired"
             elif refusal is HoldNotPending:
-                assert error.status == model.status
+                assert error.hold_status == model.status
             return None
         posted = model.amount if amount is None else amount
         legs = ((model.debit, posted), (model.credit, -posted))
@@ -467,7 +467,7 @@ class LedgerMachine(RuleBasedStateMachine):
         kwargs = {"hold_id": hold.result_id}
         if self._hold_refusal(model, posting=False) is not None:
             error = self._expect_refused("hold_void", self._key(), kwargs, HoldNotPending)
-            assert error.status == model.status
+            assert error.hold_status == model.status
             return None
         call = self._submit("hold_void", kwargs, self._release(model))
         assert call is not None  # releasing a reservation never breaks a limit

@@ -216,7 +216,7 @@ def test_family_forms_say_what_is_wrong_by_the_field(world, client, settings):
         },
     )
     # A child is not a parent: said on the ID number, in Chinese.
-    assert "父母的年龄必须大于您" in added.context["parent_form"].errors["id_number"][0]
+    assert "只能为年长于自己的人（父母）付费" in added.context["parent_form"].errors["id_number"][0]
     assert not FamilyLink.objects.filter(payer=world.a).exists()
 
 

@@ -43,5 +43,5 @@ class Command(BaseCommand):
                 default_deposit=deposit,
             )
         except AccountsError as error:
-            raise CommandError(str(error.message)) from None
+            raise CommandError(str(error)) from None
         self.stdout.write(f"department_id={department.pk}")

@@ -29,5 +29,5 @@ class Command(BaseCommand):
                 kind=options["kind"],
             )
         except AccountsError as error:
-            raise CommandError(str(error.message)) from None
+            raise CommandError(str(error)) from None
         self.stdout.write(f"institution_id={institution.pk}")

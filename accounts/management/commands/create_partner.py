@@ -57,7 +57,7 @@ class Command(BaseCommand):
                     tiers=tiers,
                 )
         except AccountsError as error:
-            raise CommandError(error.message) from None
+            raise CommandError(str(error)) from None
         self.stdout.write(f"partner_id={partner.pk}")
         self.stdout.write(f"key_id={key.key_id}")
         self.stdout.write(f"secret={secret}")

@@ -39,7 +39,7 @@ class Command(BaseCommand):
                 institution=institution,
             )
         except AccountsError as error:
-            raise CommandError(str(error.message)) from None
+            raise CommandError(str(error)) from None
         self.stdout.write(f"token={token}")
         where = institution.code if institution else "the platform"
         self.stdout.write(f"user={user.get_username()} role={options['role']} at {where}")

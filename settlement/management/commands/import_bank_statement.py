@@ -34,7 +34,7 @@ class Command(BaseCommand):
         except OSError as error:
             raise CommandError(f"cannot read {options['file']}: {error}") from None
         except SettlementInputError as error:
-            raise CommandError(error.message) from None
+            raise CommandError(str(error)) from None
         self.stdout.write(f"batch={batch.pk} {'new' if created else 'seen before'}")
         if options["now"] and batch.status in ("queued", "running"):
             batch = batch_run(batch.pk)

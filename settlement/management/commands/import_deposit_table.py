@@ -31,7 +31,7 @@ class Command(BaseCommand):
                 actor="command:import_deposit_table", institution=institution, text=text
             )
         except SettlementInputError as error:
-            raise CommandError(error.message) from None
+            raise CommandError(str(error)) from None
         self.stdout.write(
             f"created={result.created} updated={result.updated} unchanged={result.unchanged}"
         )
