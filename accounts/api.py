@@ -12,7 +12,6 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.api_common import IDEMPOTENCY_KEY, PAGE, ApiView, YuanField, idempotent
 from accounts.authentication import (
     StaffTokenAuthentication,
     patient_person_id,
@@ -29,6 +28,7 @@ from accounts.serializers import (
     credit_line_out,
 )
 from accounts.services import family, persons
+from core.api import IDEMPOTENCY_KEY, PAGE, ApiView, YuanField, idempotent
 
 STAFF = roles("cashier", "finance", "admin")
 FRONT_DESK = roles("cashier", "admin")

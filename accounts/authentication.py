@@ -1,6 +1,6 @@
 """Authentication and roles for the staff API (tokens) and the partner API (signatures).
 
-Kept apart from ``api_common``: DRF imports these classes while it is itself loading.
+Kept apart from ``core.api``: DRF imports these classes while it is itself loading.
 """
 
 from typing import Any

@@ -7,12 +7,12 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.api_common import IDEMPOTENCY_KEY, ApiView, YuanField, idempotent
 from accounts.authentication import IsPartner, PartnerPrincipal, PartnerSignatureAuthentication
 from accounts.models import CreditLine
 from accounts.selectors import line_figures
 from accounts.serializers import CreditLineOut, credit_line_out
 from accounts.services import credit_lines
+from core.api import IDEMPOTENCY_KEY, ApiView, YuanField, idempotent
 
 SIGNED = (
     "Signed request: `X-Partner-Key`, `X-Timestamp` (Unix seconds, ±300 s), `X-Nonce` (unique) "

@@ -5,10 +5,10 @@ from typing import Any
 from django.utils import timezone
 from rest_framework import serializers
 
-from accounts.api_common import YuanField, page_of
 from accounts.identity import age_on
 from accounts.models import CreditLine, FamilyLink, Person
 from accounts.selectors import LineFigures, credit_line_status
+from core.api import YuanField, page_of
 
 # As credit_line_status() gives it: a line past its expiry date shows as expired.
 LINE_STATUSES = [*CreditLine.Status.values, "expired"]

@@ -14,7 +14,9 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.api_common import (
+from accounts.authentication import StaffTokenAuthentication, patient_person_id, roles, staff_actor
+from accounts.models import Department, Person
+from core.api import (
     IDEMPOTENCY_KEY,
     PAGE,
     ApiView,
@@ -23,8 +25,6 @@ from accounts.api_common import (
     page_of,
     service_key,
 )
-from accounts.authentication import StaffTokenAuthentication, patient_person_id, roles, staff_actor
-from accounts.models import Department, Person
 from core.money import fen_to_yuan
 
 from .models import Channel, Charge, Encounter, InsuranceClaim, Receipt, Refund

@@ -9,8 +9,8 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.api_common import PAGE, YuanField, page_of
 from accounts.partner_api import SIGNED, PartnerView
+from core.api import PAGE, YuanField, page_of
 from core.money import fen_to_yuan
 
 from .models import Receivable, Repayment

@@ -7,7 +7,7 @@ exactly, and ``tests/test_schema_contract.py`` holds every answer to them.
 
 from rest_framework import serializers
 
-from accounts.api_common import YuanField
+from core.api import YuanField
 
 from .models import (
     Channel,

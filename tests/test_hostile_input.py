@@ -432,7 +432,7 @@ def test_api_errors_stay_json_with_debug_on(cashier, settings):
 
 
 def test_a_limit_refusal_names_no_internal_account_or_fen_amount():
-    from accounts.api_common import exception_handler
+    from core.api_errors import exception_handler
     from ledger.exceptions import LimitExceeded
 
     answer = exception_handler(LimitExceeded("L-CAP-8f3a", 1200, 50_000), {})

@@ -47,10 +47,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from accounts.api_common import ApiView
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.partners import partner_create
 from accounts.services.staff import staff_create
+from core.api import ApiView
 from settlement.models import CreditMovement
 from settlement.reconciliation.batches import batch_run
 from settlement.reconciliation.models import ReconItem

@@ -13,8 +13,8 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.api_common import IDEMPOTENCY_KEY, ApiView, YuanField, idempotent
 from accounts.authentication import StaffTokenAuthentication, roles, staff_actor
+from core.api import IDEMPOTENCY_KEY, ApiView, YuanField, idempotent
 from core.money import fen_to_yuan
 
 from .batches import item_resolve, partner_named, statement_batch_create

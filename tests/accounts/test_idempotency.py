@@ -15,9 +15,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
 
-from accounts import api_common
-from accounts.api_common import Conflict, InProgress, idempotent
 from core import idempotency
+from core.api import idempotent, request_fingerprint
+from core.api_errors import Conflict, InProgress
 from core.models import IdempotentRequest
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -118,7 +118,7 @@ def test_a_claim_abandoned_by_a_dead_process_is_taken_over():
     claim = IdempotentRequest.objects.create(
         scope=SCOPE,
         key="key-dead",
-        fingerprint=api_common.request_fingerprint(post("key-dead")),
+        fingerprint=request_fingerprint(post("key-dead")),
         created_at=timezone.now() - idempotency.ABANDONED_AFTER - timedelta(seconds=1),
     )
 

@@ -260,7 +260,7 @@ def test_a_deadlock_victim_gets_a_409_to_retry_not_a_500():
     import psycopg
     from django.db import OperationalError
 
-    from accounts.api_common import exception_handler
+    from core.api_errors import exception_handler
 
     error = OperationalError("deadlock detected")
     error.__cause__ = psycopg.errors.DeadlockDetected("deadlock detected")

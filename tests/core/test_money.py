@@ -54,7 +54,7 @@ NEAR_AMOUNTS = st.lists(
 
 
 def old_api(data: object) -> int | None:
-    """``accounts.api_common.YuanField``: its syntax and its ceiling (sign rules stay there)."""
+    """``core.api.YuanField``: its syntax and its ceiling (sign rules stay there)."""
     if not isinstance(data, str) or not re.fullmatch(r"-?[0-9]+(\.[0-9]{1,2})?", data.strip()):
         return None
     value = Decimal(data.strip())

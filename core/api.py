@@ -1,6 +1,7 @@
 """What every API here shares: request bodies, the schema, money fields, idempotent POSTs.
 
-The error shape and its handler are ``core.api_errors`` (re-exported here for the views).
+The error shape and its handler are ``core.api_errors``; the edge that keeps every answer
+under ``/api/`` JSON is ``core.api_edge``.
 """
 
 import hashlib
@@ -17,20 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api_errors import (  # the error shape, importable from here as before
-    Conflict,
-    ErrorOut,
-    InProgress,
-)
-from core.api_errors import (
-    ErrorDetailOut as ErrorDetailOut,
-)
-from core.api_errors import (
-    error_response as error_response,
-)
-from core.api_errors import (
-    exception_handler as exception_handler,
-)
+from core.api_errors import Conflict, ErrorOut, InProgress
 from core.idempotency import KeyReused, StillRunning, run_once
 from core.money import API, NotYuan, TooLarge, fen_to_yuan, yuan_to_fen
 
