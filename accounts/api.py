@@ -19,7 +19,7 @@ from accounts.authentication import (
     staff_actor,
 )
 from accounts.models import FamilyLink, Person
-from accounts.selectors import line_figures, lines_of
+from accounts.selectors import line_figures, lines_of, person_find
 from accounts.serializers import (
     FamilyLinkOut,
     PersonDetailOut,
@@ -100,7 +100,7 @@ class PersonFindApi(StaffView):
     def post(self, request: Request) -> Response:
         data = self.FindInput(data=request.data)
         data.is_valid(raise_exception=True)
-        found = persons.person_find(data.validated_data["id_number"])
+        found = person_find(data.validated_data["id_number"])
         results = [PersonOut(found).data] if found else []
         return Response({"count": len(results), "next": None, "previous": None, "results": results})
 

@@ -7,9 +7,32 @@ from uuid import UUID
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from accounts.identity import eighteenth_birthday
+from accounts import crypto
+from accounts.identity import eighteenth_birthday, parse_id_number
 from accounts.models import CreditLine, FamilyLink, Person
 from ledger.selectors import Balance, account_balances
+
+
+def person_find(id_number: str) -> Person | None:
+    """The person with this ID number, found by its keyed hash (under any configured key); an
+    ``InvalidInput`` of ``id_number`` if it is not a valid resident ID number."""
+    resident = parse_id_number(id_number)
+    return Person.objects.filter(id_number_hash__in=crypto.lookup_hashes(resident.number)).first()
+
+
+def person_named(*, name: str, id_number: str) -> Person | None:
+    """The person with this ID number if ``name`` is theirs (spaces aside), else ``None``: the
+    same answer whether the number is unknown or the name differs, so that asking tells
+    nobody who is enrolled."""
+    person = person_find(id_number)
+    if person is None or "".join(person.name.split()) != "".join(name.split()):
+        return None
+    return person
+
+
+def person_id_number(person: Person) -> str:
+    """The ID number in clear, for the insurer and the like; never for output or logs."""
+    return crypto.decrypt(person.id_number_encrypted)
 
 
 def link_is_live(link: FamilyLink, today: date) -> bool:

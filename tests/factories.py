@@ -22,11 +22,12 @@ from stdnum.cn import ric
 
 from accounts import signing
 from accounts.models import CreditLine, FamilyLink, Institution
+from accounts.selectors import person_id_number
 from accounts.services.credit_lines import credit_line_grant
 from accounts.services.family import family_link_create
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.partners import partner_create
-from accounts.services.persons import person_create, person_id_number
+from accounts.services.persons import person_create
 from accounts.services.staff import staff_create
 from settlement.models import CreditMovement
 from settlement.services.encounters import ChargeItem, charges_post, encounter_admit

@@ -9,6 +9,7 @@ from accounts import crypto
 from accounts.exceptions import InvalidInput, PersonExists
 from accounts.identity import ResidentId, parse_id_number
 from accounts.models import Person
+from accounts.selectors import person_find
 
 from .audit import audit_record
 
@@ -51,12 +52,6 @@ def _clean_phone(phone: str | None) -> str:
             _("a mainland mobile number has 11 digits starting with 1"), field="phone"
         )
     return phone
-
-
-def person_find(id_number: str) -> Person | None:
-    """The person with this ID number, found by its keyed hash (under any configured key)."""
-    resident = parse_id_number_field(id_number)
-    return Person.objects.filter(id_number_hash__in=crypto.lookup_hashes(resident.number)).first()
 
 
 @transaction.atomic(durable=True)
@@ -128,11 +123,6 @@ def person_update(
         person.save()
         audit_record(actor=actor, action="person.update", obj=person, changes=changes)
     return person
-
-
-def person_id_number(person: Person) -> str:
-    """The ID number in clear, for the insurer and the like; never for output or logs."""
-    return crypto.decrypt(person.id_number_encrypted)
 
 
 def persons_rotate_keys(*, batch: int = 500) -> int:

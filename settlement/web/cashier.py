@@ -26,9 +26,9 @@ from django.views.decorators.http import require_http_methods
 from accounts.exceptions import AccountsError
 from accounts.identity import age_on
 from accounts.models import CreditLine, FamilyLink, Person
-from accounts.selectors import credit_line_status, line_figures, lines_of
+from accounts.selectors import credit_line_status, line_figures, lines_of, person_find
 from accounts.services.family import family_link_create
-from accounts.services.persons import person_create, person_find
+from accounts.services.persons import person_create
 from core.errors import DomainError
 from core.idempotency import KeyReused, StillRunning, run_once
 from core.money import fen_to_yuan

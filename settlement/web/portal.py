@@ -20,9 +20,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.exceptions import AccountsError
 from accounts.models import FamilyLink, Person
-from accounts.selectors import credit_line_status, line_figures, lines_of
+from accounts.selectors import credit_line_status, line_figures, lines_of, person_named
 from accounts.services.family import family_link_create, family_link_revoke
-from accounts.services.persons import person_find
 from core.money import fen_to_yuan
 from settlement.models import Encounter, Receipt, Receivable, Refund
 from settlement.selectors import (
@@ -220,11 +219,10 @@ def family_add(request: HttpRequest, kind: str) -> HttpResponse:
     form = new_form(kind, request.POST)
     if form.is_valid():
         try:
-            beneficiary = person_find(form.cleaned_data["id_number"])
-            typed = "".join(form.cleaned_data["name"].split())
-            if beneficiary is None or "".join(beneficiary.name.split()) != typed:
-                # The same answer whether the number is unknown or the name differs, so the
-                # form tells nobody who is enrolled.
+            beneficiary = person_named(
+                name=form.cleaned_data["name"], id_number=form.cleaned_data["id_number"]
+            )
+            if beneficiary is None:
                 form.add_error(
                     "id_number",
                     _(

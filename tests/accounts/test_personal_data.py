@@ -15,7 +15,7 @@ from django.test import override_settings
 
 from accounts import crypto
 from accounts.models import AuditEvent, Person
-from accounts.services.persons import person_find, person_id_number
+from accounts.selectors import person_find, person_id_number
 
 pytestmark = pytest.mark.django_db
 

@@ -63,7 +63,7 @@ def test_bad_person_input_is_a_400_naming_the_field(staff_client, body, field):
 def test_find_by_id_number_or_name_paginated(staff_client, make_person):
     people = [make_person(f"王{i}") for i in range(3)]
     client = staff_client("finance")
-    from accounts.services.persons import person_id_number
+    from accounts.selectors import person_id_number
 
     found = client.post("/api/v1/persons/find/", {"id_number": person_id_number(people[1])})
     assert found.status_code == 200
@@ -82,7 +82,7 @@ def test_person_detail_shows_lines_and_links(staff_client, make_person, make_par
     parent = make_person("母", birth=date(1985, 1, 1))
     child = make_person("子", birth=date(2015, 1, 1))
     _, bank = make_partner("厦门国际银行")
-    from accounts.services.persons import person_id_number
+    from accounts.selectors import person_id_number
 
     granted = bank.post(
         "/api/partner/v1/credit-lines/",

@@ -28,11 +28,12 @@ from accounts.exceptions import (
     PersonExists,
 )
 from accounts.identity import InvalidIdNumber
+from accounts.selectors import person_id_number
 from accounts.services.credit_lines import credit_line_close, credit_line_grant
 from accounts.services.family import family_link_create, family_link_revoke, family_links_lapse
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.partners import partner_create, tier_limit
-from accounts.services.persons import person_create, person_id_number
+from accounts.services.persons import person_create
 from accounts.services.staff import patient_login_create, staff_create
 from core.errors import DomainError, in_english
 from ledger import services as ledger

@@ -14,7 +14,7 @@ Amounts (simulator policy, see ``settlement/insurer/policy.py``):
 from typing import Any
 
 from accounts.models import CreditLine, Department
-from accounts.services.persons import person_id_number
+from accounts.selectors import person_id_number
 from ledger.selectors import account_balance
 from ledger.services import chain_seal
 from ledger.verification import verify_ledger

@@ -13,8 +13,8 @@ from django.test import override_settings
 from django.utils import timezone
 
 from accounts.models import CreditLine
+from accounts.selectors import person_id_number
 from accounts.services.institutions import department_ensure, institution_ensure
-from accounts.services.persons import person_id_number
 from ledger.selectors import account_balance
 from ledger.services import chain_seal
 from ledger.verification import verify_ledger

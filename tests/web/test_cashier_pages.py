@@ -16,8 +16,8 @@ from django.test import Client, override_settings
 from django.utils import timezone
 
 from accounts.models import Person
+from accounts.selectors import person_id_number
 from accounts.services.institutions import department_ensure, institution_ensure
-from accounts.services.persons import person_id_number
 from accounts.services.staff import patient_login_create, staff_create
 from settlement.models import Channel, Encounter, InsuranceClaim
 from settlement.services.encounters import (

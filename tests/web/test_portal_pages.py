@@ -18,8 +18,8 @@ from django.test import override_settings
 from django.utils import timezone
 
 from accounts.models import Department, FamilyLink, Person
+from accounts.selectors import person_id_number
 from accounts.services.institutions import department_ensure, institution_ensure
-from accounts.services.persons import person_id_number
 from accounts.services.staff import patient_login_create, staff_create
 from settlement.models import Encounter, Receipt, Receivable
 from settlement.services.encounters import (

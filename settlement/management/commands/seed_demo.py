@@ -25,11 +25,12 @@ from accounts.models import (
     StaffMember,
     StaffToken,
 )
+from accounts.selectors import person_find
 from accounts.services.credit_lines import credit_line_grant
 from accounts.services.family import family_link_create
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.partners import partner_create, partner_key_issue
-from accounts.services.persons import person_find, person_get_or_create, person_update
+from accounts.services.persons import person_get_or_create, person_update
 from accounts.services.staff import (
     patient_login_create,
     staff_create,
