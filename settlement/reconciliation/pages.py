@@ -37,7 +37,7 @@ from . import selectors as reads
 from .api import BatchExportApi, batch_out
 from .batches import item_resolve, ledger_check_queue, statement_batch_create
 from .forms import ResolveForm, StatementUploadForm
-from .labels import RECON_KIND, RECON_KINDS_BY_SOURCE, RECON_SOURCE, RECON_STATUS
+from .labels import RECON_KIND, RECON_KINDS_BY_SOURCE, RECON_SOURCE, RECON_STATUS, detail_label
 from .models import ReconBatch, ReconItem
 
 finance_only = role_required("finance", "admin")
@@ -149,7 +149,12 @@ def _batch_page(
         else:
             form = ResolveForm(auto_id=f"id_item{item['id']}_%s")
         exceptions.append(
-            {**item, "kind_label": KIND_LABELS.get(item["kind"], item["kind"]), "form": form}
+            {
+                **item,
+                "kind_label": KIND_LABELS.get(item["kind"], item["kind"]),
+                "detail_label": detail_label(item["detail"]),
+                "form": form,
+            }
         )
     context = {"batch": view, "exceptions": exceptions, "batch_id": batch.pk}
     return render(request, "web/finance/batch.html", context)

@@ -222,6 +222,9 @@ def test_upload_batch_page_export_and_resolve(draws, make_person):
     # A bank statement's classes only: it cannot find a ledger integrity problem.
     assert [row["count"] for row in page.context["batch"]["count_rows"]] == [1, 0, 1, 1, 1, 1]
     assert "300.00" in html and "DRNOSUCHTHING" in html and "<script>" not in html
+    # The items' details in Chinese, not the API's English sentences.
+    assert "这笔支用银行此前已经付过" in html and "银行尚未付款" in html
+    assert "already paid" not in html and "not paid by the bank" not in html
 
     again = finance.post(
         "/finance/", {"bank": partner.pk, "file": SimpleUploadedFile("again.csv", content)}
