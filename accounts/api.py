@@ -18,9 +18,11 @@ from accounts.authentication import (
     roles,
     staff_actor,
 )
-from accounts.models import FamilyLink, Person
-from accounts.selectors import line_figures, lines_of, person_find
+from accounts.models import Department, FamilyLink, Person
+from accounts.selectors import line_figures, lines_of, person_find, staff_institution
 from accounts.serializers import (
+    DepartmentOut,
+    DepartmentPage,
     FamilyLinkOut,
     PersonDetailOut,
     PersonOut,
@@ -83,6 +85,24 @@ class PersonListCreateApi(StaffView):
             return Response(PersonOut(person).data, status=status.HTTP_201_CREATED)
 
         return idempotent(request, f"staff:{request.user.pk}", create)
+
+
+class DepartmentListApi(StaffView):
+    @extend_schema(
+        operation_id="departments_list",
+        description="The caller's institution's departments, by code. Admission takes a "
+        "department by this code (or its id).",
+        parameters=[PAGE],
+        responses=DepartmentPage,
+    )
+    def get(self, request: Request) -> Response:
+        institution = staff_institution(request.user)
+        departments = Department.objects.filter(institution=institution).order_by("code", "pk")
+        if institution is None:
+            departments = departments.none()
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(departments, request, view=self)
+        return paginator.get_paginated_response(DepartmentOut(page, many=True).data)
 
 
 class PersonFindApi(StaffView):

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 from uuid import UUID
 
 from django.db.models import QuerySet
@@ -9,8 +10,28 @@ from django.utils import timezone
 
 from accounts import crypto
 from accounts.identity import eighteenth_birthday, parse_id_number
-from accounts.models import CreditLine, FamilyLink, Person
+from accounts.models import CreditLine, Department, FamilyLink, Institution, Person, StaffMember
 from ledger.selectors import Balance, account_balances
+
+
+def staff_institution(user: Any) -> Institution | None:
+    """Where a staff user works; ``None`` for the platform's operators (and anyone unplaced)."""
+    member = StaffMember.objects.filter(user_id=user.pk).select_related("institution").first()
+    return member.institution if member is not None else None
+
+
+def department_find(ref: int | str, institution: Institution | None) -> Department | None:
+    """A department by its id (a number) or by its code at ``institution`` (text); text that
+    names no code there but is a whole number is taken as an id."""
+    if isinstance(ref, int):
+        return Department.objects.filter(pk=ref).first()
+    if institution is not None:
+        found = Department.objects.filter(institution=institution, code=ref).first()
+        if found is not None:
+            return found
+    if ref.isascii() and ref.isdigit() and len(ref) <= 18:
+        return Department.objects.filter(pk=int(ref)).first()
+    return None
 
 
 def person_find(id_number: str) -> Person | None:

@@ -6,7 +6,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from accounts.identity import age_on
-from accounts.models import CreditLine, FamilyLink, Person
+from accounts.models import CreditLine, Department, FamilyLink, Person
 from accounts.selectors import LineFigures, credit_line_status
 from core.api import YuanField, page_of
 
@@ -88,3 +88,17 @@ class PersonDetailOut(PersonOut):
 
 
 PersonPage = page_of("PersonPage", PersonOut)
+
+
+class DepartmentOut(serializers.ModelSerializer):
+    default_deposit = YuanField(
+        read_only=True,
+        help_text="the inpatient deposit when the diagnosis deposit table has no entry",
+    )
+
+    class Meta:
+        model = Department
+        fields = ["id", "code", "name", "default_deposit"]
+
+
+DepartmentPage = page_of("DepartmentPage", DepartmentOut)

@@ -3,6 +3,7 @@ from django.urls import path
 from accounts import api, partner_api
 
 staff_urlpatterns = [
+    path("departments/", api.DepartmentListApi.as_view(), name="departments"),
     path("persons/", api.PersonListCreateApi.as_view(), name="persons"),
     path("persons/find/", api.PersonFindApi.as_view(), name="person-find"),
     path("persons/<int:person_id>/", api.PersonDetailApi.as_view(), name="person-detail"),

@@ -15,7 +15,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.authentication import StaffTokenAuthentication, patient_person_id, roles, staff_actor
-from accounts.models import Department, Person
+from accounts.models import Person
+from accounts.selectors import department_find, staff_institution
 from core.api import (
     IDEMPOTENCY_KEY,
     PAGE,
@@ -57,11 +58,41 @@ class StaffView(ApiView):
     permission_classes = [FRONT_DESK]
 
 
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "integer", "minimum": 1},
+            {"type": "string", "minLength": 1, "maxLength": 32},
+        ],
+        "description": "the department's code at the caller's institution "
+        "(GET /api/v1/departments/), or its id",
+    }
+)
+class DepartmentRefField(serializers.Field):
+    """A department as its code (text) or its id (a number)."""
+
+    default_error_messages = {"invalid": "a department code (text) or id (a number)"}
+
+    def to_internal_value(self, data: Any) -> int | str:
+        if isinstance(data, bool):
+            self.fail("invalid")
+        if isinstance(data, int):
+            if not 0 < data < 2**63:
+                self.fail("invalid")
+            return data
+        if isinstance(data, str) and 0 < len(data.strip()) <= 32:
+            return data.strip()
+        self.fail("invalid")
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
 class EncounterCreateApi(StaffView):
     class EncounterInput(serializers.Serializer):
         person = serializers.IntegerField()
         kind = serializers.ChoiceField(choices=Encounter.Kind.choices)
-        department = serializers.IntegerField()
+        department = DepartmentRefField()
         diagnosis_code = serializers.CharField(max_length=32, required=False, allow_blank=True)
 
     @extend_schema(
@@ -75,7 +106,7 @@ class EncounterCreateApi(StaffView):
         data.is_valid(raise_exception=True)
         values = data.validated_data
         person = Person.objects.filter(pk=values["person"]).first()
-        department = Department.objects.filter(pk=values["department"]).first()
+        department = department_find(values["department"], staff_institution(request.user))
         missing = {}
         if person is None:
             missing["person"] = ["no such person"]
