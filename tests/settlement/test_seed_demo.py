@@ -1,5 +1,6 @@
 """``manage.py seed_demo``: what ``make run`` shows on first sight, the same at every start."""
 
+import re
 from io import StringIO
 
 import pytest
@@ -7,7 +8,15 @@ from django.core.management import call_command
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from accounts.models import AuditEvent, CreditLine, FamilyLink, Person, StaffToken
+from accounts.models import (
+    AuditEvent,
+    CreditLine,
+    FamilyLink,
+    Institution,
+    Person,
+    StaffMember,
+    StaffToken,
+)
 from ledger.services import chain_seal
 from ledger.verification import verify_ledger
 from settlement.models import Encounter, InsuranceClaim, Receivable
@@ -55,7 +64,7 @@ def test_a_restart_keeps_the_demo_tokens_bank_key_and_sessions(insurer, client):
     for marker in ("cashier     API token", "finance     API token", "key_id=", "secret="):
         assert printed_value(first, marker) == printed_value(second, marker), marker
     # One working token per demo login, and nobody signed out by a new password hash.
-    assert StaffToken.objects.filter(revoked_at__isnull=True).count() == 3
+    assert StaffToken.objects.filter(revoked_at__isnull=True).count() == 6
     assert client.get("/cashier/").status_code == 200
 
 
@@ -109,3 +118,20 @@ def test_demo_logins_open_their_pages(insurer, client):
         assert signed_in(client, username, "demo-pass-2026"), username
         assert client.get(page).status_code == 200, page
         client.logout()
+
+
+def test_demo_has_two_hospitals_and_a_community_centre_each_with_departments_and_a_login(
+    insurer,
+):
+    printed = seed()
+    for code in ("XMH1", "XMH2", "XMC1"):
+        institution = Institution.objects.get(code=code)
+        assert institution.departments.exists(), code
+        assert StaffMember.objects.filter(institution=institution).exists(), code
+        assert re.search(rf"^  {code} +cashier +\S+ +API token \S+$", printed, re.M), code
+    assert Institution.objects.get(code="XMC1").kind == Institution.Kind.COMMUNITY
+    token = re.search(r"^  XMH2 +cashier +cashier2 +API token (\S+)$", printed, re.M).group(1)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    codes = [d["code"] for d in client.get("/api/v1/departments/").json()["results"]]
+    assert codes == ["IM", "OBS", "OPD"]

@@ -120,8 +120,8 @@ class Command(BaseCommand):
         stays = self.seed_stays(lines["hospital"], lines["people"])
         out = self.stdout.write
         out(f"Demo data loaded. Logins (password for all: {password}):")
-        for username, role, token in lines["staff"]:
-            out(f"  {role:8}  {username:10}  API token {token}")
+        for code, username, role, token in lines["staff"]:
+            out(f"  {code:5} {role:8}  {username:10}  API token {token}")
         out(f"  patient   {lines['patient']} (mobile number; 陈静, mother of a minor)")
         out("Pages: /cashier/ (cashier), /finance/ (finance), /portal/ (patient), /admin/ (admin)")
         out("  admin site /admin/ as 'admin'")
@@ -132,23 +132,29 @@ class Command(BaseCommand):
 
     def seed(self, password: str) -> dict[str, Any]:
         hospital = institution_ensure(actor=ACTOR, code="XMH1", name="厦门市第一医院 (demo)")
-        institution_ensure(
+        second = institution_ensure(actor=ACTOR, code="XMH2", name="厦门市第二医院 (demo)")
+        centre = institution_ensure(
             actor=ACTOR, code="XMC1", name="思明区社区卫生服务中心 (demo)", kind="community"
         )
-        departments = [
-            ("IM", "内科", 300_000),
-            ("SUR", "外科", 500_000),
-            ("PED", "儿科", 200_000),
-            ("GER", "老年科", 300_000),
-        ]
-        for code, name, default_deposit in departments:
-            department_ensure(
-                actor=ACTOR,
-                institution=hospital,
-                code=code,
-                name=name,
-                default_deposit=default_deposit,
-            )
+        departments = {
+            hospital: [
+                ("IM", "内科", 300_000),
+                ("SUR", "外科", 500_000),
+                ("PED", "儿科", 200_000),
+                ("GER", "老年科", 300_000),
+            ],
+            second: [("IM", "内科", 250_000), ("OBS", "妇产科", 300_000), ("OPD", "门诊", 0)],
+            centre: [("GP", "全科", 0), ("PH", "预防保健", 0)],
+        }
+        for institution, rows in departments.items():
+            for code, name, default_deposit in rows:
+                department_ensure(
+                    actor=ACTOR,
+                    institution=institution,
+                    code=code,
+                    name=name,
+                    default_deposit=default_deposit,
+                )
         deposit_table_import(actor=ACTOR, institution=hospital, text=DEPOSIT_TABLE)
 
         partner = Partner.objects.filter(name=BANK).first()
@@ -205,14 +211,22 @@ class Command(BaseCommand):
             patient_login_create(actor=ACTOR, person=people["mother"], password=password)
 
         staff = []
-        for username, role in [("cashier", "cashier"), ("finance", "finance"), ("admin", "admin")]:
+        logins = [
+            ("cashier", "cashier", hospital),
+            ("finance", "finance", hospital),
+            ("admin", "admin", hospital),
+            ("cashier2", "cashier", second),
+            ("finance2", "finance", second),
+            ("cashier-c1", "cashier", centre),
+        ]
+        for username, role, institution in logins:
             # The same token at every start, so scripts and API clients keep working.
             token = demo_secret(f"token:{username}")
             existing = get_user_model().objects.filter(username=username).first()
             if existing is None or not StaffMember.objects.filter(user=existing).exists():
-                # New, or made before staff belonged to an institution: placed at the hospital.
+                # New, or made before staff belonged to an institution: placed at theirs.
                 user, spare = staff_create(
-                    actor=ACTOR, username=username, role=role, institution=hospital
+                    actor=ACTOR, username=username, role=role, institution=institution
                 )
                 token_revoke(key=spare)
             else:
@@ -226,7 +240,7 @@ class Command(BaseCommand):
             if not user.check_password(password):  # a new hash would sign everyone out
                 user.set_password(password)
             user.save()
-            staff.append((username, role, token))
+            staff.append((institution.code, username, role, token))
         return {
             "hospital": hospital,
             "people": people,
