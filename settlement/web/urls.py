@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from . import cashier, cashier_refunds, finance, pages, portal
+from . import cashier, cashier_refunds, deposit_table_page, finance, pages, portal
 
 urlpatterns = [
     path("", pages.home, name="web-home"),
@@ -10,4 +10,5 @@ urlpatterns = [
     path("cashier/", include(cashier.urlpatterns)),
     path("portal/", include(portal.urlpatterns)),
     path("finance/", include(finance.urlpatterns)),
+    path("finance/deposits/", deposit_table_page.deposit_table, name="finance-deposits"),
 ]

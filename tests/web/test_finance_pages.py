@@ -66,6 +66,7 @@ def page_urls(batch_id: object) -> list[str]:
         "/finance/ledger/",
         "/finance/receivables/",
         "/finance/credit/",
+        "/finance/deposits/",
     ]
 
 
@@ -75,6 +76,7 @@ def post_urls(batch_id: object) -> list[str]:
         f"/finance/batches/{batch_id}/items/1/resolve/",
         "/finance/claims/retry/",
         "/finance/ledger/verify/",
+        "/finance/deposits/",
     ]
 
 
