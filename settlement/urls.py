@@ -1,9 +1,10 @@
 from django.urls import path
 
-from . import api, partner_api
+from . import api, partner_api, platform_api
 from .reconciliation import api as recon_api
 
 staff_urlpatterns = [
+    path("platform/summary/", platform_api.PlatformSummaryApi.as_view(), name="platform-summary"),
     path("encounters/", api.EncounterCreateApi.as_view(), name="encounters"),
     path("encounters/<uuid:encounter_id>/", api.EncounterDetailApi.as_view(), name="encounter"),
     path("encounters/<uuid:encounter_id>/deposits/", api.DepositApi.as_view(), name="deposits"),

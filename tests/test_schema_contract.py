@@ -188,8 +188,12 @@ def world(insurer_sim, tmp_path, settings) -> Iterator[SimpleNamespace]:
     assert uploaded.status_code == 202, uploaded.content
     batch = batch_run(uploaded.json()["batch"]["id"])
     unknown = ReconItem.objects.get(batch=batch, kind="unknown_reference")
+    _, platform_token = staff_create(
+        actor="test", institution=None, username=f"ops-{uuid4().hex[:8]}", role="platform"
+    )
     yield SimpleNamespace(
         token=token,
+        platform_token=platform_token,
         partner=partner,
         department=department,
         person=child,
@@ -219,7 +223,9 @@ def _send(case: Any, world: SimpleNamespace) -> Any:
     if case.method.upper() == "POST":
         case.headers = {**(case.headers or {}), "Idempotency-Key": f"contract-{uuid4().hex}"}
     headers = {}
-    if case.path.startswith("/api/v1/"):
+    if case.path.startswith("/api/v1/platform/"):  # the city platform's operators
+        headers["Authorization"] = f"Token {world.platform_token}"
+    elif case.path.startswith("/api/v1/"):
         headers["Authorization"] = f"Token {world.token}"
     # The request runs in this thread and the test's transaction: Django must not close that
     # connection when the request ends (its own test client does the same).
@@ -272,6 +278,8 @@ def test_every_operation_succeeds_with_an_answer_exactly_as_declared(world, insu
     call("GET", "/api/v1/persons/", 200, query={"name": "林"})
     call("POST", "/api/v1/persons/find/", 200, body={"id_number": number})
     departments = call("GET", "/api/v1/departments/", 200)
+    summary = call("GET", "/api/v1/platform/summary/", 200)
+    assert "XMH1" in {row["code"] for row in summary["institutions"]}
     assert [d["code"] for d in departments["results"]] == ["GEN"]
     call("GET", "/api/v1/persons/{person_id}/", 200, path_parameters={"person_id": world.person.pk})
     link = call(
@@ -452,5 +460,5 @@ def _routes(patterns: list[Any], prefix: str = "") -> Iterator[tuple[str, str]]:
 
 def test_the_schema_has_every_operation_the_app_routes():
     routed = set(_routes(get_resolver().url_patterns))
-    assert len(routed) == 31
+    assert len(routed) == 32
     assert routed == OPERATIONS, routed ^ OPERATIONS

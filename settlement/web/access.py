@@ -56,4 +56,6 @@ def home_for(user: Any) -> str:
         return "/finance/"
     if "admin" in roles:
         return "/cashier/"
+    if "platform" in roles:
+        return "/platform/"
     return "/portal/"

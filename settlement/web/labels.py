@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils.translation import gettext_lazy as _
 
-from accounts.models import FamilyLink
+from accounts.models import FamilyLink, Institution
 from settlement.models import Channel, Charge, Encounter, Receivable, Refund, Settlement
 
 if TYPE_CHECKING:  # types only: nothing of django-stubs-ext is needed at run time
@@ -20,6 +20,10 @@ if TYPE_CHECKING:  # types only: nothing of django-stubs-ext is needed at run ti
 
     Labels = Mapping[str, StrPromise]
 
+INSTITUTION_KIND: Labels = {
+    Institution.Kind.HOSPITAL: _("Hospital"),
+    Institution.Kind.COMMUNITY: _("Community health centre"),
+}
 CHANNEL: Labels = {
     Channel.CASH: _("Cash"),
     Channel.CARD: _("Bank card"),

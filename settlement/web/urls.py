@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from . import cashier, cashier_refunds, deposit_table_page, finance, pages, portal
+from . import cashier, cashier_refunds, deposit_table_page, finance, pages, platform, portal
 
 urlpatterns = [
     path("", pages.home, name="web-home"),
@@ -11,4 +11,5 @@ urlpatterns = [
     path("portal/", include(portal.urlpatterns)),
     path("finance/", include(finance.urlpatterns)),
     path("finance/deposits/", deposit_table_page.deposit_table, name="finance-deposits"),
+    path("platform/", platform.platform_home, name="platform-home"),
 ]

@@ -64,7 +64,7 @@ def test_a_restart_keeps_the_demo_tokens_bank_key_and_sessions(insurer, client):
     for marker in ("cashier     API token", "finance     API token", "key_id=", "secret="):
         assert printed_value(first, marker) == printed_value(second, marker), marker
     # One working token per demo login, and nobody signed out by a new password hash.
-    assert StaffToken.objects.filter(revoked_at__isnull=True).count() == 6
+    assert StaffToken.objects.filter(revoked_at__isnull=True).count() == 7
     assert client.get("/cashier/").status_code == 200
 
 
@@ -135,3 +135,12 @@ def test_demo_has_two_hospitals_and_a_community_centre_each_with_departments_and
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     codes = [d["code"] for d in client.get("/api/v1/departments/").json()["results"]]
     assert codes == ["IM", "OBS", "OPD"]
+
+
+def test_demo_prints_a_login_for_the_city_platform(insurer):
+    printed = seed()
+    token = re.search(r"^  city +platform +platform +API token (\S+)$", printed, re.M).group(1)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    summary = client.get("/api/v1/platform/summary/").json()
+    assert {row["code"] for row in summary["institutions"]} == {"XMH1", "XMH2", "XMC1"}

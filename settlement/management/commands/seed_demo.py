@@ -19,6 +19,7 @@ from accounts import crypto
 from accounts.models import (
     Department,
     FamilyLink,
+    Institution,
     Partner,
     PartnerKey,
     Person,
@@ -123,7 +124,10 @@ class Command(BaseCommand):
         for code, username, role, token in lines["staff"]:
             out(f"  {code:5} {role:8}  {username:10}  API token {token}")
         out(f"  patient   {lines['patient']} (mobile number; 陈静, mother of a minor)")
-        out("Pages: /cashier/ (cashier), /finance/ (finance), /portal/ (patient), /admin/ (admin)")
+        out(
+            "Pages: /cashier/ (cashier), /finance/ (finance), /portal/ (patient), "
+            "/platform/ (platform), /admin/ (admin)"
+        )
         out("  admin site /admin/ as 'admin'")
         out(f"Bank partner '{BANK}' (partner_id={lines['partner_id']}):")
         out(f"  key_id={lines['key_id']}")
@@ -211,22 +215,23 @@ class Command(BaseCommand):
             patient_login_create(actor=ACTOR, person=people["mother"], password=password)
 
         staff = []
-        logins = [
+        logins: list[tuple[str, str, Institution | None]] = [
             ("cashier", "cashier", hospital),
             ("finance", "finance", hospital),
             ("admin", "admin", hospital),
             ("cashier2", "cashier", second),
             ("finance2", "finance", second),
             ("cashier-c1", "cashier", centre),
+            ("platform", "platform", None),  # the city platform's operator: every institution
         ]
-        for username, role, institution in logins:
+        for username, role, place in logins:
             # The same token at every start, so scripts and API clients keep working.
             token = demo_secret(f"token:{username}")
             existing = get_user_model().objects.filter(username=username).first()
             if existing is None or not StaffMember.objects.filter(user=existing).exists():
                 # New, or made before staff belonged to an institution: placed at theirs.
                 user, spare = staff_create(
-                    actor=ACTOR, username=username, role=role, institution=institution
+                    actor=ACTOR, username=username, role=role, institution=place
                 )
                 token_revoke(key=spare)
             else:
@@ -240,7 +245,7 @@ class Command(BaseCommand):
             if not user.check_password(password):  # a new hash would sign everyone out
                 user.set_password(password)
             user.save()
-            staff.append((institution.code, username, role, token))
+            staff.append((place.code if place else "city", username, role, token))
         return {
             "hospital": hospital,
             "people": people,
