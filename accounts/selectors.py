@@ -5,13 +5,45 @@ from datetime import date
 from typing import Any
 from uuid import UUID
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts import crypto
 from accounts.identity import eighteenth_birthday, parse_id_number
 from accounts.models import CreditLine, Department, FamilyLink, Institution, Person, StaffMember
 from ledger.selectors import Balance, account_balances
+
+
+@dataclass(frozen=True)
+class StaffPlace:
+    """What a staff user may see: one institution's objects, or (the platform's operators)
+    every institution's. Staff placed nowhere see none."""
+
+    institution_id: int | None
+    everywhere: bool
+
+    def sees(self, institution_id: int | None) -> bool:
+        return self.everywhere or (
+            self.institution_id is not None and self.institution_id == institution_id
+        )
+
+    def q(self, path: str = "institution") -> Q:
+        """A filter keeping what this user may see, ``path`` leading to the institution."""
+        if self.everywhere:
+            return Q()
+        if self.institution_id is None:
+            return Q(pk__in=[])
+        return Q(**{f"{path}_id": self.institution_id})
+
+
+def staff_place(user: Any) -> StaffPlace:
+    member = StaffMember.objects.filter(user_id=user.pk).first()
+    if member is None:
+        return StaffPlace(institution_id=None, everywhere=False)
+    platform = member.institution_id is None and (
+        user.is_superuser or user.groups.filter(name="platform").exists()
+    )
+    return StaffPlace(institution_id=member.institution_id, everywhere=platform)
 
 
 def staff_institution(user: Any) -> Institution | None:

@@ -5,6 +5,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication
@@ -16,7 +17,7 @@ from rest_framework.response import Response
 
 from accounts.authentication import StaffTokenAuthentication, patient_person_id, roles, staff_actor
 from accounts.models import Person
-from accounts.selectors import department_find, staff_institution
+from accounts.selectors import StaffPlace, department_find, staff_institution, staff_place
 from core.api import (
     IDEMPOTENCY_KEY,
     PAGE,
@@ -49,8 +50,20 @@ from .services.refunds import refund_pay
 from .services.settle import encounter_settle
 
 STAFF = roles("cashier", "finance", "admin")
+# Reads the city platform's operators may make too, at every institution.
+READ = roles("cashier", "finance", "admin", "platform")
 FRONT_DESK = roles("cashier", "admin")
 FINANCE = roles("finance", "admin")
+
+
+def place(request: Request) -> StaffPlace:
+    """What the calling staff user may see: their institution's objects, or every one."""
+    return staff_place(request.user)
+
+
+def encounters_seen(request: Request) -> QuerySet[Encounter]:
+    """The encounters the caller may see; another institution's is a 404, as if none."""
+    return Encounter.objects.filter(place(request).q())
 
 
 class StaffView(ApiView):
@@ -107,6 +120,8 @@ class EncounterCreateApi(StaffView):
         values = data.validated_data
         person = Person.objects.filter(pk=values["person"]).first()
         department = department_find(values["department"], staff_institution(request.user))
+        if department is not None and not place(request).sees(department.institution_id):
+            department = None  # another institution's: no such department here
         missing = {}
         if person is None:
             missing["person"] = ["no such person"]
@@ -130,11 +145,11 @@ class EncounterCreateApi(StaffView):
 
 
 class EncounterDetailApi(StaffView):
-    permission_classes = [STAFF]
+    permission_classes = [READ]
 
     @extend_schema(operation_id="encounters_read", responses=EncounterOut)
     def get(self, request: Request, encounter_id: UUID) -> Response:
-        return Response(encounter_out(Encounter.objects.get(pk=encounter_id)))
+        return Response(encounter_out(encounters_seen(request).get(pk=encounter_id)))
 
 
 class DepositApi(StaffView):
@@ -149,7 +164,7 @@ class DepositApi(StaffView):
         responses={201: DepositOut},
     )
     def post(self, request: Request, encounter_id: UUID) -> Response:
-        Encounter.objects.get(pk=encounter_id)
+        encounters_seen(request).get(pk=encounter_id)
         data = self.DepositInput(data=request.data)
         data.is_valid(raise_exception=True)
 
@@ -213,7 +228,7 @@ class ChargesApi(StaffView):
         responses={201: ChargesOut},
     )
     def post(self, request: Request, encounter_id: UUID) -> Response:
-        Encounter.objects.get(pk=encounter_id)
+        encounters_seen(request).get(pk=encounter_id)
         data = self.ChargesInput(data=request.data)
         data.is_valid(raise_exception=True)
         items = [encounters.ChargeItem(**item) for item in data.validated_data["items"]]
@@ -247,7 +262,7 @@ class ChargeReverseApi(StaffView):
         responses={201: ChargeOut},
     )
     def post(self, request: Request, charge_id: int) -> Response:
-        Charge.objects.get(pk=charge_id)
+        Charge.objects.filter(place(request).q("encounter__institution")).get(pk=charge_id)
         data = self.ReverseInput(data=request.data)
         data.is_valid(raise_exception=True)
 
@@ -268,12 +283,15 @@ class BillApi(StaffView):
 
     @extend_schema(operation_id="encounters_bill", responses=BillOut)
     def get(self, request: Request, encounter_id: UUID) -> Response:
-        encounter = Encounter.objects.get(pk=encounter_id)
         own = patient_person_id(request)
-        if own is None and not STAFF().has_permission(request, self):
+        if own is None and not READ().has_permission(request, self):
             raise PermissionDenied("staff roles or the patient's own login only")
-        if own is not None and own != encounter.person_id:
-            raise PermissionDenied("a patient sees only their own bills")
+        if own is None:
+            encounter = encounters_seen(request).get(pk=encounter_id)
+        else:
+            encounter = Encounter.objects.get(pk=encounter_id)
+            if own != encounter.person_id:
+                raise PermissionDenied("a patient sees only their own bills")
         return Response(encounter_bill(encounter))
 
 
@@ -292,7 +310,7 @@ class SettleApi(StaffView):
         responses={200: SettlementOut},
     )
     def post(self, request: Request, encounter_id: UUID) -> Response:
-        Encounter.objects.get(pk=encounter_id)
+        encounters_seen(request).get(pk=encounter_id)
         data = self.SettleInput(data=request.data)
         data.is_valid(raise_exception=True)
 
@@ -322,8 +340,10 @@ class ReceiptApi(ApiView):
     def get(self, request: Request, receipt_no: str) -> Response:
         receipt = Receipt.objects.select_related("encounter").get(receipt_no=receipt_no)
         own = patient_person_id(request)
-        if own is None and not STAFF().has_permission(request, self):
+        if own is None and not READ().has_permission(request, self):
             raise PermissionDenied("staff roles or the patient's own login only")
+        if own is None and not place(request).sees(receipt.encounter.institution_id):
+            raise Receipt.DoesNotExist  # another institution's: not found here
         if own is not None and own != receipt.encounter.person_id:
             raise PermissionDenied("a patient sees only their own receipts")
         body = {
@@ -341,7 +361,7 @@ class ReceiptApi(ApiView):
 
 
 class ClaimsApi(StaffView):
-    permission_classes = [STAFF]
+    permission_classes = [READ]
 
     @extend_schema(
         operation_id="insurance_claims_list",
@@ -349,7 +369,8 @@ class ClaimsApi(StaffView):
         responses=page_of("ClaimPage", ClaimOut),
     )
     def get(self, request: Request) -> Response:
-        claims = InsuranceClaim.objects.order_by("-created_at", "-pk")
+        claims = InsuranceClaim.objects.filter(place(request).q("encounter__institution"))
+        claims = claims.order_by("-created_at", "-pk")
         wanted = request.query_params.get("status")
         if wanted:
             if wanted not in InsuranceClaim.Status.values:
@@ -377,7 +398,7 @@ class ClaimsApi(StaffView):
 
 
 class ClaimsRetryApi(StaffView):
-    permission_classes = [roles("cashier", "finance", "admin")]
+    permission_classes = [READ]  # the platform's operators may retry claims too
 
     @extend_schema(
         operation_id="insurance_claims_retry", request=None, responses={202: ClaimsRetryOut}
@@ -385,7 +406,7 @@ class ClaimsRetryApi(StaffView):
     def post(self, request: Request) -> Response:
         from .tasks import retry_deferred_claims
 
-        deferred = claims_due_now()
+        deferred = claims_due_now(where=place(request).q("encounter__institution"))
         retry_deferred_claims.delay()
         return Response({"queued": True, "deferred": deferred}, status=status.HTTP_202_ACCEPTED)
 
@@ -406,7 +427,7 @@ def refund_out(refund: Refund) -> dict[str, Any]:
 
 
 class RefundsApi(StaffView):
-    permission_classes = [STAFF]
+    permission_classes = [READ]
 
     @extend_schema(
         operation_id="refunds_list",
@@ -416,7 +437,8 @@ class RefundsApi(StaffView):
         responses=page_of("RefundPage", RefundOut),
     )
     def get(self, request: Request) -> Response:
-        refunds = Refund.objects.select_related("encounter").order_by("-created_at", "-pk")
+        refunds = Refund.objects.filter(place(request).q("encounter__institution"))
+        refunds = refunds.select_related("encounter").order_by("-created_at", "-pk")
         wanted = request.query_params.get("status")
         if wanted is not None:
             if wanted not in Refund.Status.values:
@@ -447,7 +469,7 @@ class RefundPayApi(StaffView):
         responses={200: RefundOut},
     )
     def post(self, request: Request, refund_id: int) -> Response:
-        Refund.objects.get(pk=refund_id)
+        Refund.objects.filter(place(request).q("encounter__institution")).get(pk=refund_id)
         data = self.PayInput(data=request.data)
         data.is_valid(raise_exception=True)
 

@@ -76,12 +76,13 @@ def home_institution() -> Institution:
 
 @pytest.fixture
 def staff_client():
-    """``staff_client("cashier")``: an API client authenticated with a new token in that role."""
+    """``staff_client("cashier")``: an API client authenticated with a new token in that role,
+    at the tests' hospital or at ``institution`` (staff see their own institution's objects)."""
 
-    def make(role: str = "cashier") -> APIClient:
+    def make(role: str = "cashier", institution: Institution | None = None) -> APIClient:
         _, token = staff_create(
             actor="test",
-            institution=home_institution(),
+            institution=institution or home_institution(),
             username=f"{role}-{next(_sequence)}",
             role=role,
         )

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from core.db import again_if_disconnected
@@ -204,11 +204,11 @@ def remembered_answer(claim: InsuranceClaim) -> InsurerAnswer:
 # --- deferred claims waiting for a retry ------------------------------------------------------
 
 
-def claims_due_now() -> int:
-    """Make every deferred claim due at once (the retry button); returns how many there are."""
-    return InsuranceClaim.objects.filter(status=InsuranceClaim.Status.DEFERRED).update(
-        next_attempt_at=timezone.now()
-    )
+def claims_due_now(*, where: Q | None = None) -> int:
+    """Make the deferred claims ``where`` says (all by default) due at once (the retry
+    button); returns how many there are."""
+    claims = InsuranceClaim.objects.filter(status=InsuranceClaim.Status.DEFERRED)
+    return claims.filter(where or Q()).update(next_attempt_at=timezone.now())
 
 
 def claim_postpone(claim_id: int, error: str) -> None:

@@ -43,7 +43,7 @@ from settlement.services.claim_retries import claim_retry, claims_retry
 from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
 from settlement.services.repayments import repayment_apply
 from settlement.services.settle import encounter_settle
-from tests.factories import KeyedClient, charge_item, grant_line, home_institution, link_family
+from tests.factories import KeyedClient, charge_item, grant_line, link_family
 from tests.settlement.conftest import HOLD
 from tests.settlement.stays import assert_ledger_intact, standing
 from tests.threads import run_threads
@@ -245,7 +245,7 @@ def test_eight_settles_with_one_idempotency_key_wait_for_the_first_and_replay_it
     encounter = admit_and_charge(patient, department, "inpatient", ward_bill())
     # One cashier's desk retrying: the same token (the key's scope), a client per thread.
     _, token = staff_create(
-        actor="test", institution=home_institution(), username="desk-7", role="cashier"
+        actor="test", institution=institution, username="desk-7", role="cashier"
     )
     desks = [KeyedClient() for _ in range(8)]
     for desk in desks:
@@ -455,7 +455,7 @@ def test_parallel_admissions_on_a_nearly_full_family_line_hold_what_fits_and_adm
     """Twenty children of one parent are admitted at once when the parent's line has room for
     two more deposits: two are waived and held, eighteen pay their deposit, every answer is the
     documented 201, and no limit error (with its internal account code) reaches the desk."""
-    _, department = hospital(default_deposit=DEPOSIT)
+    institution, department = hospital(default_deposit=DEPOSIT)
     partner, _ = make_partner()
     parent = make_person("郑母", birth=date(1983, 3, 3))
     line = grant_line(partner, parent, limit=180_000)
@@ -470,7 +470,7 @@ def test_parallel_admissions_on_a_nearly_full_family_line_hold_what_fits_and_adm
         child = make_person(f"郑{n}", birth=date(2010 + n % 10, 1 + n % 12, 1 + n))
         link_family(parent, child)
         children.append(child)
-    cashiers = [staff_client("cashier") for _ in children]
+    cashiers = [staff_client("cashier", institution) for _ in children]
 
     def admit(i: int):
         return cashiers[i].post(

@@ -132,7 +132,7 @@ def test_outage_on_credit_is_settled_as_self_pay_and_a_worker_moves_the_insurer_
     partner, bank = make_partner("厦门银行", grace_days=10)
     patient = make_person("林海", birth=date(1975, 4, 2))
     line = open_line(bank, patient)
-    cashier = staff_client("cashier")
+    cashier = staff_client("cashier", hospital[0])
     encounter = admit(cashier, patient, ward, "inpatient")
     assert encounter.deposit_waived and encounter.funding_line_id == line.pk
     charge(cashier, encounter, ward_items(), WARD_TOTAL)
@@ -273,7 +273,7 @@ def test_outage_paid_at_the_window_owes_the_patient_a_refund_of_the_insurer_shar
 ):
     institution, _, clinic = hospital
     patient = make_person("黄梅", birth=date(1969, 11, 30))
-    cashier = staff_client("cashier")
+    cashier = staff_client("cashier", hospital[0])
     encounter = admit(cashier, patient, clinic, "outpatient")
     assert encounter.funding_line_id is None
     charge(cashier, encounter, clinic_items(), CLINIC_TOTAL)
@@ -343,7 +343,7 @@ def test_outage_paid_from_a_deposit_owes_the_patient_the_insurer_share_through_i
 ):
     institution, ward, _ = hospital
     patient = make_person("苏木", birth=date(1958, 8, 8))
-    cashier = staff_client("cashier")
+    cashier = staff_client("cashier", hospital[0])
     encounter = admit(cashier, patient, ward, "inpatient")
     assert not encounter.deposit_waived
     paid = cashier.post(
@@ -395,7 +395,7 @@ def repaid_before_the_insurer_returns(
     _, bank = make_partner("平安银行")
     patient = make_person("杨柳", birth=date(1980, 1, 1))
     line = open_line(bank, patient)
-    cashier = staff_client("cashier")
+    cashier = staff_client("cashier", hospital[0])
     encounter = admit(cashier, patient, ward, "inpatient")
     charge(cashier, encounter, ward_items(), WARD_TOTAL)
     sim.control("fail")
@@ -473,7 +473,7 @@ def test_a_hanging_pre_settle_times_out_and_defers_without_settling(
     partner, bank = make_partner("厦门农商银行")
     patient = make_person("吴涛", birth=date(1982, 1, 9))
     line = open_line(bank, patient)
-    cashier = staff_client("cashier")
+    cashier = staff_client("cashier", hospital[0])
     encounter = admit(cashier, patient, clinic, "outpatient")
     charge(cashier, encounter, clinic_items(), CLINIC_TOTAL)
 
@@ -527,7 +527,7 @@ def test_a_settle_that_times_out_and_lands_late_is_found_by_the_retry_not_settle
     partner, bank = make_partner("兴业银行")
     patient = make_person("郑南", birth=date(1979, 7, 7))
     line = open_line(bank, patient)
-    cashier = staff_client("cashier")
+    cashier = staff_client("cashier", hospital[0])
     encounter = admit(cashier, patient, ward, "inpatient")
     charge(cashier, encounter, ward_items(), WARD_TOTAL)
 
@@ -580,7 +580,7 @@ def test_a_timed_out_settle_reversed_before_it_lands_is_refused_by_the_insurer_w
     partner, bank = make_partner("招商银行")
     patient = make_person("何平", birth=date(1990, 12, 1))
     line = open_line(bank, patient)
-    cashier = staff_client("cashier")
+    cashier = staff_client("cashier", hospital[0])
     encounter = admit(cashier, patient, ward, "inpatient")
     charge(cashier, encounter, ward_items(), WARD_TOTAL)
 
@@ -634,7 +634,7 @@ def test_a_lost_settle_answer_is_resolved_by_a_query_in_the_same_attempt(
     partner, bank = make_partner("中国银行")
     patient = make_person("蔡明", birth=date(1972, 2, 29))
     line = open_line(bank, patient)
-    cashier = staff_client("cashier")
+    cashier = staff_client("cashier", hospital[0])
     encounter = admit(cashier, patient, ward, "inpatient")
     charge(cashier, encounter, ward_items(), WARD_TOTAL)
 
@@ -679,7 +679,7 @@ def test_a_lost_answer_then_an_outage_defers_and_the_retry_finds_the_settlement(
     mother = make_person("陈静", birth=date(1988, 3, 14))
     child = make_person("陈小雨", birth=date(2016, 9, 1))
     line = open_line(bank, mother)
-    cashier = staff_client("cashier")
+    cashier = staff_client("cashier", hospital[0])
     linked = cashier.post(
         "/api/v1/family-links/",
         {
@@ -760,7 +760,7 @@ def test_a_settle_remembered_from_an_earlier_attempt_is_queried_first_and_reused
     partner, bank = make_partner("建设银行")
     patient = make_person("许安", birth=date(1966, 6, 16))
     line = open_line(bank, patient)
-    cashier = staff_client("cashier")
+    cashier = staff_client("cashier", hospital[0])
     encounter = admit(cashier, patient, ward, "inpatient")
     charge(cashier, encounter, ward_items(), WARD_TOTAL)
 
@@ -800,7 +800,7 @@ def test_a_remembered_settle_that_never_arrived_is_reversed_and_refused_if_it_co
     partner, bank = make_partner("工商银行")
     patient = make_person("方圆", birth=date(1984, 10, 10))
     open_line(bank, patient)
-    cashier = staff_client("cashier")
+    cashier = staff_client("cashier", hospital[0])
     encounter = admit(cashier, patient, ward, "inpatient")
     charge(cashier, encounter, ward_items(), WARD_TOTAL)
 

@@ -106,7 +106,7 @@ def test_reading_a_visit_and_its_bill_writes_nothing(ward, make_person, staff_cl
     visit = encounter_admit(
         actor="test", person=make_person("林木"), department=ward, kind=Encounter.Kind.OUTPATIENT
     )
-    cashier = staff_client("cashier")
+    cashier = staff_client("cashier", ward.institution)
     accounts = Account.objects.count()
     assert cashier.get(f"/api/v1/encounters/{visit.pk}/").json()["deposit"]["paid"] == "0.00"
     assert cashier.get(f"/api/v1/encounters/{visit.pk}/bill/").json()["paid"] == "0.00"

@@ -109,7 +109,7 @@ def ward_stay(hospital, make_person, make_partner, staff_client) -> tuple[Any, E
     _, bank = make_partner("厦门农商银行")
     patient = make_person("邱山", birth=date(1971, 1, 21))
     line = open_line(bank, patient)
-    cashier = staff_client("cashier")
+    cashier = staff_client("cashier", hospital[0])
     encounter = admit(cashier, patient, ward, "inpatient")
     assert encounter.deposit_waived
     charge(cashier, encounter, ward_items(), WARD_TOTAL)
@@ -467,7 +467,7 @@ def test_a_stranded_settle_that_needs_a_payment_channel_is_undone_and_keeps_the_
 ):
     institution, _, clinic = hospital
     patient = make_person("甘露", birth=date(1993, 3, 23))
-    cashier = staff_client("cashier")
+    cashier = staff_client("cashier", hospital[0])
     encounter = admit(cashier, patient, clinic, "outpatient")
     assert encounter.funding_line_id is None
     charge(cashier, encounter, clinic_items(), CLINIC_TOTAL)
