@@ -37,6 +37,7 @@ from .statements import (
     HEAD_SIZE,
     StatementFormatError,
     StatementLine,
+    at_line,
     detect_format,
     parse_statement,
     scan_plain_csv,
@@ -86,11 +87,11 @@ def statement_batch_create(
             ) from None
         except StatementFormatError as error:
             raise SettlementInputError(
-                # The parser's English names the line at fault; its fixed messages are in the
-                # catalog (settlement.web.finance), its others stay English inside the Chinese.
+                # The parser's message names the line at fault, translated as it is shown: in
+                # the page's language on a page, in English in the API.
                 pgettext_lazy("statement file refused", "%(detail)s"),
                 field="file",
-                params={"detail": gettext_lazy(str(error))},
+                params={"detail": error.message},
             ) from None
         if not lines:
             raise SettlementInputError(gettext_lazy("the statement has no lines"), field="file")
@@ -181,9 +182,10 @@ def _check_parsed(stream: BinaryIO, fmt: str) -> tuple[int, date | None, date | 
 def _check_text(line: StatementLine) -> None:
     for name, value in (("bank_txn_id", line.bank_txn_id), ("reference", line.reference)):
         if len(value) > TEXT_LIMIT or not value.isprintable():
-            raise StatementFormatError(
-                f"line {line.line_no}: {name} must be at most {TEXT_LIMIT} printable characters",
-                line_no=line.line_no,
+            raise at_line(
+                line.line_no,
+                gettext_lazy("%(name)s must be at most %(limit)s printable characters"),
+                {"name": name, "limit": TEXT_LIMIT},
             )
 
 

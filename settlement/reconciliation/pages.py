@@ -22,7 +22,7 @@ from django.http import (
 from django.shortcuts import get_object_or_404, render
 from django.urls import URLPattern, path, reverse
 from django.utils.text import capfirst
-from django.utils.translation import gettext, gettext_noop
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -42,15 +42,6 @@ from .models import ReconBatch, ReconItem
 
 finance_only = role_required("finance", "admin")
 EXCEL_BOM = codecs.BOM_UTF8  # EF BB BF
-
-# The statement parser's messages without values, which a refused upload's error carries as
-# its detail (settlement.reconciliation.batches): in the catalog so the page says them too.
-PARSER_MESSAGES = (
-    gettext_noop("the file is empty"),
-    gettext_noop("the CSV file is empty"),
-    gettext_noop("the daily file is empty"),
-    gettext_noop("the file is UTF-16; statement files must be UTF-8"),
-)
 
 KIND_LABELS = RECON_KIND
 STATUS_LABELS = RECON_STATUS

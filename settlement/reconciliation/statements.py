@@ -62,21 +62,25 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, iterparse
+from django.utils.functional import lazy
+from django.utils.translation import gettext_lazy as _
 
+from core.errors import in_english
 from core.money import CAMT053, STATEMENT, FractionOfFen, NotYuan, fen_to_yuan, yuan_to_fen
 
 if TYPE_CHECKING:
     from xml.etree.ElementTree import Element
 
     from _typeshed import WriteableBuffer
+    from django_stubs_ext import StrOrPromise
 
 __all__ = [
     "FORMATS",
@@ -84,6 +88,7 @@ __all__ = [
     "PLAIN_CSV_HEADER",
     "PlainCsv",
     "StatementLine",
+    "at_line",
     "count_lines",
     "detect_format",
     "parse_statement",
@@ -120,12 +125,57 @@ class StatementLine:
     reference: str
 
 
-class StatementFormatError(ValueError):
-    """A statement file that cannot be read; the message names the line or entry at fault."""
+def _interpolated(message: StrOrPromise, params: Mapping[str, Any]) -> str:
+    text = str(message)
+    return text % params if params else text
 
-    def __init__(self, message: str, *, line_no: int | None = None) -> None:
-        super().__init__(message)
+
+# Filled in each time it is shown, so in the language active then (a nested message too).
+_interpolated_lazy = lazy(_interpolated, str)
+
+
+class StatementFormatError(ValueError):
+    """A statement file that cannot be read; the message names the line or entry at fault.
+
+    Like a domain error's (``core.errors``), the message is a ``gettext_lazy`` msgid in English
+    with ``%(name)s`` placeholders filled from ``params``: ``message`` says it in the active
+    language (a page's), ``str(error)`` in English (the API's and the logs'). ``line_no`` is
+    the line of the file (camt.053: the entry) at fault, when there is one.
+    """
+
+    def __init__(
+        self,
+        message: StrOrPromise,
+        *,
+        params: Mapping[str, Any] | None = None,
+        line_no: int | None = None,
+    ) -> None:
+        self.msgid = message
+        self.params = dict(params or {})
         self.line_no = line_no
+        super().__init__(in_english(self.message))
+
+    @property
+    def message(self) -> StrOrPromise:
+        """The message, in the language active when it is turned into text."""
+        return _interpolated_lazy(self.msgid, self.params)
+
+    def __str__(self) -> str:
+        return in_english(self.message)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
+
+def at_line(
+    line: int, problem: StrOrPromise, params: Mapping[str, Any] | None = None
+) -> StatementFormatError:
+    """A refusal of the file's ``line``: ``problem`` (a msgid, filled from ``params``) there."""
+    return StatementFormatError(
+        _("line %(line)s: %(problem)s"),
+        params={"line": line, "problem": _interpolated_lazy(problem, dict(params or {}))},
+        line_no=line,
+    )
 
 
 # Detection and dispatch
@@ -137,15 +187,15 @@ def detect_format(head: bytes) -> Format:
     Raise :class:`StatementFormatError` when the bytes are none of the known formats.
     """
     if not head.strip():
-        raise StatementFormatError("the file is empty")
+        raise StatementFormatError(_("the file is empty"))
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise StatementFormatError("the file is UTF-16; statement files must be UTF-8")
+        raise StatementFormatError(_("the file is UTF-16; statement files must be UTF-8"))
     text = head.removeprefix(_BOM)
     if text.lstrip().startswith(b"<"):
         if b"BkToCstmrStmt" in text or b"camt.053" in text:
             return "camt053"
         raise StatementFormatError(
-            "the file is XML but not an ISO 20022 camt.053 statement (no BkToCstmrStmt)"
+            _("the file is XML but not an ISO 20022 camt.053 statement (no BkToCstmrStmt)")
         )
     first_line = text.split(b"\n", 1)[0].rstrip(b"\r")
     if first_line.lstrip(b'"').startswith(b"bank_txn_id"):
@@ -153,8 +203,11 @@ def detect_format(head: bytes) -> Format:
     if first_line.startswith(b"H|"):
         return "daily"
     raise StatementFormatError(
-        "not a bank statement: expected a CSV file with the header "
-        f"'{','.join(CSV_HEADER)}', a camt.053 XML document or a daily file starting 'H|'"
+        _(
+            "not a bank statement: expected a CSV file with the header '%(header)s', a "
+            "camt.053 XML document or a daily file starting 'H|'"
+        ),
+        params={"header": ",".join(CSV_HEADER)},
     )
 
 
@@ -262,10 +315,6 @@ def _shown(text: str, limit: int = 40) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
-def _at_line(line: int, problem: str) -> StatementFormatError:
-    return StatementFormatError(f"line {line}: {problem}", line_no=line)
-
-
 def _statement_line(
     line_no: int,
     fields: tuple[str, str, str, str],
@@ -277,23 +326,26 @@ def _statement_line(
     """Check the four fields shared by the CSV and daily formats, found at ``line``."""
     bank_txn_id, value_date, amount, reference = fields
     if not bank_txn_id:
-        raise _at_line(line, "bank_txn_id is empty")
+        raise at_line(line, _("bank_txn_id is empty"))
     parsed_date = _date(value_date, date_pattern)
     if parsed_date is None:
-        raise _at_line(
-            line, f"value date {_shown(value_date)} is not a date in the form {date_shape}"
+        raise at_line(
+            line,
+            _("value date %(value)s is not a date in the form %(shape)s"),
+            {"value": _shown(value_date), "shape": date_shape},
         )
     try:
         fen = yuan_to_fen(amount, STATEMENT)
     except NotYuan:
-        raise _at_line(
+        raise at_line(
             line,
-            f"amount {_shown(amount)} is not an amount in yuan with at most two decimal places",
+            _("amount %(value)s is not an amount in yuan with at most two decimal places"),
+            {"value": _shown(amount)},
         ) from None
     if fen == 0:
-        raise _at_line(line, "amount is zero")
+        raise at_line(line, _("amount is zero"))
     if not reference:
-        raise _at_line(line, "reference is empty")
+        raise at_line(line, _("reference is empty"))
     return StatementLine(line_no, bank_txn_id, parsed_date, fen, reference)
 
 
@@ -308,12 +360,12 @@ def _csv_rows(stream: BinaryIO) -> Iterator[tuple[int, list[str]]]:
     try:
         header = next(reader, None)
         if header is None:
-            raise StatementFormatError("the CSV file is empty", line_no=1)
+            raise StatementFormatError(_("the CSV file is empty"), line_no=1)
         if header != CSV_HEADER:
-            raise _at_line(
+            raise at_line(
                 1,
-                f"the header must be exactly '{','.join(CSV_HEADER)}', "
-                f"not {_shown(','.join(header), 80)}",
+                _("the header must be exactly '%(header)s', not %(found)s"),
+                {"header": ",".join(CSV_HEADER), "found": _shown(",".join(header), 80)},
             )
         read_up_to = reader.line_num
         for row in reader:
@@ -324,12 +376,14 @@ def _csv_rows(stream: BinaryIO) -> Iterator[tuple[int, list[str]]]:
     except UnicodeDecodeError:
         # The wrapper decodes ahead of the reader, so the line is only a lower bound.
         raise StatementFormatError(
-            f"the CSV file is not valid UTF-8 (at or after line {read_up_to + 1}); "
-            "save it as UTF-8",
+            _("the CSV file is not valid UTF-8 (at or after line %(line)s); save it as UTF-8"),
+            params={"line": read_up_to + 1},
             line_no=read_up_to + 1,
         ) from None
     except csv.Error as error:
-        raise _at_line(reader.line_num, f"not valid CSV ({error})") from None
+        raise at_line(
+            reader.line_num, _("not valid CSV (%(error)s)"), {"error": str(error)}
+        ) from None
     finally:
         # Detached, the wrapper no longer closes the caller's stream when collected.
         with suppress(ValueError):
@@ -340,7 +394,7 @@ def _parse_csv(stream: BinaryIO) -> Iterator[StatementLine]:
     line_no = 0
     for line, row in _csv_rows(stream):
         if len(row) != 4:
-            raise _at_line(line, f"expected 4 fields, found {len(row)}")
+            raise at_line(line, _("expected 4 fields, found %(count)s"), {"count": len(row)})
         line_no += 1
         bank_txn_id, value_date, amount, reference = row
         yield _statement_line(
@@ -471,19 +525,22 @@ def _camt053_entries(stream: BinaryIO) -> Iterator[tuple[int, Element, _Names]]:
             depth = len(stack)
             if event == "start":
                 if depth == 0:
-                    namespace, _, name = element.tag.rpartition("}")
+                    namespace, name = element.tag.rpartition("}")[::2]
                     namespace = namespace.removeprefix("{")
                     if name != "Document" or (namespace and not _CAMT053_NS.fullmatch(namespace)):
                         raise StatementFormatError(
-                            "not a camt.053 statement: the root element is "
-                            f"{_shown(element.tag, 80)}, not a camt.053.001 Document"
+                            _(
+                                "not a camt.053 statement: the root element is %(tag)s, not a "
+                                "camt.053.001 Document"
+                            ),
+                            params={"tag": _shown(element.tag, 80)},
                         )
                     names = _Names(namespace)
                 elif depth == 1:
                     if element.tag.rpartition("}")[2] != "BkToCstmrStmt":
                         raise StatementFormatError(
-                            f"not a camt.053 statement: {_shown(element.tag, 80)} instead of "
-                            "BkToCstmrStmt"
+                            _("not a camt.053 statement: %(tag)s instead of BkToCstmrStmt"),
+                            params={"tag": _shown(element.tag, 80)},
                         )
                     seen_statement = True
                 elif depth == 3 and element.tag == names.ntry and stack[2].tag == names.stmt:
@@ -501,19 +558,23 @@ def _camt053_entries(stream: BinaryIO) -> Iterator[tuple[int, Element, _Names]]:
                     stack[-1].remove(element)
     except ParseError as error:
         if in_entry:
-            where = f"in entry {entries}"
+            message = _("not a well-formed XML document (%(error)s; in entry %(entry)s)")
+        elif entries:
+            message = _("not a well-formed XML document (%(error)s; after entry %(entry)s)")
         else:
-            where = f"after entry {entries}" if entries else "before the first entry"
+            message = _("not a well-formed XML document (%(error)s; before the first entry)")
         raise StatementFormatError(
-            f"not a well-formed XML document ({error}; {where})",
+            message,
+            params={"error": str(error), "entry": entries},
             line_no=entries if in_entry else None,
         ) from None
     except DefusedXmlException as error:
         raise StatementFormatError(
-            f"the XML document is refused: {error} (DTDs and entities are not allowed)"
+            _("the XML document is refused: %(error)s (DTDs and entities are not allowed)"),
+            params={"error": str(error)},
         ) from None
     if not seen_statement:
-        raise StatementFormatError("not a camt.053 statement: no BkToCstmrStmt")
+        raise StatementFormatError(_("not a camt.053 statement: no BkToCstmrStmt"))
 
 
 def _parse_camt053(stream: BinaryIO) -> Iterator[StatementLine]:
@@ -523,48 +584,67 @@ def _parse_camt053(stream: BinaryIO) -> Iterator[StatementLine]:
 
 def _camt053_line(line_no: int, entry: Element, names: _Names) -> StatementLine:
     bank_txn_id = _text(entry.find(names.servicer_ref)) or _text(entry.find(names.entry_ref))
-    where = f"entry {line_no} ({bank_txn_id})" if bank_txn_id else f"entry {line_no}"
 
-    def fail(problem: str) -> StatementFormatError:
-        return StatementFormatError(f"{where}: {problem}", line_no=line_no)
+    def fail(
+        problem: StrOrPromise, params: Mapping[str, Any] | None = None
+    ) -> StatementFormatError:
+        said = _interpolated_lazy(problem, dict(params or {}))
+        if bank_txn_id:
+            return StatementFormatError(
+                _("entry %(entry)s (%(bank_txn_id)s): %(problem)s"),
+                params={"entry": line_no, "bank_txn_id": bank_txn_id, "problem": said},
+                line_no=line_no,
+            )
+        return StatementFormatError(
+            _("entry %(entry)s: %(problem)s"),
+            params={"entry": line_no, "problem": said},
+            line_no=line_no,
+        )
 
     if not bank_txn_id:
-        raise fail("no AcctSvcrRef or NtryRef to identify the transfer")
+        raise fail(_("no AcctSvcrRef or NtryRef to identify the transfer"))
 
     amount_element = entry.find(names.amt)
     if amount_element is None:
-        raise fail("no Amt")
+        raise fail(_("no Amt"))
     currency = amount_element.get("Ccy")
+    if currency is None:
+        raise fail(_("Amt is in no currency; only CNY is accepted"))
     if currency != "CNY":
-        shown = "no currency" if currency is None else f"currency {currency}"
-        raise fail(f"Amt is in {shown}; only CNY is accepted")
+        raise fail(
+            _("Amt is in currency %(currency)s; only CNY is accepted"), {"currency": currency}
+        )
     amount_text = _text(amount_element)
     try:
         fen = yuan_to_fen(amount_text, CAMT053)
     except FractionOfFen:
-        raise fail(f"Amt {_shown(amount_text)} is not a whole number of fen") from None
+        raise fail(
+            _("Amt %(value)s is not a whole number of fen"), {"value": _shown(amount_text)}
+        ) from None
     except NotYuan:
-        raise fail(f"Amt {_shown(amount_text)} is not a decimal amount") from None
+        raise fail(
+            _("Amt %(value)s is not a decimal amount"), {"value": _shown(amount_text)}
+        ) from None
     if fen == 0:
-        raise fail("Amt is zero")
+        raise fail(_("Amt is zero"))
 
     indicator = _text(entry.find(names.indicator))
     if indicator == "DBIT":
         fen = -fen
     elif not indicator:
-        raise fail("no CdtDbtInd (CRDT or DBIT)")
+        raise fail(_("no CdtDbtInd (CRDT or DBIT)"))
     elif indicator != "CRDT":
-        raise fail(f"CdtDbtInd {_shown(indicator)} is neither CRDT nor DBIT")
+        raise fail(_("CdtDbtInd %(value)s is neither CRDT nor DBIT"), {"value": _shown(indicator)})
 
     value_date = _camt053_date(entry, names.value_date) or _camt053_date(entry, names.booking_date)
     if value_date is None:
-        raise fail("no valid ValDt/Dt or BookgDt/Dt (YYYY-MM-DD)")
+        raise fail(_("no valid ValDt/Dt or BookgDt/Dt (YYYY-MM-DD)"))
 
     reference = _first_text(entry.iterfind(names.unstructured)) or _first_text(
         entry.iterfind(names.end_to_end), placeholder="NOTPROVIDED"
     )
     if not reference:
-        raise fail("no reference: neither RmtInf/Ustrd nor Refs/EndToEndId in NtryDtls/TxDtls")
+        raise fail(_("no reference: neither RmtInf/Ustrd nor Refs/EndToEndId in NtryDtls/TxDtls"))
     return StatementLine(line_no, bank_txn_id, value_date, fen, reference)
 
 
@@ -598,39 +678,53 @@ def _parse_daily(stream: BinaryIO) -> Iterator[StatementLine]:
     while raw := stream.readline(MAX_DAILY_LINE + 1):
         line += 1
         if len(raw) > MAX_DAILY_LINE:
-            raise _at_line(line, f"longer than {MAX_DAILY_LINE} bytes; this is not a daily file")
+            raise at_line(
+                line,
+                _("longer than %(limit)s bytes; this is not a daily file"),
+                {"limit": MAX_DAILY_LINE},
+            )
         if line == 1:
             raw = raw.removeprefix(_BOM)
         text = decoder.decode(raw, line).rstrip("\r\n")
         blank = not text or text.isspace()
         if trailer_line is not None:
             if not blank:
-                raise _at_line(line, f"nothing may follow the trailer (line {trailer_line})")
+                raise at_line(
+                    line,
+                    _("nothing may follow the trailer (line %(trailer)s)"),
+                    {"trailer": trailer_line},
+                )
             continue
         if blank:
-            raise _at_line(line, "blank line before the trailer")
+            raise at_line(line, _("blank line before the trailer"))
         fields = text.split("|")
         if " " in text or "\t" in text:
             fields = [field.strip() for field in fields]
         kind = fields[0]
         if not header_seen:
             if kind != "H":
-                raise _at_line(
+                raise at_line(
                     line,
-                    "the file must start with the header 'H|bank code|YYYYMMDD|sequence', "
-                    f"not {_shown(text)}",
+                    _(
+                        "the file must start with the header 'H|bank code|YYYYMMDD|sequence', "
+                        "not %(found)s"
+                    ),
+                    {"found": _shown(text)},
                 )
             _check_daily_header(fields, line)
             header_seen = True
         elif kind == "D":
             if len(fields) != 5:
-                raise _at_line(
+                raise at_line(
                     line,
-                    "a detail line has 5 fields (D|bank_txn_id|YYYYMMDD|amount|reference), "
-                    f"found {len(fields)}",
+                    _(
+                        "a detail line has 5 fields (D|bank_txn_id|YYYYMMDD|amount|reference), "
+                        "found %(count)s"
+                    ),
+                    {"count": len(fields)},
                 )
             details += 1
-            _, bank_txn_id, value_date, amount, reference = fields
+            bank_txn_id, value_date, amount, reference = fields[1:]
             statement_line = _statement_line(
                 details,
                 (bank_txn_id, value_date, amount, reference),
@@ -644,52 +738,80 @@ def _parse_daily(stream: BinaryIO) -> Iterator[StatementLine]:
             _check_daily_trailer(fields, details, total, line)
             trailer_line = line
         elif kind == "H":
-            raise _at_line(line, "a second header line")
+            raise at_line(line, _("a second header line"))
         else:
-            raise _at_line(line, f"unknown line type {_shown(kind)}; expected H, D or T")
+            raise at_line(
+                line, _("unknown line type %(kind)s; expected H, D or T"), {"kind": _shown(kind)}
+            )
     if not header_seen:
-        raise StatementFormatError("the daily file is empty", line_no=1)
+        raise StatementFormatError(_("the daily file is empty"), line_no=1)
     if trailer_line is None:
         raise StatementFormatError(
-            f"the daily file ends at line {line} without a trailer 'T|count|sum'; "
-            "it may be truncated",
+            _(
+                "the daily file ends at line %(line)s without a trailer 'T|count|sum'; it may "
+                "be truncated"
+            ),
+            params={"line": line},
             line_no=line,
         )
 
 
 def _check_daily_header(fields: list[str], line: int) -> None:
     if len(fields) != 4:
-        raise _at_line(
-            line, f"the header has 4 fields (H|bank code|YYYYMMDD|sequence), found {len(fields)}"
+        raise at_line(
+            line,
+            _("the header has 4 fields (H|bank code|YYYYMMDD|sequence), found %(count)s"),
+            {"count": len(fields)},
         )
-    _, bank_code, statement_date, sequence = fields
+    bank_code, statement_date, sequence = fields[1:]
     if not bank_code:
-        raise _at_line(line, "the header's bank code is empty")
+        raise at_line(line, _("the header's bank code is empty"))
     if _date(statement_date, _COMPACT_DATE) is None:
-        raise _at_line(
-            line, f"the header's statement date {_shown(statement_date)} is not YYYYMMDD"
+        raise at_line(
+            line,
+            _("the header's statement date %(value)s is not YYYYMMDD"),
+            {"value": _shown(statement_date)},
         )
     if not (sequence.isascii() and sequence.isdigit()):
-        raise _at_line(line, f"the header's file sequence {_shown(sequence)} is not a number")
+        raise at_line(
+            line,
+            _("the header's file sequence %(value)s is not a number"),
+            {"value": _shown(sequence)},
+        )
 
 
 def _check_daily_trailer(fields: list[str], details: int, total: int, line: int) -> None:
     if len(fields) != 3:
-        raise _at_line(line, f"the trailer has 3 fields (T|count|sum), found {len(fields)}")
-    _, count_text, sum_text = fields
+        raise at_line(
+            line,
+            _("the trailer has 3 fields (T|count|sum), found %(count)s"),
+            {"count": len(fields)},
+        )
+    count_text, sum_text = fields[1:]
     if not (count_text.isascii() and count_text.isdigit()):
-        raise _at_line(line, f"the trailer's count {_shown(count_text)} is not a number")
+        raise at_line(
+            line,
+            _("the trailer's count %(value)s is not a number"),
+            {"value": _shown(count_text)},
+        )
     try:
         expected_total = yuan_to_fen(sum_text, STATEMENT)
     except NotYuan:
-        raise _at_line(
-            line, f"the trailer's sum {_shown(sum_text)} is not an amount in yuan"
+        raise at_line(
+            line,
+            _("the trailer's sum %(value)s is not an amount in yuan"),
+            {"value": _shown(sum_text)},
         ) from None
     if int(count_text) != details or expected_total != total:
-        raise _at_line(
+        raise at_line(
             line,
-            f"trailer says {int(count_text)} lines / {fen_to_yuan(expected_total, symbol='¥')}, "
-            f"the file has {details} / {fen_to_yuan(total, symbol='¥')}",
+            _("trailer says %(count)s lines / %(sum)s, the file has %(details)s / %(total)s"),
+            {
+                "count": int(count_text),
+                "sum": fen_to_yuan(expected_total, symbol="¥"),
+                "details": details,
+                "total": fen_to_yuan(total, symbol="¥"),
+            },
         )
 
 
@@ -709,11 +831,12 @@ class _DailyDecoder:
                     text = raw.decode(encoding)
                     self.encoding, self.decided_at = encoding, line
                     return text
-            raise _at_line(line, "neither UTF-8 nor GB18030 text")
+            raise at_line(line, _("neither UTF-8 nor GB18030 text"))
         try:
             return raw.decode(self.encoding)
         except UnicodeDecodeError:
-            raise _at_line(
+            raise at_line(
                 line,
-                f"not valid {self.encoding.upper()}, the encoding of line {self.decided_at}",
+                _("not valid %(encoding)s, the encoding of line %(first)s"),
+                {"encoding": self.encoding.upper(), "first": self.decided_at},
             ) from None

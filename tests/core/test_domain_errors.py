@@ -815,3 +815,96 @@ def test_the_api_says_a_domain_error_in_english_whatever_the_language_asked(staf
                 "fields": {"id_number": [message]},
             }
         }
+
+
+# --- the statement parsers' refusals: a translated msgid too --------------------------------
+
+# What makes a StatementFormatError, and the position of its message among the arguments: a
+# refused upload's domain error carries the parser's message to the finance pages.
+STATEMENT_ERROR_MAKERS = {"StatementFormatError": 0, "at_line": 1}
+STATEMENTS = "settlement/reconciliation/statements.py"
+STATEMENT_ENTRY_MAKERS = {"fail": 0}  # the camt.053 parser's own, in STATEMENTS only
+
+
+def _statement_error_problems(source: str, where: str) -> tuple[int, list[str]]:
+    """``(calls, problems)``: each call making a statement error in ``source`` whose message
+    is not a translated gettext_lazy literal (or a name given only such literals) with its
+    params."""
+    tree = ast.parse(source, where)
+    makers = dict(STATEMENT_ERROR_MAKERS)
+    if where == STATEMENTS:
+        makers.update(STATEMENT_ENTRY_MAKERS)
+    assigned: dict[str, list[ast.expr]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    assigned.setdefault(target.id, []).append(node.value)
+    calls = 0
+    problems: list[str] = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and _name(node.func) in makers):
+            continue
+        calls += 1
+        at = f"{where}:{node.lineno}"
+        position = makers[_name(node.func)]  # type: ignore[index]
+        if len(node.args) <= position:
+            problems.append(f"{at}: no message")
+            continue
+        message = node.args[position]
+        given: set[str] = set()
+        params = [k.value for k in node.keywords if k.arg == "params"]
+        params += node.args[position + 1 : position + 2]
+        for value in params:
+            if isinstance(value, ast.Dict):
+                given |= {k.value for k in value.keys if isinstance(k, ast.Constant)}
+        if isinstance(message, ast.Name) and message.id in assigned:
+            messages = assigned[message.id]
+        else:
+            messages = [message]
+        for each in messages:
+            msgid = _msgid(each)
+            if msgid is None:
+                problems.append(f"{at}: the message is not a gettext_lazy literal")
+                continue
+            context, text = msgid
+            chinese = _translated(context, text)
+            if chinese == text or not CJK.search(chinese):
+                problems.append(f"{at}: no zh-Hans translation of {text!r}")
+            wanted = set(PLACEHOLDER.findall(text))
+            if not wanted <= given:
+                problems.append(f"{at}: placeholders {sorted(wanted)}, params {sorted(given)}")
+            if set(PLACEHOLDER.findall(chinese)) != wanted:
+                problems.append(f"{at}: the translation of {text!r} changes its placeholders")
+    return calls, problems
+
+
+def test_every_statement_refusal_in_the_source_has_a_translated_msgid():
+    calls = 0
+    problems = []
+    for path in _sources():
+        where = str(path.relative_to(ROOT))
+        found, wrong = _statement_error_problems(path.read_text(), where)
+        calls += found
+        problems += wrong
+    assert calls > 50  # the parsers' every refusal, and the upload's own check
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        'raise StatementFormatError(f"line {line}: amount is zero", line_no=line)',
+        'raise StatementFormatError("the file is empty")',
+        'raise at_line(line, "amount is zero")',
+        'raise at_line(line, f"expected 4 fields, found {count}")',
+        'raise at_line(line, _("expected 4 fields, found %(count)s"))',  # no params
+        'raise StatementFormatError(_("a refusal nobody translated"))',
+        'raise fail("no Amt")',
+        'message = "the file is empty"\nraise StatementFormatError(message)',
+    ],
+)
+def test_a_statement_refusal_without_a_translated_msgid_is_found(source):
+    calls, problems = _statement_error_problems(source, STATEMENTS)
+    assert calls == 1
+    assert len(problems) == 1, problems

@@ -629,3 +629,41 @@ def test_the_export_never_lets_a_cell_run_as_a_formula(draws, staff_client):
     exported = finance.get(f"/api/v1/reconciliation/batches/{batch_id}/export/")
     text = b"".join(exported.streaming_content).decode()
     assert "'=HYPERLINK(1)" in text
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b"bank_txn_id,value_date,amount,reference\nB1,2026-11-23,12.345,DR1\n",
+            "line 2: amount '12.345' is not an amount in yuan with at most two decimal places",
+        ),
+        (
+            b"H|ICBC|20261123|1\nD|B1|20261123|100.00|DR1\nT|2|100.00\n",
+            "line 3: trailer says 2 lines / \u00a5100.00, the file has 1 / \u00a5100.00",
+        ),
+        (
+            b"bank_txn_id,value_date,amount,reference\nB1,2026-11-23,1.00,DR" + b"9" * 70 + b"\n",
+            "line 1: reference must be at most 64 printable characters",
+        ),
+    ],
+)
+def test_the_api_says_a_refused_file_in_english_whatever_the_language(
+    draws, staff_client, content, message
+):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    partner, _ = draws
+    finance = staff_client("finance")
+    for language in ("zh-hans", "en"):
+        answer = finance.post(
+            "/api/v1/reconciliation/bank-statements/",
+            {"bank": partner.name, "file": SimpleUploadedFile("s.txt", content)},
+            format="multipart",
+            HTTP_ACCEPT_LANGUAGE=language,
+        )
+        assert answer.status_code == 400
+        assert answer.json()["error"]["message"] == message
+        assert answer.json()["error"]["fields"] == {"file": [message]}
+    assert ReconBatch.objects.count() == 0

@@ -1,12 +1,14 @@
 """The bank statement parsers: exact lines, detection, refusals, and flat memory on big files."""
 
 import io
+import re
 import tracemalloc
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import pytest
+from django.utils import translation
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,6 +26,7 @@ from settlement.reconciliation.statements import (
 DATA = Path(__file__).resolve().parents[1] / "data" / "statements"
 CAMT_NS = "urn:iso:std:iso:20022:tech:xsd:camt.053.001.08"
 MAX_PEAK = 5 * 1024 * 1024
+CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
 def parse_file(name: str, fmt: str | None = None) -> list[StatementLine]:
@@ -648,3 +651,438 @@ def test_a_daily_reference_names_its_bank_and_day(partner_id: int) -> None:
     assert daily_reference_day(reference, partner_id + 1) is None  # another bank's
     assert daily_reference_day(reference[:-2] + "31", partner_id) is None  # 2026-11-31
     assert daily_reference_day("DR" + reference[2:], partner_id) is None
+
+
+# Every refusal said in the page's language: Chinese on the pages, today's English elsewhere
+
+CSV_HEAD = "bank_txn_id,value_date,amount,reference\n"
+ENGLISH_WORDS = re.compile(r"[A-Za-z]{2,} [A-Za-z]{2,}")  # a phrase left untranslated
+
+
+def _csv(*rows: str) -> bytes:
+    return (CSV_HEAD + "".join(f"{row}\n" for row in rows)).encode()
+
+
+REFUSALS = [
+    # (id, file, format, today's English (or its pattern, Python's words captured), kept values)
+    ("empty", b"", None, "the file is empty", ()),
+    (
+        "utf16",
+        "bank_txn_id,value_date".encode("utf-16"),
+        None,
+        "the file is UTF-16; statement files must be UTF-8",
+        ("UTF-16", "UTF-8"),
+    ),
+    (
+        "xml-not-camt",
+        b"<html><body>hello</body></html>",
+        None,
+        "the file is XML but not an ISO 20022 camt.053 statement (no BkToCstmrStmt)",
+        ("XML", "camt.053", "BkToCstmrStmt"),
+    ),
+    (
+        "unknown",
+        b"id;date;amount\n",
+        None,
+        "not a bank statement: expected a CSV file with the header "
+        "'bank_txn_id,value_date,amount,reference', a camt.053 XML document or a daily file "
+        "starting 'H|'",
+        ("bank_txn_id,value_date,amount,reference", "camt.053", "H|"),
+    ),
+    ("csv-empty", b"", "csv", "the CSV file is empty", ("CSV",)),
+    (
+        "csv-header",
+        b"txn,date,amount,reference\n",
+        "csv",
+        "line 1: the header must be exactly 'bank_txn_id,value_date,amount,reference', "
+        "not 'txn,date,amount,reference'",
+        ("1", "bank_txn_id,value_date,amount,reference", "'txn,date,amount,reference'"),
+    ),
+    (
+        "csv-utf8",
+        _csv("B1,2025-03-03,1.00,医疗DR1").replace("医疗".encode(), "医疗".encode("gb18030")),
+        None,
+        re.compile(
+            r"the CSV file is not valid UTF-8 \(at or after line ([0-9]+)\); save it as UTF-8"
+        ),
+        ("CSV", "UTF-8"),
+    ),
+    (
+        "csv-quote",
+        _csv('B1,2025-03-03,1.00,"DR1'),
+        None,
+        re.compile(r"line 2: not valid CSV \((.+)\)"),
+        ("2", "CSV"),
+    ),
+    (
+        "csv-fields",
+        _csv("B1,2025-03-03,1.00"),
+        None,
+        "line 2: expected 4 fields, found 3",
+        ("2", "4", "3"),
+    ),
+    (
+        "csv-id",
+        _csv(",2025-03-03,1.00,DR1"),
+        None,
+        "line 2: bank_txn_id is empty",
+        ("2", "bank_txn_id"),
+    ),
+    (
+        "csv-date",
+        _csv("B1,2025-02-30,1.00,DR1"),
+        None,
+        "line 2: value date '2025-02-30' is not a date in the form YYYY-MM-DD",
+        ("2", "'2025-02-30'", "YYYY-MM-DD"),
+    ),
+    (
+        "csv-amount",
+        _csv("B1,2025-03-03,1.00,DR1", "B2,2025-03-03,12.345,DR2"),
+        None,
+        "line 3: amount '12.345' is not an amount in yuan with at most two decimal places",
+        ("3", "'12.345'"),
+    ),
+    ("csv-zero", _csv("B1,2025-03-03,0.00,DR1"), None, "line 2: amount is zero", ("2",)),
+    (
+        "csv-reference",
+        _csv("B1,2025-03-03,1.00,"),
+        None,
+        "line 2: reference is empty",
+        ("2", "reference"),
+    ),
+    (
+        "camt-root",
+        camt(namespace="urn:iso:std:iso:20022:tech:xsd:camt.052.001.08"),
+        "camt053",
+        "not a camt.053 statement: the root element is "
+        "'{urn:iso:std:iso:20022:tech:xsd:camt.052.001.08}Document', not a camt.053.001 Document",
+        ("camt.053", "'{urn:iso:std:iso:20022:tech:xsd:camt.052.001.08}Document'", "camt.053.001"),
+    ),
+    (
+        "camt-not-statement",
+        camt().replace(b"BkToCstmrStmt", b"BkToCstmrNtfctn"),
+        "camt053",
+        "not a camt.053 statement: "
+        "'{urn:iso:std:iso:20022:tech:xsd:camt.053.001.08}BkToCstmrNtfctn' instead of "
+        "BkToCstmrStmt",
+        ("'{urn:iso:std:iso:20022:tech:xsd:camt.053.001.08}BkToCstmrNtfctn'", "BkToCstmrStmt"),
+    ),
+    (
+        "camt-in-entry",
+        camt(camt_entry(), camt_entry())[:-120],
+        None,
+        re.compile(r"not a well-formed XML document \((.+); in entry 2\)"),
+        ("XML", "2"),
+    ),
+    (
+        "camt-after-entry",
+        camt(camt_entry())[:-20],
+        None,
+        re.compile(r"not a well-formed XML document \((.+); after entry 1\)"),
+        ("XML", "1"),
+    ),
+    (
+        "camt-before-entry",
+        (DATA / "csv_basic.csv").read_bytes(),
+        "camt053",
+        re.compile(r"not a well-formed XML document \((.+); before the first entry\)"),
+        ("XML",),
+    ),
+    (
+        "camt-dtd",
+        b'<?xml version="1.0"?><!DOCTYPE Document [<!ENTITY a "a">]>'
+        b'<Document xmlns="'
+        + CAMT_NS.encode()
+        + b'"><BkToCstmrStmt>&a;</BkToCstmrStmt></Document>',
+        None,
+        re.compile(r"the XML document is refused: (.+) \(DTDs and entities are not allowed\)"),
+        ("XML", "DTD"),
+    ),
+    (
+        "camt-no-statement",
+        f'<Document xmlns="{CAMT_NS}"></Document>'.encode(),
+        "camt053",
+        "not a camt.053 statement: no BkToCstmrStmt",
+        ("camt.053", "BkToCstmrStmt"),
+    ),
+    (
+        "camt-no-id",
+        camt(camt_entry(), camt_entry(ids="")),
+        None,
+        "entry 2: no AcctSvcrRef or NtryRef to identify the transfer",
+        ("2", "AcctSvcrRef", "NtryRef"),
+    ),
+    (
+        "camt-no-amount",
+        camt(camt_entry(amount="")),
+        None,
+        "entry 1 (B1): no Amt",
+        ("1", "B1", "Amt"),
+    ),
+    (
+        "camt-no-currency",
+        camt(camt_entry(amount="<Amt>10.00</Amt>")),
+        None,
+        "entry 1 (B1): Amt is in no currency; only CNY is accepted",
+        ("1", "B1", "Amt", "CNY"),
+    ),
+    (
+        "camt-currency",
+        camt(camt_entry(amount='<Amt Ccy="USD">10.00</Amt>')),
+        None,
+        "entry 1 (B1): Amt is in currency USD; only CNY is accepted",
+        ("1", "B1", "USD", "CNY"),
+    ),
+    (
+        "camt-fraction",
+        camt(camt_entry(amount='<Amt Ccy="CNY">10.005</Amt>')),
+        None,
+        "entry 1 (B1): Amt '10.005' is not a whole number of fen",
+        ("1", "B1", "'10.005'"),
+    ),
+    (
+        "camt-amount",
+        camt(camt_entry(amount='<Amt Ccy="CNY">-10.00</Amt>')),
+        None,
+        "entry 1 (B1): Amt '-10.00' is not a decimal amount",
+        ("1", "B1", "'-10.00'"),
+    ),
+    (
+        "camt-zero",
+        camt(camt_entry(amount='<Amt Ccy="CNY">0.00</Amt>')),
+        None,
+        "entry 1 (B1): Amt is zero",
+        ("1", "B1", "Amt"),
+    ),
+    (
+        "camt-no-indicator",
+        camt(camt_entry(indicator="")),
+        None,
+        "entry 1 (B1): no CdtDbtInd (CRDT or DBIT)",
+        ("1", "B1", "CdtDbtInd", "CRDT", "DBIT"),
+    ),
+    (
+        "camt-indicator",
+        camt(camt_entry(indicator="<CdtDbtInd>CRED</CdtDbtInd>")),
+        None,
+        "entry 1 (B1): CdtDbtInd 'CRED' is neither CRDT nor DBIT",
+        ("1", "B1", "'CRED'"),
+    ),
+    (
+        "camt-date",
+        camt(camt_entry(dates="")),
+        None,
+        "entry 1 (B1): no valid ValDt/Dt or BookgDt/Dt (YYYY-MM-DD)",
+        ("1", "B1", "ValDt/Dt", "BookgDt/Dt", "YYYY-MM-DD"),
+    ),
+    (
+        "camt-reference",
+        camt(camt_entry(details="")),
+        None,
+        "entry 1 (B1): no reference: neither RmtInf/Ustrd nor Refs/EndToEndId in NtryDtls/TxDtls",
+        ("1", "B1", "RmtInf/Ustrd", "Refs/EndToEndId", "NtryDtls/TxDtls"),
+    ),
+    (
+        "daily-long",
+        b"H|ICBC|20250303|1\n" + b"D" * 70_000 + b"\n",
+        "daily",
+        "line 2: longer than 65536 bytes; this is not a daily file",
+        ("2", "65536"),
+    ),
+    (
+        "daily-after-trailer",
+        daily("H|ICBC|20250303|1", "T|0|0.00", "D|B1|20250303|1|DR1"),
+        None,
+        "line 3: nothing may follow the trailer (line 2)",
+        ("3", "2"),
+    ),
+    (
+        "daily-blank",
+        daily("H|ICBC|20250303|1", "", "T|0|0"),
+        None,
+        "line 2: blank line before the trailer",
+        ("2",),
+    ),
+    (
+        "daily-no-header",
+        daily("D|B1|20250303|1.00|DR1", "T|1|1.00"),
+        "daily",
+        "line 1: the file must start with the header 'H|bank code|YYYYMMDD|sequence', "
+        "not 'D|B1|20250303|1.00|DR1'",
+        ("1", "'D|B1|20250303|1.00|DR1'"),
+    ),
+    (
+        "daily-detail-fields",
+        daily("H|ICBC|20250303|1", "D|B1|20250303|1.00|DR|1", "T|1|1.00"),
+        None,
+        "line 2: a detail line has 5 fields (D|bank_txn_id|YYYYMMDD|amount|reference), found 6",
+        ("2", "5", "D|bank_txn_id|YYYYMMDD|amount|reference", "6"),
+    ),
+    (
+        "daily-id",
+        daily("H|ICBC|20250303|1", "D||20250303|1.00|DR1", "T|1|1.00"),
+        None,
+        "line 2: bank_txn_id is empty",
+        ("2", "bank_txn_id"),
+    ),
+    (
+        "daily-date",
+        daily("H|ICBC|20250303|1", "D|B1|2025030|1.00|DR1", "T|1|1.00"),
+        None,
+        "line 2: value date '2025030' is not a date in the form YYYYMMDD",
+        ("2", "'2025030'", "YYYYMMDD"),
+    ),
+    (
+        "daily-amount",
+        daily("H|ICBC|20250303|1", "D|B1|20250303|1.001|DR1", "T|1|1.00"),
+        None,
+        "line 2: amount '1.001' is not an amount in yuan with at most two decimal places",
+        ("2", "'1.001'"),
+    ),
+    (
+        "daily-zero",
+        daily("H|ICBC|20250303|1", "D|B1|20250303|0|DR1", "T|1|0"),
+        None,
+        "line 2: amount is zero",
+        ("2",),
+    ),
+    (
+        "daily-reference",
+        daily("H|ICBC|20250303|1", "D|B1|20250303|1.00|", "T|1|1.00"),
+        None,
+        "line 2: reference is empty",
+        ("2", "reference"),
+    ),
+    (
+        "daily-second-header",
+        daily("H|ICBC|20250303|1", "H|ICBC|20250303|2", "T|0|0"),
+        None,
+        "line 2: a second header line",
+        ("2",),
+    ),
+    (
+        "daily-line-type",
+        daily("H|ICBC|20250303|1", "X|B1", "T|0|0"),
+        None,
+        "line 2: unknown line type 'X'; expected H, D or T",
+        ("2", "'X'", "H", "D", "T"),
+    ),
+    ("daily-empty", b"", "daily", "the daily file is empty", ()),
+    (
+        "daily-truncated",
+        daily("H|ICBC|20250303|1", "D|B1|20250303|1.00|DR1"),
+        None,
+        "the daily file ends at line 2 without a trailer 'T|count|sum'; it may be truncated",
+        ("2", "T|"),
+    ),
+    (
+        "daily-header-fields",
+        daily("H|ICBC|20250303", "T|0|0"),
+        None,
+        "line 1: the header has 4 fields (H|bank code|YYYYMMDD|sequence), found 3",
+        ("1", "4", "3"),
+    ),
+    (
+        "daily-bank",
+        daily("H||20250303|1", "T|0|0"),
+        None,
+        "line 1: the header's bank code is empty",
+        ("1",),
+    ),
+    (
+        "daily-statement-date",
+        daily("H|ICBC|2025-03-03|1", "T|0|0"),
+        None,
+        "line 1: the header's statement date '2025-03-03' is not YYYYMMDD",
+        ("1", "'2025-03-03'", "YYYYMMDD"),
+    ),
+    (
+        "daily-sequence",
+        daily("H|ICBC|20250303|A", "T|0|0"),
+        None,
+        "line 1: the header's file sequence 'A' is not a number",
+        ("1", "'A'"),
+    ),
+    (
+        "daily-trailer-fields",
+        daily("H|ICBC|20250303|1", "T|0"),
+        None,
+        "line 2: the trailer has 3 fields (T|count|sum), found 2",
+        ("2", "3", "2"),
+    ),
+    (
+        "daily-trailer-count",
+        daily("H|ICBC|20250303|1", "T|x|0"),
+        None,
+        "line 2: the trailer's count 'x' is not a number",
+        ("2", "'x'"),
+    ),
+    (
+        "daily-trailer-sum",
+        daily("H|ICBC|20250303|1", "T|0|1e3"),
+        None,
+        "line 2: the trailer's sum '1e3' is not an amount in yuan",
+        ("2", "'1e3'"),
+    ),
+    (
+        "daily-trailer-totals",
+        (DATA / "daily_bad_trailer.txt").read_bytes(),
+        None,
+        "line 4: trailer says 2 lines / ¥11390.00, the file has 2 / ¥11380.00",
+        ("4", "2", "¥11390.00", "¥11380.00"),
+    ),
+    (
+        "daily-encoding",
+        b"H|\xff\xfe|20250303|1\n",
+        None,
+        "line 1: neither UTF-8 nor GB18030 text",
+        ("1", "UTF-8", "GB18030"),
+    ),
+    (
+        "daily-encoding-changes",
+        "H|工行|20250303|1\nD|B1|20250303|1.00|医疗DR1\n".encode()
+        + "D|B2|20250303|1.00|医疗DR2\n".encode("gb18030"),
+        None,
+        "line 3: not valid UTF-8, the encoding of line 1",
+        ("3", "UTF-8", "1"),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("data", "fmt", "english", "kept"),
+    [pytest.param(*case[1:], id=case[0]) for case in REFUSALS],
+)
+def test_each_refusal_is_said_in_chinese_on_pages_and_in_todays_english_elsewhere(
+    data: bytes, fmt: str | None, english: str | re.Pattern[str], kept: tuple[str, ...]
+) -> None:
+    error = refusal(data, fmt)
+    with translation.override("en"):
+        said_in_english = str(error.message)
+    if isinstance(english, str):
+        assert said_in_english == english
+    else:
+        match = english.fullmatch(said_in_english)
+        assert match is not None, said_in_english
+        kept = (*kept, *match.groups())
+    with translation.override("zh-hans"):
+        said_in_chinese = str(error.message)
+        assert str(error) == error.args[0] == said_in_english  # the API's and the logs'
+    assert CJK.search(said_in_chinese), said_in_chinese
+    rest = said_in_chinese
+    for value in sorted(kept, key=len, reverse=True):
+        assert value in rest, (value, said_in_chinese)
+        rest = rest.replace(value, "", 1)
+    assert not ENGLISH_WORDS.search(rest), said_in_chinese
+    if error.line_no is not None and said_in_english.startswith(("line ", "entry ")):
+        number = re.escape(str(error.line_no))
+        assert re.match(rf"第 {number} (行|条记录)", said_in_chinese), said_in_chinese
+
+
+def test_the_line_is_said_before_the_problem_in_chinese() -> None:
+    error = refusal(_csv("B1,2025-03-03,0.00,DR1"))
+    with translation.override("zh-hans"):
+        assert str(error.message) == "第 2 行：金额为零"
+    error = refusal(camt(camt_entry(indicator="<CdtDbtInd>CRED</CdtDbtInd>")))
+    with translation.override("zh-hans"):
+        assert str(error.message) == "第 1 条记录（B1）：CdtDbtInd 'CRED' 既不是 CRDT 也不是 DBIT"

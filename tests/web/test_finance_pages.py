@@ -1,6 +1,7 @@
 """The finance desk: who may see it, the aging and daily-credit reads, the pages with real data,
 and a browser uploading a statement that a real Celery worker reconciles."""
 
+import html
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -447,3 +448,35 @@ def test_the_export_a_person_downloads_opens_in_excel_with_its_chinese(draws, st
     api_raw = b"".join(api.streaming_content)
     assert api_raw.startswith(b"kind,line,reference,")
     assert api_raw == raw[3:]  # the same file, only the mark differs
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (
+            statement_csv([("B1", "100.00", "DR1"), ("B2", "12.345", "DR2")]),
+            "文件被拒绝：对账文件格式有误（第 3 行：金额 '12.345' "
+            "不是以元为单位、最多两位小数的金额）",
+        ),
+        (
+            b"H|ICBC|20261123|1\nD|B1|20261123|100.00|DR1\nT|2|100.00\n",
+            "文件被拒绝：对账文件格式有误"
+            "（第 3 行：尾行记为 2 笔 / ¥100.00，文件实际为 1 笔 / ¥100.00）",
+        ),
+        (  # the upload's own check, past the parser
+            statement_csv([("B1", "100.00", "DR" + "9" * 70)]),
+            "文件被拒绝：对账文件格式有误（第 1 行：reference 最多只能有 64 个可打印字符）",
+        ),
+    ],
+)
+def test_a_refused_upload_says_why_wholly_in_chinese(draws, content, said):
+    partner, _ = draws
+    finance = client_as("finance")
+    refused = finance.post(
+        "/finance/", {"bank": partner.pk, "file": SimpleUploadedFile("bad.txt", content)}
+    )
+    assert refused.status_code == 200
+    assert refused.context["form"].errors["file"] == [said]
+    assert said in html.unescape(refused.content.decode())
+    assert ReconBatch.objects.count() == 0
