@@ -231,10 +231,12 @@ def bank_statement(partner: Partner, day: date) -> dict[str, Any]:
 OUTAGE_WINDOW = timedelta(minutes=10)
 
 
-def insurer_outage() -> dict[str, Any]:
-    """Whether to warn the desk: claims deferred while the insurer was down, or its last
-    answer (within ``OUTAGE_WINDOW``) was none."""
-    deferred = InsuranceClaim.objects.filter(status=InsuranceClaim.Status.DEFERRED).count()
+def insurer_outage(*, where: Q | None = None) -> dict[str, Any]:
+    """Whether to warn the desk: claims deferred while the insurer was down (those ``where``
+    says: the desk's institution's), or its last answer (within ``OUTAGE_WINDOW``) was none."""
+    deferred = InsuranceClaim.objects.filter(
+        where or Q(), status=InsuranceClaim.Status.DEFERRED
+    ).count()
     last = InsurerCall.objects.order_by("-started_at", "-pk").first()
     unreachable = (
         last is not None

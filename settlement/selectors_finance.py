@@ -171,10 +171,11 @@ def daily_credit(*, days: int = 30, today: date | None = None) -> tuple[list[dat
 # --- lists ------------------------------------------------------------------------------------
 
 
-def deferred_claims(*, limit: int = 500) -> QuerySet[InsuranceClaim]:
-    """Claims settled as self-pay while the insurer was down, oldest next attempt first."""
+def deferred_claims(*, where: Q | None = None, limit: int = 500) -> QuerySet[InsuranceClaim]:
+    """Claims settled as self-pay while the insurer was down (those ``where`` says), oldest
+    next attempt first."""
     return (
-        InsuranceClaim.objects.filter(status=InsuranceClaim.Status.DEFERRED)
+        InsuranceClaim.objects.filter(where or Q(), status=InsuranceClaim.Status.DEFERRED)
         .select_related("encounter__person", "encounter__institution")
         .order_by("next_attempt_at", "pk")[:limit]
     )

@@ -26,7 +26,14 @@ from django.views.decorators.http import require_http_methods
 from accounts.exceptions import AccountsError
 from accounts.identity import age_on
 from accounts.models import CreditLine, FamilyLink, Person
-from accounts.selectors import credit_line_status, line_figures, lines_of, person_find
+from accounts.selectors import (
+    StaffPlace,
+    credit_line_status,
+    line_figures,
+    lines_of,
+    person_find,
+    staff_place,
+)
 from accounts.services.family import family_link_create
 from accounts.services.persons import person_create
 from core.errors import DomainError
@@ -152,14 +159,22 @@ def form_once(request: HttpRequest, form: forms.Form, action: Callable[[], str])
 
 def page(request: HttpRequest, template: str, context: dict[str, Any]) -> HttpResponse:
     # A form shown again with its errors is a 200, as on the sign-in page.
-    return render(request, f"web/cashier/{template}", {"outage": insurer_outage(), **context})
+    return render(
+        request,
+        f"web/cashier/{template}",
+        {
+            "outage": insurer_outage(where=staff_place(request.user).q("encounter__institution")),
+            **context,
+        },
+    )
 
 
 # --- finding and enrolling people ------------------------------------------------------------
 
 
-def find_people(query: str) -> tuple[list[Person], str | None]:
-    """By ID number through its keyed hash (exact), else by name; an error text if the ID
+def find_people(query: str, place: StaffPlace) -> tuple[list[Person], str | None]:
+    """By ID number through its keyed hash (exact, anyone: a patient may arrive anywhere), else
+    by name among those with an encounter at the desk's institution; an error text if the ID
     number is not valid."""
     query = query.strip()
     if ID_NUMBER_LIKE.match(query):
@@ -168,7 +183,11 @@ def find_people(query: str) -> tuple[list[Person], str | None]:
         except AccountsError as error:
             return [], error_text(error)
         return ([found] if found else []), None
-    people = Person.objects.filter(name__contains=query).order_by("name", "pk")[:NAME_RESULTS]
+    people = (
+        Person.objects.filter(place.q("encounters__institution"), name__contains=query)
+        .distinct()
+        .order_by("name", "pk")[:NAME_RESULTS]
+    )
     return list(people), None
 
 
@@ -178,11 +197,14 @@ def home(request: HttpRequest) -> HttpResponse:
     form = FindForm(request.GET or None)
     people: list[Person] | None = None
     if form.is_bound and form.is_valid():
-        people, problem = find_people(form.cleaned_data["q"])
+        people, problem = find_people(form.cleaned_data["q"], staff_place(request.user))
         if problem:
             form.add_error("q", problem)
     open_encounters = (
-        Encounter.objects.filter(status__in=[Encounter.Status.OPEN, Encounter.Status.SETTLING])
+        Encounter.objects.filter(
+            staff_place(request.user).q(),
+            status__in=[Encounter.Status.OPEN, Encounter.Status.SETTLING],
+        )
         .select_related("person", "department")
         .order_by("-admitted_at")[:20]
     )
@@ -325,7 +347,7 @@ def person_detail(request: HttpRequest, person_id: int) -> HttpResponse:
     )
     as_payer = FamilyLink.objects.filter(payer=person).select_related("beneficiary").order_by("-pk")
     encounters = (
-        Encounter.objects.filter(person=person)
+        Encounter.objects.filter(staff_place(request.user).q(), person=person)
         .select_related("department")
         .order_by("-admitted_at")[:20]
     )
@@ -361,9 +383,10 @@ def funding_view(encounter: Encounter) -> dict[str, Any] | None:
     }
 
 
-def _encounter(encounter_id: UUID) -> Encounter:
+def _encounter(request: HttpRequest, encounter_id: UUID) -> Encounter:
+    """The encounter if it is at the desk's institution; another's is a 404."""
     return get_object_or_404(
-        Encounter.objects.select_related(
+        Encounter.objects.filter(staff_place(request.user).q()).select_related(
             "person",
             "department__institution",
             "funding_line__partner",
@@ -427,7 +450,7 @@ def deposit_view(encounter: Encounter, deposit: dict[str, Any]) -> dict[str, Any
 @cashier_only
 @require_http_methods(["GET", "POST"])
 def encounter_detail(request: HttpRequest, encounter_id: UUID) -> HttpResponse:
-    encounter = _encounter(encounter_id)
+    encounter = _encounter(request, encounter_id)
     action = request.POST.get("action") if request.method == "POST" else None
     posted = request.POST if request.method == "POST" else None
     deposit_form = DepositForm(posted if action == "deposit" else None)
@@ -548,7 +571,7 @@ def charge_error_field(error: DomainError) -> str | None:
 @cashier_only
 @require_http_methods(["GET"])
 def receipt(request: HttpRequest, encounter_id: UUID) -> HttpResponse:
-    encounter = _encounter(encounter_id)
+    encounter = _encounter(request, encounter_id)
     settlement = settlement_view(encounter)
     if settlement is None:
         raise Http404
@@ -571,13 +594,14 @@ def receipt(request: HttpRequest, encounter_id: UUID) -> HttpResponse:
 @cashier_only
 @require_http_methods(["GET"])
 def claims(request: HttpRequest) -> HttpResponse:
+    mine = staff_place(request.user).q("encounter__institution")
     deferred = (
-        InsuranceClaim.objects.filter(status=InsuranceClaim.Status.DEFERRED)
+        InsuranceClaim.objects.filter(mine, status=InsuranceClaim.Status.DEFERRED)
         .select_related("encounter__person", "encounter__department")
         .order_by("created_at", "pk")[:500]
     )
     failed = (
-        InsuranceClaim.objects.filter(status=InsuranceClaim.Status.FAILED)
+        InsuranceClaim.objects.filter(mine, status=InsuranceClaim.Status.FAILED)
         .select_related("encounter__person")
         .order_by("-updated_at")[:50]
     )

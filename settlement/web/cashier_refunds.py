@@ -16,6 +16,7 @@ from django.utils.translation import gettext
 from django.views.decorators.http import require_http_methods
 
 from accounts.exceptions import AccountsError
+from accounts.selectors import staff_place
 from core.money import fen_to_yuan
 from ledger.exceptions import LedgerError
 from settlement.models import Refund
@@ -56,10 +57,11 @@ def _pay(request: HttpRequest, refund: Refund, form: RefundPayForm) -> str:
 @cashier_only
 @require_http_methods(["GET", "POST"])
 def refunds_desk(request: HttpRequest) -> HttpResponse:
+    mine = staff_place(request.user).q("encounter__institution")  # the desk's institution's
     posted: Refund | None = None
     posted_form: RefundPayForm | None = None
     if request.method == "POST":
-        posted = get_object_or_404(Refund, pk=request.POST.get("refund") or 0)
+        posted = get_object_or_404(Refund.objects.filter(mine), pk=request.POST.get("refund") or 0)
         posted_form = pay_form(posted, request.POST)
         if posted_form.is_valid():
             try:
@@ -70,12 +72,12 @@ def refunds_desk(request: HttpRequest) -> HttpResponse:
                     field if field in posted_form.fields else None, error_text(error)
                 )
     owed = (
-        Refund.objects.filter(status=Refund.Status.OWED)
+        Refund.objects.filter(mine, status=Refund.Status.OWED)
         .select_related("encounter__person", "encounter__department__institution")
         .order_by("created_at", "pk")[:OWED_SHOWN]
     )
     paid = (
-        Refund.objects.filter(status=Refund.Status.PAID, transaction_id__isnull=False)
+        Refund.objects.filter(mine, status=Refund.Status.PAID, transaction_id__isnull=False)
         .select_related("encounter__person", "encounter__department__institution")
         .order_by("-paid_at", "-pk")[:PAID_SHOWN]
     )

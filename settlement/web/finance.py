@@ -17,6 +17,7 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET, require_POST
 
+from accounts.selectors import staff_place
 from core.money import fen_to_yuan
 
 from .. import selectors_finance as reads
@@ -49,7 +50,9 @@ def claims(request: HttpRequest) -> HttpResponse:
             "insurer_share": fen_to_yuan(claim.insurance_fund + claim.personal_account),
             "total": fen_to_yuan(claim.medfee_sumamt),
         }
-        for claim in reads.deferred_claims()
+        for claim in reads.deferred_claims(
+            where=staff_place(request.user).q("encounter__institution")
+        )
     ]
     return render(request, "web/finance/claims.html", {"rows": rows})
 
@@ -57,7 +60,7 @@ def claims(request: HttpRequest) -> HttpResponse:
 @finance_only
 @require_POST
 def claims_retry_now(request: HttpRequest) -> HttpResponse:
-    due = claims_due_now()
+    due = claims_due_now(where=staff_place(request.user).q("encounter__institution"))
     retry_deferred_claims.delay()
     messages.success(
         request, gettext("%(count)d deferred claims are queued for a retry now.") % {"count": due}

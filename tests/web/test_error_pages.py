@@ -14,7 +14,7 @@ from accounts.services.staff import patient_login_create, staff_create
 from settlement.models import Encounter, InsuranceClaim
 from settlement.services.encounters import encounter_admit
 from settlement.services.settle import encounter_settle
-from tests.factories import INSURER_DOWN, home_institution
+from tests.factories import INSURER_DOWN
 
 CHARGE = {
     "action": "charge",
@@ -38,9 +38,9 @@ def ward():
 
 
 def staff(role: str) -> Client:
-    user, _ = staff_create(
-        actor="test", institution=home_institution(), username=f"{role}-errors", role=role
-    )
+    """Staff of the hospital the visits are at (a desk sees its own institution's)."""
+    hospital = institution_ensure(actor="test", code="XMERR", name="厦门市错误医院")
+    user, _ = staff_create(actor="test", institution=hospital, username=f"{role}-errors", role=role)
     client = Client()
     client.force_login(user)
     return client

@@ -22,7 +22,6 @@ from ledger.verification import verify_ledger
 from settlement.models import Refund
 from settlement.services import house
 from settlement.services.refunds import refund_pay
-from tests.factories import home_institution
 from tests.settlement.conftest import Simulator
 from tests.settlement.refunds_owed import refund_owed
 from tests.web.conftest import sign_in
@@ -54,9 +53,9 @@ def owed(insurer, make_person) -> Refund:
 
 
 def staff_user(username: str, role: str):
-    user, _ = staff_create(
-        actor="test", institution=home_institution(), username=username, role=role
-    )
+    """Staff of 厦门市第三医院, where the refund is owed (a desk sees its own institution's)."""
+    hospital = institution_ensure(actor="test", code="XMH3", name="厦门市第三医院")
+    user, _ = staff_create(actor="test", institution=hospital, username=username, role=role)
     user.set_password(PASSWORD)
     user.save()
     return user
