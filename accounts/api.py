@@ -19,7 +19,13 @@ from accounts.authentication import (
     staff_actor,
 )
 from accounts.models import Department, FamilyLink, Person
-from accounts.selectors import line_figures, lines_of, person_find, staff_institution
+from accounts.selectors import (
+    line_figures,
+    lines_of,
+    person_find,
+    staff_institution,
+    staff_place,
+)
 from accounts.serializers import (
     DepartmentOut,
     DepartmentPage,
@@ -52,13 +58,16 @@ class PersonListCreateApi(StaffView):
 
     @extend_schema(
         operation_id="persons_list",
-        description="People by part of their name. To find someone by ID number, POST it to "
-        "/api/v1/persons/find/: an ID number never goes into a URL (and so into access logs).",
+        description="People the caller's institution has admitted, by part of their name. To "
+        "find anyone by ID number, POST it to /api/v1/persons/find/: an ID number never goes "
+        "into a URL (and so into access logs).",
         parameters=[OpenApiParameter("name", str, description="part of the name"), PAGE],
         responses=PersonPage,
     )
     def get(self, request: Request) -> Response:
-        people = Person.objects.order_by("id")
+        # Only whom the caller's institution has seen; anyone is found by ID number (find/).
+        people = Person.objects.filter(staff_place(request.user).q("seen_at__institution"))
+        people = people.distinct().order_by("id")
         if "id_number" in request.query_params:
             raise serializers.ValidationError(
                 {"id_number": ["POST it to /api/v1/persons/find/; ID numbers stay out of URLs"]}
@@ -81,7 +90,11 @@ class PersonListCreateApi(StaffView):
         data.is_valid(raise_exception=True)
 
         def create() -> Response:
-            person = persons.person_create(actor=staff_actor(request), **data.validated_data)
+            person = persons.person_create(
+                actor=staff_actor(request),
+                seen_at=staff_institution(request.user),
+                **data.validated_data,
+            )
             return Response(PersonOut(person).data, status=status.HTTP_201_CREATED)
 
         return idempotent(request, f"staff:{request.user.pk}", create)

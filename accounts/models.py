@@ -79,6 +79,23 @@ class Person(models.Model):
         return f"{self.name} ({self.id_number_masked})"
 
 
+class PersonSeen(models.Model):
+    """An institution that has seen this person (admitted them once at least): its staff list
+    them. Anyone is found by ID number anywhere; a list shows only whom the institution saw."""
+
+    person = models.ForeignKey(Person, on_delete=models.CASCADE, related_name="seen_at")
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="+")
+    first_seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["person", "institution"], name="person_seen_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.person_id} @ {self.institution_id}"
+
+
 class StaffMember(models.Model):
     """Where a staff user works: one institution, or none for the city platform's operators
     (role ``platform``), who see every institution."""

@@ -8,7 +8,7 @@ from django.utils.translation import gettext_lazy as _
 from accounts import crypto
 from accounts.exceptions import InvalidInput, PersonExists
 from accounts.identity import ResidentId, parse_id_number
-from accounts.models import Person
+from accounts.models import Institution, Person, PersonSeen
 from accounts.selectors import person_find
 
 from .audit import audit_record
@@ -55,9 +55,20 @@ def _clean_phone(phone: str | None) -> str:
 
 
 @transaction.atomic(durable=True)
-def person_create(*, actor: str, name: str, id_number: str, phone: str | None = None) -> Person:
-    """Enrol a person (a second enrolment of the same ID number is ``PersonExists``)."""
-    return _person_enrol(actor=actor, name=name, id_number=id_number, phone=phone)
+def person_create(
+    *,
+    actor: str,
+    name: str,
+    id_number: str,
+    phone: str | None = None,
+    seen_at: Institution | None = None,
+) -> Person:
+    """Enrol a person (a second enrolment of the same ID number is ``PersonExists``); enrolled
+    at an institution's desk (``seen_at``), that institution has seen them."""
+    person = _person_enrol(actor=actor, name=name, id_number=id_number, phone=phone)
+    if seen_at is not None:
+        person_seen(person=person, institution=seen_at)
+    return person
 
 
 def _person_enrol(*, actor: str, name: str, id_number: str, phone: str | None) -> Person:
@@ -150,3 +161,11 @@ def persons_rotate_keys(*, batch: int = 500) -> int:
             )
             done += len(people)
             last_pk = people[-1].pk
+
+
+def person_seen(*, person: Person, institution: Institution) -> None:
+    """Record that ``institution`` has seen ``person`` (a step of admission, in its
+    transaction), once however many times it does."""
+    PersonSeen.objects.bulk_create(
+        [PersonSeen(person=person, institution=institution)], ignore_conflicts=True
+    )

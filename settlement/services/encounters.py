@@ -15,6 +15,7 @@ from accounts.models import CreditLine, Department, Person
 from accounts.selectors import Funding, funding_line_for
 from accounts.services.audit import audit_record
 from accounts.services.credit_lines import CreditHold, credit_hold_create
+from accounts.services.persons import person_seen
 from ledger import services as ledger
 from ledger.exceptions import IdempotencyConflict, LimitExceeded
 from ledger.ids import uuid7
@@ -95,6 +96,7 @@ def encounter_admit(
             encounter.funding_link = funding.via_link
             encounter.line_hold_id, encounter.cap_hold_id = hold.line_hold, hold.cap_hold
             encounter.save()
+    person_seen(person=person, institution=department.institution)
     audit_record(
         actor=actor,
         action="encounter.admit",

@@ -32,6 +32,7 @@ from accounts.selectors import (
     line_figures,
     lines_of,
     person_find,
+    staff_institution,
     staff_place,
 )
 from accounts.services.family import family_link_create
@@ -184,7 +185,7 @@ def find_people(query: str, place: StaffPlace) -> tuple[list[Person], str | None
             return [], error_text(error)
         return ([found] if found else []), None
     people = (
-        Person.objects.filter(place.q("encounters__institution"), name__contains=query)
+        Person.objects.filter(place.q("seen_at__institution"), name__contains=query)
         .distinct()
         .order_by("name", "pk")[:NAME_RESULTS]
     )
@@ -230,6 +231,7 @@ def person_new(request: HttpRequest) -> HttpResponse:
                 name=form.cleaned_data["name"],
                 id_number=form.cleaned_data["id_number"].strip().upper(),
                 phone=form.cleaned_data["phone"],
+                seen_at=staff_institution(request.user),
             )
         except AccountsError as error:
             add_service_error(form, error)

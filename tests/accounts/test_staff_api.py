@@ -61,7 +61,8 @@ def test_bad_person_input_is_a_400_naming_the_field(staff_client, body, field):
 
 
 def test_find_by_id_number_or_name_paginated(staff_client, make_person):
-    people = [make_person(f"王{i}") for i in range(3)]
+    people = [make_person(f"王{i}", seen_at=home_institution()) for i in range(3)]
+    elsewhere = make_person("王外", birth=date(1991, 1, 1))  # enrolled by a bank, seen nowhere
     client = staff_client("finance")
     from accounts.selectors import person_id_number
 
@@ -72,6 +73,10 @@ def test_find_by_id_number_or_name_paginated(staff_client, make_person):
     assert in_url.status_code == 400  # ID numbers stay out of URLs and access logs
     by_name = client.get("/api/v1/persons/", {"name": "王"}).json()
     assert by_name["count"] == 3 and "next" in by_name and len(by_name["results"]) == 3
+    # Listed only where seen; found by ID number anywhere.
+    assert elsewhere.pk not in {p["id"] for p in by_name["results"]}
+    found_anyway = client.post("/api/v1/persons/find/", {"id_number": person_id_number(elsewhere)})
+    assert [p["id"] for p in found_anyway.json()["results"]] == [elsewhere.pk]
     unknown = client.post("/api/v1/persons/find/", {"id_number": "11010519491231002X"}).json()
     assert unknown["count"] == 0
     bad = client.post("/api/v1/persons/find/", {"id_number": "123"})

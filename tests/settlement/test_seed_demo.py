@@ -50,7 +50,8 @@ def test_seed_demo_is_idempotent_and_prints_working_logins(insurer):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     found = client.get("/api/v1/persons/", {"name": "陈"}).json()
-    assert found["count"] == 2
+    # The desk lists whom its hospital admitted: 陈小雨, not her mother 陈静 (never admitted).
+    assert [p["name"] for p in found["results"]] == ["陈小雨"]
     assert "secret=" in first and "key_id=" in first
     assert AuditEvent.objects.filter(actor="command:seed_demo").exists()
     chain_seal()
