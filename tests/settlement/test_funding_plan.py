@@ -213,7 +213,7 @@ def test_a_channel_tops_up_what_a_line_with_little_room_leaves(ward, make_person
 
 
 def test_a_share_paid_at_the_window_while_the_insurer_was_down_becomes_a_refund_owed(
-    ward, make_person, shared_sim
+    ward, make_person, sim
 ):
     visit = admit(
         make_person("林江", birth=date(1966, 6, 6)),
@@ -230,7 +230,7 @@ def test_a_share_paid_at_the_window_while_the_insurer_was_down_becomes_a_refund_
     assert (plan.credit_back, plan.channel_back, plan.deposit_back) == (0, SHARE, 0)
 
     claim = InsuranceClaim.objects.get(encounter=visit)
-    assert claim_retry(claim_id=claim.pk, client=InsurerClient(shared_sim.url, timeout=3)) == (
+    assert claim_retry(claim_id=claim.pk, client=InsurerClient(sim.url, timeout=3)) == (
         "reverted"
     )
     owed = Refund.objects.get(encounter=visit)
@@ -245,7 +245,7 @@ def test_a_share_paid_at_the_window_while_the_insurer_was_down_becomes_a_refund_
 
 
 def test_a_share_drawn_on_credit_while_the_insurer_was_down_comes_off_the_draw(
-    ward, make_person, bank, shared_sim
+    ward, make_person, bank, sim
 ):
     patient = make_person("钱海", birth=date(1967, 7, 7))
     line = grant_line(bank, patient)
@@ -259,7 +259,7 @@ def test_a_share_drawn_on_credit_while_the_insurer_was_down_comes_off_the_draw(
     assert (plan.credit_back, plan.channel_back, plan.deposit_back) == (SHARE, 0, 0)
 
     claim = InsuranceClaim.objects.get(encounter=visit)
-    assert claim_retry(claim_id=claim.pk, client=InsurerClient(shared_sim.url, timeout=3)) == (
+    assert claim_retry(claim_id=claim.pk, client=InsurerClient(sim.url, timeout=3)) == (
         "reverted"
     )
     assert not Refund.objects.filter(encounter=visit).exists()
