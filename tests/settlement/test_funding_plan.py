@@ -230,9 +230,7 @@ def test_a_share_paid_at_the_window_while_the_insurer_was_down_becomes_a_refund_
     assert (plan.credit_back, plan.channel_back, plan.deposit_back) == (0, SHARE, 0)
 
     claim = InsuranceClaim.objects.get(encounter=visit)
-    assert claim_retry(claim_id=claim.pk, client=InsurerClient(sim.url, timeout=3)) == (
-        "reverted"
-    )
+    assert claim_retry(claim_id=claim.pk, client=InsurerClient(sim.url, timeout=3)) == ("reverted")
     owed = Refund.objects.get(encounter=visit)
     assert (owed.amount, owed.channel, owed.reason, owed.status) == (
         SHARE,
@@ -259,9 +257,7 @@ def test_a_share_drawn_on_credit_while_the_insurer_was_down_comes_off_the_draw(
     assert (plan.credit_back, plan.channel_back, plan.deposit_back) == (SHARE, 0, 0)
 
     claim = InsuranceClaim.objects.get(encounter=visit)
-    assert claim_retry(claim_id=claim.pk, client=InsurerClient(sim.url, timeout=3)) == (
-        "reverted"
-    )
+    assert claim_retry(claim_id=claim.pk, client=InsurerClient(sim.url, timeout=3)) == ("reverted")
     assert not Refund.objects.filter(encounter=visit).exists()
     assert Receivable.objects.get(encounter=visit).outstanding == 2_000
     assert account_balance(line.drawn_account).posted == 2_000
