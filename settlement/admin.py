@@ -40,6 +40,10 @@ class DiagnosisDepositAdmin(admin.ModelAdmin):
     search_fields = ("diagnosis_code", "name")
     readonly_fields = ("updated_at",)
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # A row stays its institution's (the service refuses to move one).
+        return ("institution", "updated_at") if obj is not None else ("updated_at",)
+
     def changeform_view(
         self,
         request: HttpRequest,

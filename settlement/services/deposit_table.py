@@ -117,8 +117,9 @@ def deposit_row_save(
     amount: int,
     row_id: int | None = None,
 ) -> DiagnosisDeposit:
-    """Add a row to an institution's table, or change row ``row_id``: one row at a time, as
-    the admin edits it, with the code kept as the import and admission read it."""
+    """Add a row to an institution's table, or change its row ``row_id``: one row at a time,
+    as the admin and the finance desk edit it, with the code kept as the import and admission
+    read it. Another institution's row is refused."""
     code = diagnosis_code_clean(diagnosis_code)
     if not code:
         raise SettlementInputError(
@@ -126,6 +127,12 @@ def deposit_row_save(
         )
     if amount <= 0:
         raise SettlementInputError(_("the deposit must be more than zero"), field="amount")
+    if (
+        row_id is not None
+        and not DiagnosisDeposit.objects.filter(pk=row_id, institution=institution).exists()
+    ):
+        # A row stays its institution's: nobody edits (or moves) another's table from theirs.
+        raise SettlementInputError(_("that row is not in this institution's table"))
     others = DiagnosisDeposit.objects.filter(institution=institution, diagnosis_code=code)
     if row_id is not None:
         others = others.exclude(pk=row_id)
@@ -139,8 +146,10 @@ def deposit_row_save(
             if row_id is None:
                 row = DiagnosisDeposit(institution=institution)
             else:
-                row = DiagnosisDeposit.objects.select_for_update().get(pk=row_id)
-                row.institution, row.updated_at = institution, timezone.now()
+                row = DiagnosisDeposit.objects.select_for_update().get(
+                    pk=row_id, institution=institution
+                )
+                row.updated_at = timezone.now()
             row.diagnosis_code, row.name, row.amount = code, name.strip()[:200], amount
             row.save()
     except IntegrityError:

@@ -77,31 +77,24 @@ def deposit_table(request: HttpRequest) -> HttpResponse:
     )
     if institution is not None and action == "row" and row_form.is_valid():
         data = row_form.cleaned_data
-        row_id = data["row"]
-        if (
-            row_id is not None
-            and not DiagnosisDeposit.objects.filter(pk=row_id, institution=institution).exists()
-        ):
-            row_form.add_error(None, gettext("That row is not in your institution's table."))
+        try:
+            saved = deposit_row_save(
+                actor=_actor(request),
+                institution=institution,
+                diagnosis_code=data["diagnosis_code"],
+                name=data["name"],
+                amount=data["amount"],
+                row_id=data["row"],
+            )
+        except SettlementInputError as error:
+            add_service_error(row_form, error)
         else:
-            try:
-                saved = deposit_row_save(
-                    actor=_actor(request),
-                    institution=institution,
-                    diagnosis_code=data["diagnosis_code"],
-                    name=data["name"],
-                    amount=data["amount"],
-                    row_id=row_id,
-                )
-            except SettlementInputError as error:
-                add_service_error(row_form, error)
-            else:
-                messages.success(
-                    request,
-                    gettext("%(code)s now takes a deposit of ¥%(amount)s.")
-                    % {"code": saved.diagnosis_code, "amount": fen_to_yuan(saved.amount)},
-                )
-                return HttpResponseRedirect(here)
+            messages.success(
+                request,
+                gettext("%(code)s now takes a deposit of ¥%(amount)s.")
+                % {"code": saved.diagnosis_code, "amount": fen_to_yuan(saved.amount)},
+            )
+            return HttpResponseRedirect(here)
     if institution is not None and action == "import" and upload.is_valid():
         file = upload.cleaned_data["file"]
         try:

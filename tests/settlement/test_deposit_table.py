@@ -176,3 +176,25 @@ def test_a_departments_default_deposit_is_set_through_its_service(department):
         default_deposit=150_000,
     )
     assert AuditEvent.objects.count() == rows
+
+
+def test_a_row_is_changed_only_through_its_own_institution(department):
+    from settlement.exceptions import SettlementInputError
+    from settlement.services.deposit_table import deposit_row_save
+
+    theirs = department.institution
+    mine = institution_ensure(actor="test", code="XMH8", name="厦门市第八医院")
+    row = deposit_row_save(
+        actor="test", institution=theirs, diagnosis_code="K35.8", name="阑尾炎", amount=300_000
+    )
+    with pytest.raises(SettlementInputError, match="not in this institution's table"):
+        deposit_row_save(
+            actor="test",
+            institution=mine,
+            diagnosis_code="K35.8",
+            name="阑尾炎",
+            amount=1,
+            row_id=row.pk,
+        )
+    row.refresh_from_db()
+    assert (row.institution, row.amount) == (theirs, 300_000)
