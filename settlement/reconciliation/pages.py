@@ -31,7 +31,7 @@ from core.money import fen_to_yuan
 from ledger.selectors import trial_balance
 
 from ..exceptions import EncounterStateError, SettlementInputError
-from ..web.access import role_required
+from ..web.access import finance_only, page_actor
 from ..web.labels import label
 from . import selectors as reads
 from .api import BatchExportApi, batch_out
@@ -40,17 +40,12 @@ from .forms import ResolveForm, StatementUploadForm
 from .labels import RECON_KIND, RECON_KINDS_BY_SOURCE, RECON_SOURCE, RECON_STATUS, detail_label
 from .models import ReconBatch, ReconItem
 
-finance_only = role_required("finance", "admin")
 EXCEL_BOM = codecs.BOM_UTF8  # EF BB BF
 
 KIND_LABELS = RECON_KIND
 STATUS_LABELS = RECON_STATUS
 SOURCE_LABELS = RECON_SOURCE
 LEDGER_LABELS: dict[str, Any] = {"money": _("Money ledger"), "credit": _("Credit ledger")}
-
-
-def _actor(request: HttpRequest) -> str:
-    return f"staff:{request.user.pk}:{request.user.get_username()}"
 
 
 def _said(error: DomainError) -> str:
@@ -96,7 +91,7 @@ def batches(request: HttpRequest) -> HttpResponse:
         upload = form.cleaned_data["file"]
         try:
             batch, created = statement_batch_create(
-                actor=_actor(request),
+                actor=page_actor(request),
                 partner=form.cleaned_data["bank"],
                 stream=upload,
                 file_name=upload.name or "statement",
@@ -205,7 +200,7 @@ def item_resolve_page(request: HttpRequest, batch_id: UUID, item_id: int) -> Htt
     if form.is_valid():
         try:
             item_resolve(
-                actor=_actor(request),
+                actor=page_actor(request),
                 item_id=item_id,
                 comment=form.cleaned_data["comment"],
                 adjust=form.adjust_fen(),
@@ -257,7 +252,7 @@ def ledger_page(request: HttpRequest) -> HttpResponse:
 def ledger_verify(request: HttpRequest) -> HttpResponse:
     """Queue the ledger's checks (every transaction, balance and the hash chain) for a worker
     and show their batch, which follows the run to its end."""
-    batch, queued = ledger_check_queue(actor=_actor(request))
+    batch, queued = ledger_check_queue(actor=page_actor(request))
     if queued:
         messages.success(request, _("The ledger check is queued; this page follows it."))
     else:

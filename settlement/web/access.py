@@ -59,3 +59,12 @@ def home_for(user: Any) -> str:
     if "platform" in roles:
         return "/platform/"
     return "/portal/"
+
+
+cashier_only = role_required("cashier", "admin")
+finance_only = role_required("finance", "admin")
+
+
+def page_actor(request: HttpRequest) -> str:
+    """Who did it, for the audit trail: the signed-in staff user (as the API's staff_actor)."""
+    return f"staff:{request.user.pk}:{request.user.get_username()}"

@@ -60,7 +60,7 @@ from settlement.services.encounters import (
 from settlement.services.settle import encounter_settle
 
 from . import labels
-from .access import role_required
+from .access import cashier_only, page_actor
 from .cashier_forms import (
     CATEGORY_SUGGESTIONS,
     AdmitForm,
@@ -73,8 +73,6 @@ from .cashier_forms import (
     SettleForm,
 )
 from .refund_rows import refund_rows
-
-cashier_only = role_required("cashier", "admin")
 
 ID_NUMBER_LIKE = re.compile(r"^[0-9]{17}[0-9Xx]$")
 NAME_RESULTS = 50
@@ -95,10 +93,6 @@ RELATION_LABELS: dict[str, Promise] = {
 LEDGER_MESSAGES: dict[str, Promise] = {
     LimitExceeded.code: _("The credit line does not have enough room for this."),
 }
-
-
-def _actor(request: HttpRequest) -> str:
-    return f"staff:{request.user.pk}:{request.user.get_username()}"
 
 
 def error_text(error: DomainError) -> str:
@@ -125,7 +119,7 @@ def add_service_error(
     form.add_error(field, error_text(error))
 
 
-def _form_key(request: HttpRequest, form: forms.Form) -> str:
+def form_key(request: HttpRequest, form: forms.Form) -> str:
     """The form's one-time token as the service's idempotency key, per signed-in user."""
     return f"web:{request.user.pk}:{form.cleaned_data['token']}"
 
@@ -227,7 +221,7 @@ def person_new(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             person = person_create(
-                actor=_actor(request),
+                actor=page_actor(request),
                 name=form.cleaned_data["name"],
                 id_number=form.cleaned_data["id_number"].strip().upper(),
                 phone=form.cleaned_data["phone"],
@@ -284,12 +278,12 @@ def encounter_row(encounter: Encounter) -> dict[str, Any]:
 def admit(request: HttpRequest, person: Person, form: AdmitForm) -> str:
     def action() -> str:
         encounter = encounter_admit(
-            actor=_actor(request),
+            actor=page_actor(request),
             person=person,
             department=form.cleaned_data["department"],
             kind=form.cleaned_data["kind"],
             diagnosis_code=form.cleaned_data["diagnosis_code"],
-            key=_form_key(request, form),
+            key=form_key(request, form),
         )
         return reverse("cashier-encounter", args=[encounter.pk])
 
@@ -310,7 +304,7 @@ def link_create(request: HttpRequest, person: Person, form: FamilyLinkForm) -> b
     payer, beneficiary = (person, other) if this_pays else (other, person)
     try:
         family_link_create(
-            actor=_actor(request),
+            actor=page_actor(request),
             payer=payer,
             beneficiary=beneficiary,
             relation=data["relation"],
@@ -484,7 +478,7 @@ def encounter_detail(request: HttpRequest, encounter_id: UUID) -> HttpResponse:
             raise Http404
         try:
             charge_reverse(
-                actor=_actor(request),
+                actor=page_actor(request),
                 charge_id=charge.pk,
                 reason=reverse_form.cleaned_data["reason"],
             )
@@ -496,7 +490,7 @@ def encounter_detail(request: HttpRequest, encounter_id: UUID) -> HttpResponse:
     elif action == "settle" and settle_form.is_valid():
         try:
             encounter_settle(
-                actor=_actor(request),
+                actor=page_actor(request),
                 encounter_id=encounter.pk,
                 channel=settle_form.cleaned_data["channel"] or None,
             )
@@ -532,11 +526,11 @@ def encounter_detail(request: HttpRequest, encounter_id: UUID) -> HttpResponse:
 
 def _deposit(request: HttpRequest, encounter: Encounter, form: DepositForm, here: str) -> str:
     deposit_pay(
-        actor=_actor(request),
+        actor=page_actor(request),
         encounter_id=encounter.pk,
         amount=form.cleaned_data["amount"],
         channel=form.cleaned_data["channel"],
-        key=_form_key(request, form),
+        key=form_key(request, form),
     )
     messages.success(request, gettext("The deposit is taken."))
     return here
@@ -545,9 +539,9 @@ def _deposit(request: HttpRequest, encounter: Encounter, form: DepositForm, here
 def _charge(request: HttpRequest, encounter: Encounter, form: ChargeForm, here: str) -> str:
     data = form.cleaned_data
     charges_post(
-        actor=_actor(request),
+        actor=page_actor(request),
         encounter_id=encounter.pk,
-        key=_form_key(request, form),
+        key=form_key(request, form),
         items=[
             ChargeItem(
                 code=data["code"],

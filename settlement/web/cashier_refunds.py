@@ -22,7 +22,8 @@ from ledger.exceptions import LedgerError
 from settlement.models import Refund
 from settlement.services.refunds import refund_pay
 
-from .cashier import _actor, _form_key, cashier_only, error_text, form_once, page
+from .access import cashier_only, page_actor
+from .cashier import error_text, form_key, form_once, page
 from .cashier_forms import RefundPayForm
 from .refund_rows import refund_row
 
@@ -38,11 +39,11 @@ def pay_form(refund: Refund, data: Any = None) -> RefundPayForm:
 def _pay(request: HttpRequest, refund: Refund, form: RefundPayForm) -> str:
     def action() -> str:
         paid = refund_pay(
-            actor=_actor(request),
+            actor=page_actor(request),
             refund_id=refund.pk,
             channel=form.cleaned_data["channel"],
             reference=form.cleaned_data["reference"],
-            key=_form_key(request, form),
+            key=form_key(request, form),
         )
         messages.success(
             request,

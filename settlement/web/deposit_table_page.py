@@ -20,12 +20,11 @@ from core.money import fen_to_yuan
 from ..exceptions import SettlementInputError
 from ..models import DiagnosisDeposit
 from ..services.deposit_table import deposit_row_save, deposit_table_import
-from .access import role_required
+from .access import finance_only, page_actor
 from .cashier import add_service_error, error_text
 from .cashier_forms import YuanField
 
 MAX_FILE_BYTES = 2 * 1024 * 1024
-finance_only = role_required("finance", "admin")
 
 
 class DepositRowForm(forms.Form):
@@ -60,10 +59,6 @@ def _rows(institution: Institution) -> list[dict[str, Any]]:
     ]
 
 
-def _actor(request: HttpRequest) -> str:
-    return f"staff:{request.user.pk}:{request.user.get_username()}"
-
-
 @finance_only
 @require_http_methods(["GET", "POST"])
 def deposit_table(request: HttpRequest) -> HttpResponse:
@@ -79,7 +74,7 @@ def deposit_table(request: HttpRequest) -> HttpResponse:
         data = row_form.cleaned_data
         try:
             saved = deposit_row_save(
-                actor=_actor(request),
+                actor=page_actor(request),
                 institution=institution,
                 diagnosis_code=data["diagnosis_code"],
                 name=data["name"],
@@ -106,7 +101,7 @@ def deposit_table(request: HttpRequest) -> HttpResponse:
         else:
             try:
                 result = deposit_table_import(
-                    actor=_actor(request), institution=institution, text=text
+                    actor=page_actor(request), institution=institution, text=text
                 )
             except SettlementInputError as error:
                 upload.add_error("file", error_text(error))

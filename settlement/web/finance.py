@@ -23,9 +23,7 @@ from core.money import fen_to_yuan
 from .. import selectors_finance as reads
 from ..services.insurer_claims import claims_due_now
 from ..tasks import retry_deferred_claims
-from .access import role_required
-
-finance_only = role_required("finance", "admin")
+from .access import finance_only
 
 BUCKET_LABELS: dict[str, Any] = {
     "current": _("Current"),
