@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.staff import staff_create
+from core.money import fen_to_yuan
 from settlement.models import Receivable
 from settlement.services.encounters import charges_post, encounter_admit
 from settlement.services.repayments import repayment_apply
@@ -94,8 +95,8 @@ def test_the_summary_gives_each_institution_and_bank_its_figures(city):
     first = by_code["XMH1"]
     assert (first["settlements_today"], first["drawn"], first["repaid"], first["overdue"]) == (
         1,
-        f"{drawn / 100:.2f}",
-        f"{drawn // 2 / 100:.2f}",
+        fen_to_yuan(drawn),
+        fen_to_yuan(drawn // 2),
         "0.00",
     )
     assert by_code["XMH2"]["settlements_today"] == 1 and by_code["XMH2"]["drawn"] == "0.00"
@@ -106,8 +107,8 @@ def test_the_summary_gives_each_institution_and_bank_its_figures(city):
             "enrolled": 1,
             "lines": 1,
             "limit_total": "3000.00",
-            "drawn": f"{drawn / 100:.2f}",
-            "repaid": f"{drawn // 2 / 100:.2f}",
+            "drawn": fen_to_yuan(drawn),
+            "repaid": fen_to_yuan(drawn // 2),
             "overdue": "0.00",
         }
     ]
@@ -124,9 +125,9 @@ def test_what_is_owed_past_its_due_date_counts_as_overdue_before_the_nightly_tas
     body = client.get("/api/v1/platform/summary/").json()
     owed = receivable.amount - receivable.amount // 2
     assert {row["code"]: row["overdue"] for row in body["institutions"]}["XMH1"] == (
-        f"{owed / 100:.2f}"
+        fen_to_yuan(owed)
     )
-    assert body["banks"][0]["overdue"] == f"{owed / 100:.2f}"
+    assert body["banks"][0]["overdue"] == fen_to_yuan(owed)
 
 
 @pytest.mark.parametrize("role", ["cashier", "finance", "admin"])
