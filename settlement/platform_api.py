@@ -17,6 +17,11 @@ class InstitutionFiguresOut(serializers.Serializer):
     code = serializers.CharField()
     name = serializers.CharField()
     kind = serializers.CharField()
+    enrolled = serializers.IntegerField(
+        min_value=0, help_text="persons it has seen who hold an open line"
+    )
+    lines = serializers.IntegerField(min_value=0, help_text="their open lines")
+    limit_total = YuanField(help_text="those lines' total limit")
     settlements_today = serializers.IntegerField(min_value=0)
     settled_today = YuanField(help_text="the day's settlements' totals")
     deferred_claims = serializers.IntegerField(min_value=0, help_text="insurer shares owed")
@@ -47,9 +52,9 @@ class PlatformSummaryApi(ApiView):
 
     @extend_schema(
         operation_id="platform_summary",
-        description="Per institution: the day's settlements, deferred claims and what its "
-        "patients drew on credit, repaid and owe overdue; per bank: enrolled persons, open "
-        "lines, their total limit, drawn, repaid and overdue. For the platform's operators.",
+        description="Per institution and per bank: enrolled persons, their open lines and total "
+        "limit, drawn, repaid and overdue; per institution also the day's settlements and the "
+        "deferred claims. For the platform's operators.",
         responses=PlatformSummaryOut,
     )
     def get(self, request: Request) -> Response:

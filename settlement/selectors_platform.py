@@ -9,7 +9,7 @@ from datetime import date, datetime, time, timedelta
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from accounts.models import CreditLine, Institution, Partner
+from accounts.models import CreditLine, Institution, Partner, PersonSeen
 
 from .models import InsuranceClaim, Receivable, Repayment, Settlement
 from .selectors_finance import DISPLAY_ZONE
@@ -20,6 +20,9 @@ class InstitutionFigures:
     code: str
     name: str
     kind: str
+    enrolled: int
+    lines: int
+    limit_total: int
     settlements_today: int
     settled_today: int
     deferred_claims: int
@@ -78,6 +81,18 @@ def platform_summary(*, today: date | None = None) -> PlatformSummary:
             drawn=Sum("amount"), overdue=Sum("outstanding", filter=_overdue(today))
         )
     }
+    # Enrolled here: the persons the institution has seen (PersonSeen) who hold an open line.
+    open_line = Q(
+        person__credit_lines__status__in=[CreditLine.Status.ACTIVE, CreditLine.Status.FROZEN]
+    )
+    enrolled = {
+        row["institution"]: row
+        for row in PersonSeen.objects.values("institution").annotate(
+            enrolled=Count("person", filter=open_line, distinct=True),
+            lines=Count("person__credit_lines", filter=open_line),
+            limit_total=Sum("person__credit_lines__limit", filter=open_line),
+        )
+    }
     repaid = dict(
         Repayment.objects.values("receivable__encounter__institution")
         .annotate(total=Sum("amount"))
@@ -88,6 +103,9 @@ def platform_summary(*, today: date | None = None) -> PlatformSummary:
             code=institution.code,
             name=institution.name,
             kind=institution.kind,
+            enrolled=enrolled.get(institution.pk, {}).get("enrolled", 0),
+            lines=enrolled.get(institution.pk, {}).get("lines", 0),
+            limit_total=enrolled.get(institution.pk, {}).get("limit_total") or 0,
             settlements_today=settled.get(institution.pk, {}).get("n", 0),
             settled_today=settled.get(institution.pk, {}).get("total") or 0,
             deferred_claims=deferred.get(institution.pk, 0),

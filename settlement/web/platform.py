@@ -53,6 +53,7 @@ def platform_home(request: HttpRequest) -> HttpResponse:
         {
             "row": row,
             "kind": label(INSTITUTION_KIND, row.kind),
+            "limit_total": fen_to_yuan(row.limit_total),
             "settled_today": fen_to_yuan(row.settled_today),
             "drawn": fen_to_yuan(row.drawn),
             "repaid": fen_to_yuan(row.repaid),

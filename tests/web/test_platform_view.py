@@ -100,6 +100,9 @@ def test_the_summary_gives_each_institution_and_bank_its_figures(city):
         "0.00",
     )
     assert by_code["XMH2"]["settlements_today"] == 1 and by_code["XMH2"]["drawn"] == "0.00"
+    # Enrolled at an institution: whom it has seen holding an open line (the walk-in has none).
+    assert (first["enrolled"], first["lines"], first["limit_total"]) == (1, 1, "3000.00")
+    assert (by_code["XMH2"]["enrolled"], by_code["XMH2"]["limit_total"]) == (0, "0.00")
     assert by_code["XMC1"]["kind"] == "community" and by_code["XMC1"]["settlements_today"] == 0
     assert body["banks"] == [
         {
