@@ -293,6 +293,9 @@ class CreditMovement(models.Model):
 
     reference = models.CharField(max_length=40, unique=True)
     partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="+")
+    # The encounter's institution, kept here too: a statement uploaded by an institution's
+    # finance is matched against its own items only, in one scan of this table.
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="+")
     receivable = models.ForeignKey(Receivable, on_delete=models.PROTECT, related_name="movements")
     kind = models.CharField(max_length=8, choices=Kind.choices)
     amount = models.BigIntegerField()  # positive for a draw, negative for a reversal

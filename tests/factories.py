@@ -77,12 +77,13 @@ def home_institution() -> Institution:
 @pytest.fixture
 def staff_client():
     """``staff_client("cashier")``: an API client authenticated with a new token in that role,
-    at the tests' hospital or at ``institution`` (staff see their own institution's objects)."""
+    at the tests' hospital or at ``institution`` (staff see their own institution's objects);
+    the platform's operators work at none."""
 
     def make(role: str = "cashier", institution: Institution | None = None) -> APIClient:
         _, token = staff_create(
             actor="test",
-            institution=institution or home_institution(),
+            institution=None if role == "platform" else institution or home_institution(),
             username=f"{role}-{next(_sequence)}",
             role=role,
         )

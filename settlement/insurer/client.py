@@ -164,13 +164,19 @@ class InsurerClient:
     # --- typed calls --------------------------------------------------------------------------
 
     def pre_settle(
-        self, kind: str, mdtrt_id: str, psn_no: str, fee_lines: Iterable[FeeLine]
+        self,
+        kind: str,
+        mdtrt_id: str,
+        psn_no: str,
+        fee_lines: Iterable[FeeLine],
+        *,
+        fixmedins_code: str = "",
     ) -> Split:
         """2206/2303: what the insurer would pay; changes nothing."""
         lines = list(fee_lines)
         split = self._exchange(
             PRE_SETTLE[_kind(kind)],
-            _settle_input(mdtrt_id, psn_no, lines),
+            _settle_input(mdtrt_id, psn_no, lines, fixmedins_code),
             lambda output: _split(output, sum(line.amount for line in lines), settled=False),
             mdtrt_id=mdtrt_id,
         )
@@ -184,8 +190,10 @@ class InsurerClient:
         fee_lines: Iterable[FeeLine],
         *,
         msgid: str | None = None,
+        fixmedins_code: str = "",
     ) -> Split:
-        """2207/2304: settle the encounter; ``Split.setl_id`` and ``Split.msgid`` are set.
+        """2207/2304: settle the encounter at the institution ``fixmedins_code`` (which the
+        insurer's daily lists are asked by); ``Split.setl_id`` and ``Split.msgid`` are set.
 
         ``msgid`` may be chosen beforehand (see :meth:`new_msgid`) so that the caller can
         record it before the call; on :class:`InsurerOutcomeUnknown` it is the one to reverse.
@@ -193,7 +201,7 @@ class InsurerClient:
         lines = list(fee_lines)
         split = self._exchange(
             SETTLE[_kind(kind)],
-            _settle_input(mdtrt_id, psn_no, lines),
+            _settle_input(mdtrt_id, psn_no, lines, fixmedins_code),
             lambda output: _split(output, sum(line.amount for line in lines), settled=True),
             mdtrt_id=mdtrt_id,
             msgid=msgid,
@@ -244,13 +252,19 @@ class InsurerClient:
             raise
         return replace(split, msgid=self.last_msgid)
 
-    def daily_totals(self, day: date, end: date | None = None) -> DailyTotals:
-        """3201: totals of the standing settlements made on ``day`` (through ``end``)."""
-        return self._exchange(DAILY_TOTALS, _range(day, end), _totals)
+    def daily_totals(
+        self, day: date, end: date | None = None, *, fixmedins_code: str = ""
+    ) -> DailyTotals:
+        """3201: totals of the standing settlements made on ``day`` (through ``end``), at the
+        institution ``fixmedins_code`` (at every one if empty)."""
+        return self._exchange(DAILY_TOTALS, _range(day, end, fixmedins_code), _totals)
 
-    def daily_detail(self, day: date, end: date | None = None) -> list[DetailRow]:
-        """3202: the standing settlements made on ``day`` (through ``end``), one row each."""
-        return self._exchange(DAILY_DETAIL, _range(day, end), _rows)
+    def daily_detail(
+        self, day: date, end: date | None = None, *, fixmedins_code: str = ""
+    ) -> list[DetailRow]:
+        """3202: the standing settlements made on ``day`` (through ``end``), one row each, at
+        the institution ``fixmedins_code`` (at every one if empty)."""
+        return self._exchange(DAILY_DETAIL, _range(day, end, fixmedins_code), _rows)
 
     # --- the exchange -------------------------------------------------------------------------
 
@@ -359,13 +373,18 @@ def _kind(kind: str) -> str:
     return kind
 
 
-def _settle_input(mdtrt_id: str, psn_no: str, lines: list[FeeLine]) -> Json:
-    return {
+def _settle_input(
+    mdtrt_id: str, psn_no: str, lines: list[FeeLine], fixmedins_code: str = ""
+) -> Json:
+    data: Json = {
         "mdtrt_id": mdtrt_id,
         "psn_no": psn_no,
         "medfee_sumamt": fen_to_yuan(sum(line.amount for line in lines)),
         "fee_lines": [line.to_wire() for line in lines],
     }
+    if fixmedins_code:  # the institution (定点医药机构编号) the encounter is at
+        data["fixmedins_code"] = fixmedins_code
+    return data
 
 
 def _split(output: Json, expected_total: int | None, *, settled: bool) -> Split:
@@ -400,8 +419,11 @@ def _flag(output: Json, key: str) -> bool:
     return value
 
 
-def _range(day: date, end: date | None) -> Json:
-    return {"begndate": day.isoformat(), "enddate": (end or day).isoformat()}
+def _range(day: date, end: date | None, fixmedins_code: str = "") -> Json:
+    data: Json = {"begndate": day.isoformat(), "enddate": (end or day).isoformat()}
+    if fixmedins_code:
+        data["fixmedins_code"] = fixmedins_code
+    return data
 
 
 def _totals(output: Json) -> DailyTotals:

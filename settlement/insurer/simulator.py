@@ -216,6 +216,7 @@ class Insurer:
             "psn_no": psn_no,
             "kind": _KIND[infno],
             "msgid": msgid,
+            "fixmedins_code": _institution(data),
             "medfee_sumamt": split.medfee_sumamt,
             "fund_pay_sumamt": split.fund_pay_sumamt,
             "acct_pay": split.acct_pay,
@@ -309,11 +310,14 @@ class Insurer:
         begin, end = _day(data, "begndate"), _day(data, "enddate")
         if begin > end:
             raise Refused("begndate is after enddate")
+        institution = _institution(data)  # one institution's day, or (if none) every one's
         rows = sorted(
             (
                 s
                 for s in state["settlements"].values()
-                if s["cancelled_at"] is None and begin <= date.fromisoformat(s["setl_date"]) <= end
+                if s["cancelled_at"] is None
+                and begin <= date.fromisoformat(s["setl_date"]) <= end
+                and institution in ("", s.get("fixmedins_code", ""))
             ),
             key=lambda s: (s["setl_time"], s["setl_id"]),
         )
@@ -358,6 +362,14 @@ def _text(data: Json, key: str) -> str:
     value = data.get(key)
     if not isinstance(value, str) or not value or len(value) > 64:
         raise Refused(f"{key} is required (a string of at most 64 characters)")
+    return value
+
+
+def _institution(data: Json) -> str:
+    """The institution a call is for (``fixmedins_code``), optional: empty when not given."""
+    value = data.get("fixmedins_code", "")
+    if not isinstance(value, str) or len(value) > 32:
+        raise Refused("fixmedins_code must be a string of at most 32 characters")
     return value
 
 

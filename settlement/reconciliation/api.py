@@ -14,15 +14,18 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.authentication import StaffTokenAuthentication, roles, staff_actor
+from accounts.selectors import staff_place
 from core.api import IDEMPOTENCY_KEY, ApiView, YuanField, idempotent
 from core.money import fen_to_yuan
 
 from .batches import item_resolve, partner_named, statement_batch_create
 from .matching import statement_matched_lines
 from .models import ReconBatch, ReconItem
+from .selectors import batches_seen, institution_for_upload, items_seen
 from .serializers import BatchOut, ReconItemOut, StatementUploadOut
 
-FINANCE = roles("finance", "admin")
+# The city platform's operators reconcile too, at any institution.
+FINANCE = roles("finance", "admin", "platform")
 EXCEPTIONS_SHOWN = 1000
 
 
@@ -60,6 +63,7 @@ def batch_out(batch: ReconBatch, *, limit: int = EXCEPTIONS_SHOWN) -> dict[str, 
         "id": str(batch.pk),
         "source": batch.source,
         "bank": batch.partner.name if batch.partner else None,
+        "institution": batch.institution.code if batch.institution else None,
         "file_name": batch.file_name,
         "period": {
             "start": batch.period_start.isoformat() if batch.period_start else None,
@@ -89,14 +93,22 @@ class BankStatementUploadApi(FinanceView):
 
     class StatementUpload(serializers.Serializer):
         bank = serializers.CharField(max_length=100, help_text="partner id or name")
+        institution = serializers.CharField(
+            max_length=32,
+            required=False,
+            allow_blank=True,
+            help_text="whose statement (institution code): the uploader's own by default; "
+            "the platform's operators must name one",
+        )
         file = UploadedFileField()
 
     @extend_schema(
         operation_id="reconciliation_statement_upload",
-        description="Upload a bank statement (CSV, camt.053 XML or the daily file). The file "
-        "is checked whole first; a bad file, or one larger than RECON_UPLOAD_MAX_MB (1 GiB by "
-        "default), is a 400 and creates no batch. The same file again returns its existing "
-        "batch.",
+        description="Upload a bank statement (CSV, camt.053 XML or the daily file) of the "
+        "uploader's institution: its lines are matched against that institution's draws and "
+        "reversals only. The file is checked whole first; a bad file, or one larger than "
+        "RECON_UPLOAD_MAX_MB (1 GiB by default), is a 400 and creates no batch. The same file "
+        "again returns its existing batch.",
         request={"multipart/form-data": StatementUpload},
         responses={202: StatementUploadOut},
     )
@@ -107,9 +119,20 @@ class BankStatementUploadApi(FinanceView):
         partner = partner_named(bank)
         if partner is None:
             raise serializers.ValidationError({"bank": ["no such bank partner"]})
+        institution = institution_for_upload(
+            staff_place(request.user), data.validated_data.get("institution", "").strip()
+        )
+        if institution is None:
+            raise serializers.ValidationError(
+                {"institution": ["name the institution whose statement this is (its code)"]}
+            )
         upload = data.validated_data["file"]
         batch, created = statement_batch_create(
-            actor=staff_actor(request), partner=partner, stream=upload, file_name=upload.name
+            actor=staff_actor(request),
+            institution=institution,
+            partner=partner,
+            stream=upload,
+            file_name=upload.name,
         )
         return Response(
             {"batch": {"id": str(batch.pk), "status": batch.status}, "duplicate": not created},
@@ -124,7 +147,11 @@ class BatchDetailApi(FinanceView):
         responses=BatchOut,
     )
     def get(self, request: Request, batch_id: UUID) -> Response:
-        batch = ReconBatch.objects.select_related("partner").get(pk=batch_id)
+        batch = (
+            batches_seen(staff_place(request.user))
+            .select_related("partner", "institution")
+            .get(pk=batch_id)
+        )
         try:
             limit = min(int(request.query_params.get("limit", EXCEPTIONS_SHOWN)), 1000)
         except ValueError:
@@ -151,7 +178,7 @@ def _results(batch: ReconBatch) -> Iterator[ReconItem]:
 class BatchExportApi(FinanceView):
     @extend_schema(operation_id="reconciliation_batch_export", responses={(200, "text/csv"): str})
     def get(self, request: Request, batch_id: UUID) -> StreamingHttpResponse:
-        batch = ReconBatch.objects.get(pk=batch_id)
+        batch = batches_seen(staff_place(request.user)).get(pk=batch_id)
         writer = csv.writer(_Echo())
         columns = ["kind", "line", "reference", "bank_txn_id", "amount", "expected", "detail"]
         columns += ["resolved_at", "resolved_by", "resolution_comment"]
@@ -202,7 +229,7 @@ class ItemResolveApi(FinanceView):
         responses=ReconItemOut,
     )
     def post(self, request: Request, item_id: int) -> Response:
-        ReconItem.objects.get(pk=item_id)
+        items_seen(staff_place(request.user)).get(pk=item_id)
         data = self.Resolution(data=request.data)
         data.is_valid(raise_exception=True)
 

@@ -8,6 +8,7 @@ lease lapses the batch is run again from the file, and a rerun gives the same re
 is kept in the database (``files``), so the worker may be on any host.
 """
 
+import logging
 import uuid
 from datetime import date, datetime, time, timedelta
 from typing import IO, Any, BinaryIO
@@ -20,7 +21,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 from django.utils.translation import gettext_lazy, pgettext_lazy
 
-from accounts.models import Partner
+from accounts.models import Institution, Partner
 from accounts.services.audit import audit_record
 
 from ..exceptions import EncounterStateError, SettlementInputError
@@ -50,6 +51,8 @@ LEASE = timedelta(minutes=5)  # renewed by a statement batch at each block it st
 # so that a live run is not taken for a dead one and started again.
 LEDGER_LEASE = timedelta(hours=2)
 
+logger = logging.getLogger(__name__)
+
 
 def partner_named(bank: str) -> Partner | None:
     """A bank partner by id or by name."""
@@ -65,9 +68,19 @@ def partner_named(bank: str) -> Partner | None:
 
 
 def statement_batch_create(
-    *, actor: str, partner: Partner, stream: IO[bytes], file_name: str, enqueue: bool = True
+    *,
+    actor: str,
+    institution: Institution,
+    partner: Partner,
+    stream: IO[bytes],
+    file_name: str,
+    enqueue: bool = True,
 ) -> tuple[ReconBatch, bool]:
     """Check a statement file whole and queue a batch for it; ``False`` if it was seen before.
+
+    The batch is ``institution``'s: its lines are matched against that institution's draws
+    and reversals only, and the same file uploaded by another institution is a batch of its
+    own.
 
     The file is stored in the database as it is read (``files``), hashed and checked
     to the end, in one transaction with its batch: a malformed file (or a daily file whose
@@ -95,7 +108,7 @@ def statement_batch_create(
             ) from None
         if not lines:
             raise SettlementInputError(gettext_lazy("the statement has no lines"), field="file")
-        fingerprint = f"{partner.pk}:{writer.hexdigest()}"
+        fingerprint = f"{institution.pk}:{partner.pk}:{writer.hexdigest()}"
         existing = ReconBatch.objects.filter(
             source=ReconBatch.Source.BANK_STATEMENT, fingerprint=fingerprint
         ).first()
@@ -111,6 +124,7 @@ def statement_batch_create(
                     id=batch_id,
                     source=ReconBatch.Source.BANK_STATEMENT,
                     partner=partner,
+                    institution=institution,
                     period_start=first,
                     period_end=last,
                     fingerprint=fingerprint,
@@ -362,7 +376,11 @@ def _adjust(item: ReconItem, amount: int) -> UUID:
 
     movement = (
         CreditMovement.objects.select_related("receivable__encounter__institution", "partner")
-        .filter(reference=item.reference, partner_id=item.batch.partner_id or 0)
+        .filter(
+            reference=item.reference,
+            partner_id=item.batch.partner_id or 0,
+            institution_id=item.batch.institution_id or 0,
+        )
         .first()
     )
     movable = (ReconItem.Kind.AMOUNT_MISMATCH, ReconItem.Kind.MISSING)
@@ -405,16 +423,37 @@ def _adjust(item: ReconItem, amount: int) -> UUID:
 # --- the insurer's day ------------------------------------------------------------------------
 
 
-def insurer_day_reconcile(*, day: date, client: Any = None) -> ReconBatch:
-    """Match the insurer's settlements of ``day`` (3201 totals, 3202 detail) with the claims it
-    settled here that day. A finished day is returned as it is; a failed one is run again."""
+def insurer_days_reconcile(*, day: date, client: Any = None) -> dict[str, str]:
+    """The insurer's day at every institution, one batch each: their statuses by code. One
+    institution's failure (the insurer down) does not stop the others'."""
+    statuses = {}
+    for institution in Institution.objects.order_by("code"):
+        try:
+            statuses[institution.code] = insurer_day_reconcile(
+                day=day, institution=institution, client=client
+            ).status
+        except Exception:  # kept on the failed batch; asking for the day again runs it again
+            logger.exception("the insurer's day %s at %s failed", day, institution.code)
+            statuses[institution.code] = ReconBatch.Status.FAILED
+    return statuses
+
+
+def insurer_day_reconcile(*, day: date, institution: Institution, client: Any = None) -> ReconBatch:
+    """Match the insurer's settlements of ``day`` at ``institution`` (3201 totals, 3202
+    detail, asked for its ``fixmedins_code``) with the claims it settled there that day. A
+    finished day is returned as it is; a failed one is run again."""
     from ..insurer.client import InsurerClient
     from ..models import InsuranceClaim
 
     batch, _ = ReconBatch.objects.get_or_create(
         source=ReconBatch.Source.INSURER,
-        fingerprint=day.isoformat(),
-        defaults={"period_start": day, "period_end": day, "created_by": "system:insurer-day"},
+        fingerprint=f"{institution.code}:{day.isoformat()}",
+        defaults={
+            "institution": institution,
+            "period_start": day,
+            "period_end": day,
+            "created_by": "system:insurer-day",
+        },
     )
     if batch.status == ReconBatch.Status.DONE:
         return batch
@@ -424,13 +463,17 @@ def insurer_day_reconcile(*, day: date, client: Any = None) -> ReconBatch:
     )
     try:
         client = client or InsurerClient()
-        totals = client.daily_totals(day)
-        rows = {row.setl_id: row for row in client.daily_detail(day)}
+        totals = client.daily_totals(day, fixmedins_code=institution.code)
+        rows = {
+            row.setl_id: row for row in client.daily_detail(day, fixmedins_code=institution.code)
+        }
         start = timezone.make_aware(datetime.combine(day, time.min))
         ours = {
             claim.setl_id: claim
             for claim in InsuranceClaim.objects.filter(
-                insurer_settled_at__gte=start, insurer_settled_at__lt=start + timedelta(days=1)
+                encounter__institution=institution,
+                insurer_settled_at__gte=start,
+                insurer_settled_at__lt=start + timedelta(days=1),
             ).exclude(setl_id="")
         }
         items = []

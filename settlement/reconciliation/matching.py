@@ -18,7 +18,9 @@ there). Every other line, each missing item and each item a daily line covers is
 ``ReconItem``. A worker killed at any point leaves no results: the temporary tables die with
 its connection and the next run stages the file again.
 
-The rules, exact to the fen (``P`` is this bank, "this file" is the batch's statement):
+The rules, exact to the fen (``P`` is this bank's items at the batch's institution: a statement
+uploaded by one institution's finance knows nothing of another's; "this file" is the batch's
+statement):
 
 - A line repeating an earlier line's reference *and* bank transaction id is a duplicate
   ("bank transaction seen before"): the bank reported one transfer twice.
@@ -177,12 +179,14 @@ def statement_classify(batch: ReconBatch) -> tuple[int, int]:
     Batches of one bank are classified one at a time (the bank's row is locked), so two of them
     never both take the same item for unpaid.
     """
-    assert batch.partner_id is not None  # noqa: S101 - statement batches always have a bank
+    # Statement batches always have a bank and an institution.
+    assert batch.partner_id is not None and batch.institution_id is not None  # noqa: S101
     # FOR NO KEY UPDATE: new draws of the bank (which only share-lock its key) go on meanwhile.
     Partner.objects.select_for_update(no_key=True).filter(pk=batch.partner_id).exists()
     earlier = ReconBatch.objects.filter(
         source=ReconBatch.Source.BANK_STATEMENT,
         partner_id=batch.partner_id,
+        institution_id=batch.institution_id,
         status=ReconBatch.Status.DONE,
     ).exists()
     with connection.cursor() as cursor:
@@ -231,13 +235,14 @@ def _repeated_lines(cursor: CursorWrapper, batch: ReconBatch) -> None:
             SELECT s.n, s.ref, {_fen("s")} AS fen,
                 -- looked up line by line: these are few, and a join would hash every draw
                 (SELECT m.amount FROM settlement_creditmovement m
-                    WHERE m.reference = s.ref AND m.partner_id = %s) AS expected,
+                    WHERE m.reference = s.ref AND m.partner_id = %s
+                    AND m.institution_id = %s) AS expected,
                 MIN(s.n) OVER (PARTITION BY s.ref, s.txn) AS first_txn
             FROM recon_stage s
             WHERE {_repeats()}
         ) firsts
         """,  # noqa: S608 - fixed fragments
-        [batch.partner_id],
+        [batch.partner_id, batch.institution_id],
     )
 
 
@@ -317,11 +322,13 @@ def _item_lines(
         answered += (
             " OR EXISTS (SELECT 1 FROM settlement_reconitem i WHERE i.reference = m.reference"
             " AND i.kind = %s AND i.batch_id IN (SELECT b.id FROM settlement_reconbatch b"
-            " WHERE b.partner_id = %s AND b.source = %s AND b.status = %s))"
+            " WHERE b.partner_id = %s AND b.institution_id = %s AND b.source = %s"
+            " AND b.status = %s))"
         )
         answered_params = [
             ReconItem.Kind.AMOUNT_MISMATCH,
             batch.partner_id,
+            batch.institution_id,
             ReconBatch.Source.BANK_STATEMENT,
             ReconBatch.Status.DONE,
         ]
@@ -342,7 +349,7 @@ def _item_lines(
         LEFT JOIN recon_repeat r ON r.n = s.n
         FULL JOIN (
             SELECT id, reference, amount, business_date FROM settlement_creditmovement
-            WHERE partner_id = %s
+            WHERE partner_id = %s AND institution_id = %s
         ) m ON m.reference = s.ref
         WHERE CASE
             WHEN s.n IS NOT NULL THEN {not_daily}
@@ -351,6 +358,7 @@ def _item_lines(
     """  # noqa: S608 - fixed fragments; every value is a parameter
     judged_params = [
         batch.partner_id,
+        batch.institution_id,
         connection.ops.adapt_datefield_value(batch.period_end),
         *answered_params,
     ]
@@ -404,8 +412,9 @@ def _daily_lines(cursor: CursorWrapper, batch: ReconBatch, earlier: bool) -> boo
     cursor.execute(
         "INSERT INTO recon_day_items (day_ref, movement_id, ref, amount)"
         " SELECT d.ref, m.id, m.reference, m.amount FROM recon_daily d"
-        " JOIN settlement_creditmovement m ON m.business_date = d.day AND m.partner_id = %s",
-        [batch.partner_id],
+        " JOIN settlement_creditmovement m ON m.business_date = d.day AND m.partner_id = %s"
+        " AND m.institution_id = %s",
+        [batch.partner_id, batch.institution_id],
     )
     cursor.execute(
         "SELECT d.ref, COUNT(i.ref), COALESCE(SUM(i.amount), 0) FROM recon_daily d"

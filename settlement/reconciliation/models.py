@@ -10,7 +10,7 @@ import uuid
 from django.db import models
 from django.utils import timezone
 
-from accounts.models import Partner
+from accounts.models import Institution, Partner
 
 
 class ReconBatch(models.Model):
@@ -39,6 +39,11 @@ class ReconBatch(models.Model):
     source = models.CharField(max_length=16, choices=Source.choices)
     partner = models.ForeignKey(
         Partner, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # Whose batch: a bank statement an institution's finance uploaded, or the insurer's day of
+    # one institution. The ledger's checks read the whole ledger and belong to none.
+    institution = models.ForeignKey(
+        Institution, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     period_start = models.DateField(null=True, blank=True)
     period_end = models.DateField(null=True, blank=True)

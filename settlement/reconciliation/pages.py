@@ -1,7 +1,9 @@
 """The finance desk's reconciliation pages: bank statement uploads, batches and their
 exceptions, and the ledger's trial balance with its checks.
 
-Every page is for the finance and admin roles. Reads come from ``.selectors`` and the
+The pages are the finance and admin roles', each seeing its own institution's batches; the
+city platform's operators see every institution's batches, and they alone the ledger's trial
+balance and checks, which cover the whole city's ledger. Reads come from ``.selectors`` and the
 reconciliation API's output helpers; writes go through the services. ``settlement.web.finance``
 includes ``urlpatterns`` under ``/finance/``.
 """
@@ -26,12 +28,13 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.selectors import staff_institution, staff_place
 from core.errors import DomainError
 from core.money import fen_to_yuan
 from ledger.selectors import trial_balance
 
 from ..exceptions import EncounterStateError, SettlementInputError
-from ..web.access import finance_only, page_actor
+from ..web.access import finance_only, page_actor, platform_only, reconcilers
 from ..web.labels import label
 from . import selectors as reads
 from .api import BatchExportApi, batch_out
@@ -87,11 +90,15 @@ def _batch_view(batch: ReconBatch) -> dict[str, Any]:
 def batches(request: HttpRequest) -> HttpResponse:
     """The desk's front page: upload a bank statement; recent batches."""
     form = StatementUploadForm(request.POST or None, request.FILES or None)
-    if request.method == "POST" and form.is_valid():
+    institution = staff_institution(request.user)
+    if request.method == "POST" and form.is_valid() and institution is None:
+        form.add_error(None, _("You work at no institution: a statement needs one."))
+    elif request.method == "POST" and form.is_valid() and institution is not None:
         upload = form.cleaned_data["file"]
         try:
             batch, created = statement_batch_create(
                 actor=page_actor(request),
+                institution=institution,
                 partner=form.cleaned_data["bank"],
                 stream=upload,
                 file_name=upload.name or "statement",
@@ -115,7 +122,7 @@ def batches(request: HttpRequest) -> HttpResponse:
                 if kind not in (ReconItem.Kind.MATCHED, ReconItem.Kind.COVERED)
             ),
         }
-        for batch in reads.recon_batches()
+        for batch in reads.recon_batches(staff_place(request.user))
     ]
     return render(request, "web/finance/batches.html", {"form": form, "rows": rows})
 
@@ -142,22 +149,36 @@ def _batch_page(
                 "form": form,
             }
         )
-    context = {"batch": view, "exceptions": exceptions, "batch_id": batch.pk}
+    context = {
+        "batch": view,
+        "exceptions": exceptions,
+        "batch_id": batch.pk,
+        # The platform's operators see a batch among their own pages, not the finance desk's.
+        "base_template": "web/platform/_base.html"
+        if staff_place(request.user).everywhere
+        else "web/finance/_base.html",
+    }
     return render(request, "web/finance/batch.html", context)
 
 
-@finance_only
+def _batch_seen(request: HttpRequest, batch_id: UUID) -> ReconBatch:
+    """The batch if the signed-in user may see it (another institution's: 404)."""
+    seen = reads.batches_seen(staff_place(request.user)).select_related("partner")
+    return get_object_or_404(seen, pk=batch_id)
+
+
+@reconcilers
 @require_GET
 def batch_detail(request: HttpRequest, batch_id: UUID) -> HttpResponse:
-    batch = get_object_or_404(ReconBatch.objects.select_related("partner"), pk=batch_id)
+    batch = _batch_seen(request, batch_id)
     return _batch_page(request, batch)
 
 
-@finance_only
+@reconcilers
 @require_GET
 def batch_progress(request: HttpRequest, batch_id: UUID) -> JsonResponse:
     """What the batch page polls while the batch runs."""
-    batch = get_object_or_404(ReconBatch, pk=batch_id)
+    batch = _batch_seen(request, batch_id)
     view = _batch_view(batch)
     return JsonResponse(
         {
@@ -173,7 +194,7 @@ def batch_progress(request: HttpRequest, batch_id: UUID) -> JsonResponse:
     )
 
 
-@finance_only
+@reconcilers
 @require_GET
 def batch_export(request: HttpRequest, batch_id: UUID) -> HttpResponse:
     """The batch's lines as CSV, the same file the API exports, for a person to open in Excel.
@@ -182,8 +203,9 @@ def batch_export(request: HttpRequest, batch_id: UUID) -> HttpResponse:
     system's ANSI code page (GBK on a Chinese Windows) and garbles every Chinese comment and
     name. The API's export stays without it, as programs read that one.
     """
-    get_object_or_404(ReconBatch, pk=batch_id)
-    # The API view's handler does no authentication of its own; the role is checked above.
+    _batch_seen(request, batch_id)
+    # The API view's handler does no authentication of its own; the role is checked above,
+    # and it reads the batch among those the user may see.
     response = BatchExportApi().get(cast(Any, request), batch_id)
     rows = cast(Iterator[bytes], response.streaming_content)  # a sync view's generator
     response.streaming_content = itertools.chain([EXCEL_BOM], rows)
@@ -191,10 +213,10 @@ def batch_export(request: HttpRequest, batch_id: UUID) -> HttpResponse:
     return cast(HttpResponse, response)
 
 
-@finance_only
+@reconcilers
 @require_POST
 def item_resolve_page(request: HttpRequest, batch_id: UUID, item_id: int) -> HttpResponse:
-    batch = get_object_or_404(ReconBatch.objects.select_related("partner"), pk=batch_id)
+    batch = _batch_seen(request, batch_id)
     get_object_or_404(ReconItem, pk=item_id, batch=batch)
     form = ResolveForm(request.POST, auto_id=f"id_item{item_id}_%s")
     if form.is_valid():
@@ -222,7 +244,7 @@ def item_resolve_page(request: HttpRequest, batch_id: UUID, item_id: int) -> Htt
 # --- the ledger -------------------------------------------------------------------------------
 
 
-@finance_only
+@platform_only
 @require_GET
 def ledger_page(request: HttpRequest) -> HttpResponse:
     rows = [
@@ -247,7 +269,7 @@ def ledger_page(request: HttpRequest) -> HttpResponse:
     return render(request, "web/finance/ledger.html", context)
 
 
-@finance_only
+@platform_only
 @require_POST
 def ledger_verify(request: HttpRequest) -> HttpResponse:
     """Queue the ledger's checks (every transaction, balance and the hash chain) for a worker

@@ -51,6 +51,7 @@ class BatchOut(serializers.Serializer):
         choices=ReconBatch.Source.choices
     )
     bank = serializers.CharField(allow_null=True)
+    institution = serializers.CharField(allow_null=True, help_text="institution code")
     file_name = serializers.CharField(allow_blank=True)
     period = PeriodOut()
     status = serializers.ChoiceField(choices=ReconBatch.Status.choices)

@@ -23,15 +23,16 @@ def resume_stalled_recon_batches() -> int:
 
 
 @shared_task(name="settlement.tasks.reconcile_insurer_yesterday")
-def reconcile_insurer_yesterday() -> str:
+def reconcile_insurer_yesterday() -> dict[str, str]:
+    """Yesterday's insurer reconciliation at every institution: their statuses by code."""
     from datetime import timedelta
 
     from django.utils import timezone
 
-    from .batches import insurer_day_reconcile
+    from .batches import insurer_days_reconcile
 
     day = timezone.localdate() - timedelta(days=1)
-    return insurer_day_reconcile(day=day).status
+    return insurer_days_reconcile(day=day)
 
 
 @shared_task(name="settlement.tasks.nightly_ledger_check")

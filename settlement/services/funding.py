@@ -220,6 +220,7 @@ def credit_draw_record(encounter: Encounter, line: CreditLine, amount: int) -> d
     CreditMovement.objects.create(
         reference=receivable.reference,
         partner=line.partner,
+        institution_id=encounter.institution_id,
         receivable=receivable,
         kind=CreditMovement.Kind.DRAW,
         amount=amount,
@@ -365,6 +366,7 @@ def _credit_draw_reduce(
     CreditMovement.objects.create(
         reference=f"RV{encounter.pk.hex[:12].upper()}",
         partner=receivable.partner,
+        institution_id=encounter.institution_id,
         receivable=receivable,
         kind=CreditMovement.Kind.REVERSAL,
         amount=-amount,

@@ -92,7 +92,9 @@ def insurer_ask(
             earlier = earlier_settle_resolve(client, claim, mdtrt_id)
             if earlier is not None:
                 return earlier
-        pre = client.pre_settle(encounter.kind, mdtrt_id, psn_no, lines)
+        pre = client.pre_settle(
+            encounter.kind, mdtrt_id, psn_no, lines, fixmedins_code=encounter.institution.code
+        )
         if cover is not None:
             cover(pre.psn_cash_pay)
         return _settle(client, encounter, claim, lines)
@@ -116,7 +118,15 @@ def _settle(
     msgid = client.new_msgid(infno)
     _remember(claim, settle_msgid=msgid, settle_infno=infno)
     try:
-        return _settled(claim, client.settle(encounter.kind, mdtrt_id, psn_no, lines, msgid=msgid))
+        split = client.settle(
+            encounter.kind,
+            mdtrt_id,
+            psn_no,
+            lines,
+            msgid=msgid,
+            fixmedins_code=encounter.institution.code,
+        )
+        return _settled(claim, split)
     except InsurerOutcomeUnknown:
         lost = earlier_settle_resolve(client, claim, mdtrt_id)
         if lost is not None:

@@ -63,6 +63,10 @@ def home_for(user: Any) -> str:
 
 cashier_only = role_required("cashier", "admin")
 finance_only = role_required("finance", "admin")
+platform_only = role_required("platform")
+# A batch's pages: its institution's finance, and the city platform's operators (who also
+# reconcile, at any institution).
+reconcilers = role_required("finance", "admin", "platform")
 
 
 def page_actor(request: HttpRequest) -> str:

@@ -9,7 +9,7 @@ from django.views.decorators.http import require_GET
 from core.money import fen_to_yuan
 
 from ..selectors_platform import InstitutionFigures, platform_summary
-from .access import role_required
+from .access import platform_only
 from .labels import INSTITUTION_KIND, label
 
 CHART_WIDTH, BAR_HEIGHT, LABEL_WIDTH = 640, 22, 200
@@ -45,7 +45,7 @@ def _drawn_chart(rows: list[InstitutionFigures]) -> dict[str, Any]:
     }
 
 
-@role_required("platform")
+@platform_only
 @require_GET
 def platform_home(request: HttpRequest) -> HttpResponse:
     summary = platform_summary()

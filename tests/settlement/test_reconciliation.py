@@ -11,6 +11,7 @@ from uuid import uuid4
 
 import pytest
 from celery.contrib.testing.worker import start_worker
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
@@ -24,7 +25,7 @@ from settlement.reconciliation.models import ReconBatch, ReconFileChunk, ReconIt
 from settlement.selectors import bank_statement
 from settlement.services.encounters import charges_post, encounter_admit
 from settlement.services.settle import encounter_settle
-from tests.factories import charge_item, statement_csv
+from tests.factories import INSURER_DOWN, charge_item, grant_line, statement_csv
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -487,21 +488,33 @@ def test_the_insurers_day_is_matched_with_the_claims_settled_here(make_person, s
             encounter_settle(actor="test", encounter_id=encounter.pk, channel="cash")
     assert InsuranceClaim.objects.filter(status="settled").count() == 2
     client = InsurerClient(base_url=sim.url)
-    # Settled at the insurer by someone else: no claim here.
-    client.settle("outpatient", "OTHER-HIS-1", "P999", [FeeLine("A", 30_000, "X", today)])
+    # Settled at the insurer for this hospital by someone else: no claim here.
+    lines = [FeeLine("A", 30_000, "X", today)]
+    client.settle("outpatient", "OTHER-HIS-1", "P999", lines, fixmedins_code="XMH1")
+    # Settled for another institution: in its day, not this hospital's.
+    second = institution_ensure(actor="test", code="XMH2", name="厦门市第二医院")
+    client.settle("outpatient", "XMH2-HIS-1", "P998", lines, fixmedins_code="XMH2")
     # A claim here the insurer does not list.
     ghost = Encounter.objects.first()
     assert ghost is not None
     claim = InsuranceClaim.objects.get(encounter=ghost)
     InsuranceClaim.objects.filter(pk=claim.pk).update(setl_id="GHOST-1")
 
-    batch = insurer_day_reconcile(day=today, client=client)
+    batch = insurer_day_reconcile(day=today, institution=institution, client=client)
     assert batch.status == "done"
+    assert batch.institution == institution
     assert (batch.counts["matched"], batch.counts["unknown_reference"]) == (1, 2)
     assert batch.counts["missing"] == 1
     missing = ReconItem.objects.get(batch=batch, kind="missing")
     assert missing.reference == "GHOST-1"
-    assert insurer_day_reconcile(day=today, client=client).pk == batch.pk  # a done day stays
+    # A done day stays.
+    assert insurer_day_reconcile(day=today, institution=institution, client=client).pk == batch.pk
+
+    theirs = insurer_day_reconcile(day=today, institution=second, client=client)
+    assert theirs.pk != batch.pk and theirs.status == "done"
+    assert [(i.kind, i.external_id) for i in theirs.items.all()] == [
+        ("unknown_reference", "XMH2-HIS-1")
+    ]
 
 
 @pytest.mark.django_db
@@ -667,3 +680,69 @@ def test_the_api_says_a_refused_file_in_english_whatever_the_language(
         assert answer.json()["error"]["message"] == message
         assert answer.json()["error"]["fields"] == {"file": [message]}
     assert ReconBatch.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_one_statement_at_two_institutions_matches_each_its_own(draws, make_person, staff_client):
+    """The bank sends both hospitals one file with both's draws: each hospital's batch pays
+    its own items only; the other's lines are unknown references there, and neither batch
+    is seen by the other hospital's finance (404)."""
+    partner, (first, second, third) = draws  # the first hospital's
+    other = institution_ensure(actor="test", code="XMH2", name="厦门市第二医院")
+    ward = department_ensure(
+        actor="test", institution=other, code="IM", name="内科", default_deposit=0
+    )
+    person = make_person("病人九", birth=date(1980, 1, 1))
+    grant_line(partner, person)
+    stay = encounter_admit(actor="test", person=person, department=ward, kind="outpatient")
+    charges_post(key=uuid4().hex, actor="test", encounter_id=stay.pk, items=[charge_item(40_000)])
+    with override_settings(INSURER_URL=INSURER_DOWN, INSURER_TIMEOUT_SECONDS=1):
+        encounter_settle(actor="test", encounter_id=stay.pk)
+    theirs = CreditMovement.objects.get(institution=other).reference
+    content = statement_csv(
+        [
+            ("B1", "100.00", first),
+            ("B2", "200.00", second),
+            ("B3", "300.00", third),
+            ("B4", "400.00", theirs),
+        ]
+    )
+    home_finance, other_finance = staff_client("finance"), staff_client("finance", other)
+    mine_id = upload(home_finance, partner, content).json()["batch"]["id"]
+    their_id = upload(other_finance, partner, content).json()["batch"]["id"]
+    assert mine_id != their_id  # the same file, a batch for each institution
+    mine, their_batch = batch_run(mine_id), batch_run(their_id)
+
+    assert (mine.counts["matched"], mine.counts["unknown_reference"]) == (3, 1)
+    assert (their_batch.counts["matched"], their_batch.counts["unknown_reference"]) == (1, 3)
+    assert mine.counts["missing"] == their_batch.counts["missing"] == 0
+    assert paid_references(mine_id) == {first, second, third}
+    assert paid_references(their_id) == {theirs}
+    unknown = ReconItem.objects.get(batch_id=mine_id, kind="unknown_reference")
+    assert unknown.reference == theirs
+
+    for batch_id, stranger in ((mine_id, other_finance), (their_id, home_finance)):
+        assert stranger.get(f"/api/v1/reconciliation/batches/{batch_id}/").status_code == 404
+        export = f"/api/v1/reconciliation/batches/{batch_id}/export/"
+        assert stranger.get(export).status_code == 404
+    item = ReconItem.objects.filter(batch_id=their_id).exclude(kind="matched").first()
+    resolve = home_finance.post(
+        f"/api/v1/reconciliation/items/{item.pk}/resolve/", {"comment": "not ours"}
+    )
+    assert resolve.status_code == 404
+    assert home_finance.get(f"/api/v1/reconciliation/batches/{mine_id}/").json()["institution"] == (
+        "XMH1"
+    )
+
+    platform = staff_client("platform")
+    for batch_id in (mine_id, their_id):
+        assert platform.get(f"/api/v1/reconciliation/batches/{batch_id}/").status_code == 200
+    unnamed = upload(platform, partner, content)
+    assert unnamed.status_code == 400 and "institution" in unnamed.json()["error"]["fields"]
+    named = platform.post(
+        "/api/v1/reconciliation/bank-statements/",
+        {"bank": partner.name, "institution": "XMH2", "file": SimpleUploadedFile("s.csv", content)},
+        format="multipart",
+    )
+    assert named.status_code == 202
+    assert named.json() == {"batch": {"id": their_id, "status": "done"}, "duplicate": True}

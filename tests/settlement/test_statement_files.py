@@ -22,7 +22,7 @@ from settlement.reconciliation.files import (
     statement_file_read,
 )
 from settlement.reconciliation.models import ReconBatch, ReconFileChunk, ReconItem
-from tests.factories import statement_csv
+from tests.factories import home_institution, statement_csv
 
 KINDS = {
     "matched": 1,
@@ -50,6 +50,7 @@ def four_lines(references: list[str]) -> bytes:
 def uploaded(partner, content: bytes) -> ReconBatch:
     batch, created = statement_batch_create(
         actor="test",
+        institution=home_institution(),
         partner=partner,
         stream=io.BytesIO(content),
         file_name="statement.csv",
@@ -82,7 +83,8 @@ def test_a_file_stored_in_many_pieces_is_read_back_whole_and_reconciled(
     assert b"".join(bytes(piece.data) for piece in pieces) == content
     assert batch.file_size == len(content)
     assert batch.plain_csv is (line_end == b"\n")
-    assert batch.fingerprint == f"{partner.pk}:{hashlib.sha256(content).hexdigest()}"
+    digest = hashlib.sha256(content).hexdigest()
+    assert batch.fingerprint == f"{batch.institution_id}:{partner.pk}:{digest}"
     assert statement_file_open(batch).read() == content
 
     batch = batch_run(batch.pk)
@@ -135,6 +137,7 @@ def test_the_same_file_again_stores_no_second_copy(draws):
     batch = uploaded(partner, four_lines(references))
     again, created = statement_batch_create(
         actor="test",
+        institution=home_institution(),
         partner=partner,
         stream=io.BytesIO(four_lines(references)),
         file_name="again.csv",

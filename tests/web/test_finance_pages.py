@@ -2,6 +2,7 @@
 and a browser uploading a statement that a real Celery worker reconciles."""
 
 import html
+import io
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -47,9 +48,8 @@ def client_as(role: str, make_person=None) -> Client:
             actor="test", person=make_person("李四"), password="pw-12345678"
         )
     else:
-        user, _ = staff_create(
-            actor="test", institution=home_institution(), username=f"{role}-web", role=role
-        )
+        place = None if role == "platform" else home_institution()
+        user, _ = staff_create(actor="test", institution=place, username=f"{role}-web", role=role)
     client.force_login(user)
     return client
 
@@ -64,7 +64,6 @@ def page_urls(batch_id: object) -> list[str]:
         f"/finance/batches/{batch_id}/progress.json",
         f"/finance/batches/{batch_id}/export.csv",
         "/finance/claims/",
-        "/finance/ledger/",
         "/finance/receivables/",
         "/finance/credit/",
         "/finance/deposits/",
@@ -76,16 +75,24 @@ def post_urls(batch_id: object) -> list[str]:
         "/finance/",
         f"/finance/batches/{batch_id}/items/1/resolve/",
         "/finance/claims/retry/",
-        "/finance/ledger/verify/",
         "/finance/deposits/",
     ]
 
 
 @pytest.mark.django_db
-def test_every_page_is_for_finance_and_admin_only(make_person):
-    from settlement.reconciliation.batches import ledger_check_batch
+def test_every_page_is_for_finance_and_admin_only(make_person, make_partner):
+    from settlement.reconciliation.batches import statement_batch_create
 
-    batch = ledger_check_batch(actor="test")
+    partner, _ = make_partner("厦门国际银行")
+    batch, _ = statement_batch_create(
+        actor="test",
+        institution=home_institution(),
+        partner=partner,
+        stream=io.BytesIO(statement_csv([("B1", "1.00", "DRNOSUCHTHING")])),
+        file_name="s.csv",
+        enqueue=False,
+    )
+    batch = batch_run(batch.pk)
     gets, posts = page_urls(batch.pk), post_urls(batch.pk)
     anonymous = client_as("anonymous")
     for url in gets + posts:
@@ -103,6 +110,18 @@ def test_every_page_is_for_finance_and_admin_only(make_person):
         client = client_as(role)
         for url in gets:
             assert client.get(url).status_code == 200, (role, url)
+
+
+@pytest.mark.django_db
+def test_the_whole_ledger_is_the_platforms_to_see_and_check(make_person):
+    """The trial balance and the ledger's checks cover every institution's money: the city
+    platform's operators see them, an institution's desks do not."""
+    for role in ("cashier", "finance", "admin"):
+        client = client_as(role, make_person)
+        assert client.get("/finance/ledger/").status_code == 403, role
+        assert client.post("/finance/ledger/verify/").status_code == 403, role
+    assert ReconBatch.objects.count() == 0
+    assert client_as("platform").get("/finance/ledger/").status_code == 200
 
 
 # --- the reads ----------------------------------------------------------------------------------
@@ -293,7 +312,8 @@ def test_claims_ledger_aging_and_credit_pages_show_the_figures(
         for c in InsuranceClaim.objects.filter(status="deferred")
     )
 
-    ledger = finance.get("/finance/ledger/")
+    platform = client_as("platform")
+    ledger = platform.get("/finance/ledger/")
     rows = {item["row"].ledger: item["row"] for item in ledger.context["rows"]}
     assert set(rows) == {"money", "credit"}
     assert all(row.balanced and row.debits_posted > 0 for row in rows.values())
@@ -301,15 +321,15 @@ def test_claims_ledger_aging_and_credit_pages_show_the_figures(
     checks: list[tuple] = []
     monkeypatch.setattr("settlement.reconciliation.batches._enqueue", lambda *a: checks.append(a))
     with django_capture_on_commit_callbacks(execute=True):
-        asked = finance.post("/finance/ledger/verify/")
-    check = finance.get("/finance/ledger/").context["check"]
+        asked = platform.post("/finance/ledger/verify/")
+    check = platform.get("/finance/ledger/").context["check"]
     assert asked.status_code == 302 and asked["Location"] == f"/finance/batches/{check.pk}/"
     assert check.status == "queued" and checks == [(check.pk,)]
     with django_capture_on_commit_callbacks(execute=True):
-        again = finance.post("/finance/ledger/verify/")  # one check at a time
+        again = platform.post("/finance/ledger/verify/")  # one check at a time
     assert again["Location"] == asked["Location"] and len(checks) == 1
     batch_run(check.pk)  # what the worker does
-    check = finance.get("/finance/ledger/").context["check"]
+    check = platform.get("/finance/ledger/").context["check"]
     assert check.status == "done" and check.counts["problem"] == 0
     assert check.progress_total > 0
 
@@ -376,7 +396,7 @@ def test_finance_uploads_a_statement_and_sees_the_batch_finish(page, live_server
     assert "明日转账补付" in row.inner_text()
     assert ReconItem.objects.get(kind="missing").resolution_comment == "明日转账补付"
 
-    for path in ("claims/", "ledger/", "receivables/", "credit/"):
+    for path in ("claims/", "receivables/", "credit/", "deposits/"):
         page.goto(f"{live_server.url}/finance/{path}")
         assert page.locator("main h1").count() == 1
 
@@ -384,13 +404,11 @@ def test_finance_uploads_a_statement_and_sees_the_batch_finish(page, live_server
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_the_ledger_check_runs_on_a_worker_and_its_page_follows_it(page, live_server, draws):
-    user, _ = staff_create(
-        actor="test", institution=home_institution(), username="finance2", role="finance"
-    )
-    user.set_password("finance-pass-2")
+    user, _ = staff_create(actor="test", institution=None, username="ops2", role="platform")
+    user.set_password("platform-pass-2")
     user.save()
-    sign_in(page, live_server, "finance2", "finance-pass-2")
-    page.wait_for_url(f"{live_server.url}/finance/")
+    sign_in(page, live_server, "ops2", "platform-pass-2")
+    page.wait_for_url(f"{live_server.url}/platform/")
     page.goto(f"{live_server.url}/finance/ledger/")
     with start_worker(app, perform_ping_check=False, shutdown_timeout=30):
         with page.expect_navigation():
@@ -411,7 +429,8 @@ def test_a_ledger_check_page_lists_only_integrity_problems():
 
     batch = ledger_check_batch(actor="test")
     assert batch.status == "done"
-    page = client_as("finance").get(f"/finance/batches/{batch.pk}/")
+    assert client_as("finance").get(f"/finance/batches/{batch.pk}/").status_code == 404
+    page = client_as("platform").get(f"/finance/batches/{batch.pk}/")
     assert [row["kind"] for row in page.context["batch"]["count_rows"]] == ["problem"]
     html = page.content.decode()
     assert "完整性问题" in html

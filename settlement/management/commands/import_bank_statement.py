@@ -3,6 +3,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from accounts.models import Institution
 from settlement.exceptions import SettlementInputError
 from settlement.reconciliation.batches import batch_run, partner_named, statement_batch_create
 
@@ -16,6 +17,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", type=Path)
         parser.add_argument("--bank", required=True, help="partner id or name")
+        parser.add_argument(
+            "--institution",
+            required=True,
+            help="code of the institution whose statement it is (matched against its items)",
+        )
         parser.add_argument("--now", action="store_true", help="run the batch in this process")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -23,10 +29,14 @@ class Command(BaseCommand):
         partner = partner_named(bank)
         if partner is None:
             raise CommandError(f"no bank partner {bank!r}")
+        institution = Institution.objects.filter(code=options["institution"]).first()
+        if institution is None:
+            raise CommandError(f"no institution {options['institution']!r}")
         try:
             with options["file"].open("rb") as stream:
                 batch, created = statement_batch_create(
                     actor="command:import_bank_statement",
+                    institution=institution,
                     partner=partner,
                     stream=stream,
                     file_name=options["file"].name,

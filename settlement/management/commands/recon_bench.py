@@ -52,7 +52,7 @@ from django.utils import timezone
 from stdnum.cn import ric
 
 from accounts.exceptions import PersonExists
-from accounts.models import Department, Partner
+from accounts.models import Department, Institution, Partner
 from accounts.services.credit_lines import credit_line_grant
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.partners import partner_create
@@ -60,13 +60,14 @@ from accounts.services.persons import person_create
 from core.money import fen_to_yuan
 from settlement.exceptions import SettlementInputError
 from settlement.insurer.client import InsurerClient
-from settlement.models import CreditMovement, Receivable
+from settlement.models import CreditMovement, Encounter, Receivable
 from settlement.reconciliation.batches import batch_run, statement_batch_create
 from settlement.reconciliation.models import ReconBatch, ReconItem
 from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
 from settlement.services.settle import encounter_settle
 
 ACTOR = "command:recon_bench"
+INSTITUTION = "RECONBENCH"  # the benchmark's hospital: its statement, its items
 INSURER_DOWN = "http://127.0.0.1:9"  # nothing listens: the bill is all self-pay, on credit
 DRAW = 10_000  # fen, the one real draw
 TARGET = 3.0
@@ -74,7 +75,8 @@ BORN = (date(1950, 1, 1), date(2000, 1, 1))  # the made-up patient's birth date
 
 _COPY_ITEMS = (
     "COPY settlement_creditmovement"
-    " (reference, partner_id, receivable_id, kind, amount, business_date, created_at)"
+    " (reference, partner_id, institution_id, receivable_id, kind, amount, business_date,"
+    " created_at)"
     " FROM STDIN"
 )
 _STATEMENT_TABLE = (
@@ -90,7 +92,7 @@ _JOIN = (
     " count(*) FILTER (WHERE m.amount <> s.amount * 100),"
     " count(*) FILTER (WHERE m.reference IS NULL)"
     " FROM recon_bench_stmt s LEFT JOIN settlement_creditmovement m"
-    " ON m.reference = s.reference AND m.partner_id = %s"
+    " ON m.reference = s.reference AND m.partner_id = %s AND m.institution_id = %s"
 )
 
 
@@ -239,9 +241,7 @@ class Command(BaseCommand):
     def _setup(self, run: str) -> tuple[Partner, Receivable]:
         """Create the run's bank and one real credit draw on it through the services."""
         partner, _, _ = partner_create(actor=ACTOR, name=f"recon_bench {run}")
-        institution = institution_ensure(
-            actor=ACTOR, code="RECONBENCH", name="recon_bench hospital"
-        )
+        institution = institution_ensure(actor=ACTOR, code=INSTITUTION, name="recon_bench hospital")
         department = department_ensure(
             actor=ACTOR, institution=institution, code="RB", name="recon_bench"
         )
@@ -292,6 +292,7 @@ class Command(BaseCommand):
     ) -> Statement:
         """Insert the N items with COPY and write the statement, in one pass, from ``seed``."""
         lines = statement.lines
+        institution = Encounter.objects.get(pk=receivable.encounter_id).institution_id
         self.stdout.write(
             f"inserting {lines} benchmark items (bulk COPY, not posted through the services) "
             f"and writing {statement.path.name}"
@@ -311,7 +312,9 @@ class Command(BaseCommand):
             out.write("bank_txn_id,value_date,amount,reference\n")
             for number in range(lines):
                 reference, amount = f"{prefix}{_scattered(number)}", rng.randint(1, 100_000)
-                copy.write_row((reference, partner.pk, receivable.pk, "draw", amount, today, now))
+                copy.write_row(
+                    (reference, partner.pk, institution, receivable.pk, "draw", amount, today, now)
+                )
                 draw = rng.random()
                 if number in repeats and paid_exactly is not None:
                     (paid_reference, paid), kind = paid_exactly, ReconItem.Kind.DUPLICATE
@@ -364,6 +367,7 @@ class Command(BaseCommand):
             with statement.path.open("rb") as stream:
                 batch, created = statement_batch_create(
                     actor=ACTOR,
+                    institution=Institution.objects.get(code=INSTITUTION),
                     partner=partner,
                     stream=stream,
                     file_name=statement.path.name,
@@ -434,10 +438,11 @@ class Command(BaseCommand):
                 ):
                     while data := stream.read(1 << 20):
                         copy.write(data)
-                cursor.execute(_JOIN, [partner.pk])
+                where = [partner.pk, Institution.objects.get(code=INSTITUTION).pk]
+                cursor.execute(_JOIN, where)
                 row = cursor.fetchone()
                 seconds = time.perf_counter() - started
-                cursor.execute("EXPLAIN " + _JOIN, [partner.pk])
+                cursor.execute("EXPLAIN " + _JOIN, where)
                 plan = [line for (line,) in cursor.fetchall()]
             finally:
                 cursor.execute("DROP TABLE IF EXISTS recon_bench_stmt")

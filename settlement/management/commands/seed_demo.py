@@ -380,8 +380,9 @@ class Command(BaseCommand):
     def bank_statement(self, today: date) -> None:
         """The bank's statement of today, reconciled as a worker would: it pays the demo's
         credit draws and carries one transfer the hospital knows nothing of, for finance."""
+        hospital = Institution.objects.get(code="XMH1")  # its finance desk's statement
         draws = CreditMovement.objects.filter(
-            partner__name=BANK, kind=CreditMovement.Kind.DRAW
+            partner__name=BANK, institution=hospital, kind=CreditMovement.Kind.DRAW
         ).order_by("pk")
         lines = ["bank_txn_id,value_date,amount,reference"]
         lines += [
@@ -393,6 +394,7 @@ class Command(BaseCommand):
         partner = Partner.objects.get(name=BANK)
         batch, _ = statement_batch_create(
             actor=ACTOR,
+            institution=hospital,
             partner=partner,
             stream=io.BytesIO(text.encode()),
             file_name=f"demo-statement-{today}.csv",
