@@ -308,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     add_arguments(parser)
     options = vars(parser.parse_args(argv))
     server = server_from_options(options, log=lambda line: print(line, flush=True))
-    print(f"SMS simulator at {server.url}/ (messages page {server.url}/)", flush=True)
+    print(f"SMS simulator at {server.url}/ (open it in a browser to read the messages)", flush=True)
     serve(server)
 
 

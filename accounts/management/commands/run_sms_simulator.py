@@ -24,7 +24,7 @@ class Command(BaseCommand):
             server = simulator.server_from_options(options, log=self._log)
         except (OSError, ValueError) as e:
             raise CommandError(f"cannot start the SMS simulator: {e}") from e
-        self._log(f"SMS simulator at {server.url}/ (messages page {server.url}/)")
+        self._log(f"SMS simulator at {server.url}/ (open it in a browser to read the messages)")
         simserver.serve(server)
         self._log("SMS simulator stopped")
 
