@@ -9,6 +9,10 @@ Stopping the insurer simulator is how a person sees an outage: the web server an
 go on (settlements fall back to self-pay, claims wait) and the simulator can be started again.
 Ctrl-C stops everything. Ports: ``WEB_PORT`` (8000) and ``INSURER_SIM_PORT`` (8765); with
 ``INSURER_URL`` set to another insurer, no simulator is started.
+
+The SMS gateway and credit-score simulators start the same way (``SMS_SIM_PORT`` 8766,
+``CREDIT_SCORE_SIM_PORT`` 8767, none with ``SMS_URL`` or ``CREDIT_SCORE_URL`` set); the banner
+names the page where the SMS simulator shows the messages it received, login codes included.
 """
 
 import os
@@ -24,6 +28,12 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 MANAGE = [PYTHON, str(BASE_DIR / "manage.py")]
+# Simulators of the outside services patients meet: name -> (URL variable, port variable,
+# default port, command, URL path). Their stopping is an outage too, not a reason to stop.
+OUTSIDE = {
+    "sms": ("SMS_URL", "SMS_SIM_PORT", 8766, "run_sms_simulator", "/"),
+    "score": ("CREDIT_SCORE_URL", "CREDIT_SCORE_SIM_PORT", 8767, "run_credit_score_simulator", ""),
+}
 
 
 def env_port(name: str, default: int) -> int:
@@ -45,6 +55,12 @@ def main() -> int:
         state = var_dir / "insurer-sim.json"
         simulator = MANAGE + ["run_insurer_simulator", "--port", str(sim_port)]
         simulator += ["--state", str(state)]
+    commands = {"insurer": simulator} if simulator is not None else {}
+    for name, (url_var, port_var, default_port, command, path) in OUTSIDE.items():
+        port = env_port(port_var, default_port)
+        if not os.environ.get(url_var):
+            os.environ[url_var] = f"http://127.0.0.1:{port}{path}"
+            commands[name] = MANAGE + [command, "--port", str(port)]
 
     processes: dict[str, subprocess.Popen[bytes]] = {}
     # A plain `kill` or a closed terminal stops the children too, as Ctrl-C does.
@@ -55,6 +71,12 @@ def main() -> int:
             processes["insurer"] = start(simulator)
             if not answers(f"{os.environ['INSURER_URL']}/sim/state", processes["insurer"]):
                 print(f"The insurer simulator did not start on port {sim_port}.", file=sys.stderr)
+                return 1
+        for name in [name for name in OUTSIDE if name in commands]:
+            processes[name] = start(commands[name])
+            url = os.environ[OUTSIDE[name][0]].rstrip("/")
+            if not answers(f"{url}/sim/state", processes[name]):
+                print(f"`{shlex.join(commands[name][2:])}` did not start.", file=sys.stderr)
                 return 1
         for step in (["migrate", "--noinput"], ["seed_demo"]):
             result = subprocess.run(  # noqa: S603
@@ -74,7 +96,7 @@ def main() -> int:
             print(f"The web server did not answer on port {web_port}; stopping.", file=sys.stderr)
             return 1
         print(demo + banner(web_port, simulator, processes), flush=True)
-        return supervise(processes, simulator)
+        return supervise(processes, commands)
     except KeyboardInterrupt:
         print("\nStopping…", flush=True)
         return 0
@@ -102,21 +124,30 @@ def answers(url: str, process: "subprocess.Popen[bytes]", timeout: float = 30) -
     return False
 
 
-def supervise(processes: dict[str, "subprocess.Popen[bytes]"], simulator: list[str] | None) -> int:
+def supervise(
+    processes: dict[str, "subprocess.Popen[bytes]"], commands: dict[str, list[str]]
+) -> int:
     """Wait; a stopped web server or worker stops everything, a stopped simulator nothing."""
     while True:
         for name, process in list(processes.items()):
             if process.poll() is None:
                 continue
-            if name != "insurer":
+            if name not in commands:
                 print(f"{name} exited with {process.returncode}; stopping.", file=sys.stderr)
                 return 1
             del processes[name]
+            if name in OUTSIDE:
+                print(
+                    f"\nThe {name} simulator stopped; the web server and the worker go on. "
+                    f"Start it again (in another terminal) with\n  {shlex.join(commands[name])}\n",
+                    flush=True,
+                )
+                continue
             print(
                 "\nThe insurer simulator stopped: this is an insurer outage. Settlements now "
                 "fall back to self-pay and their claims wait; the web server and the worker go "
                 "on. Start the simulator again (in another terminal) with\n  "
-                + shlex.join(simulator or [])
+                + shlex.join(commands[name])
                 + "\nand the worker moves each deferred claim back to the insurer.\n",
                 flush=True,
             )
@@ -151,14 +182,29 @@ def banner(
         broker = f"the embedded filesystem broker in {settings.VAR_DIR / 'celery'}"
     web = f"http://127.0.0.1:{web_port}/"
     if simulator is not None:
-        insurer = [
+        services = [
             f"  insurer   simulator at {settings.INSURER_URL} (pid {processes['insurer'].pid})",
             f"            stop it to see an outage: kill {processes['insurer'].pid}",
             f'            or make it fail: curl -d \'{{"mode": "fail"}}\' '
             f"{settings.INSURER_URL}/sim/control  (modes ok, fail, hang, drop)",
         ]
     else:
-        insurer = [f"  insurer   {settings.INSURER_URL} (INSURER_URL; no simulator started)"]
+        services = [f"  insurer   {settings.INSURER_URL} (INSURER_URL; no simulator started)"]
+    if "sms" in processes:
+        sms_page = settings.SMS_URL.rstrip("/") + "/"
+        services += [
+            f"  sms       simulator at {settings.SMS_URL} (pid {processes['sms'].pid})",
+            f"            SMS messages: {sms_page}  (login codes and notices land here)",
+        ]
+    else:
+        services += [f"  sms       {settings.SMS_URL} (SMS_URL; no simulator started)"]
+    if "score" in processes:
+        services += [
+            f"  score     credit-score simulator at {settings.CREDIT_SCORE_URL} "
+            f"(pid {processes['score'].pid})"
+        ]
+    else:
+        services += [f"  score     {settings.CREDIT_SCORE_URL} (CREDIT_SCORE_URL; no simulator)"]
     return "\n".join(
         [
             "",
@@ -166,7 +212,7 @@ def banner(
             f"  web       {web} (pid {processes['web'].pid})  admin {web}admin/  "
             f"API docs {web}api/docs/",
             f"  worker    Celery worker with beat on {broker} (pid {processes['worker'].pid})",
-            *insurer,
+            *services,
             f"  database  {database['ENGINE'].rsplit('.', 1)[-1]} {where}",
             "Sign in with the demo logins above. Ctrl-C stops everything.",
             "",

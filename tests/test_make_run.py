@@ -29,16 +29,27 @@ def get(url: str, token: str | None = None) -> int:
         return 0
 
 
+OWN_SETTINGS = (
+    "DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "INSURER_URL",
+    "SMS_URL",
+    "CREDIT_SCORE_URL",
+    "DJANGO_SETTINGS_MODULE",
+)
+
+
 class MakeRun:
-    def __init__(self, var_dir: Path, web_port: int, sim_port: int, log: str) -> None:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k
-            not in ("DATABASE_URL", "CELERY_BROKER_URL", "INSURER_URL", "DJANGO_SETTINGS_MODULE")
-        }
+    def __init__(
+        self, var_dir: Path, web_port: int, sim_port: int, log: str, *, sms_port: int = 0
+    ) -> None:
+        env = {k: v for k, v in os.environ.items() if k not in OWN_SETTINGS}
         env.update(
-            DJANGO_VAR_DIR=str(var_dir), WEB_PORT=str(web_port), INSURER_SIM_PORT=str(sim_port)
+            DJANGO_VAR_DIR=str(var_dir),
+            WEB_PORT=str(web_port),
+            INSURER_SIM_PORT=str(sim_port),
+            SMS_SIM_PORT=str(sms_port or free_port()),
+            CREDIT_SCORE_SIM_PORT=str(free_port()),
         )
         self.log = var_dir / log
         with self.log.open("ab") as log:
@@ -82,14 +93,17 @@ def alive(pid: int) -> bool:
 
 
 def test_make_run_serves_survives_an_insurer_outage_and_keeps_logins_on_restart(tmp_path):
-    web_port, sim_port = free_port(), free_port()
+    web_port, sim_port, sms_port = free_port(), free_port(), free_port()
     web = f"http://127.0.0.1:{web_port}"
-    run = MakeRun(tmp_path, web_port, sim_port, "first.log")
+    run = MakeRun(tmp_path, web_port, sim_port, "first.log", sms_port=sms_port)
     try:
         token = re.search(r"cashier +cashier +API token (\S+)", run.output).group(1)
         secret = re.search(r"secret=(\S+)", run.output).group(1)
         assert f"simulator at http://127.0.0.1:{sim_port}" in run.output
         assert "Demo stays" in run.output and "not made" not in run.output
+        assert f"SMS messages: http://127.0.0.1:{sms_port}/" in run.output
+        assert get(f"http://127.0.0.1:{sms_port}/") == 200
+        assert "credit-score simulator at" in run.output
         assert get(f"{web}/healthz") == 200
         assert get(f"{web}/login/") == 200
         assert get(f"{web}/api/v1/insurance/claims/?status=deferred", token) == 200
@@ -101,7 +115,7 @@ def test_make_run_serves_survives_an_insurer_outage_and_keeps_logins_on_restart(
         assert run.process.poll() is None
     finally:
         run.stop()
-    for name in ("web", "worker"):
+    for name in ("web", "worker", "sms", "score"):
         assert not alive(pid_of(run.output, name)), f"{name} outlived make run"
 
     again = MakeRun(tmp_path, web_port, sim_port, "again.log")

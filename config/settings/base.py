@@ -1,8 +1,9 @@
 """Settings shared by every environment. Everything that differs comes from the environment.
 
 Variables read here (all optional in development):
-``DATABASE_URL``, ``CELERY_BROKER_URL``, ``INSURER_URL``, ``DJANGO_SECRET_KEY``,
-``FIELD_ENCRYPTION_KEY``, ``DJANGO_DEBUG``, ``DJANGO_ALLOWED_HOSTS``.
+``DATABASE_URL``, ``CELERY_BROKER_URL``, ``INSURER_URL``, ``SMS_URL``, ``SMS_SIGN_NAME``,
+``CREDIT_SCORE_URL``, ``DJANGO_SECRET_KEY``, ``FIELD_ENCRYPTION_KEY``, ``DJANGO_DEBUG``,
+``DJANGO_ALLOWED_HOSTS``.
 """
 
 import os
@@ -273,6 +274,16 @@ CELERY_BEAT_SCHEDULE = {
 INSURER_TIMEOUT_SECONDS = float(os.environ.get("INSURER_TIMEOUT_SECONDS", "5"))
 
 INSURER_URL = os.environ.get("INSURER_URL", "http://127.0.0.1:8765")
+
+# The SMS gateway (API.md § Notices (SMS)); the default is the shipped simulator.
+SMS_URL = os.environ.get("SMS_URL", "http://127.0.0.1:8766/")
+# The registered signature a phone shows in brackets before each message.
+SMS_SIGN_NAME = os.environ.get("SMS_SIGN_NAME", "信用就医")
+SMS_TIMEOUT_SECONDS = float(os.environ.get("SMS_TIMEOUT_SECONDS", "5"))
+
+# The city credit-score platform (API.md § Credit-score provider); the default is the simulator.
+CREDIT_SCORE_URL = os.environ.get("CREDIT_SCORE_URL", "http://127.0.0.1:8767")
+CREDIT_SCORE_TIMEOUT_SECONDS = float(os.environ.get("CREDIT_SCORE_TIMEOUT_SECONDS", "5"))
 
 # The largest bank statement file accepted, upload or dropped file: a million lines of CSV are
 # some 55 MB, of camt.053 some 800 MB.

@@ -1,0 +1,129 @@
+"""The adapter to the city credit-score platform (API.md § Credit-score provider).
+
+:meth:`CreditScoreClient.score` returns the citizen's :class:`~accounts.credit_score.Score`,
+``None`` when the platform has none for them (HTTP 404), or raises
+:class:`~accounts.credit_score.CreditScoreUnavailable` (refused connection, timeout, HTTP 5xx,
+408 or 429, an answer that does not parse) or
+:class:`~accounts.credit_score.CreditScoreRejected` (another 4xx). Asking changes nothing at
+the platform, so any failure may simply be retried.
+
+Only the standard library is used, and proxies from the environment are ignored, as for the
+insurer. The name sent is personal data: nothing here logs it.
+"""
+
+import http.client
+import json
+import urllib.error
+import urllib.request
+from datetime import date
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from accounts.credit_score import (
+    MAX_SCORE,
+    PURPOSE,
+    CreditScoreError,
+    CreditScoreRejected,
+    CreditScoreUnavailable,
+    Score,
+)
+
+__all__ = [
+    "CreditScoreClient",
+    "CreditScoreError",
+    "CreditScoreRejected",
+    "CreditScoreUnavailable",
+    "Score",
+]
+
+
+class CreditScoreClient:
+    """Asks the platform at ``base_url`` (``settings.CREDIT_SCORE_URL``) for scores.
+
+    ``timeout`` (``settings.CREDIT_SCORE_TIMEOUT_SECONDS``, 5 s) bounds connecting and each
+    wait for data.
+    """
+
+    def __init__(self, base_url: str | None = None, timeout: float | None = None) -> None:
+        url = base_url if base_url is not None else settings.CREDIT_SCORE_URL
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+            raise ImproperlyConfigured(f"CREDIT_SCORE_URL must be an http(s) URL, not {url!r}")
+        self.base_url = url.rstrip("/")
+        self.timeout = float(
+            timeout if timeout is not None else settings.CREDIT_SCORE_TIMEOUT_SECONDS
+        )
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def score(self, *, id_number_hash: str, name: str, consent_id: str) -> Score | None:
+        """The score of the citizen ``id_number_hash`` names, read under ``consent_id``.
+
+        ``None``: the platform knows no score for them.
+        """
+        for field, value in (
+            ("id_number_hash", id_number_hash),
+            ("name", name),
+            ("consent_id", consent_id),
+        ):
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{field} is required")
+        body = {
+            "id_number_hash": id_number_hash,
+            "name": name,
+            "consent_id": consent_id,
+            "purpose": PURPOSE,
+        }
+        status, answer = self._post(body)
+        if status == 404:
+            return None
+        if status >= 500 or status in (408, 429):
+            raise CreditScoreUnavailable(f"HTTP {status}")
+        if 400 <= status < 500:
+            error = answer.get("error") if isinstance(answer, dict) else None
+            raise CreditScoreRejected(status, str(error or ""))
+        if not 200 <= status < 300 or not isinstance(answer, dict):
+            raise CreditScoreUnavailable(f"HTTP {status}, not a JSON object")
+        try:
+            return _score(answer)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CreditScoreUnavailable(f"answer not understood: {e}") from e
+
+    def _post(self, body: dict[str, str]) -> tuple[int, Any]:
+        request = urllib.request.Request(  # noqa: S310 - the scheme is checked in __init__
+            f"{self.base_url}/score",
+            data=json.dumps(body, ensure_ascii=False).encode(),
+            headers={"Content-Type": "application/json; charset=utf-8"},
+            method="POST",
+        )
+        try:
+            with self._opener.open(request, timeout=self.timeout) as answer:  # noqa: S310
+                status, raw = answer.status, answer.read()
+        except urllib.error.HTTPError as e:
+            status = e.code
+            try:
+                raw = e.read()
+            except (OSError, http.client.HTTPException):
+                raw = b""
+            finally:
+                e.close()
+        except urllib.error.URLError as e:
+            raise CreditScoreUnavailable(f"not reached: {e.reason}") from e
+        except (OSError, http.client.HTTPException) as e:
+            raise CreditScoreUnavailable(f"no answer: {type(e).__name__}: {e}".rstrip(": ")) from e
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, None
+
+
+def _score(answer: dict[str, Any]) -> Score:
+    score, level, as_of = answer["score"], answer["level"], answer["as_of"]
+    if not isinstance(score, int) or isinstance(score, bool) or not 0 <= score <= MAX_SCORE:
+        raise ValueError(f"score is not a whole number from 0 to {MAX_SCORE}")
+    if not isinstance(level, str) or not level:
+        raise ValueError("level is not a name")
+    if not isinstance(as_of, str) or len(as_of) != 10:
+        raise ValueError("as_of is not a date YYYY-MM-DD")
+    return Score(score=score, level=level, as_of=date.fromisoformat(as_of))
