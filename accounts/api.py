@@ -39,6 +39,8 @@ from accounts.services import family, persons
 from core.api import IDEMPOTENCY_KEY, PAGE, ApiView, YuanField, idempotent
 
 STAFF = roles("cashier", "finance", "admin")
+# Reads the city platform's operators may make too: persons are the platform's.
+READ = roles("cashier", "finance", "admin", "platform")
 FRONT_DESK = roles("cashier", "admin")
 
 
@@ -54,7 +56,7 @@ class PersonListCreateApi(StaffView):
         phone = serializers.CharField(max_length=20, required=False, allow_blank=True)
 
     def get_permissions(self) -> list[Any]:
-        return [FRONT_DESK()] if self.request.method == "POST" else [STAFF()]
+        return [FRONT_DESK()] if self.request.method == "POST" else [READ()]
 
     @extend_schema(
         operation_id="persons_list",
@@ -119,7 +121,10 @@ class DepartmentListApi(StaffView):
 
 
 class PersonFindApi(StaffView):
-    """Exact lookup by ID number, through its keyed hash; the number travels in the body."""
+    """Exact lookup by ID number, through its keyed hash; the number travels in the body. Open
+    to every staff role and the platform's operators: a patient may arrive anywhere."""
+
+    permission_classes = [READ]
 
     class FindInput(serializers.Serializer):
         id_number = serializers.CharField(max_length=32)
@@ -139,7 +144,8 @@ class PersonFindApi(StaffView):
 
 
 class PersonDetailApi(StaffView):
-    """Staff see anyone; a patient's own login (session or token) sees only itself."""
+    """Staff (and the platform's operators) see anyone; a patient's own login (session or
+    token) sees only itself."""
 
     authentication_classes = [StaffTokenAuthentication, SessionAuthentication]
     permission_classes = [IsAuthenticated]
@@ -147,7 +153,7 @@ class PersonDetailApi(StaffView):
     @extend_schema(operation_id="persons_read", responses=PersonDetailOut)
     def get(self, request: Request, person_id: int) -> Response:
         own = patient_person_id(request)
-        if own is None and not STAFF().has_permission(request, self):
+        if own is None and not READ().has_permission(request, self):
             raise PermissionDenied("staff roles or the person's own login only")
         if own is not None and own != person_id:
             raise PermissionDenied("a patient sees only their own data")

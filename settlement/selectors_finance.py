@@ -12,6 +12,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from accounts.models import Partner
+from accounts.selectors import StaffPlace
 
 from .models import CreditMovement, InsuranceClaim, Receivable, Repayment
 
@@ -55,8 +56,14 @@ def _bucket_filters(today: date) -> dict[str, Q]:
     }
 
 
-def receivables_aging(*, today: date | None = None) -> Aging:
-    """Open and overdue receivables with something outstanding, per bank and aging bucket."""
+def _mine(place: StaffPlace | None, path: str) -> Q:
+    """The rows of ``place``'s institution (every one's when no place is given)."""
+    return Q() if place is None else place.q(path)
+
+
+def receivables_aging(*, today: date | None = None, place: StaffPlace | None = None) -> Aging:
+    """Open and overdue receivables with something outstanding, per bank and aging bucket, at
+    ``place``'s institution."""
     today = today or timezone.localdate()
     filters = _bucket_filters(today)
     annotations: dict[str, Sum] = {}
@@ -64,13 +71,15 @@ def receivables_aging(*, today: date | None = None) -> Aging:
         annotations[f"amount_{index}"] = Sum("outstanding", filter=filters[bucket])
     rows = (
         Receivable.objects.filter(
-            status__in=[Receivable.Status.OPEN, Receivable.Status.OVERDUE], outstanding__gt=0
+            _mine(place, "encounter__institution"),
+            status__in=[Receivable.Status.OPEN, Receivable.Status.OVERDUE],
+            outstanding__gt=0,
         )
         .values("partner_id", "partner__name")
         .annotate(**annotations)
         .order_by("partner__name")
     )
-    counts = _aging_counts(today)
+    counts = _aging_counts(today, _mine(place, "encounter__institution"))
     result = []
     totals = AgingRow(partner_id=None, bank="")
     for row in rows:
@@ -85,10 +94,10 @@ def receivables_aging(*, today: date | None = None) -> Aging:
     return Aging(rows=result, totals=totals, as_of=today)
 
 
-def _aging_counts(today: date) -> dict[tuple[int, str], int]:
+def _aging_counts(today: date, mine: Q) -> dict[tuple[int, str], int]:
     found: dict[tuple[int, str], int] = {}
     base = Receivable.objects.filter(
-        status__in=[Receivable.Status.OPEN, Receivable.Status.OVERDUE], outstanding__gt=0
+        mine, status__in=[Receivable.Status.OPEN, Receivable.Status.OVERDUE], outstanding__gt=0
     )
     for bucket, condition in _bucket_filters(today).items():
         for partner_id, n in (
@@ -122,15 +131,20 @@ class BankDays:
         return sum(self.repaid.values())
 
 
-def daily_credit(*, days: int = 30, today: date | None = None) -> tuple[list[date], list[BankDays]]:
+def daily_credit(
+    *, days: int = 30, today: date | None = None, place: StaffPlace | None = None
+) -> tuple[list[date], list[BankDays]]:
     """Credit drawn (draws by business date) and repaid (repayments by their Shanghai date) per
-    bank per day for the last ``days`` days, today included."""
+    bank per day for the last ``days`` days, today included, at ``place``'s institution."""
     today = today or timezone.localdate()
     first = today - timedelta(days=days - 1)
     window = [first + timedelta(days=offset) for offset in range(days)]
     drawn = (
         CreditMovement.objects.filter(
-            kind=CreditMovement.Kind.DRAW, business_date__gte=first, business_date__lte=today
+            _mine(place, "institution"),
+            kind=CreditMovement.Kind.DRAW,
+            business_date__gte=first,
+            business_date__lte=today,
         )
         .values("partner_id", "business_date")
         .annotate(total=Sum("amount"))
@@ -139,7 +153,9 @@ def daily_credit(*, days: int = 30, today: date | None = None) -> tuple[list[dat
     start = datetime.combine(first, time.min, tzinfo=DISPLAY_ZONE)
     end = datetime.combine(today, time.min, tzinfo=DISPLAY_ZONE) + timedelta(days=1)
     repaid = (
-        Repayment.objects.filter(paid_at__gte=start, paid_at__lt=end)
+        Repayment.objects.filter(
+            _mine(place, "receivable__encounter__institution"), paid_at__gte=start, paid_at__lt=end
+        )
         .annotate(day=TruncDate("paid_at", tzinfo=DISPLAY_ZONE))
         .values("partner_id", "day")
         .annotate(total=Sum("amount"))

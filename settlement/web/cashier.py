@@ -325,7 +325,9 @@ def link_create(request: HttpRequest, person: Person, form: FamilyLinkForm) -> b
 def person_detail(request: HttpRequest, person_id: int) -> HttpResponse:
     person = get_object_or_404(Person, pk=person_id)
     action = request.POST.get("action") if request.method == "POST" else None
-    admit_form = AdmitForm(request.POST if action == "admit" else None)
+    admit_form = AdmitForm(
+        request.POST if action == "admit" else None, institution=staff_institution(request.user)
+    )
     link_form = FamilyLinkForm(
         request.POST if action == "link" else None, initial={"this_is": "beneficiary"}
     )

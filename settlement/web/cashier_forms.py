@@ -2,14 +2,14 @@
 
 import uuid
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from accounts.models import Department, FamilyLink
+from accounts.models import Department, FamilyLink, Institution
 from core.money import API, NotYuan, yuan_to_fen
 from settlement.models import Channel
 
@@ -92,14 +92,20 @@ class DepartmentField(forms.ModelChoiceField):
 
 
 class AdmitForm(OnceForm):
-    department = DepartmentField(
-        label=_("Department"),
-        queryset=Department.objects.select_related("institution").order_by(
-            "institution__name", "name"
-        ),
-    )
+    """Admission at the desk's own institution: its departments are the only choices."""
+
+    department = DepartmentField(label=_("Department"), queryset=Department.objects.none())
     kind = forms.ChoiceField(label=_("Kind of visit"), choices=KIND_CHOICES)
     diagnosis_code = forms.CharField(label=_("Diagnosis code"), max_length=32, required=False)
+
+    def __init__(self, *args: Any, institution: Institution | None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = cast(DepartmentField, self.fields["department"])
+        field.queryset = (
+            Department.objects.filter(institution=institution)
+            .select_related("institution")
+            .order_by("name")
+        )
 
 
 class FamilyLinkForm(forms.Form):

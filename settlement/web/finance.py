@@ -97,7 +97,7 @@ def _aging_chart(totals: dict[str, int]) -> list[dict[str, Any]]:
 @finance_only
 @require_GET
 def receivables(request: HttpRequest) -> HttpResponse:
-    aging = reads.receivables_aging()
+    aging = reads.receivables_aging(place=staff_place(request.user))
     rows = [
         {
             "bank": row.bank,
@@ -157,7 +157,7 @@ def _daily_chart(window: list[date], drawn: dict[date, int], repaid: dict[date, 
 @finance_only
 @require_GET
 def credit_daily(request: HttpRequest) -> HttpResponse:
-    window, banks = reads.daily_credit()
+    window, banks = reads.daily_credit(place=staff_place(request.user))
     charts = []
     for bank in banks:
         days = [
