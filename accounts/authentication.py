@@ -1,4 +1,5 @@
-"""Authentication and roles for the staff API (tokens) and the partner API (signatures).
+"""Authentication and roles for the staff API (tokens), the partner API (signatures) and the
+patient API (bearer tokens from an SMS sign-in).
 
 Kept apart from ``core.api``: DRF imports these classes while it is itself loading.
 """
@@ -11,8 +12,9 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-from accounts.models import Partner, PartnerKey, StaffToken
+from accounts.models import Partner, PartnerKey, PatientToken, Person, StaffToken
 from accounts.services.partners import SignatureRejected, partner_authenticate
+from accounts.services.patient_tokens import patient_token_find
 from accounts.services.staff import token_hash, user_roles
 
 
@@ -112,3 +114,59 @@ class IsPartner(BasePermission):
 
 def staff_actor(request: Request) -> str:
     return f"staff:{request.user.pk}:{request.user.get_username()}"
+
+
+class PatientPrincipal:
+    """The patient of a bearer token: ``person`` is who they are, and all they may act on is
+    their own data and what they pay for through 亲情付."""
+
+    is_authenticated = True
+
+    def __init__(self, token: PatientToken) -> None:
+        self.token = token
+        self.person: Person = token.person
+
+    @property
+    def pk(self) -> str:  # rate limits and audit name the person
+        return f"person:{self.person.pk}"
+
+    @property
+    def actor(self) -> str:
+        return f"patient:{self.person.pk}"
+
+
+class PatientTokenAuthentication(BaseAuthentication):
+    """``Authorization: Bearer <token>``, a token from ``auth/token/``: live (not expired, not
+    revoked); only its hash is stored."""
+
+    keyword = "Bearer"
+
+    def authenticate(self, request: Request) -> tuple[PatientPrincipal, PatientToken] | None:
+        header = request.headers.get("Authorization", "")
+        if not header:
+            return None
+        parts = header.split()
+        if len(parts) != 2 or parts[0] != self.keyword:
+            raise exceptions.AuthenticationFailed("use the header `Authorization: Bearer <token>`")
+        token = patient_token_find(parts[1])
+        if token is None:
+            raise exceptions.AuthenticationFailed("invalid, expired or revoked token")
+        return PatientPrincipal(token), token
+
+    def authenticate_header(self, request: Request) -> str:
+        return self.keyword
+
+
+class IsPatient(BasePermission):
+    """A patient signed in with a bearer token."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return isinstance(request.user, PatientPrincipal)
+
+
+def patient_of(request: Request) -> Person:
+    """The signed-in patient's own person (behind ``IsPatient``)."""
+    user = request.user
+    if not isinstance(user, PatientPrincipal):  # pragma: no cover - IsPatient admits none else
+        raise exceptions.NotAuthenticated()
+    return user.person

@@ -130,9 +130,16 @@ class StaffToken(models.Model):
 class Partner(models.Model):
     """A bank that funds credit lines and calls the signed partner API."""
 
+    class Enrolment(models.TextChoices):
+        # A citizen enrolling with this bank gets a line at once, on the bank's tier table.
+        AUTO = "auto", "granted on the tier table"
+        # The bank is sent a signed credit.application and answers through the grant call.
+        APPLICATION = "application", "the bank decides each application"
+
     name = models.CharField(max_length=100, unique=True)
     webhook_url = models.URLField(blank=True)
     grace_days = models.PositiveSmallIntegerField(default=10)
+    enrolment = models.CharField(max_length=12, choices=Enrolment.choices, default=Enrolment.AUTO)
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
@@ -256,6 +263,8 @@ class FamilyLink(models.Model):
         CHILD_OF_PARENT = "child_of_parent", "adult child of a parent"
 
     class Status(models.TextChoices):
+        # Asked for, waiting for the beneficiary's consent (a code sent to their phone).
+        PENDING = "pending", "awaiting consent"
         ACTIVE = "active", "active"
         REVOKED = "revoked", "revoked"
         LAPSED = "lapsed", "lapsed"
@@ -270,9 +279,11 @@ class FamilyLink(models.Model):
     cap_account = models.OneToOneField(
         LedgerAccount, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
-    consent_at = models.DateTimeField()
+    consent_at = models.DateTimeField(null=True, blank=True)  # none while pending
     consent_by = models.CharField(max_length=150)
     consent_channel = models.CharField(max_length=16)
+    # At a desk: the staff user who saw the consent given in person.
+    consent_recorded_by = models.CharField(max_length=150, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     ended_at = models.DateTimeField(null=True, blank=True)
 
@@ -318,3 +329,154 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor} {self.action} {self.object_id}"
+
+
+# --- the patients' own channel -----------------------------------------------------------------
+
+
+class SmsMessage(models.Model):
+    """A text message to a phone: the SMS outbox.
+
+    Written in the transaction of the event it tells of, with a key naming that event, so it
+    exists exactly when the event does and never twice for it; a worker sends it
+    (``accounts.services.notices``), at least once, giving the gateway the message's id as
+    ``OutId`` so that a send repeated after a worker died mid-way is one message. The
+    parameters are kept encrypted (a login code is a secret) and those of a login code are
+    wiped once it is sent; ``text`` is what the person reads, kept for their list of messages
+    (empty for a login code, which is not listed).
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "to send"
+        SENT = "sent", "sent"
+        FAILED = "failed", "refused by the gateway, or expired"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    event_key = models.CharField(max_length=150, unique=True)
+    person = models.ForeignKey(
+        Person, null=True, blank=True, on_delete=models.PROTECT, related_name="sms_messages"
+    )
+    phone_encrypted = models.TextField()
+    template = models.CharField(max_length=20)
+    params_encrypted = models.TextField(blank=True)
+    text = models.CharField(max_length=300, blank=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(default=timezone.now)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    # A message not sent by then is not sent at all (a login code after its 5 minutes).
+    send_by = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    biz_id = models.CharField(max_length=64, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                name="sms_due",
+                condition=Q(status="pending"),
+            ),
+            models.Index(fields=["person", "created_at"], name="sms_of_person"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.template} {self.event_key} {self.status}"
+
+
+class SmsCode(models.Model):
+    """A one-time code sent to a phone: to sign in, or for a person's consent (a family link).
+
+    Only a keyed hash of the code is kept. It is good for ``CODE_MINUTES`` minutes and
+    ``CODE_TRIES`` wrong tries (the last voids it), and used once.
+    """
+
+    class Purpose(models.TextChoices):
+        SIGN_IN = "sign_in", "sign in"
+        FAMILY_CONSENT = "family_consent", "consent to a family link"
+
+    phone_hash = models.CharField(max_length=64)
+    purpose = models.CharField(max_length=16, choices=Purpose.choices)
+    subject = models.CharField(max_length=64, blank=True)  # what it consents to (a link's id)
+    code_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    attempts = models.PositiveSmallIntegerField(default=0)
+    used_at = models.DateTimeField(null=True, blank=True)
+    voided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["phone_hash", "created_at"], name="sms_code_of_phone")]
+
+    def __str__(self) -> str:
+        return f"{self.purpose} code {self.pk}"
+
+
+class PatientToken(models.Model):
+    """A patient's sign-in for the city's app (``Authorization: Bearer <token>``): only its
+    SHA-256 is stored; it expires, and the patient (or staff) can revoke it."""
+
+    person = models.ForeignKey(Person, on_delete=models.CASCADE, related_name="tokens")
+    key_hash = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=8)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.person_id})"
+
+
+class Consent(models.Model):
+    """A person's consent to a use of their data (PIPL): what for, how far, when, and until it
+    is revoked. Asking the credit-score platform for a score needs one."""
+
+    class Purpose(models.TextChoices):
+        CREDIT_SCORE = "credit_score", "read my credit score for credit medical care"
+
+    person = models.ForeignKey(Person, on_delete=models.PROTECT, related_name="consents")
+    purpose = models.CharField(max_length=16, choices=Purpose.choices)
+    scope = models.TextField()  # the words the person agreed to
+    channel = models.CharField(max_length=16)  # app, portal or desk
+    recorded_by = models.CharField(max_length=150, blank=True)  # at a desk: who saw it given
+    granted_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.purpose} by {self.person_id}"
+
+
+class CreditApplication(models.Model):
+    """A citizen's enrolment with a bank (开通信用就医): the score read with their consent, the
+    bank's tier applied, and the answer: granted (a line), declined, or waiting for the bank."""
+
+    class Status(models.TextChoices):
+        GRANTED = "granted", "granted"
+        PENDING_BANK = "pending_bank", "waiting for the bank"
+        DECLINED = "declined", "declined"
+
+    person = models.ForeignKey(Person, on_delete=models.PROTECT, related_name="applications")
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="applications")
+    consent = models.ForeignKey(Consent, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=12, choices=Status.choices)
+    score = models.PositiveIntegerField(null=True, blank=True)
+    level = models.CharField(max_length=8, blank=True)
+    tier_limit = models.BigIntegerField(null=True, blank=True)
+    reason = models.CharField(max_length=200, blank=True)  # why declined
+    credit_line = models.ForeignKey(
+        CreditLine, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["person", "partner"],
+                condition=Q(status="pending_bank"),
+                name="one_pending_application_per_bank",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.person_id} at {self.partner_id}: {self.status}"

@@ -1,4 +1,4 @@
-"""How the OpenAPI schema describes the two authentication schemes."""
+"""How the OpenAPI schema describes the authentication schemes."""
 
 from typing import Any
 
@@ -33,4 +33,16 @@ class PartnerSignatureScheme(OpenApiAuthenticationExtension):
                 "partner secret over `METHOD\\nPATH_WITH_QUERY\\nTIMESTAMP\\nNONCE\\n"
                 "hex(sha256(body))`. Any fault is a 401 and changes nothing."
             ),
+        }
+
+
+class PatientTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "accounts.authentication.PatientTokenAuthentication"
+    name = "patientToken"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A token from `POST /api/patient/v1/auth/token/` (an SMS code).",
         }

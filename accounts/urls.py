@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import URLPattern, path
 
 from accounts import api, partner_api
 
@@ -38,3 +38,6 @@ partner_urlpatterns = [
         name="partner-credit-line-close",
     ),
 ]
+
+# The patient API (/api/patient/v1/), for the city's app: a patient's own data.
+patient_urlpatterns: list[URLPattern] = []

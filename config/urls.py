@@ -20,6 +20,8 @@ urlpatterns = [
     path("api/v1/", include(settlement_urls.staff_urlpatterns)),
     path("api/partner/v1/", include(accounts_urls.partner_urlpatterns)),
     path("api/partner/v1/", include(settlement_urls.partner_urlpatterns)),
+    path("api/patient/v1/", include(accounts_urls.patient_urlpatterns)),
+    path("api/patient/v1/", include(settlement_urls.patient_urlpatterns)),
     path("i18n/", include("django.conf.urls.i18n")),
     # The finance desk's front page (finance-home) and its batches are reconciliation's.
     path("finance/", include(reconciliation_pages.urlpatterns)),

@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import URLPattern, path
 
 from . import api, partner_api, platform_api
 from .reconciliation import api as recon_api
@@ -44,3 +44,6 @@ partner_urlpatterns = [
     path("repayments/", partner_api.RepaymentsApi.as_view(), name="partner-repayments"),
     path("statements/<str:day>/", partner_api.StatementApi.as_view(), name="partner-statement"),
 ]
+
+# The patient API (/api/patient/v1/), for the city's app: a patient's own data.
+patient_urlpatterns: list[URLPattern] = []

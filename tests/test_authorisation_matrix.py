@@ -452,6 +452,8 @@ STAFF_PREFIXES = ("api/v1/", "cashier/", "finance/", "platform/")
 EXCLUDED: dict[str, str] = {
     "api/partner/v1/": "the banks' API: signed requests, a partner sees its own lines and "
     "receivables (tests/accounts/test_partner_api.py, tests/settlement/test_bank_side.py)",
+    "api/patient/v1/": "the patients' API: a bearer token from an SMS sign-in sees its own data "
+    "and what it pays for (tests/settlement/test_patient_isolation.py)",
     "portal/": "the patients' portal: a patient's own login sees its own data "
     "(tests/web/test_portal_pages.py)",
     "admin/": "Django's admin: is_staff users only, by Django's own checks",

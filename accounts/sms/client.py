@@ -53,8 +53,15 @@ class SmsClient:
         self.timeout = float(timeout if timeout is not None else settings.SMS_TIMEOUT_SECONDS)
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
-    def send(self, phone: str, template: str, params: Mapping[str, object]) -> str:
-        """Send ``template`` with ``params`` to ``phone``; the gateway's ``BizId``."""
+    def send(
+        self, phone: str, template: str, params: Mapping[str, object], *, out_id: str = ""
+    ) -> str:
+        """Send ``template`` with ``params`` to ``phone``; the gateway's ``BizId``.
+
+        ``out_id`` (the cloud-SMS ``OutId``, up to 64 characters) names the message on the
+        sender's side: the gateway answers a second send with the same ``OutId`` as the first
+        and does not send it again, so a send repeated after a lost answer is one message.
+        """
         checked = check_message(phone, template, params)
         body = {
             "PhoneNumbers": phone,
@@ -62,6 +69,8 @@ class SmsClient:
             "TemplateCode": template,
             "TemplateParam": json.dumps(checked, ensure_ascii=False, sort_keys=True),
         }
+        if out_id:
+            body["OutId"] = out_id
         try:
             biz_id = self._exchange(body)
         except (SmsRejected, SmsUnavailable) as e:

@@ -3,7 +3,9 @@
 ``POST /`` takes a message in the cloud-SMS shape (API.md § Notices (SMS)) and checks it as a
 gateway does, answering ``{"Code": "OK", "BizId", "Message": "OK", "RequestId"}`` or a refusal
 ``Code`` (``isv.MOBILE_NUMBER_ILLEGAL``, ``isv.SMS_TEMPLATE_ILLEGAL``,
-``isv.SMS_SIGNATURE_ILLEGAL``, ``isv.INVALID_PARAMETERS``). Accepted messages are kept in memory
+``isv.SMS_SIGNATURE_ILLEGAL``, ``isv.INVALID_PARAMETERS``). A message may carry an ``OutId`` (the
+sender's name for it): sent again with the same ``OutId``, it is answered as the first time and
+not sent twice, as the real gateways dedupe. Accepted messages are kept in memory
 (the latest :data:`KEPT`), rendered in Chinese as the phone shows them, and logged one line each
 to stdout, so that a person running ``make run`` can read a login code. Besides it answers:
 
@@ -11,8 +13,8 @@ to stdout, so that a person running ``make run`` can read a login code. Besides 
     a page listing the messages, newest first (``?phone=`` for one phone), refreshing itself.
 ``GET /sim/messages?phone=``
     the messages as JSON, oldest first: ``{"messages": [{biz_id, phone, sign_name, template,
-    params, template_param (the string as received), text, received_at}]}`` (a test aid, not
-    the wire).
+    params, template_param (the string as received), text, received_at, out_id}]}`` (a test
+    aid, not the wire).
 ``GET /sim/state``
     the mode, the number of requests held now (``hanging``), of requests received on ``POST /``
     whatever their fate (``received``) and of messages kept.
@@ -63,6 +65,9 @@ class Gateway:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._messages: deque[Json] = deque(maxlen=KEPT)
+        # OutId -> the answer given: a message sent again with the same OutId (its sender
+        # did not hear the first answer) is answered as before and not sent twice.
+        self._out_ids: dict[str, Json] = {}
 
     def accept(self, body: object) -> tuple[Json, list[Json]]:
         """The answer to one ``POST /`` body and the messages it kept (one per phone)."""
@@ -86,6 +91,12 @@ class Gateway:
             checked = check_message(phones[0], str(template), params)
         except (ValueError, TypeError) as e:
             return _refusal("isv.INVALID_PARAMETERS", f"TemplateParam: {e}"), []
+        out_id = body.get("OutId")
+        if out_id is not None and (not isinstance(out_id, str) or not 0 < len(out_id) <= 64):
+            return _refusal("isv.INVALID_PARAMETERS", "OutId: 1 to 64 characters"), []
+        with self._lock:
+            if out_id and out_id in self._out_ids:
+                return dict(self._out_ids[out_id], RequestId=_request_id()), []
         biz_id = f"{uuid4().int % 10**18:018d}^0"
         received_at = datetime.now(tz=CST).isoformat(timespec="seconds")
         kept = [
@@ -98,12 +109,17 @@ class Gateway:
                 "template_param": body["TemplateParam"],
                 "text": f"【{sign_name}】{render(str(template), checked)}",
                 "received_at": received_at,
+                "out_id": out_id or "",
             }
             for phone in phones
         ]
-        with self._lock:
-            self._messages.extend(kept)
         answer = {"Code": "OK", "Message": "OK", "BizId": biz_id, "RequestId": _request_id()}
+        with self._lock:
+            if out_id and out_id in self._out_ids:  # the same sent concurrently, kept first
+                return dict(self._out_ids[out_id], RequestId=_request_id()), []
+            self._messages.extend(kept)
+            if out_id:
+                self._out_ids[out_id] = answer
         return answer, kept
 
     def messages(self, phone: str = "") -> list[Json]:

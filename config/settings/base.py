@@ -270,6 +270,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "settlement.tasks.deliver_webhooks",
         "schedule": 30.0,
     },
+    # Each message queued asks a worker at once; this picks up the retries and any a broker
+    # outage lost.
+    "accounts-deliver-sms": {
+        "task": "accounts.tasks.deliver_sms",
+        "schedule": 15.0,
+    },
 }
 INSURER_TIMEOUT_SECONDS = float(os.environ.get("INSURER_TIMEOUT_SECONDS", "5"))
 
@@ -280,6 +286,8 @@ SMS_URL = os.environ.get("SMS_URL", "http://127.0.0.1:8766/")
 # The registered signature a phone shows in brackets before each message.
 SMS_SIGN_NAME = os.environ.get("SMS_SIGN_NAME", "信用就医")
 SMS_TIMEOUT_SECONDS = float(os.environ.get("SMS_TIMEOUT_SECONDS", "5"))
+# A patient's sign-in token for the city's app lasts this long (revocable before).
+PATIENT_TOKEN_DAYS = int(os.environ.get("PATIENT_TOKEN_DAYS", "30"))
 
 # The city credit-score platform (API.md § Credit-score provider); the default is the simulator.
 CREDIT_SCORE_URL = os.environ.get("CREDIT_SCORE_URL", "http://127.0.0.1:8767")
