@@ -61,6 +61,7 @@ class FamilyLinkOut(serializers.ModelSerializer):
             "consent_at",
             "consent_by",
             "consent_channel",
+            "consent_recorded_by",
             "created_at",
             "ended_at",
         ]

@@ -100,6 +100,8 @@ def family_link_create(
                 consent_at=timezone.now(),
                 consent_by=consent_by,
                 consent_channel=consent_channel,
+                # At a desk the consent is given in person: the staff user who saw it.
+                consent_recorded_by=actor if consent_channel == "cashier" else "",
             )
     except IntegrityError:
         raise FamilyRuleViolated(
@@ -133,6 +135,7 @@ def family_link_create(
             "cap": cap,
             "consent_by": consent_by,
             "consent_channel": consent_channel,
+            "consent_recorded_by": link.consent_recorded_by,
         },
     )
     return link

@@ -113,6 +113,9 @@ def test_person_detail_shows_lines_and_links(staff_client, make_person, make_par
     )
     assert made.status_code == 201
     assert made.json()["cap"] == "800.00"
+    # Given in person at the desk: who recorded it is kept with the link.
+    assert made.json()["consent_channel"] == "cashier"
+    assert made.json()["consent_recorded_by"].startswith("staff:")
     detail = client.get(f"/api/v1/persons/{parent.pk}/").json()
     assert detail["credit_lines"][0]["limit"] == "1000.00"
     assert detail["credit_lines"][0]["partner"] == "厦门国际银行"
