@@ -13,3 +13,11 @@ class SettlementConfig(AppConfig):
         need not import the wing above it."""
         super().import_models()
         import_module("settlement.reconciliation.models")
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
+        from .services.house import forget_house_accounts
+
+        # A flush (or a migration) may empty the tables the remembered accounts are in.
+        post_migrate.connect(forget_house_accounts, dispatch_uid="settlement-house-accounts")

@@ -20,3 +20,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if os.environ.get("REQUIRE_POSTGRES") == "1":
         pytest.fail(f"{reason} (REQUIRE_POSTGRES=1 forbids skipping)", pytrace=False)
     pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _forget_house_accounts():
+    """Each test starts with the process's memory of house accounts empty: a test's database
+    is rolled back or flushed after it, and an account remembered from it would be gone."""
+    from settlement.services.house import forget_house_accounts
+
+    forget_house_accounts()

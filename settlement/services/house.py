@@ -6,6 +6,8 @@ postings do not queue on one row (see ``ledger.models.BalanceSlot``). Each encou
 own patient receivable and deposit-held accounts.
 """
 
+from django.db import transaction
+
 from accounts.models import Institution, Partner
 from ledger import services as ledger
 from ledger.models import Account, Ledger, Side
@@ -16,14 +18,32 @@ from ..selectors import deposit_code
 HOT = 16
 
 
+# House accounts by code, as committed: an account, once made, never changes or goes (the ledger
+# refuses both), so a process asks the database for each once. One made in a transaction is
+# remembered only when that commits; ``forget_house_accounts`` empties the memory when the
+# database itself is emptied (tests' flushes).
+_known: dict[str, Account] = {}
+
+
 def _house(institution: Institution, name: str, side: str, label: str) -> Account:
-    return ledger.account_create(
-        code=f"money:inst:{institution.pk}:{name}",
+    code = f"money:inst:{institution.pk}:{name}"
+    known = _known.get(code)
+    if known is not None:
+        return known
+    account = ledger.account_create(
+        code=code,
         name=f"{institution.code} {label}",
         ledger=Ledger.MONEY,
         normal_side=side,
         balance_slots=HOT,
     )
+    transaction.on_commit(lambda: _known.setdefault(code, account))
+    return account
+
+
+def forget_house_accounts(**kwargs: object) -> None:
+    """Empty the memory of house accounts (connected to ``post_migrate``, which a flush sends)."""
+    _known.clear()
 
 
 def revenue(institution: Institution, category: str) -> Account:
