@@ -10,9 +10,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.authentication import IsPatient, PatientTokenAuthentication, patient_of
-from accounts.models import CreditApplication, CreditLine
+from accounts.models import Consent, CreditApplication, CreditLine
 from accounts.selectors import line_figures
 from accounts.serializers import CreditLineOut, credit_line_out
+from accounts.services.consents import consent_revoke
 from core.api import IDEMPOTENCY_KEY, ApiView, YuanField, idempotent
 from core.api_errors import ErrorOut
 
@@ -28,6 +29,7 @@ class PatientView(ApiView):
 class EnrolmentOut(serializers.Serializer):
     status = serializers.ChoiceField(choices=CreditApplication.Status.values)
     application = serializers.IntegerField()
+    consent = serializers.IntegerField(help_text="the consent recorded; revocable")
     bank = serializers.CharField()
     score = serializers.IntegerField(allow_null=True, help_text="null: the platform has none")
     level = serializers.CharField(help_text="the platform's band name; empty without a score")
@@ -48,6 +50,7 @@ def enrolment_out(enrolment: Enrolment) -> dict[str, Any]:
     return {
         "status": enrolment.status,
         "application": application.pk,
+        "consent": application.consent_id,
         "bank": application.partner.name,
         "score": enrolment.score,
         "level": enrolment.level,
@@ -117,3 +120,31 @@ class EnrolmentApi(PatientView):
             return Response(enrolment_out(enrolment), status=status.HTTP_201_CREATED)
 
         return idempotent(request, f"patient:{person.pk}", enrol)
+
+
+class ConsentOut(serializers.ModelSerializer):
+    class Meta:
+        model = Consent
+        fields = ["id", "purpose", "scope", "channel", "granted_at", "revoked_at"]
+
+
+class ConsentRevokeApi(PatientView):
+    @extend_schema(
+        operation_id="patient_consents_revoke",
+        description="Withdraw a consent of the caller's (another person's is a 404): the "
+        "credit score is no longer read under it, and the monthly refresh passes the caller's "
+        "lines by; lines already granted keep their limits. Revoking twice changes nothing.",
+        parameters=[IDEMPOTENCY_KEY],
+        request=None,
+        responses={200: ConsentOut},
+    )
+    def post(self, request: Request, consent_id: int) -> Response:
+        person = patient_of(request)
+
+        def revoke() -> Response:
+            consent = consent_revoke(
+                actor=f"patient:{person.pk}", person=person, consent_id=consent_id
+            )
+            return Response(ConsentOut(consent).data)
+
+        return idempotent(request, f"patient:{person.pk}", revoke)

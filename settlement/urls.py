@@ -48,4 +48,9 @@ partner_urlpatterns = [
 # The patient API (/api/patient/v1/), for the city's app: a patient's own data.
 patient_urlpatterns: list[URLPattern] = [
     path("enrolment/", enrolment_api.EnrolmentApi.as_view(), name="patient-enrolment"),
+    path(
+        "consents/<int:consent_id>/revoke/",
+        enrolment_api.ConsentRevokeApi.as_view(),
+        name="patient-consent-revoke",
+    ),
 ]

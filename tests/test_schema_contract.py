@@ -460,6 +460,13 @@ def test_every_operation_succeeds_with_an_answer_exactly_as_declared(world, insu
     # A citizen enrols with the only bank on the score the credit-score simulator gives.
     enrolled = call("POST", "/api/patient/v1/enrolment/", 201, body={"consent": True})
     assert enrolled["status"] in {"granted", "declined"} and enrolled["bank"] == world.partner.name
+    revoked = call(
+        "POST",
+        "/api/patient/v1/consents/{consent_id}/revoke/",
+        200,
+        path_parameters={"consent_id": enrolled["consent"]},
+    )
+    assert revoked["revoked_at"] is not None
 
     assert called == OPERATIONS, OPERATIONS ^ called
 
@@ -480,5 +487,5 @@ def _routes(patterns: list[Any], prefix: str = "") -> Iterator[tuple[str, str]]:
 
 def test_the_schema_has_every_operation_the_app_routes():
     routed = set(_routes(get_resolver().url_patterns))
-    assert len(routed) == 33
+    assert len(routed) == 34
     assert routed == OPERATIONS, routed ^ OPERATIONS

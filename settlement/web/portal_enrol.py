@@ -7,14 +7,15 @@ from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.exceptions import AccountsError
-from accounts.models import CreditApplication, Partner
+from accounts.models import Consent, CreditApplication, Partner
+from accounts.services.consents import consent_revoke
 from core.money import fen_to_yuan
 from settlement.services.enrolment import CONSENT_TEXT, enrolment_apply, enrolment_bank
 
@@ -117,6 +118,25 @@ def enrol(request: HttpRequest) -> HttpResponse:
             "form": form,
             "consent_text": CONSENT_TEXT,
             "applications": _applications(person),
+            "consents": Consent.objects.filter(
+                person=person, purpose=Consent.Purpose.CREDIT_SCORE, revoked_at__isnull=True
+            ).order_by("-granted_at"),
             "section": "enrol",
         },
     )
+
+
+@require_POST
+@patient_required
+def revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    """Withdraw one of the patient's own consents (another's is a 404)."""
+    person = request.person  # type: ignore[attr-defined]
+    try:
+        consent_revoke(actor=f"patient:{person.pk}", person=person, consent_id=pk)
+    except Consent.DoesNotExist:
+        raise Http404 from None
+    messages.success(
+        request,
+        _("Consent withdrawn: your credit score is no longer read. Your lines stay as they are."),
+    )
+    return HttpResponseRedirect(reverse("portal-enrol"))

@@ -18,6 +18,11 @@ urlpatterns = [
     path("cashier/refunds/", include(cashier_refunds.urlpatterns)),
     path("cashier/", include(cashier.urlpatterns)),
     path("portal/enrol/", portal_enrol.enrol, name="portal-enrol"),
+    path(
+        "portal/enrol/consents/<int:pk>/revoke/",
+        portal_enrol.revoke,
+        name="portal-consent-revoke",
+    ),
     path("portal/", include(portal.urlpatterns)),
     path("finance/", include(finance.urlpatterns)),
     path("finance/deposits/", deposit_table_page.deposit_table, name="finance-deposits"),

@@ -327,6 +327,30 @@ def test_a_consent_is_revoked_by_its_person_only(score_platform, bank, make_pers
     assert AuditEvent.objects.filter(action="consent.revoke").count() == 1
 
 
+def test_a_patient_revokes_their_own_consent_through_the_api(score_platform, bank, make_person):
+    partner, _ = bank
+    person, stranger = make_person("邓超"), make_person("韩梅")
+    pin(score_platform, person, 640)
+    consent_id = enrol(patient(person), bank=partner.name).json()["consent"]
+    url = f"/api/patient/v1/consents/{consent_id}/revoke/"
+
+    others = patient(stranger).post(url, HTTP_IDEMPOTENCY_KEY="r1")
+    assert others.status_code == 404
+    assert Consent.objects.get(pk=consent_id).revoked_at is None
+
+    revoked = patient(person).post(url, HTTP_IDEMPOTENCY_KEY="r2")
+    assert revoked.status_code == 200, revoked.json()
+    answer = revoked.json()
+    assert (answer["id"], answer["purpose"], answer["channel"]) == (
+        consent_id,
+        "credit_score",
+        "app",
+    )
+    assert answer["revoked_at"] is not None
+    assert Consent.objects.get(pk=consent_id).revoked_at is not None
+    assert CreditLine.objects.get(person=person).status == "active"  # the line stays
+
+
 # --- the monthly refresh ----------------------------------------------------------------------
 
 

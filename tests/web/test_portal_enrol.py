@@ -103,3 +103,33 @@ def test_a_declined_enrolment_says_why(
 
     assert "未能开通" in body and "信用平台没有您的信用分" in body
     assert not CreditLine.objects.exists()
+
+
+def test_a_patient_withdraws_their_own_consent_on_the_page(
+    client,
+    citizen,
+    make_person,
+    make_partner,
+    score_platform,  # noqa: F811 - the fixture imported above
+):
+    partner, _ = make_partner("厦门国际银行")
+    pin(score_platform, citizen, 640)
+    client.force_login(citizen.user)
+    client.post(PAGE, {"bank": partner.pk, "consent": "on"})
+    consent = Consent.objects.get(person=citizen)
+    url = f"/portal/enrol/consents/{consent.pk}/revoke/"
+    assert "我的授权" in client.get(PAGE).content.decode()
+
+    stranger = make_person("王磊")
+    patient_login_create(actor="test", person=stranger, password="portal-pass-2")
+    client.force_login(stranger.user)
+    assert client.post(url).status_code == 404
+    consent.refresh_from_db()
+    assert consent.revoked_at is None
+
+    client.force_login(citizen.user)
+    body = client.post(url, follow=True).content.decode()
+    assert "授权已撤回" in body and "我的授权" not in body
+    consent.refresh_from_db()
+    assert consent.revoked_at is not None
+    assert client.get(url).status_code == 405
