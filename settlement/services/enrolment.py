@@ -277,10 +277,13 @@ def scores_refresh(
             consents__purpose=Consent.Purpose.CREDIT_SCORE,
             consents__revoked_at__isnull=True,
         )
-        .distinct()
         .order_by("pk")
+        .distinct()
     )
-    for person in holders.iterator():
+    # Ids first: each holder is then read and written in transactions of its own, with no
+    # cursor held open across them.
+    for person_id in list(holders.values_list("pk", flat=True)):
+        person = Person.objects.get(pk=person_id)
         consent = live_consent(person, Consent.Purpose.CREDIT_SCORE)
         if consent is None:  # revoked since the query
             continue

@@ -17,11 +17,14 @@ from accounts.selectors import person_id_number
 from accounts.services.consents import consent_revoke
 from accounts.services.partners import partner_set_tiers
 from accounts.services.patient_tokens import patient_token_issue
+from settlement.exceptions import AlreadyEnrolled
 from settlement.models import OutboxEvent
 from settlement.services.enrolment import CONSENT_TEXT, enrolment_apply, scores_refresh
 from settlement.services.outbox import outbox_deliver
+from settlement.tasks import refresh_credit_scores
 from tests.accounts.simulators import SimulatorProcess, started
 from tests.settlement.test_bank_side import assert_signed, hook, no_proxy  # noqa: F401
+from tests.threads import run_threads
 
 pytestmark = pytest.mark.django_db
 
@@ -468,9 +471,48 @@ def test_a_tier_table_may_start_above_zero(bank):
     assert list(partner.tiers.values_list("min_score", "limit")) == [(350, 20_000), (600, 80_000)]
 
 
+def test_the_task_runs_the_refresh_and_reports_it(score_platform, bank, make_person):
+    partner, _ = bank
+    line = enrolled(score_platform, partner, make_person, "唐宁", 640)
+    pin(score_platform, line.person, 550)
+    assert refresh_credit_scores() == {
+        "asked": 1,
+        "retiered": 1,
+        "frozen": 0,
+        "unfrozen": 0,
+        "unchanged": 0,
+        "skipped": 0,
+    }
+
+
 def test_the_refresh_runs_monthly_by_beat():
     entry = django_settings.CELERY_BEAT_SCHEDULE["settlement-refresh-credit-scores"]
     assert entry["task"] == "settlement.tasks.refresh_credit_scores"
     schedule = entry["schedule"]
     assert isinstance(schedule, crontab)
     assert schedule.day_of_month == {2} and schedule.hour == {4} and schedule.minute == {0}
+
+
+# --- racing -----------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_enrolments_racing_for_one_person_grant_one_line(score_platform, make_partner, make_person):
+    partner, _ = make_partner("厦门国际银行", tiers=FROM_450)
+    person = make_person("赵雷")
+    pin(score_platform, person, 640)
+
+    def attempt(i: int) -> object:
+        return enrolment_apply(
+            actor=f"t{i}", person=person, partner=partner, consent_scope="同意", channel="app"
+        )
+
+    results = run_threads(attempt, threads=4)
+
+    granted = [r for r in results if not isinstance(r, Exception)]
+    refused = [r for r in results if isinstance(r, AlreadyEnrolled)]
+    assert len(granted) == 1 and len(refused) == 3, results
+    assert CreditLine.objects.filter(person=person).count() == 1
+    assert CreditApplication.objects.filter(person=person).count() == 1
+    assert Consent.objects.filter(person=person).count() == 1  # the refused wrote nothing
