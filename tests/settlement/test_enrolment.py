@@ -22,9 +22,10 @@ from settlement.models import OutboxEvent
 from settlement.services.enrolment import CONSENT_TEXT, enrolment_apply, scores_refresh
 from settlement.services.outbox import outbox_deliver
 from settlement.tasks import refresh_credit_scores
-from tests.accounts.simulators import SimulatorProcess, started
+from tests.accounts.simulators import HOLD, SimulatorProcess, started
 from tests.settlement.test_bank_side import assert_signed, hook, no_proxy  # noqa: F401
 from tests.threads import run_threads
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -260,6 +261,27 @@ def test_a_platform_that_cannot_be_reached_is_a_503(settings, bank, make_person)
     response = enrol(patient(make_person("吴刚")), bank=partner.name)
     assert response.status_code == 503
     assert written()["Consent"] == 0
+
+
+def test_a_hanging_platform_times_out_as_a_503_with_nothing_written(
+    score_platform, settings, bank, make_person
+):
+    partner, _ = bank
+    settings.CREDIT_SCORE_TIMEOUT_SECONDS = 0.5
+    score_platform.control(mode="hang", hang_seconds=HOLD)
+    try:
+        response = enrol(patient(make_person("罗兰")), bank=partner.name)
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "score_unavailable"
+        assert written() == {
+            "Consent": 0,
+            "CreditApplication": 0,
+            "CreditLine": 0,
+            "OutboxEvent": 0,
+        }
+    finally:
+        score_platform.control(mode="ok", release=True)
+        assert wait_until(lambda: score_platform.state()["hanging"] == 0)
 
 
 @pytest.mark.parametrize("body", [{"consent": False}, {}, {"consent": "maybe"}])
