@@ -147,7 +147,11 @@ class Partner(models.Model):
 
 
 class PartnerTier(models.Model):
-    """Score band → limit: ``min_score`` and up, until the next band (fen)."""
+    """Score band → limit: ``min_score`` and up, until the next band (fen).
+
+    The lowest band's ``min_score`` is the least score the bank lends on: a citizen scoring
+    under it is declined at enrolment, and a line whose holder falls under it is frozen.
+    """
 
     partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="tiers")
     min_score = models.PositiveIntegerField()
@@ -212,6 +216,8 @@ class CreditLine(models.Model):
         NONE = "", "not frozen"
         BANK = "bank", "frozen by the bank"
         OVERDUE = "overdue", "an amount is overdue"
+        # The monthly score refresh found the holder's score below the bank's lowest tier.
+        SCORE = "score", "the credit score fell below the lowest tier"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="credit_lines")
@@ -435,6 +441,9 @@ class Consent(models.Model):
         CREDIT_SCORE = "credit_score", "read my credit score for credit medical care"
 
     person = models.ForeignKey(Person, on_delete=models.PROTECT, related_name="consents")
+    # Named to the credit-score platform as the request's ``consent_id``; made before the row
+    # is written, since the score is asked before anything is recorded.
+    reference = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     purpose = models.CharField(max_length=16, choices=Purpose.choices)
     scope = models.TextField()  # the words the person agreed to
     channel = models.CharField(max_length=16)  # app, portal or desk

@@ -35,3 +35,28 @@ class RefundNotOwed(AccountsError):
 
     code = "refund_not_owed"
     status = 409
+
+
+class ScoreUnavailable(AccountsError):
+    """The credit-score platform could not be asked (down, timing out, or refusing the request):
+    nothing was recorded, and the same request may be sent again later."""
+
+    code = "score_unavailable"
+    status = 503
+
+
+class EnrolmentStateError(AccountsError):
+    code = "enrolment_state"
+    status = 409
+
+
+class AlreadyEnrolled(EnrolmentStateError):
+    """The person already holds an open line with this bank."""
+
+    code = "already_enrolled"
+
+
+class ApplicationPending(EnrolmentStateError):
+    """The person's enrolment with this bank waits for the bank's answer."""
+
+    code = "application_pending"

@@ -1,6 +1,7 @@
 from celery import shared_task
 
 from .services.claim_retries import claims_retry
+from .services.enrolment import scores_refresh
 from .services.outbox import outbox_deliver
 from .services.repayments import receivables_mark_overdue
 
@@ -25,3 +26,9 @@ def recover_stalled_settlements() -> dict:
     from .services.settle import settlements_recover
 
     return settlements_recover()
+
+
+@shared_task
+def refresh_credit_scores() -> dict:
+    """Monthly: every consenting holder's score asked again, their lines re-tiered."""
+    return scores_refresh().as_dict()

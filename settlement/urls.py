@@ -1,6 +1,6 @@
 from django.urls import URLPattern, path
 
-from . import api, partner_api, platform_api
+from . import api, enrolment_api, partner_api, platform_api
 from .reconciliation import api as recon_api
 
 staff_urlpatterns = [
@@ -46,4 +46,11 @@ partner_urlpatterns = [
 ]
 
 # The patient API (/api/patient/v1/), for the city's app: a patient's own data.
-patient_urlpatterns: list[URLPattern] = []
+patient_urlpatterns: list[URLPattern] = [
+    path("enrolment/", enrolment_api.EnrolmentApi.as_view(), name="patient-enrolment"),
+    path(
+        "consents/<int:consent_id>/revoke/",
+        enrolment_api.ConsentRevokeApi.as_view(),
+        name="patient-consent-revoke",
+    ),
+]

@@ -49,6 +49,7 @@ from schemathesis.specs.openapi.checks import (
 
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.partners import partner_create
+from accounts.services.patient_tokens import patient_token_issue
 from accounts.services.staff import staff_create
 from core.api import ApiView
 from settlement.models import CreditMovement
@@ -56,6 +57,7 @@ from settlement.reconciliation.batches import batch_run
 from settlement.reconciliation.models import ReconItem
 from settlement.services.encounters import charges_post, encounter_admit
 from settlement.services.settle import encounter_settle
+from tests.accounts.simulators import SimulatorProcess, started
 from tests.factories import (
     charge_item,
     grant_line,
@@ -132,10 +134,18 @@ def insurer_sim(tmp_path_factory) -> Iterator[Simulator]:
     simulator.stop()
 
 
+@pytest.fixture(scope="module")
+def score_sim(tmp_path_factory) -> Iterator[SimulatorProcess]:
+    simulator = started("run_credit_score_simulator", tmp_path_factory.mktemp("s") / "s.log")
+    yield simulator
+    simulator.stop()
+
+
 @pytest.fixture
-def world(insurer_sim, tmp_path, settings) -> Iterator[SimpleNamespace]:
+def world(insurer_sim, score_sim, tmp_path, settings) -> Iterator[SimpleNamespace]:
     """An admin's token, a bank, and one of each object an operation's path can name."""
     settings.RECON_UPLOAD_DIR = tmp_path / "uploads"
+    settings.CREDIT_SCORE_URL = score_sim.url
     _, token = staff_create(
         actor="test",
         institution=home_institution(),
@@ -191,9 +201,13 @@ def world(insurer_sim, tmp_path, settings) -> Iterator[SimpleNamespace]:
     _, platform_token = staff_create(
         actor="test", institution=None, username=f"ops-{uuid4().hex[:8]}", role="platform"
     )
+    # A citizen signed in through the city's app, for the patient API.
+    citizen = person_create(actor="test", name="陈新", id_number=make_id_number(date(1985, 6, 6)))
+    patient_token = patient_token_issue(person=citizen, actor="test")
     yield SimpleNamespace(
         token=token,
         platform_token=platform_token,
+        patient_token=patient_token,
         partner=partner,
         department=department,
         person=child,
@@ -227,6 +241,8 @@ def _send(case: Any, world: SimpleNamespace) -> Any:
         headers["Authorization"] = f"Token {world.platform_token}"
     elif case.path.startswith("/api/v1/"):
         headers["Authorization"] = f"Token {world.token}"
+    elif case.path.startswith("/api/patient/"):
+        headers["Authorization"] = f"Bearer {world.patient_token}"
     # The request runs in this thread and the test's transaction: Django must not close that
     # connection when the request ends (its own test client does the same).
     request_started.disconnect(close_old_connections)
@@ -441,6 +457,17 @@ def test_every_operation_succeeds_with_an_answer_exactly_as_declared(world, insu
     )
     assert paid["status"] == "paid"
 
+    # A citizen enrols with the only bank on the score the credit-score simulator gives.
+    enrolled = call("POST", "/api/patient/v1/enrolment/", 201, body={"consent": True})
+    assert enrolled["status"] in {"granted", "declined"} and enrolled["bank"] == world.partner.name
+    revoked = call(
+        "POST",
+        "/api/patient/v1/consents/{consent_id}/revoke/",
+        200,
+        path_parameters={"consent_id": enrolled["consent"]},
+    )
+    assert revoked["revoked_at"] is not None
+
     assert called == OPERATIONS, OPERATIONS ^ called
 
 
@@ -460,5 +487,5 @@ def _routes(patterns: list[Any], prefix: str = "") -> Iterator[tuple[str, str]]:
 
 def test_the_schema_has_every_operation_the_app_routes():
     routed = set(_routes(get_resolver().url_patterns))
-    assert len(routed) == 32
+    assert len(routed) == 34
     assert routed == OPERATIONS, routed ^ OPERATIONS

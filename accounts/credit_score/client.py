@@ -11,6 +11,8 @@ Only the standard library is used, and proxies from the environment are ignored,
 insurer. The name sent is personal data: nothing here logs it.
 """
 
+import hashlib
+import hmac
 import http.client
 import json
 import urllib.error
@@ -33,11 +35,28 @@ from accounts.credit_score import (
 
 __all__ = [
     "CreditScoreClient",
+    "citizen_hash",
     "CreditScoreError",
     "CreditScoreRejected",
     "CreditScoreUnavailable",
     "Score",
 ]
+
+
+def citizen_hash(id_number: str) -> str:
+    """The ``id_number_hash`` the platform is asked with: lowercase hex HMAC-SHA256 of the
+    normalised 18-character ID number, keyed with ``CREDIT_SCORE_ID_KEY``, a key agreed with
+    the city platform.
+
+    The platform holds the same numbers and the same key, so it computes the same hash and
+    matches the citizen, while nobody who reads the requests learns the number. Not our own
+    lookup hash (``accounts.crypto``): its key is ours alone and changes when
+    ``FIELD_ENCRYPTION_KEY`` is rotated, and the platform needs a value stable for years. Not
+    a plain SHA-256: ID numbers are few enough (region, birth date, three digits) to be
+    found again from an unkeyed hash by trying them all.
+    """
+    key = settings.CREDIT_SCORE_ID_KEY.encode()
+    return hmac.new(key, id_number.strip().upper().encode(), hashlib.sha256).hexdigest()
 
 
 class CreditScoreClient:

@@ -10,7 +10,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy, pgettext_lazy
 
 from accounts.exceptions import CreditLineStateError, InvalidInput
-from accounts.models import CreditLine, FamilyLink, Partner
+from accounts.models import CreditApplication, CreditLine, FamilyLink, Partner, Person
 from accounts.selectors import link_is_live
 from ledger import services as ledger
 from ledger.models import Account, Hold, Ledger, Side
@@ -91,8 +91,37 @@ def credit_line_grant(
     """Open a line for the person with this ID number, or update the open one; True if new.
 
     Without ``limit`` the partner's tier table decides from ``score``. ``expires_on`` left
-    out keeps an open line's expiry (none for a new line); ``None`` removes it.
+    out keeps an open line's expiry (none for a new line); ``None`` removes it. The person's
+    enrolment waiting for this bank's answer, if any, is answered by the line.
     """
+    score, limit = _grant_checks(partner, score, score_provider, limit, expires_on)
+    person, _ = person_get_or_create(actor=actor, name=name, id_number=id_number)
+    return _grant(actor, partner, person, score, score_provider, limit, expires_on)
+
+
+@transaction.atomic(savepoint=False)
+def credit_line_grant_to(
+    *,
+    actor: str,
+    partner: Partner,
+    person: Person,
+    score: int,
+    score_provider: str,
+    limit: int | None = None,
+) -> tuple[CreditLine, bool]:
+    """As :func:`credit_line_grant`, for a known person: a step of the caller's transaction
+    (an enrolment granted at once, a line re-tiered by the monthly score refresh)."""
+    score, limit = _grant_checks(partner, score, score_provider, limit, "keep")
+    return _grant(actor, partner, person, score, score_provider, limit, "keep")
+
+
+def _grant_checks(
+    partner: Partner,
+    score: int,
+    score_provider: str,
+    limit: int | None,
+    expires_on: date | None | Literal["keep"],
+) -> tuple[int, int]:
     score = _check_score(score)
     if not score_provider or len(score_provider) > 64:
         raise InvalidInput(
@@ -102,7 +131,18 @@ def credit_line_grant(
     limit = _check_limit(tier_limit(partner, score) if limit is None else limit)
     if isinstance(expires_on, date) and expires_on <= timezone.localdate():
         raise InvalidInput(gettext_lazy("expires_on must be in the future"), field="expires_on")
-    person, _ = person_get_or_create(actor=actor, name=name, id_number=id_number)
+    return score, limit
+
+
+def _grant(
+    actor: str,
+    partner: Partner,
+    person: Person,
+    score: int,
+    score_provider: str,
+    limit: int,
+    expires_on: date | None | Literal["keep"],
+) -> tuple[CreditLine, bool]:
     line = (
         CreditLine.objects.select_for_update()
         .filter(partner=partner, person=person)
@@ -124,6 +164,7 @@ def credit_line_grant(
             obj=line,
             changes={**changes, "limit": limit, "expires_on": str(expires_on or "")},
         )
+        applications_answer(line=line, actor=actor)
         return line, False
 
     line = CreditLine(
@@ -150,7 +191,33 @@ def credit_line_grant(
             "expires_on": str(line.expires_on or ""),
         },
     )
+    applications_answer(line=line, actor=actor)
     return line, True
+
+
+def applications_answer(*, line: CreditLine, actor: str) -> int:
+    """Mark the holder's enrolment waiting for this bank (``pending_bank``) granted with
+    ``line``: the bank answers an application through its ordinary grant call. Inside the
+    grant's transaction; how many were answered (0 or 1)."""
+    waiting = list(
+        CreditApplication.objects.select_for_update().filter(
+            person_id=line.person_id,
+            partner_id=line.partner_id,
+            status=CreditApplication.Status.PENDING_BANK,
+        )
+    )
+    for application in waiting:
+        application.status = CreditApplication.Status.GRANTED
+        application.credit_line = line
+        application.decided_at = timezone.now()
+        application.save(update_fields=["status", "credit_line", "decided_at"])
+        audit_record(
+            actor=actor,
+            action="credit_application.granted",
+            obj=application,
+            changes={"credit_line": str(line.pk), "limit": line.limit},
+        )
+    return len(waiting)
 
 
 def _set_limit(line: CreditLine, new_limit: int) -> None:

@@ -27,8 +27,10 @@ def partner_create(
     webhook_url: str = "",
     grace_days: int = 10,
     tiers: tuple[tuple[int, int], ...] = DEFAULT_TIERS,
+    enrolment: str = Partner.Enrolment.AUTO,
 ) -> tuple[Partner, PartnerKey, str]:
-    """Create a bank partner with its tier table and a first signing key."""
+    """Create a bank partner with its tier table and a first signing key; ``enrolment`` says
+    whether a citizen enrolling with it is granted a line at once or the bank answers."""
     name = name.strip()
     if not name or len(name) > 100:
         raise InvalidInput(
@@ -42,14 +44,23 @@ def partner_create(
         )
     if not 0 <= grace_days <= 365:
         raise InvalidInput(gettext_lazy("grace_days must be between 0 and 365"), field="grace_days")
-    partner = Partner.objects.create(name=name, webhook_url=webhook_url, grace_days=grace_days)
+    if enrolment not in Partner.Enrolment.values:
+        raise InvalidInput(gettext_lazy("enrolment must be auto or application"), field="enrolment")
+    partner = Partner.objects.create(
+        name=name, webhook_url=webhook_url, grace_days=grace_days, enrolment=enrolment
+    )
     _tiers_set(actor=actor, partner=partner, tiers=tiers)
     key, secret = partner_key_issue(actor=actor, partner=partner)
     audit_record(
         actor=actor,
         action="partner.create",
         obj=partner,
-        changes={"name": name, "webhook_url": webhook_url, "grace_days": grace_days},
+        changes={
+            "name": name,
+            "webhook_url": webhook_url,
+            "grace_days": grace_days,
+            "enrolment": enrolment,
+        },
     )
     return partner, key, secret
 
@@ -61,9 +72,10 @@ def partner_set_tiers(*, actor: str, partner: Partner, tiers: tuple[tuple[int, i
 
 
 def _tiers_set(*, actor: str, partner: Partner, tiers: tuple[tuple[int, int], ...]) -> None:
+    # The lowest band may start above 0: it is then the least score the bank lends on.
     bands = sorted(tiers)
-    if not bands or bands[0][0] != 0:
-        raise InvalidInput(gettext_lazy("the tier table must start at score 0"), field="tiers")
+    if not bands:
+        raise InvalidInput(gettext_lazy("the tier table needs at least one band"), field="tiers")
     if len({score for score, _ in bands}) != len(bands) or any(limit <= 0 for _, limit in bands):
         raise InvalidInput(
             gettext_lazy("tier scores must differ and limits be positive"), field="tiers"
@@ -75,15 +87,27 @@ def _tiers_set(*, actor: str, partner: Partner, tiers: tuple[tuple[int, int], ..
     audit_record(actor=actor, action="partner.tiers", obj=partner, changes={"tiers": bands})
 
 
-def tier_limit(partner: Partner, score: int) -> int:
+def tier_limit_or_none(partner: Partner, score: int) -> int | None:
+    """The limit of the bank's band for ``score``; ``None`` under its lowest band."""
     tier = partner.tiers.filter(min_score__lte=score).order_by("-min_score").first()
-    if tier is None:
+    return None if tier is None else tier.limit
+
+
+def lowest_tier_score(partner: Partner) -> int | None:
+    """The least score the bank lends on (``None`` for a bank without a tier table)."""
+    tier = partner.tiers.order_by("min_score").first()
+    return None if tier is None else tier.min_score
+
+
+def tier_limit(partner: Partner, score: int) -> int:
+    limit = tier_limit_or_none(partner, score)
+    if limit is None:
         raise InvalidInput(
             gettext_lazy("no tier of %(partner)s covers score %(score)s"),
             field="score",
             params={"partner": partner.name, "score": score},
         )
-    return tier.limit
+    return limit
 
 
 def partner_key_issue(*, actor: str, partner: Partner) -> tuple[PartnerKey, str]:

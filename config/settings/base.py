@@ -2,7 +2,8 @@
 
 Variables read here (all optional in development):
 ``DATABASE_URL``, ``CELERY_BROKER_URL``, ``INSURER_URL``, ``SMS_URL``, ``SMS_SIGN_NAME``,
-``CREDIT_SCORE_URL``, ``DJANGO_SECRET_KEY``, ``FIELD_ENCRYPTION_KEY``, ``DJANGO_DEBUG``,
+``CREDIT_SCORE_URL``, ``CREDIT_SCORE_ID_KEY``, ``CREDIT_SCORE_PROVIDER``,
+``ENROLMENT_DEFAULT_BANK``, ``DJANGO_SECRET_KEY``, ``FIELD_ENCRYPTION_KEY``, ``DJANGO_DEBUG``,
 ``DJANGO_ALLOWED_HOSTS``.
 """
 
@@ -266,6 +267,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "settlement.tasks.resume_stalled_recon_batches",
         "schedule": 60.0,
     },
+    # The city platform recomputes scores monthly (as_of the 1st); a holder it cannot be asked
+    # about is left as they are until the next month's run.
+    "settlement-refresh-credit-scores": {
+        "task": "settlement.tasks.refresh_credit_scores",
+        "schedule": crontab(day_of_month="2", hour=4, minute=0),
+    },
     "settlement-deliver-webhooks": {
         "task": "settlement.tasks.deliver_webhooks",
         "schedule": 30.0,
@@ -292,6 +299,14 @@ PATIENT_TOKEN_DAYS = int(os.environ.get("PATIENT_TOKEN_DAYS", "30"))
 # The city credit-score platform (API.md § Credit-score provider); the default is the simulator.
 CREDIT_SCORE_URL = os.environ.get("CREDIT_SCORE_URL", "http://127.0.0.1:8767")
 CREDIT_SCORE_TIMEOUT_SECONDS = float(os.environ.get("CREDIT_SCORE_TIMEOUT_SECONDS", "5"))
+# The key agreed with the city platform for the ID number's hash it is asked with
+# (accounts.credit_score.client.citizen_hash); the development one suits the simulator.
+CREDIT_SCORE_ID_KEY = os.environ.get("CREDIT_SCORE_ID_KEY", "development credit-score id key")
+# What a line granted on the platform's score names as its score provider.
+CREDIT_SCORE_PROVIDER = os.environ.get("CREDIT_SCORE_PROVIDER", "白鹭分")
+# The bank a citizen enrols with when they name none: a partner's name. Unset, the only
+# partner is the default; with several, the citizen must choose.
+ENROLMENT_DEFAULT_BANK = os.environ.get("ENROLMENT_DEFAULT_BANK", "")
 
 # The largest bank statement file accepted, upload or dropped file: a million lines of CSV are
 # some 55 MB, of camt.053 some 800 MB.

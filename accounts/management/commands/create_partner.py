@@ -31,6 +31,12 @@ class Command(BaseCommand):
         parser.add_argument("--grace-days", type=int, default=10)
         parser.add_argument("--tiers", help="min_score:limit_yuan,... (default Xiamen's tiers)")
         parser.add_argument(
+            "--enrolment",
+            choices=[choice.value for choice in Partner.Enrolment],
+            default=Partner.Enrolment.AUTO.value,
+            help="citizens who enrol get a line at once (auto), or the bank answers each one",
+        )
+        parser.add_argument(
             "--new-key", action="store_true", help="add a key to the existing partner NAME"
         )
 
@@ -55,6 +61,7 @@ class Command(BaseCommand):
                     webhook_url=options["webhook_url"],
                     grace_days=options["grace_days"],
                     tiers=tiers,
+                    enrolment=options["enrolment"],
                 )
         except AccountsError as error:
             raise CommandError(str(error)) from None
