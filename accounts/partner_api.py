@@ -49,11 +49,14 @@ class CreditLineGrantApi(PartnerView):
         score = serializers.IntegerField(min_value=0, max_value=10_000)
         score_provider = serializers.CharField(max_length=64)
         expires_on = serializers.DateField(required=False, allow_null=True)
+        phone = serializers.CharField(max_length=20, required=False, allow_blank=True)
 
     @extend_schema(
         operation_id="partner_credit_lines_grant",
         description="Grant a line (201) or update the person's open line (200). "
-        "Without `limit` the bank's tier table decides from `score`. " + SIGNED,
+        "Without `limit` the bank's tier table decides from `score`. `phone`, the customer's "
+        "mobile number, is kept for a person who has none yet (notices go to it); a phone "
+        "already known is changed only at a hospital's desk. " + SIGNED,
         parameters=[IDEMPOTENCY_KEY],
         request=CreditLineGrantInput,
         responses={201: CreditLineOut, 200: CreditLineOut},

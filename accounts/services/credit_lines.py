@@ -87,15 +87,17 @@ def credit_line_grant(
     score_provider: str,
     limit: int | None = None,
     expires_on: date | None | Literal["keep"] = "keep",
+    phone: str | None = None,
 ) -> tuple[CreditLine, bool]:
     """Open a line for the person with this ID number, or update the open one; True if new.
+    ``phone`` is the person's if they have none yet (see ``person_get_or_create``).
 
     Without ``limit`` the partner's tier table decides from ``score``. ``expires_on`` left
     out keeps an open line's expiry (none for a new line); ``None`` removes it. The person's
     enrolment waiting for this bank's answer, if any, is answered by the line.
     """
     score, limit = _grant_checks(partner, score, score_provider, limit, expires_on)
-    person, _ = person_get_or_create(actor=actor, name=name, id_number=id_number)
+    person, _ = person_get_or_create(actor=actor, name=name, id_number=id_number, phone=phone)
     return _grant(actor, partner, person, score, score_provider, limit, expires_on)
 
 

@@ -101,19 +101,33 @@ def _person_enrol(*, actor: str, name: str, id_number: str, phone: str | None) -
     return person
 
 
-def person_get_or_create(*, actor: str, name: str, id_number: str) -> tuple[Person, bool]:
+def person_get_or_create(
+    *, actor: str, name: str, id_number: str, phone: str | None = None
+) -> tuple[Person, bool]:
     """The person with this ID number, enrolled now if new; True if new. A step of the
-    service calling it (a partner's grant), inside its transaction."""
+    service calling it (a partner's grant), inside its transaction.
+
+    ``phone`` (a bank knows its customer's) is kept for a person who has none yet; a person's
+    phone once known is changed only at a desk, never by a third party.
+    """
+    phone = _clean_phone(phone)
     existing = person_find(id_number)
-    if existing is not None:
-        return existing, False
-    try:
-        with transaction.atomic():  # a savepoint: a concurrent enrolment leaves ours usable
-            return _person_enrol(actor=actor, name=name, id_number=id_number, phone=None), True
-    except PersonExists:
-        found = person_find(id_number)
-        assert found is not None  # noqa: S101 - PersonExists means the row is there
-        return found, False
+    if existing is None:
+        try:
+            with transaction.atomic():  # a savepoint: a concurrent enrolment leaves ours usable
+                return _person_enrol(actor=actor, name=name, id_number=id_number, phone=phone), True
+        except PersonExists:
+            existing = person_find(id_number)
+            assert existing is not None  # noqa: S101 - PersonExists means the row is there
+    if phone and not existing.phone_hash:
+        existing.phone_encrypted, existing.phone_hash = (
+            crypto.encrypt(phone),
+            crypto.lookup_hash(phone),
+        )
+        existing.updated_at = timezone.now()
+        existing.save(update_fields=["phone_encrypted", "phone_hash", "updated_at"])
+        audit_record(actor=actor, action="person.update", obj=existing, changes={"phone": "added"})
+    return existing, False
 
 
 @transaction.atomic(durable=True)

@@ -703,3 +703,30 @@ def test_figures_show_held_drawn_and_available_in_yuan_as_the_ledger_has_them(gr
     assert body["held"] == fen_to_yuan(capacity.debits_pending)
     assert body["available"] == fen_to_yuan(capacity.available)
     assert body["drawn"] == fen_to_yuan(drawn.posted)
+
+
+# --- the customer's phone ---------------------------------------------------------------------
+
+
+def test_a_grant_gives_a_person_without_a_phone_the_banks_and_never_changes_a_known_one(
+    bank, id_number
+):
+    from accounts import crypto
+
+    _, client = bank
+    number = id_number(date(1982, 2, 3))
+    first = client.post(LINES, grant_body(number, limit="500.00", phone="138 0013 8000"))
+    assert first.status_code == 201, first.content
+    person = Person.objects.get()
+    assert crypto.decrypt(person.phone_encrypted) == "13800138000"
+    assert person.phone_hash == crypto.lookup_hash("13800138000")
+    again = client.post(LINES, grant_body(number, limit="600.00", phone="13900139000"))
+    assert again.status_code == 200, again.content
+    person.refresh_from_db()
+    assert crypto.decrypt(person.phone_encrypted) == "13800138000"  # changed only at a desk
+    before = state()
+    bad = client.post(LINES, grant_body(number, limit="700.00", phone="12345"))
+    assert assert_error(bad, 400)["fields"] == {
+        "phone": [bad.json()["error"]["fields"]["phone"][0]]
+    }
+    assert state() == before
