@@ -1,6 +1,6 @@
 from django.urls import URLPattern, path
 
-from . import api, partner_api, platform_api
+from . import api, partner_api, patient_api, platform_api
 from .reconciliation import api as recon_api
 
 staff_urlpatterns = [
@@ -46,4 +46,13 @@ partner_urlpatterns = [
 ]
 
 # The patient API (/api/patient/v1/), for the city's app: a patient's own data.
-patient_urlpatterns: list[URLPattern] = []
+patient_urlpatterns: list[URLPattern] = [
+    path("encounters/", patient_api.PatientEncountersApi.as_view(), name="patient-encounters"),
+    path(
+        "encounters/<uuid:encounter_id>/bill/",
+        patient_api.PatientBillApi.as_view(),
+        name="patient-bill",
+    ),
+    path("refunds/", patient_api.PatientRefundsApi.as_view(), name="patient-refunds"),
+    path("messages/", patient_api.PatientMessagesApi.as_view(), name="patient-messages"),
+]
