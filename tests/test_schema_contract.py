@@ -49,6 +49,7 @@ from schemathesis.specs.openapi.checks import (
 
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.partners import partner_create
+from accounts.services.patient_tokens import patient_token_issue
 from accounts.services.staff import staff_create
 from core.api import ApiView
 from settlement.models import CreditMovement
@@ -191,9 +192,12 @@ def world(insurer_sim, tmp_path, settings) -> Iterator[SimpleNamespace]:
     _, platform_token = staff_create(
         actor="test", institution=None, username=f"ops-{uuid4().hex[:8]}", role="platform"
     )
+    # The child's own bearer token (the patient API).
+    patient_token = patient_token_issue(person=child, actor="test")
     yield SimpleNamespace(
         token=token,
         platform_token=platform_token,
+        patient_token=patient_token,
         partner=partner,
         department=department,
         person=child,
@@ -227,6 +231,8 @@ def _send(case: Any, world: SimpleNamespace) -> Any:
         headers["Authorization"] = f"Token {world.platform_token}"
     elif case.path.startswith("/api/v1/"):
         headers["Authorization"] = f"Token {world.token}"
+    elif case.path.startswith("/api/patient/v1/"):
+        headers["Authorization"] = f"Bearer {world.patient_token}"
     # The request runs in this thread and the test's transaction: Django must not close that
     # connection when the request ends (its own test client does the same).
     request_started.disconnect(close_old_connections)
@@ -441,6 +447,18 @@ def test_every_operation_succeeds_with_an_answer_exactly_as_declared(world, insu
     )
     assert paid["status"] == "paid"
 
+    # A patient reads their encounters, a bill, their refunds and messages.
+    mine = call("GET", "/api/patient/v1/encounters/", 200)
+    assert str(world.settled.pk) in {row["id"] for row in mine["results"]}
+    call(
+        "GET",
+        "/api/patient/v1/encounters/{encounter_id}/bill/",
+        200,
+        path_parameters={"encounter_id": str(world.settled.pk)},
+    )
+    call("GET", "/api/patient/v1/refunds/", 200)
+    call("GET", "/api/patient/v1/messages/", 200)
+
     assert called == OPERATIONS, OPERATIONS ^ called
 
 
@@ -460,5 +478,5 @@ def _routes(patterns: list[Any], prefix: str = "") -> Iterator[tuple[str, str]]:
 
 def test_the_schema_has_every_operation_the_app_routes():
     routed = set(_routes(get_resolver().url_patterns))
-    assert len(routed) == 32
+    assert len(routed) == 36
     assert routed == OPERATIONS, routed ^ OPERATIONS
