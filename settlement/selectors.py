@@ -6,7 +6,8 @@ from datetime import date, timedelta
 from typing import Any
 from uuid import UUID
 
-from django.db.models import Q, Sum
+from django.db.models import Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import Person
@@ -187,6 +188,21 @@ def owed_per_line(owed: list[Receivable]) -> dict[UUID, LineOwed]:
             next_due_amount=sum(r.outstanding for r in receivables if r.due_date == next_due),
         )
     return summary
+
+
+# --- a patient's own view ---------------------------------------------------------------------
+
+
+def patient_encounters(person: Person) -> QuerySet[Encounter]:
+    """The encounters a patient may read: their own, and another's that their own credit line
+    carries (亲情付: held or drawn on it), whatever became of the family link since; newest
+    first, with ``charges_total`` (fen) and the settlement, institution and person loaded."""
+    return (
+        Encounter.objects.filter(Q(person=person) | Q(funding_line__person=person))
+        .select_related("person", "institution", "settlement")
+        .annotate(charges_total=Coalesce(Sum("charges__amount"), 0))
+        .order_by("-admitted_at", "-pk")
+    )
 
 
 # --- the bank's daily statement ---------------------------------------------------------------

@@ -2,6 +2,7 @@ from celery import shared_task
 
 from .services.claim_retries import claims_retry
 from .services.enrolment import scores_refresh
+from .services.notices import notices_due_soon
 from .services.outbox import outbox_deliver
 from .services.repayments import receivables_mark_overdue
 
@@ -14,6 +15,11 @@ def retry_deferred_claims() -> dict:
 @shared_task
 def mark_overdue_receivables() -> int:
     return receivables_mark_overdue()
+
+
+@shared_task
+def notify_due_soon() -> int:
+    return notices_due_soon()
 
 
 @shared_task

@@ -1,6 +1,6 @@
 from django.urls import URLPattern, path
 
-from . import api, enrolment_api, partner_api, platform_api
+from . import api, enrolment_api, partner_api, patient_api, platform_api
 from .reconciliation import api as recon_api
 
 staff_urlpatterns = [
@@ -53,4 +53,12 @@ patient_urlpatterns: list[URLPattern] = [
         enrolment_api.ConsentRevokeApi.as_view(),
         name="patient-consent-revoke",
     ),
+    path("encounters/", patient_api.PatientEncountersApi.as_view(), name="patient-encounters"),
+    path(
+        "encounters/<uuid:encounter_id>/bill/",
+        patient_api.PatientBillApi.as_view(),
+        name="patient-bill",
+    ),
+    path("refunds/", patient_api.PatientRefundsApi.as_view(), name="patient-refunds"),
+    path("messages/", patient_api.PatientMessagesApi.as_view(), name="patient-messages"),
 ]

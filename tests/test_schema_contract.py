@@ -201,13 +201,16 @@ def world(insurer_sim, score_sim, tmp_path, settings) -> Iterator[SimpleNamespac
     _, platform_token = staff_create(
         actor="test", institution=None, username=f"ops-{uuid4().hex[:8]}", role="platform"
     )
-    # A citizen signed in through the city's app, for the patient API.
+    # The child's own bearer token (the patient API's reads), and a citizen with no line yet
+    # signed in through the city's app, who enrols.
+    patient_token = patient_token_issue(person=child, actor="test")
     citizen = person_create(actor="test", name="陈新", id_number=make_id_number(date(1985, 6, 6)))
-    patient_token = patient_token_issue(person=citizen, actor="test")
+    citizen_token = patient_token_issue(person=citizen, actor="test")
     yield SimpleNamespace(
         token=token,
         platform_token=platform_token,
         patient_token=patient_token,
+        citizen_token=citizen_token,
         partner=partner,
         department=department,
         person=child,
@@ -241,7 +244,9 @@ def _send(case: Any, world: SimpleNamespace) -> Any:
         headers["Authorization"] = f"Token {world.platform_token}"
     elif case.path.startswith("/api/v1/"):
         headers["Authorization"] = f"Token {world.token}"
-    elif case.path.startswith("/api/patient/"):
+    elif case.path.startswith(("/api/patient/v1/enrolment/", "/api/patient/v1/consents/")):
+        headers["Authorization"] = f"Bearer {world.citizen_token}"
+    elif case.path.startswith("/api/patient/v1/"):
         headers["Authorization"] = f"Bearer {world.patient_token}"
     # The request runs in this thread and the test's transaction: Django must not close that
     # connection when the request ends (its own test client does the same).
@@ -457,6 +462,18 @@ def test_every_operation_succeeds_with_an_answer_exactly_as_declared(world, insu
     )
     assert paid["status"] == "paid"
 
+    # A patient reads their encounters, a bill, their refunds and messages.
+    mine = call("GET", "/api/patient/v1/encounters/", 200)
+    assert str(world.settled.pk) in {row["id"] for row in mine["results"]}
+    call(
+        "GET",
+        "/api/patient/v1/encounters/{encounter_id}/bill/",
+        200,
+        path_parameters={"encounter_id": str(world.settled.pk)},
+    )
+    call("GET", "/api/patient/v1/refunds/", 200)
+    call("GET", "/api/patient/v1/messages/", 200)
+
     # A citizen enrols with the only bank on the score the credit-score simulator gives.
     enrolled = call("POST", "/api/patient/v1/enrolment/", 201, body={"consent": True})
     assert enrolled["status"] in {"granted", "declined"} and enrolled["bank"] == world.partner.name
@@ -487,5 +504,5 @@ def _routes(patterns: list[Any], prefix: str = "") -> Iterator[tuple[str, str]]:
 
 def test_the_schema_has_every_operation_the_app_routes():
     routed = set(_routes(get_resolver().url_patterns))
-    assert len(routed) == 34
+    assert len(routed) == 38
     assert routed == OPERATIONS, routed ^ OPERATIONS

@@ -277,6 +277,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "settlement.tasks.deliver_webhooks",
         "schedule": 30.0,
     },
+    # Daily in the morning (Asia/Shanghai), when a text about a bill due in three days is
+    # welcome; a day missed is made up the next (within three days of the due date).
+    "settlement-notify-due-soon": {
+        "task": "settlement.tasks.notify_due_soon",
+        "schedule": crontab(hour=9, minute=0),
+    },
     # Each message queued asks a worker at once; this picks up the retries and any a broker
     # outage lost.
     "accounts-deliver-sms": {

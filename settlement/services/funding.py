@@ -41,6 +41,7 @@ from ..models import (
     Settlement,
 )
 from . import house
+from .notices import refund_ready_notice
 from .outbox import event_record
 from .repayments import unfreeze_if_nothing_overdue
 
@@ -319,13 +320,14 @@ def share_return_post(encounter: Encounter, plan: ShareReturn) -> None:
     if plan.off_credit and plan.receivable is not None:
         _credit_draw_reduce(encounter, plan.receivable, plan.off_credit, key)
     if plan.to_refund:
-        Refund.objects.create(
+        refund = Refund.objects.create(
             encounter=encounter,
             amount=plan.to_refund,
             channel=plan.refund_channel,
             reason=Refund.Reason.INSURANCE_REVERSAL,
             status=Refund.Status.OWED,
         )
+        refund_ready_notice(refund, person=encounter.person)
 
 
 def _share_move_post(encounter: Encounter, plan: ShareReturn, key: str) -> None:

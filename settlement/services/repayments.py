@@ -15,6 +15,7 @@ from core.money import fen_to_yuan
 
 from ..exceptions import RepaymentConflict, SettlementInputError
 from ..models import Receivable, Repayment
+from .notices import overdue_notice
 from .outbox import event_record
 
 
@@ -152,7 +153,7 @@ def receivables_mark_overdue(*, today: date | None = None) -> int:
         with transaction.atomic():
             receivable = (
                 Receivable.objects.select_for_update(of=("self",))
-                .select_related("partner")
+                .select_related("partner", "credit_line__person")
                 .get(pk=receivable_id)
             )
             if receivable.status != Receivable.Status.OPEN or receivable.outstanding == 0:
@@ -180,5 +181,6 @@ def receivables_mark_overdue(*, today: date | None = None) -> int:
                     "due_date": receivable.due_date.isoformat(),
                 },
             )
+            overdue_notice(receivable)
             marked += 1
     return marked

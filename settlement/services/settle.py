@@ -52,6 +52,7 @@ from ..models import Channel, Encounter, InsuranceClaim, Settlement
 from ..rules import status_word
 from .funding import FundingPlan, cover_check, funded_by, funding_plan, settlement_post
 from .insurer_claims import LEASE, InsurerAnswer, bill_total, insurer_ask, recovered_answer
+from .notices import family_draw_notice, settled_notice
 from .receipts import receipt_issue
 
 logger = logging.getLogger(__name__)
@@ -243,13 +244,23 @@ def _finish(
     _encounter_settled(encounter, answer, plan)
     _claim_closed(encounter, answer, settlement)
     _settle_audit(actor, encounter, settlement)
+    if due_date is not None:
+        _draw_notices(encounter, plan, due_date)
     return settlement
+
+
+def _draw_notices(encounter: Encounter, plan: FundingPlan, due_date: date) -> None:
+    """Tell the patient what credit paid and by when it is owed; and, when the line is a
+    family member's (亲情付), tell that payer their line carried the stay."""
+    settled_notice(encounter, amount=plan.from_credit, due_date=due_date)
+    if plan.link is not None:
+        family_draw_notice(encounter, payer=plan.link.payer, amount=plan.from_credit)
 
 
 def _settling_locked(encounter_id: UUID) -> Encounter:
     encounter = (
         Encounter.objects.select_for_update(of=("self",))
-        .select_related("institution", "person", "funding_line__partner", "funding_link")
+        .select_related("institution", "person", "funding_line__partner", "funding_link__payer")
         .get(pk=encounter_id)
     )
     if encounter.status != Encounter.Status.SETTLING:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils.translation import gettext_lazy as _
 
-from accounts.models import FamilyLink, Institution
+from accounts.models import FamilyLink, Institution, SmsMessage
 from settlement.models import Channel, Charge, Encounter, Receivable, Refund, Settlement
 
 if TYPE_CHECKING:  # types only: nothing of django-stubs-ext is needed at run time
@@ -71,6 +71,19 @@ REFUND_STATUS: Labels = {
 REFUND_REASON: Labels = {
     Refund.Reason.DEPOSIT_LEFTOVER: _("Deposit left over"),
     Refund.Reason.INSURANCE_REVERSAL: _("Insurer paid after all"),
+}
+# The notices sent to a patient by SMS (the outbox's templates), and how far each got.
+MESSAGE_KIND: Labels = {
+    "SETTLED": _("Bill settled"),
+    "DUE_SOON": _("Repayment due soon"),
+    "OVERDUE": _("Repayment overdue"),
+    "REFUND_READY": _("Refund ready"),
+    "FAMILY_DRAW": _("Family pay used"),
+}
+MESSAGE_STATUS: Labels = {
+    SmsMessage.Status.PENDING: _("Being sent"),
+    SmsMessage.Status.SENT: _("Sent"),
+    SmsMessage.Status.FAILED: _("Not sent"),
 }
 # The categories the cashier's form suggests; any other category a HIS sends is shown as sent.
 CATEGORY: Labels = {

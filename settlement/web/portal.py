@@ -22,6 +22,7 @@ from accounts.exceptions import AccountsError
 from accounts.models import FamilyLink, Person
 from accounts.selectors import credit_line_status, line_figures, lines_of, person_named
 from accounts.services.family import family_link_create, family_link_revoke
+from accounts.services.notices import messages_of
 from core.money import fen_to_yuan
 from settlement.models import Encounter, Receipt, Receivable, Refund
 from settlement.selectors import (
@@ -41,6 +42,8 @@ from .labels import (
     FUNDED_BY,
     LINE_STATUS,
     LINK_STATUS,
+    MESSAGE_KIND,
+    MESSAGE_STATUS,
     RECEIVABLE_STATUS,
     REFUND_STATUS,
     bill_labelled,
@@ -402,6 +405,27 @@ def refunds(request: HttpRequest) -> HttpResponse:
     )
 
 
+@require_GET
+@patient_required
+def sms_messages(request: HttpRequest) -> HttpResponse:
+    """My messages: the notices sent to my phone (bill settled, due soon, overdue, refund
+    ready, family pay used), as the patient API lists them."""
+    rows = [
+        {
+            "pk": message.pk,
+            "template": message.template,
+            "kind_label": label(MESSAGE_KIND, message.template),
+            "text": message.text,
+            "status": message.status,
+            "status_label": label(MESSAGE_STATUS, message.status),
+            "created_at": message.created_at,
+            "sent_at": message.sent_at,
+        }
+        for message in messages_of(me(request))
+    ]
+    return render(request, "web/portal/messages.html", {"rows": rows, "section": "messages"})
+
+
 urlpatterns: list[URLPattern] = [
     path("", home, name="portal-home"),
     path("owed/", owed, name="portal-owed"),
@@ -412,4 +436,5 @@ urlpatterns: list[URLPattern] = [
     path("encounters/<uuid:pk>/", encounter_detail, name="portal-encounter"),
     path("receipts/<str:receipt_no>/", receipt_detail, name="portal-receipt"),
     path("refunds/", refunds, name="portal-refunds"),
+    path("messages/", sms_messages, name="portal-messages"),
 ]

@@ -113,6 +113,7 @@ def portal_pages(w: World) -> list[tuple[str, str]]:
         ("get", "/portal/encounters/"),
         ("get", f"/portal/encounters/{w.encounter_a.pk}/"),
         ("get", f"/portal/receipts/{w.receipt_a.receipt_no}/"),
+        ("get", "/portal/messages/"),
     ]
 
 
