@@ -28,6 +28,7 @@ from settlement.models import Encounter, Receipt, Receivable, Refund
 from settlement.selectors import (
     encounter_bill,
     owed_per_line,
+    patient_encounters,
     patient_owed,
     receivable_is_overdue,
     settlement_out,
@@ -273,6 +274,8 @@ def family_revoke(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 @patient_required
 def encounters(request: HttpRequest) -> HttpResponse:
+    """My visits, and the family members' my credit line carried (亲情付), marked as such."""
+    person = me(request)
     rows = [
         {
             "pk": encounter.pk,
@@ -281,10 +284,10 @@ def encounters(request: HttpRequest) -> HttpResponse:
             "kind": label(ENCOUNTER_KIND, encounter.kind),
             "status_label": label(ENCOUNTER_STATUS, encounter.status),
             "admitted_at": encounter.admitted_at,
+            # Another's stay, on my line: whose it is.
+            "carried_for": encounter.person.name if encounter.person_id != person.pk else "",
         }
-        for encounter in Encounter.objects.filter(person=me(request))
-        .select_related("institution", "department")
-        .order_by("-admitted_at")
+        for encounter in patient_encounters(person).select_related("department")
     ]
     return render(
         request, "web/portal/encounters.html", {"encounters": rows, "section": "encounters"}
@@ -294,8 +297,9 @@ def encounters(request: HttpRequest) -> HttpResponse:
 @require_GET
 @patient_required
 def encounter_detail(request: HttpRequest, pk: UUID) -> HttpResponse:
+    # Mine, or a family member's my line carried; anyone else's is not found.
     encounter = get_object_or_404(
-        Encounter.objects.select_related("institution", "department"), pk=pk, person=me(request)
+        patient_encounters(me(request)).select_related("department"), pk=pk
     )
     bill = bill_labelled(encounter_bill(encounter))
     settlement = getattr(encounter, "settlement", None)
@@ -356,7 +360,7 @@ def receipt_detail(request: HttpRequest, receipt_no: str) -> HttpResponse:
     receipt = get_object_or_404(
         Receipt.objects.select_related("encounter", "superseded_by"),
         receipt_no=receipt_no,
-        encounter__person=me(request),
+        encounter__in=patient_encounters(me(request)).values("pk"),
     )
     content = receipt.content
     amounts = [

@@ -266,3 +266,24 @@ def test_the_portal_lists_the_same_messages_in_chinese(family, client):
     )
     other = client.get("/portal/messages/").content.decode()
     assert "退款待领取" in other and "陈小雨" not in other
+
+
+def test_the_portal_shows_a_payer_the_stays_their_line_carried_with_bill_and_receipt(
+    family, client
+):
+    patient_login_create(actor="test", person=family.parent, password="a-long-password-1")
+    client.force_login(family.parent.user)
+
+    listed = client.get("/portal/encounters/").content.decode()
+    assert f"/portal/encounters/{family.child_stay.pk}/" in listed
+    assert "陈小雨的就诊，由我的信用额度支付（亲情付）" in listed
+    assert f"/portal/encounters/{family.later_stay.pk}/" not in listed  # after the revocation
+    assert f"/portal/encounters/{family.stranger_stay.pk}/" not in listed
+    detail = client.get(f"/portal/encounters/{family.child_stay.pk}/")
+    assert detail.status_code == 200
+    receipt = family.child_stay.receipts.get()
+    assert client.get(f"/portal/receipts/{receipt.receipt_no}/").status_code == 200
+    for stay in (family.later_stay, family.stranger_stay):
+        assert client.get(f"/portal/encounters/{stay.pk}/").status_code == 404
+    strangers = family.stranger_stay.receipts.get()
+    assert client.get(f"/portal/receipts/{strangers.receipt_no}/").status_code == 404
