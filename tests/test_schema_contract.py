@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import io
 import itertools
+import json
 import re
 import secrets
 import time
@@ -47,8 +48,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from accounts import crypto
+from accounts.models import SmsMessage
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.partners import partner_create
+from accounts.services.patient_tokens import patient_token_issue
 from accounts.services.staff import staff_create
 from core.api import ApiView
 from settlement.models import CreditMovement
@@ -194,6 +198,7 @@ def world(insurer_sim, tmp_path, settings) -> Iterator[SimpleNamespace]:
     yield SimpleNamespace(
         token=token,
         platform_token=platform_token,
+        patient_token=patient_token_issue(person=child, actor="test"),
         partner=partner,
         department=department,
         person=child,
@@ -227,6 +232,8 @@ def _send(case: Any, world: SimpleNamespace) -> Any:
         headers["Authorization"] = f"Token {world.platform_token}"
     elif case.path.startswith("/api/v1/"):
         headers["Authorization"] = f"Token {world.token}"
+    elif case.path.startswith("/api/patient/v1/"):  # auth/sms/ and auth/token/ ignore it
+        headers["Authorization"] = f"Bearer {world.patient_token}"
     # The request runs in this thread and the test's transaction: Django must not close that
     # connection when the request ends (its own test client does the same).
     request_started.disconnect(close_old_connections)
@@ -441,6 +448,28 @@ def test_every_operation_succeeds_with_an_answer_exactly_as_declared(world, insu
     )
     assert paid["status"] == "paid"
 
+    # A patient signs in with the SMS code (read from the outbox, as the phone would get it),
+    # reads their own data and signs out.
+    phone = "13900009999"
+    call("POST", "/api/patient/v1/auth/sms/", 202, body={"phone": phone})
+    message = SmsMessage.objects.get(template="LOGIN_CODE")
+    code = json.loads(crypto.decrypt(message.params_encrypted))["code"]
+    signed_in = call(
+        "POST",
+        "/api/patient/v1/auth/token/",
+        200,
+        body={
+            "phone": phone,
+            "code": code,
+            "name": "郑新",
+            "id_number": make_id_number(date(1993, 7, 7)),
+        },
+    )
+    world.patient_token = signed_in["token"]
+    me = call("GET", "/api/patient/v1/me/", 200)
+    assert me["name"] == "郑新" and me["owed"] == "0.00"
+    call("POST", "/api/patient/v1/auth/logout/", 204)
+
     assert called == OPERATIONS, OPERATIONS ^ called
 
 
@@ -460,5 +489,5 @@ def _routes(patterns: list[Any], prefix: str = "") -> Iterator[tuple[str, str]]:
 
 def test_the_schema_has_every_operation_the_app_routes():
     routed = set(_routes(get_resolver().url_patterns))
-    assert len(routed) == 32
+    assert len(routed) == 36
     assert routed == OPERATIONS, routed ^ OPERATIONS

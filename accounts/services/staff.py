@@ -125,3 +125,21 @@ def patient_login_create(*, actor: str, person: Person, password: str) -> Abstra
     user.groups.add(group)
     audit_record(actor=actor, action="person.login", obj=person, changes={"login": user.username})
     return user
+
+
+def patient_user_ensure(*, actor: str, person: Person) -> AbstractUser:
+    """The Django user of a person's portal sessions, made on their first sign-in by SMS code:
+    opaque user name (``patient-<id>``), no usable password (patients sign in with a code,
+    never a password). A step of the sign-in service, inside its transaction."""
+    user = person.user
+    if user is None:
+        # No password given: Django stores an unusable one.
+        user = get_user_model().objects.create_user(username=f"patient-{person.pk}")
+        person.user = user
+        person.save(update_fields=["user"])
+        audit_record(
+            actor=actor, action="person.login", obj=person, changes={"login": user.username}
+        )
+    group, _ = Group.objects.get_or_create(name=PATIENT_ROLE)
+    user.groups.add(group)
+    return user
