@@ -381,3 +381,40 @@ def test_the_code_reaches_the_sms_simulator_and_signs_in(gateway, make_person):
     answer = sign_in(client, "13900000120", code)
     assert answer.status_code == 200
     assert bearer(answer.json()["token"]).get(ME).json()["id"] == person.pk
+
+
+# --- at once ----------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_codes_asked_at_once_for_one_phone_make_one_code():
+    from accounts.exceptions import TooManyCodes
+    from accounts.services.sms_codes import sign_in_code_send
+    from tests.threads import THREADS, run_threads
+
+    results = run_threads(lambda i: sign_in_code_send(phone="13900000130"))
+    made = [r for r in results if isinstance(r, SmsCode)]
+    refused = [r for r in results if isinstance(r, TooManyCodes)]
+    assert (len(made), len(refused)) == (1, THREADS - 1), results
+    assert SmsCode.objects.count() == 1 and SmsMessage.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_code_used_at_once_signs_in_once():
+    from accounts.services.sms_codes import patient_sign_in, sign_in_code_send
+    from tests.threads import run_threads
+
+    sign_in_code_send(phone="13900000131")
+    code = sent_code("13900000131")
+    number = make_id_number(date(1989, 9, 9))
+
+    def register(_: int) -> object:
+        return patient_sign_in(
+            phone="13900000131", code=code, name="周七", id_number=number, channel="app"
+        )
+
+    results = run_threads(register)
+    signed_in = [r for r in results if not isinstance(r, Exception)]
+    assert len(signed_in) == 1, results
+    assert {type(r).__name__ for r in results if isinstance(r, Exception)} == {"CodeNotValid"}
+    assert Person.objects.count() == 1 and PatientToken.objects.count() == 1
