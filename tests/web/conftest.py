@@ -91,4 +91,4 @@ def sms_sign_in(page: Any, live_server: Any, phone: str) -> None:
     page.click("button[value=send]")
     page.wait_for_selector(".sent")
     page.fill("input[name=code]", outbox_code(phone))
-    page.click("button[value=sign_in]")
+    page.click("button.wide[value=sign_in]")

@@ -242,12 +242,13 @@ def test_a_patient_signs_in_on_a_phone_with_the_code_from_the_sms_simulator(
 
         fits = page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         assert fits
+        page.screenshot(path=str(_artifact("portal_sms_sign_in_form.png")), full_page=True)
         assert page.locator("input[name=phone]").input_value() == "139 0000 0210"
         page.fill("input[name=code]", wrong(code))
-        page.click("button[value=sign_in]")
+        page.click("button.wide[value=sign_in]")
         assert "验证码错误" in page.locator(".errorlist").inner_text()
         page.fill("input[name=code]", code)
-        page.click("button[value=sign_in]")
+        page.press("input[name=code]", "Enter")  # Enter signs in, it sends no other code
         page.wait_for_url(f"{live_server.url}/portal/")
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         person.refresh_from_db()
