@@ -68,8 +68,11 @@ def locked_out(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
 
 @require_POST
 def logout_page(request: HttpRequest) -> HttpResponse:
+    """Sign out, back to the sign-in page one came through: a patient's by SMS code, else
+    the staff's."""
+    patient = request.user.is_authenticated and home_for(request.user) == "/portal/"
     logout(request)
-    return HttpResponseRedirect("/login/")
+    return HttpResponseRedirect(reverse("portal-sign-in") if patient else "/login/")
 
 
 def home(request: HttpRequest) -> HttpResponse:

@@ -69,8 +69,9 @@ def test_a_patient_signs_in_with_the_code_and_gets_a_login_without_a_password(ma
     assert user is not None and not user.has_usable_password()
     assert user.groups.filter(name=PATIENT_ROLE).exists()
     assert client.get("/portal/").status_code == 200
-    # The next sign-in finds the same login.
-    client.logout()
+    # Signing out goes back to this page; the next sign-in finds the same login.
+    assert client.post("/logout/")["Location"] == SIGN_IN
+    assert client.get("/portal/").status_code == 302
     next_minute("13900000201")
     send_code(client, "13900000201")
     enter_code(client, "13900000201", outbox_code("13900000201"))
@@ -191,12 +192,10 @@ def test_patients_no_longer_sign_in_with_a_password_but_staff_do(make_person):
     )
     staff.set_password("right-pass-2026")
     staff.save()
-    assert (
-        Client()
-        .post("/login/", {"username": "cashier9", "password": "right-pass-2026"})
-        .status_code
-        == 302
-    )
+    desk = Client()
+    signed_in = desk.post("/login/", {"username": "cashier9", "password": "right-pass-2026"})
+    assert signed_in["Location"] == "/cashier/"
+    assert desk.post("/logout/")["Location"] == "/login/"
     make_person("陈静", phone="13900000209")
     refused = Client().post("/login/", {"username": "13900000209", "password": "anything-1"})
     assert refused.status_code == 200
