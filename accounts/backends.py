@@ -1,48 +1,45 @@
-"""Patients sign in with their phone number and password (staff with their user name)."""
+"""Sign-in backends: staff with a user name and password (Django's ``ModelBackend``),
+patients with their mobile number and an SMS code (``SmsCodeBackend``), both counted by
+django-axes, whose backend comes first and refuses a locked login."""
 
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
 from django.http import HttpRequest
 
-from accounts import crypto
-from accounts.models import Person
+from accounts.exceptions import AccountsError
 from accounts.services.persons import PHONE
+from accounts.services.sms_codes import patient_sign_in
 
 
-class PhoneBackend(ModelBackend):
-    """Find the login of the person whose phone this is, by its keyed hash."""
+class SmsCodeBackend(ModelBackend):
+    """A patient's portal sign-in: ``authenticate(request, username=phone, sms_code=code)``
+    (with ``name`` and ``id_number`` to register a number on nobody). Through
+    ``django.contrib.auth.authenticate`` a wrong code is a failed sign-in django-axes counts
+    against the number, as a wrong password is against a login. The service's refusal is left
+    on ``request.sms_sign_in_refusal`` for the page to say."""
 
-    def authenticate(
+    def authenticate(  # type: ignore[override]
         self,
         request: HttpRequest | None,
         username: str | None = None,
-        password: str | None = None,
+        sms_code: str | None = None,
+        name: str = "",
+        id_number: str = "",
         **kwargs: Any,
     ) -> Any:
-        phone = _digits(username or "")
-        if not PHONE.match(phone) or password is None:
+        if request is None or sms_code is None or username is None:
             return None
-        people = list(
-            Person.objects.filter(
-                phone_hash__in=crypto.lookup_hashes(phone), user__isnull=False
-            ).select_related("user")
-        )
-        if not people:
-            # Hash a password anyway, so an unknown number takes as long as a known one and
-            # the answer's timing does not tell who has an account.
-            get_user_model()().set_password(password)
-        for person in people:
-            user = person.user
-            if (
-                user is not None
-                and user.check_password(password)
-                and self.user_can_authenticate(user)
-            ):
-                return user
-        return None
+        try:
+            signed_in = patient_sign_in(
+                phone=username, code=sms_code, name=name, id_number=id_number, channel="portal"
+            )
+        except AccountsError as refusal:
+            request.sms_sign_in_refusal = refusal  # type: ignore[attr-defined]
+            return None
+        user = signed_in.user
+        return user if user is not None and user.is_active else None
 
 
 def _digits(phone: str) -> str:

@@ -1,6 +1,6 @@
 from django.urls import URLPattern, path
 
-from accounts import api, partner_api
+from accounts import api, partner_api, patient_api
 
 staff_urlpatterns = [
     path("departments/", api.DepartmentListApi.as_view(), name="departments"),
@@ -40,4 +40,9 @@ partner_urlpatterns = [
 ]
 
 # The patient API (/api/patient/v1/), for the city's app: a patient's own data.
-patient_urlpatterns: list[URLPattern] = []
+patient_urlpatterns: list[URLPattern] = [
+    path("auth/sms/", patient_api.SmsCodeApi.as_view(), name="patient-auth-sms"),
+    path("auth/token/", patient_api.SignInApi.as_view(), name="patient-auth-token"),
+    path("auth/logout/", patient_api.SignOutApi.as_view(), name="patient-auth-logout"),
+    path("me/", patient_api.MeApi.as_view(), name="patient-me"),
+]

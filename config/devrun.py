@@ -214,7 +214,8 @@ def banner(
             f"  worker    Celery worker with beat on {broker} (pid {processes['worker'].pid})",
             *services,
             f"  database  {database['ENGINE'].rsplit('.', 1)[-1]} {where}",
-            "Sign in with the demo logins above. Ctrl-C stops everything.",
+            "Sign in with the demo logins above (the patient's SMS code: the SMS messages page)."
+            " Ctrl-C stops everything.",
             "",
         ]
     )

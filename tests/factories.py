@@ -20,7 +20,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 from stdnum.cn import ric
 
-from accounts import signing
+from accounts import crypto, signing
 from accounts.models import CreditLine, FamilyLink, Institution
 from accounts.selectors import person_id_number
 from accounts.services.credit_lines import credit_line_grant
@@ -249,3 +249,22 @@ def signed_in(client, username: str, password: str) -> bool:
     """Sign ``client`` in through the sign-in page, as a person would (the test client's
     ``login`` skips the request the sign-in limits count by); whether it worked."""
     return client.post("/login/", {"username": username, "password": password}).status_code == 302
+
+
+def outbox_code(phone: str) -> str:
+    """The code of the newest sign-in message queued for ``phone`` (before a worker sends it
+    and wipes it): what the phone receives."""
+    from accounts.models import SmsMessage
+
+    for message in SmsMessage.objects.filter(template="LOGIN_CODE").order_by("-created_at"):
+        if crypto.decrypt(message.phone_encrypted) == phone:
+            return str(json.loads(crypto.decrypt(message.params_encrypted))["code"])
+    raise AssertionError(f"no code queued for {phone}")
+
+
+def sms_signed_in(client, phone: str) -> bool:
+    """Sign ``client`` in on the portal's page as a patient does: ask a code for ``phone``,
+    enter it from the outbox; whether it worked."""
+    client.post("/portal/sign-in/", {"phone": phone, "action": "send"})
+    body = {"phone": phone, "code": outbox_code(phone), "action": "sign_in"}
+    return client.post("/portal/sign-in/", body).status_code == 302

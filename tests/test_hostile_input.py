@@ -19,12 +19,12 @@ from django.test import Client, override_settings
 
 from accounts import signing
 from accounts.models import AuditEvent, Person
-from accounts.services.staff import patient_login_create
+from accounts.services.staff import patient_user_ensure
 from core.models import IdempotentRequest
 from settlement.models import Charge, Encounter
 from settlement.services.encounters import charges_post, encounter_admit
 from settlement.services.settle import encounter_settle
-from tests.factories import INSURER_DOWN, charge_item, charge_line, make_id_number, signed_in
+from tests.factories import INSURER_DOWN, charge_item, charge_line, make_id_number
 
 pytestmark = pytest.mark.django_db
 
@@ -116,9 +116,9 @@ def test_a_nul_byte_in_a_json_body_is_a_400_naming_the_field(cashier, id_number)
 
 def test_a_nul_byte_in_a_page_path_or_query_is_a_400_not_a_500(make_person):
     person = make_person("林峰")
-    user = patient_login_create(actor="test", person=person, password="own-login-2024")
+    user = patient_user_ensure(actor="test", person=person)
     browser = Client()
-    assert signed_in(browser, user.username, "own-login-2024")
+    browser.force_login(user)
     for path in ("/portal/receipts/%00/", "/portal/receipts/R1/?code=%00", "/login/?next=%00"):
         answer = browser.get(path)
         assert answer.status_code == 400, (path, answer.status_code)

@@ -1,5 +1,7 @@
 """``make run`` (``python -m config.devrun``) on embedded defaults, as a newcomer uses it."""
 
+import http.cookiejar
+import json
 import os
 import re
 import signal
@@ -7,12 +9,14 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.test_deployment import free_port
+from tests.waiting import wait_until
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -27,6 +31,34 @@ def get(url: str, token: str | None = None) -> int:
         return error.code
     except OSError:
         return 0
+
+
+def patient_signs_in(web: str, sms_port: int, phone: str) -> str:
+    """Sign in on the portal as the banner tells a patient to: 'send code', the code read from
+    the SMS simulator (the worker delivers it), entered; the page landed on."""
+    browser = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}),
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()),
+    )
+
+    def post(fields: dict[str, str]) -> str:
+        with browser.open(f"{web}/portal/sign-in/", timeout=10) as page:  # noqa: S310
+            token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.read().decode())
+        assert token is not None
+        body = urllib.parse.urlencode({**fields, "csrfmiddlewaretoken": token.group(1)}).encode()
+        with browser.open(f"{web}/portal/sign-in/", body, timeout=10) as answer:  # noqa: S310
+            return str(answer.url)
+
+    def messages() -> list[dict[str, object]]:
+        url = f"http://127.0.0.1:{sms_port}/sim/messages?phone={phone}"
+        with OPENER.open(url, timeout=10) as answer:  # noqa: S310
+            return list(json.loads(answer.read())["messages"])
+
+    before = len(messages())
+    post({"phone": phone, "action": "send"})
+    assert wait_until(lambda: len(messages()) > before, timeout=60), "no code reached the SMS page"
+    code = messages()[-1]["params"]["code"]  # type: ignore[index]
+    return post({"phone": phone, "code": str(code), "action": "sign_in"})
 
 
 OWN_SETTINGS = (
@@ -106,6 +138,9 @@ def test_make_run_serves_survives_an_insurer_outage_and_keeps_logins_on_restart(
         assert "credit-score simulator at" in run.output
         assert get(f"{web}/healthz") == 200
         assert get(f"{web}/login/") == 200
+        # The demo patient, as printed: the number, a code from the SMS simulator's page.
+        phone = re.search(r"patient +mobile (\d{11}) at /portal/sign-in/", run.output).group(1)
+        assert patient_signs_in(web, sms_port, phone) == f"{web}/portal/"
         assert get(f"{web}/api/v1/insurance/claims/?status=deferred", token) == 200
 
         os.kill(pid_of(run.output, "insurer"), signal.SIGTERM)  # an insurer outage

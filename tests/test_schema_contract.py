@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import io
 import itertools
+import json
 import re
 import secrets
 import time
@@ -47,6 +48,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from accounts import crypto
+from accounts.models import SmsMessage
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.partners import partner_create
 from accounts.services.patient_tokens import patient_token_issue
@@ -485,6 +488,28 @@ def test_every_operation_succeeds_with_an_answer_exactly_as_declared(world, insu
     )
     assert revoked["revoked_at"] is not None
 
+    # A patient signs in with the SMS code (read from the outbox, as the phone would get it),
+    # reads their own data and signs out.
+    phone = "13900009999"
+    call("POST", "/api/patient/v1/auth/sms/", 202, body={"phone": phone})
+    message = SmsMessage.objects.get(template="LOGIN_CODE")
+    code = json.loads(crypto.decrypt(message.params_encrypted))["code"]
+    signed_in = call(
+        "POST",
+        "/api/patient/v1/auth/token/",
+        200,
+        body={
+            "phone": phone,
+            "code": code,
+            "name": "郑新",
+            "id_number": make_id_number(date(1993, 7, 7)),
+        },
+    )
+    world.patient_token = signed_in["token"]
+    me = call("GET", "/api/patient/v1/me/", 200)
+    assert me["name"] == "郑新" and me["owed"] == "0.00"
+    call("POST", "/api/patient/v1/auth/logout/", 204)
+
     assert called == OPERATIONS, OPERATIONS ^ called
 
 
@@ -504,5 +529,5 @@ def _routes(patterns: list[Any], prefix: str = "") -> Iterator[tuple[str, str]]:
 
 def test_the_schema_has_every_operation_the_app_routes():
     routed = set(_routes(get_resolver().url_patterns))
-    assert len(routed) == 38
+    assert len(routed) == 42
     assert routed == OPERATIONS, routed ^ OPERATIONS

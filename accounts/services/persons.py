@@ -101,6 +101,34 @@ def _person_enrol(*, actor: str, name: str, id_number: str, phone: str | None) -
     return person
 
 
+def phone_clean(phone: str) -> str:
+    """A mainland mobile number as 11 digits (blanks and dashes dropped); an ``InvalidInput``
+    of ``phone`` if it is empty or not one."""
+    cleaned = _clean_phone(phone)
+    if not cleaned:
+        raise InvalidInput(
+            _("a mainland mobile number has 11 digits starting with 1"), field="phone"
+        )
+    return cleaned
+
+
+def person_register(*, actor: str, name: str, id_number: str, phone: str) -> Person:
+    """Enrol a person who signs up themself with a verified phone: a step of the sign-in
+    service, inside its transaction (``person_create`` is the desk's, a transaction of its
+    own)."""
+    return _person_enrol(actor=actor, name=name, id_number=id_number, phone=phone)
+
+
+def person_phone_attach(*, actor: str, person: Person, phone: str) -> None:
+    """Give ``person`` (who has no phone) this verified one: a step of the sign-in service."""
+    cleaned = phone_clean(phone)
+    person.phone_encrypted = crypto.encrypt(cleaned)
+    person.phone_hash = crypto.lookup_hash(cleaned)
+    person.updated_at = timezone.now()
+    person.save(update_fields=["phone_encrypted", "phone_hash", "updated_at"])
+    audit_record(actor=actor, action="person.update", obj=person, changes={"phone": "verified"})
+
+
 def person_get_or_create(
     *, actor: str, name: str, id_number: str, phone: str | None = None
 ) -> tuple[Person, bool]:

@@ -104,24 +104,20 @@ def user_roles(user: AbstractUser) -> set[str]:
     return set(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
 
 
-@transaction.atomic(durable=True)
-def patient_login_create(*, actor: str, person: Person, password: str) -> AbstractUser:
-    """Give a person a login that sees only their own data; set a new password if it exists.
-
-    The user name is opaque (``patient-<id>``): a phone or ID number never becomes a user name.
-    """
-    if len(password) < 8:
-        raise InvalidInput(
-            gettext_lazy("a password of at least 8 characters is needed"), field="password"
-        )
+@transaction.atomic(savepoint=False)
+def patient_user_ensure(*, actor: str, person: Person) -> AbstractUser:
+    """The Django user of a person's portal sessions, made on their first sign-in by SMS code:
+    opaque user name (``patient-<id>``), no usable password (patients sign in with a code,
+    never a password). A step of the sign-in service, inside its transaction."""
     user = person.user
     if user is None:
+        # No password given: Django stores an unusable one.
         user = get_user_model().objects.create_user(username=f"patient-{person.pk}")
         person.user = user
         person.save(update_fields=["user"])
-    user.set_password(password)
-    user.save(update_fields=["password"])
+        audit_record(
+            actor=actor, action="person.login", obj=person, changes={"login": user.username}
+        )
     group, _ = Group.objects.get_or_create(name=PATIENT_ROLE)
     user.groups.add(group)
-    audit_record(actor=actor, action="person.login", obj=person, changes={"login": user.username})
     return user

@@ -42,7 +42,9 @@ TEMPLATES: dict[str, Template] = {
         ("amount", "due_date"), "您的信用就医账单{amount}元将于{due_date}到期，请按时还款。"
     ),
     "OVERDUE": Template(("amount",), "您的信用就医账单{amount}元已逾期，额度已冻结，请尽快还款。"),
-    "REFUND_READY": Template(("amount",), "您有一笔{amount}元的退款待领取，请到医院收费窗口或线上办理。"),
+    "REFUND_READY": Template(
+        ("amount",), "您有一笔{amount}元的退款待领取，请到医院收费窗口或线上办理。"
+    ),
     "FAMILY_DRAW": Template(("name", "amount"), "{name}本次就医使用了您的亲情付额度{amount}元。"),
 }
 

@@ -127,12 +127,13 @@ AUTH_PASSWORD_VALIDATORS = [
 
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out sign-in
-    "django.contrib.auth.backends.ModelBackend",
-    "accounts.backends.PhoneBackend",
+    "django.contrib.auth.backends.ModelBackend",  # staff: user name and password
+    "accounts.backends.SmsCodeBackend",  # patients: mobile number and SMS code
 ]
-# Password guessing: five failed sign-ins for one login from one address lock that pair out
-# for 15 minutes (a success clears the count). By login and address, so that nobody can lock
-# a cashier out from another machine; a login is counted however its phone number is spaced.
+# Guessing: five failed sign-ins for one login from one address lock that pair out for 15
+# minutes (a success clears the count): a staff user name and its passwords, a patient's
+# mobile number (however it is spaced) and its SMS codes. By login and address, so that nobody
+# can lock a cashier out from another machine.
 AXES_FAILURE_LIMIT = 5
 AXES_COOLOFF_TIME = timedelta(minutes=15)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
@@ -149,6 +150,8 @@ TRUSTED_PROXIES = frozenset(
 )
 # More wrong passwords while locked do not push the end of the lock further out.
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# Kept out of the failed attempts' stored form data: codes and personal data.
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "phone", "code", "name", "id_number"]
 AXES_DISABLE_ACCESS_LOG = True  # sign-ins that worked: the audit trail is ours
 AXES_VERBOSE = False  # no banner on every start
 LOGIN_URL = "web-login"

@@ -31,13 +31,17 @@ def role_required(
     return decorate
 
 
+PATIENT_SIGN_IN = "/portal/sign-in/"
+
+
 def patient_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Portal pages: a signed-in patient; ``request.person`` is that patient's own person."""
+    """Portal pages: a signed-in patient; ``request.person`` is that patient's own person.
+    Anyone else signed out is sent to the patient's sign-in (by SMS code)."""
 
     @wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not request.user.is_authenticated:
-            return redirect_to_login(request.get_full_path())
+            return redirect_to_login(request.get_full_path(), PATIENT_SIGN_IN)
         person = Person.objects.filter(user=request.user).first()
         if person is None:
             raise PermissionDenied

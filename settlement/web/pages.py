@@ -8,17 +8,19 @@ from django.conf import settings
 from django.contrib.auth import authenticate, login, logout
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.backends import client_address, sign_in_name
 
+from . import portal_sign_in
 from .access import home_for
 
 
 class LoginForm(forms.Form):
-    username = forms.CharField(label=_("User name or mobile number"), max_length=150)
+    username = forms.CharField(label=_("User name"), max_length=150)
     password = forms.CharField(label=_("Password"), widget=forms.PasswordInput)
 
 
@@ -32,10 +34,10 @@ def login_page(request: HttpRequest) -> HttpResponse:
             password=form.cleaned_data["password"],
         )
         if user is None:
-            form.add_error(None, _("The user name, mobile number or password is wrong."))
+            form.add_error(None, _("The user name or password is wrong."))
         else:
-            # The failures were counted against the login as typed (a patient's mobile
-            # number), which django-axes does not clear by itself on success.
+            # The failures were counted against the login as typed, which django-axes does not
+            # clear by itself on success when it differs from the user's own name.
             AxesProxyHandler.reset_attempts(
                 ip_address=client_address(request),
                 username=sign_in_name(request, {"username": form.cleaned_data["username"]}),
@@ -50,7 +52,9 @@ def login_page(request: HttpRequest) -> HttpResponse:
 
 def locked_out(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
     """The sign-in page again, saying the login is locked for a while (django-axes calls this
-    after too many wrong passwords)."""
+    after too many wrong passwords, or wrong SMS codes on the patient's sign-in page)."""
+    if request.path == reverse("portal-sign-in"):
+        return portal_sign_in.locked_out(request)
     form = LoginForm(request.POST or None)
     form.is_valid()
     minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
@@ -64,8 +68,11 @@ def locked_out(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
 
 @require_POST
 def logout_page(request: HttpRequest) -> HttpResponse:
+    """Sign out, back to the sign-in page one came through: a patient's by SMS code, else
+    the staff's."""
+    patient = request.user.is_authenticated and home_for(request.user) == "/portal/"
     logout(request)
-    return HttpResponseRedirect("/login/")
+    return HttpResponseRedirect(reverse("portal-sign-in") if patient else "/login/")
 
 
 def home(request: HttpRequest) -> HttpResponse:

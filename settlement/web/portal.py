@@ -35,6 +35,7 @@ from settlement.selectors import (
 )
 from settlement.services.receipts import receipt_verify
 
+from . import portal_sign_in
 from .access import patient_required
 from .labels import (
     CHANNEL,
@@ -431,6 +432,7 @@ def sms_messages(request: HttpRequest) -> HttpResponse:
 
 
 urlpatterns: list[URLPattern] = [
+    path("sign-in/", portal_sign_in.sign_in_page, name="portal-sign-in"),
     path("", home, name="portal-home"),
     path("owed/", owed, name="portal-owed"),
     path("family/", family, name="portal-family"),

@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import AuditEvent, FamilyLink, Person
 from accounts.services.staff import token_revoke
-from tests.factories import home_institution, signed_in
+from tests.factories import home_institution
 
 pytestmark = pytest.mark.django_db
 
@@ -249,13 +249,13 @@ def test_schema_and_docs_are_served():
 
 
 def test_a_patient_login_sees_only_its_own_person(make_person):
-    from accounts.services.staff import patient_login_create
+    from accounts.services.staff import patient_user_ensure
 
     me, other = make_person("本人"), make_person("他人")
-    user = patient_login_create(actor="test", person=me, password="s3cret-pass")
+    user = patient_user_ensure(actor="test", person=me)
     assert user.username == f"patient-{me.pk}"
     client = APIClient()
-    assert signed_in(client, user.username, "s3cret-pass")
+    client.force_login(user)
     mine = client.get(f"/api/v1/persons/{me.pk}/")
     assert mine.status_code == 200 and mine.json()["id"] == me.pk
     theirs = client.get(f"/api/v1/persons/{other.pk}/")

@@ -34,7 +34,7 @@ from accounts.services.family import family_link_create, family_link_revoke, fam
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.partners import partner_create, tier_limit
 from accounts.services.persons import person_create
-from accounts.services.staff import patient_login_create, staff_create
+from accounts.services.staff import staff_create
 from core.errors import DomainError, in_english
 from ledger import services as ledger
 from ledger.exceptions import (
@@ -343,10 +343,6 @@ def test_partner_staff_and_institution_inputs_refused_in_chinese(bank, people):
         ),
         (lambda: institution_ensure(actor="test", code="X Y", name="医院"), "code"),
         (lambda: institution_ensure(actor="test", code="XY", name=""), "name"),
-        (
-            lambda: patient_login_create(actor="test", person=people["adult"], password="short"),
-            "password",
-        ),
         (lambda: institution_ensure(actor="test", code="X", name="X", kind="zoo"), "kind"),
     ):
         check(call, InvalidInput, code="invalid", status=400, field=field)

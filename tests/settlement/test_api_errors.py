@@ -19,7 +19,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import AuditEvent
-from accounts.services.staff import patient_login_create
+from accounts.services.staff import patient_user_ensure
 from core.models import IdempotentRequest
 from ledger.models import Hold, Transaction
 from settlement.models import (
@@ -32,7 +32,7 @@ from settlement.models import (
     Repayment,
     Settlement,
 )
-from tests.factories import charge_line, grant_line, signed_in
+from tests.factories import charge_line, grant_line
 
 pytestmark = pytest.mark.django_db
 
@@ -465,9 +465,9 @@ def test_a_settlement_replayed_with_its_idempotency_key_is_the_first_answer(cash
 
 
 def _patient_session(person) -> APIClient:
-    user = patient_login_create(actor="test", person=person, password=PASSWORD)
+    user = patient_user_ensure(actor="test", person=person)
     client = APIClient()
-    assert signed_in(client, user.username, PASSWORD)
+    client.force_login(user)
     return client
 
 

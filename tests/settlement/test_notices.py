@@ -192,7 +192,11 @@ def test_a_refund_owed_tells_the_patient_it_is_ready(shared_sim, department, mak
     refund = refund_owed(shared_sim, department, patient, 100_000)
 
     assert notices(patient) == [
-        ("REFUND_READY", f"refund-ready:{refund.pk}", "您有一笔980.00元的退款待领取，请到医院收费窗口或线上办理。")
+        (
+            "REFUND_READY",
+            f"refund-ready:{refund.pk}",
+            "您有一笔980.00元的退款待领取，请到医院收费窗口或线上办理。",
+        )
     ]
 
 

@@ -16,7 +16,7 @@ from accounts.models import Partner, Person, SmsMessage
 from accounts.services.family import family_link_revoke
 from accounts.services.notices import sms_queue
 from accounts.services.patient_tokens import patient_token_issue, patient_token_revoke
-from accounts.services.staff import patient_login_create
+from accounts.services.staff import patient_user_ensure
 from settlement.models import Encounter, Refund
 from settlement.selectors import encounter_bill
 from settlement.services.encounters import charges_post, encounter_admit
@@ -249,7 +249,7 @@ def test_a_patient_reads_the_notices_sent_to_them_and_no_login_code(family):
 
 
 def test_the_portal_lists_the_same_messages_in_chinese(family, client):
-    patient_login_create(actor="test", person=family.parent, password="a-long-password-1")
+    patient_user_ensure(actor="test", person=family.parent)
     client.force_login(family.parent.user)
 
     page = client.get("/portal/messages/")
@@ -261,9 +261,7 @@ def test_the_portal_lists_the_same_messages_in_chinese(family, client):
     assert "亲情付支出" in body and "费用已结算" in body and "发送中" in body
     assert "王芳" not in body and "980.00" not in body
 
-    client.force_login(
-        patient_login_create(actor="test", person=family.stranger, password="a-long-password-2")
-    )
+    client.force_login(patient_user_ensure(actor="test", person=family.stranger))
     other = client.get("/portal/messages/").content.decode()
     assert "退款待领取" in other and "陈小雨" not in other
 
@@ -271,7 +269,7 @@ def test_the_portal_lists_the_same_messages_in_chinese(family, client):
 def test_the_portal_shows_a_payer_the_stays_their_line_carried_with_bill_and_receipt(
     family, client
 ):
-    patient_login_create(actor="test", person=family.parent, password="a-long-password-1")
+    patient_user_ensure(actor="test", person=family.parent)
     client.force_login(family.parent.user)
 
     listed = client.get("/portal/encounters/").content.decode()

@@ -72,6 +72,11 @@ RULES: dict[str, Rule] = {
     ),
     # Acts on the caller alone: what it makes is the caller's (checked below).
     "patient-enrolment": Rule("self", lambda world, viewer: set(), method="POST"),
+    "patient-me": Rule("me", lambda world, viewer: {str(world.people[viewer].pk)}),
+    "patient-auth-logout": Rule("logout", lambda world, viewer: set(), method="POST"),
+    # Signing in reads nobody's data; asking a code tells nothing of whose phone it is.
+    "patient-auth-sms": Rule("public", lambda world, viewer: set(), method="POST"),
+    "patient-auth-token": Rule("public", lambda world, viewer: set(), method="POST"),
 }
 
 
@@ -159,6 +164,27 @@ def test_a_patient_sees_and_touches_only_their_own(world, name, viewer):
                 answer = client.post(url, HTTP_IDEMPOTENCY_KEY=uuid4().hex)
             expected = 200 if object_id in allowed else 404
             assert answer.status_code == expected, (object_id, answer.content[:300])
+    elif rule.kind == "me":
+        body = client.get(reverse(name)).json()
+        assert {str(body["id"])} == allowed
+        person = world.people[viewer].pk
+        assert all(person in (link["payer"], link["beneficiary"]) for link in body["family_links"])
+    elif rule.kind == "logout":
+        others = {other: bearer(world.people[other]) for other in VIEWERS if other != viewer}
+        assert client.post(reverse(name)).status_code == 204
+        assert client.get(reverse("patient-me")).status_code == 401
+        for other in others.values():  # only the caller's own token is revoked
+            assert other.get(reverse("patient-me")).status_code == 200
+    elif rule.kind == "public":
+        if name == "patient-auth-sms":  # a known phone answers as an unknown one
+            known = client.post(reverse(name), {"phone": "13900010001"}, format="json")
+            unknown = client.post(reverse(name), {"phone": "13700000000"}, format="json")
+            assert (known.status_code, known.json()) == (unknown.status_code, unknown.json())
+        else:  # a wrong code for another's phone signs nobody in and reads nothing
+            answer = client.post(
+                reverse(name), {"phone": "13900010003", "code": "000000"}, format="json"
+            )
+            assert answer.status_code == 400 and "token" not in answer.json()
     else:  # acts on the caller alone
         answer = client.post(
             reverse(name), {"consent": False}, format="json", HTTP_IDEMPOTENCY_KEY=uuid4().hex

@@ -79,3 +79,16 @@ def sign_in(page: Any, live_server: Any, username: str, password: str) -> None:
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", password)
     page.click("button[type=submit]")
+
+
+def sms_sign_in(page: Any, live_server: Any, phone: str) -> None:
+    """Sign a patient in on the portal's page: ask a code, enter it from the outbox (what the
+    phone receives; tests/web/test_portal_sms_sign_in.py reads it from the SMS simulator)."""
+    from tests.factories import outbox_code
+
+    page.goto(f"{live_server.url}/portal/sign-in/")
+    page.fill("input[name=phone]", phone)
+    page.click("button[value=send]")
+    page.wait_for_selector(".sent")
+    page.fill("input[name=code]", outbox_code(phone))
+    page.click("button.wide[value=sign_in]")

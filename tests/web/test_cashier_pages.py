@@ -18,7 +18,7 @@ from django.utils import timezone
 from accounts.models import Person
 from accounts.selectors import person_id_number
 from accounts.services.institutions import department_ensure, institution_ensure
-from accounts.services.staff import patient_login_create, staff_create
+from accounts.services.staff import patient_user_ensure, staff_create
 from settlement.models import Channel, Encounter, InsuranceClaim
 from settlement.services.encounters import (
     ChargeItem,
@@ -95,7 +95,7 @@ def test_other_roles_are_refused(pages, role, make_person):
     client = Client()
     if role == "patient":
         patient = make_person("李雷", birth=date(1990, 6, 1))
-        client.force_login(patient_login_create(actor="test", person=patient, password=PASSWORD))
+        client.force_login(patient_user_ensure(actor="test", person=patient))
     else:
         client.force_login(staff_user("finance1", "finance"))
     for url in pages:

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from accounts.services.family import family_link_create, family_links_lapse
 from accounts.services.institutions import department_ensure, institution_ensure
-from accounts.services.staff import patient_login_create, staff_create
+from accounts.services.staff import patient_user_ensure, staff_create
 from settlement.models import Encounter, InsuranceClaim
 from settlement.services.encounters import encounter_admit
 from settlement.services.settle import encounter_settle
@@ -131,7 +131,7 @@ def test_the_portal_says_a_refused_revocation_in_chinese(make_person):
         consent_channel="cashier",
     )
     assert family_links_lapse(today=date(2033, 1, 2)) == 1
-    patient_login_create(actor="test", person=parent, password="portal-password-1")
+    patient_user_ensure(actor="test", person=parent)
     parent.refresh_from_db()
     client = Client()
     client.force_login(parent.user)

@@ -12,7 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.utils import timezone
 
-from accounts.services.staff import patient_login_create, staff_create
+from accounts.services.staff import patient_user_ensure, staff_create
 from config.celery import app
 from settlement import selectors_finance
 from settlement.models import InsuranceClaim, Receivable
@@ -44,9 +44,7 @@ def client_as(role: str, make_person=None) -> Client:
         return client
     if role == "patient":
         assert make_person is not None
-        user = patient_login_create(
-            actor="test", person=make_person("李四"), password="pw-12345678"
-        )
+        user = patient_user_ensure(actor="test", person=make_person("李四"))
     else:
         place = None if role == "platform" else home_institution()
         user, _ = staff_create(actor="test", institution=place, username=f"{role}-web", role=role)

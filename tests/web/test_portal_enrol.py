@@ -7,7 +7,7 @@ import pytest
 from django.utils.translation import override
 
 from accounts.models import Consent, CreditApplication, CreditLine, Person
-from accounts.services.staff import patient_login_create, staff_create
+from accounts.services.staff import patient_user_ensure, staff_create
 from settlement.services.enrolment import CONSENT_TEXT
 from tests.factories import home_institution
 from tests.settlement.test_enrolment import pin, platform, score_platform  # noqa: F401
@@ -20,7 +20,7 @@ PAGE = "/portal/enrol/"
 @pytest.fixture
 def citizen(make_person: Any) -> Person:
     person = make_person("陈美玲", birth=date(1988, 3, 14))
-    patient_login_create(actor="test", person=person, password="portal-pass-1")
+    patient_user_ensure(actor="test", person=person)
     return person
 
 
@@ -33,7 +33,7 @@ def nothing_written() -> bool:
 
 
 def test_the_page_is_for_the_signed_in_patient_only(client, citizen):
-    assert client.get(PAGE)["Location"].startswith("/login/?next=")
+    assert client.get(PAGE)["Location"].startswith("/portal/sign-in/?next=")
     cashier, _ = staff_create(
         actor="test", institution=home_institution(), username="cashier-e", role="cashier"
     )
@@ -121,7 +121,7 @@ def test_a_patient_withdraws_their_own_consent_on_the_page(
     assert "我的授权" in client.get(PAGE).content.decode()
 
     stranger = make_person("王磊")
-    patient_login_create(actor="test", person=stranger, password="portal-pass-2")
+    patient_user_ensure(actor="test", person=stranger)
     client.force_login(stranger.user)
     assert client.post(url).status_code == 404
     consent.refresh_from_db()

@@ -1,7 +1,7 @@
 """The patient portal: who may open which page, and a patient's own pages in a real browser.
 
 Every portal page is tried anonymously (→ sign-in), as a cashier (403) and as another patient
-(404 for objects that are not theirs). The browser tests sign in with a mobile number, read the
+(404 for objects that are not theirs). The browser tests sign in with an SMS code, read the
 credit line, link a minor child (with field errors in Chinese), read the daily bill, settle,
 check the receipt's verification code, and read the bill on a phone-sized screen.
 """
@@ -17,10 +17,10 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from accounts.models import Department, FamilyLink, Person
+from accounts.models import Department, FamilyLink, Person, SmsCode
 from accounts.selectors import person_id_number
 from accounts.services.institutions import department_ensure, institution_ensure
-from accounts.services.staff import patient_login_create, staff_create
+from accounts.services.staff import patient_user_ensure, staff_create
 from settlement.models import Encounter, Receipt, Receivable
 from settlement.services.encounters import (
     ChargeItem,
@@ -30,10 +30,9 @@ from settlement.services.encounters import (
 )
 from settlement.services.settle import encounter_settle
 from tests.factories import grant_line, home_institution, link_family, make_id_number
-from tests.web.conftest import sign_in
+from tests.web.conftest import sms_sign_in
 
 ROOT = Path(__file__).resolve().parents[2]
-PASSWORD = "portal-pass-1"
 PHONE_A = "13900000001"
 PHONE_B = "13900000002"
 
@@ -91,7 +90,7 @@ def world(make_person: Any, make_partner: Any) -> World:
     child = make_person("陈小雨", birth=date(2015, 9, 1))
     b_child = make_person("王小明", birth=date(2016, 1, 9))
     for person in (a, b):
-        patient_login_create(actor="test", person=person, password=PASSWORD)
+        patient_user_ensure(actor="test", person=person)
         grant_line(partner, person, limit=300_000)
     link_b = link_family(b, b_child)
     encounter_a = _admit_with_charges(a, department)
@@ -125,7 +124,7 @@ def test_every_portal_page_sends_the_anonymous_to_sign_in_and_refuses_staff(worl
     for method, url in portal_pages(world):
         response = getattr(client, method)(url)
         assert response.status_code == 302, url
-        assert response["Location"].startswith("/login/?next="), url
+        assert response["Location"].startswith("/portal/sign-in/?next="), url
     cashier, _ = staff_create(
         actor="test", institution=home_institution(), username="cashier1", role="cashier"
     )
@@ -227,7 +226,7 @@ def test_family_forms_say_what_is_wrong_by_the_field(world, client, settings):
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_patient_signs_in_by_phone_sees_credit_and_links_a_child(world, page, live_server):
-    sign_in(page, live_server, PHONE_A, PASSWORD)
+    sms_sign_in(page, live_server, PHONE_A)
     page.wait_for_url(f"{live_server.url}/portal/")
     line = page.locator(".credit-line").first
     assert line.locator(".limit").inner_text() == "¥3000.00"
@@ -273,7 +272,7 @@ def test_patient_signs_in_by_phone_sees_credit_and_links_a_child(world, page, li
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_daily_bill_receipt_check_and_phone_screen(world, page, browser, live_server):
-    sign_in(page, live_server, PHONE_A, PASSWORD)
+    sms_sign_in(page, live_server, PHONE_A)
     page.wait_for_url(f"{live_server.url}/portal/")
     page.click("text=就诊与账单")
     page.locator("table.encounters a").first.click()
@@ -303,7 +302,9 @@ def test_daily_bill_receipt_check_and_phone_screen(world, page, browser, live_se
         small = phone.new_page()
         errors: list[str] = []
         small.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        sign_in(small, live_server, PHONE_A, PASSWORD)
+        # A second sign-in a minute after the first (codes are one a minute per phone).
+        SmsCode.objects.update(created_at=timezone.now() - timedelta(minutes=1))
+        sms_sign_in(small, live_server, PHONE_A)
         small.wait_for_url(f"{live_server.url}/portal/")
         for url in ("/portal/", f"/portal/encounters/{world.encounter_a.pk}/", "/portal/family/"):
             small.goto(f"{live_server.url}{url}")
@@ -366,7 +367,7 @@ def test_the_bill_says_categories_classes_and_channels_in_the_page_language(
 
     # A deposit by bank card, most of it refunded: the channel is said in Chinese.
     patient = make_person("郭敏", birth=date(1979, 11, 11), phone="13900000009")
-    patient_login_create(actor="test", person=patient, password=PASSWORD)
+    patient_user_ensure(actor="test", person=patient)
     stay = encounter_admit(
         actor="test", person=patient, department=world.encounter_a.department, kind="inpatient"
     )

@@ -14,7 +14,7 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.services.institutions import department_ensure, institution_ensure
-from accounts.services.staff import patient_login_create, staff_create
+from accounts.services.staff import patient_user_ensure, staff_create
 from ledger.models import Transaction
 from ledger.selectors import account_balance
 from ledger.services import chain_seal
@@ -46,7 +46,7 @@ def owed(insurer, make_person) -> Refund:
     hospital = institution_ensure(actor="test", code="XMH3", name="厦门市第三医院")
     clinic = department_ensure(actor="test", institution=hospital, code="OPD", name="门诊")
     patient = make_person("林江", birth=date(1966, 6, 6), phone=PHONE)
-    patient_login_create(actor="test", person=patient, password=PASSWORD)
+    patient_user_ensure(actor="test", person=patient)
     refund = refund_owed(insurer, clinic, patient, 100_000)
     assert (refund.amount, refund.channel) == (98_000, "cash")
     return refund

@@ -33,7 +33,7 @@ from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.partners import partner_create, partner_key_issue
 from accounts.services.persons import person_get_or_create, person_update
 from accounts.services.staff import (
-    patient_login_create,
+    patient_user_ensure,
     staff_create,
     token_hash,
     token_issue,
@@ -120,10 +120,13 @@ class Command(BaseCommand):
         lines = self.seed(password)
         stays = self.seed_stays(lines["hospital"], lines["people"])
         out = self.stdout.write
-        out(f"Demo data loaded. Logins (password for all: {password}):")
+        out(f"Demo data loaded. Staff logins at /login/ (password for all: {password}):")
         for code, username, role, token in lines["staff"]:
             out(f"  {code:5} {role:8}  {username:10}  API token {token}")
-        out(f"  patient   {lines['patient']} (mobile number; 陈静, mother of a minor)")
+        out(
+            f"  patient   mobile {lines['patient']} at /portal/sign-in/ (陈静, mother of a minor):"
+            " press 'send code', the code arrives on the SMS simulator's page"
+        )
         out(
             "Pages: /cashier/ (cashier), /finance/ (finance), /portal/ (patient), "
             "/platform/ (platform), /admin/ (admin)"
@@ -210,9 +213,9 @@ class Command(BaseCommand):
                 )
         if not people["mother"].phone_hash:
             person_update(actor=ACTOR, person=people["mother"], phone=DEMO_PATIENT_PHONE)
-        login = people["mother"].user
-        if login is None or not login.check_password(password):  # else signed-in pages stay so
-            patient_login_create(actor=ACTOR, person=people["mother"], password=password)
+        # She signs in with an SMS code to her phone (no password): her login is made here so
+        # that the demo's pages are hers from the first sign-in.
+        patient_user_ensure(actor=ACTOR, person=people["mother"])
 
         staff = []
         logins: list[tuple[str, str, Institution | None]] = [
