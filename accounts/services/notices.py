@@ -110,10 +110,19 @@ def _send(sender: object, message: SmsMessage) -> int:
         )
     except (SmsRejected, SmsTemplateError) as error:
         message.status, message.last_error = SmsMessage.Status.FAILED, str(error)[:500]
+        if message.template in SECRET_TEMPLATES:  # never to be sent: keep no copy of the code
+            message.params_encrypted = ""
+            fields.append("params_encrypted")
         message.save(update_fields=fields)
         return 0
-    except SmsUnavailable as error:
-        message.last_error = str(error)[:500]
+    except Exception as error:  # noqa: BLE001 - unreachable or broken: the next run retries it
+        # Whatever went wrong, the message is put back later, not left first in the queue
+        # to fail every run and hold up the messages behind it.
+        said = str(error)
+        if not isinstance(error, SmsUnavailable):
+            logger.exception("sending SMS %s failed", message.pk)
+            said = f"{type(error).__name__}: {error}"
+        message.last_error = said[:500]
         message.next_attempt_at = now + backoff(message.attempts)
         message.save(update_fields=[*fields, "next_attempt_at"])
         return 0

@@ -201,3 +201,32 @@ def test_a_message_sent_again_after_its_sender_died_is_one_message_at_the_gatewa
     assert message.status == "sent" and message.biz_id == first_biz_id
     assert [m["out_id"] for m in kept(gateway)] == [str(message.pk)]
     assert gateway.state()["received"] == 2
+
+
+def test_a_login_code_the_gateway_refuses_keeps_no_copy_of_the_code(gateway):
+    message = queue("sign-in:refused", template="LOGIN_CODE", params={"code": "123456"})
+    gateway.control(mode="reject", code="isv.MOBILE_NUMBER_ILLEGAL")
+
+    assert sms_deliver(client=client_for(gateway)) == 0
+
+    message.refresh_from_db()
+    assert message.status == "failed" and message.params_encrypted == ""
+
+
+def test_a_sender_that_breaks_puts_its_message_back_and_the_next_goes_out(gateway):
+    first, second = queue("overdue:broken"), queue("overdue:next", phone="13800138001")
+
+    class Breaks(SmsClient):
+        def send(self, phone, template, params, *, out_id=""):
+            if out_id == str(first.pk):
+                raise RuntimeError("a bug in the sender")
+            return super().send(phone, template, params, out_id=out_id)
+
+    assert sms_deliver(client=Breaks(gateway.url + "/", sign_name="信用就医", timeout=5)) == 1
+
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, first.attempts) == ("pending", 1)
+    assert first.last_error == "RuntimeError: a bug in the sender"
+    assert first.next_attempt_at > timezone.now()  # put back, behind the others
+    assert second.status == "sent" and len(kept(gateway)) == 1
