@@ -6,16 +6,18 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from accounts.exceptions import CreditLineStateError, FamilyRuleViolated
+from accounts import crypto
+from accounts.exceptions import AccountsError, CreditLineStateError, FamilyRuleViolated
 from accounts.identity import age_on
-from accounts.models import FamilyLink, Person
+from accounts.models import FamilyLink, Person, SmsCode
 from accounts.selectors import link_is_live
 from ledger import services as ledger
 from ledger.models import Account, Ledger, Side
 
 from .audit import audit_record
+from .sms_codes import sms_code_issue, sms_code_take
 
-CONSENT_CHANNELS = ("cashier", "portal", "api")
+CONSENT_CHANNELS = ("cashier", "portal", "api", "sms")
 MAX_CAP = 100_000_000
 
 
@@ -82,10 +84,7 @@ def family_link_create(
             field="consent",
             params={"channels": ", ".join(CONSENT_CHANNELS)},
         )
-    if cap is not None and (isinstance(cap, bool) or not 0 < cap <= MAX_CAP):
-        raise FamilyRuleViolated(
-            _("cap must be between 1 and %(max)s fen"), field="cap", params={"max": MAX_CAP}
-        )
+    _check_cap(cap)
     if FamilyLink.objects.filter(
         payer=payer, beneficiary=beneficiary, status=FamilyLink.Status.ACTIVE
     ).exists():
@@ -107,6 +106,20 @@ def family_link_create(
         raise FamilyRuleViolated(
             _("these two people are already linked"), field="beneficiary"
         ) from None
+    _activate(actor, link)
+    return link
+
+
+def _check_cap(cap: int | None) -> None:
+    if cap is not None and (isinstance(cap, bool) or not 0 < cap <= MAX_CAP):
+        raise FamilyRuleViolated(
+            _("cap must be between 1 and %(max)s fen"), field="cap", params={"max": MAX_CAP}
+        )
+
+
+def _activate(actor: str, link: FamilyLink) -> None:
+    """The link carries costs from now: its cap account funded, the consent audited."""
+    cap = link.cap
     if cap is not None:
         link.cap_account = ledger.account_create(
             code=f"credit:family-link:{link.pk}:cap",
@@ -129,15 +142,109 @@ def family_link_create(
         action="family_link.create",
         obj=link,
         changes={
-            "payer": payer.pk,
-            "beneficiary": beneficiary.pk,
-            "relation": relation,
+            "payer": link.payer_id,
+            "beneficiary": link.beneficiary_id,
+            "relation": link.relation,
             "cap": cap,
-            "consent_by": consent_by,
-            "consent_channel": consent_channel,
+            "consent_by": link.consent_by,
+            "consent_channel": link.consent_channel,
             "consent_recorded_by": link.consent_recorded_by,
         },
     )
+
+
+@transaction.atomic(durable=True)
+def family_link_request(
+    *, actor: str, payer: Person, beneficiary: Person, cap: int | None = None
+) -> FamilyLink:
+    """An adult child asks to carry a parent's costs (child_of_parent): the link waits for
+    the parent's consent, asked by a code sent to the parent's phone, which the parent gives
+    the child to enter (``family_link_consent``). Asking again sends a new code for the same
+    waiting link. A parent without a phone on record consents at a hospital desk instead."""
+    today = timezone.localdate()
+    relation = FamilyLink.Relation.CHILD_OF_PARENT
+    check_family_rules(
+        payer=payer, beneficiary=beneficiary, relation=relation, consent=True, today=today
+    )
+    _check_cap(cap)
+    if not beneficiary.phone_encrypted:
+        raise FamilyRuleViolated(
+            _("%(name)s has no phone on record: their consent is given at a hospital desk"),
+            field="beneficiary",
+            params={"name": beneficiary.name},
+        )
+    if FamilyLink.objects.filter(
+        payer=payer, beneficiary=beneficiary, status=FamilyLink.Status.ACTIVE
+    ).exists():
+        raise FamilyRuleViolated(_("these two people are already linked"), field="beneficiary")
+    link = (
+        FamilyLink.objects.select_for_update()
+        .filter(payer=payer, beneficiary=beneficiary, status=FamilyLink.Status.PENDING)
+        .first()
+    )
+    if link is None:
+        link = FamilyLink.objects.create(
+            payer=payer,
+            beneficiary=beneficiary,
+            relation=relation,
+            status=FamilyLink.Status.PENDING,
+            cap=cap,
+            consent_by="",
+            consent_channel="sms",
+        )
+    elif link.cap != cap:
+        link.cap = cap
+        link.save(update_fields=["cap"])
+    sms_code_issue(
+        phone=crypto.decrypt(beneficiary.phone_encrypted),
+        purpose=SmsCode.Purpose.FAMILY_CONSENT,
+        subject=str(link.pk),
+        person=beneficiary,
+        template="CONSENT_CODE",
+        params={"name": payer.name[:20]},
+    )
+    audit_record(
+        actor=actor,
+        action="family_link.request",
+        obj=link,
+        changes={"payer": payer.pk, "beneficiary": beneficiary.pk, "cap": cap},
+    )
+    return link
+
+
+def family_link_consent(*, actor: str, payer: Person, link_id: int, code: str) -> FamilyLink:
+    """The parent's consent, by the code sent to their phone, entered by the child: the link
+    becomes active (consent by the parent, channel ``sms``). A wrong code counts against the
+    code's five tries, kept although the call fails."""
+    refusal: AccountsError | None = None
+    with transaction.atomic(durable=True):
+        link = (
+            FamilyLink.objects.select_for_update()
+            .select_related("beneficiary")
+            .filter(pk=link_id, payer=payer, status=FamilyLink.Status.PENDING)
+            .first()
+        )
+        if link is None:
+            raise FamilyRuleViolated(_("no family link waits for this consent"), field="code")
+        taken, refusal = sms_code_take(
+            phone=crypto.decrypt(link.beneficiary.phone_encrypted),
+            purpose=SmsCode.Purpose.FAMILY_CONSENT,
+            subject=str(link.pk),
+            typed=code,
+        )
+        if taken is not None:
+            link.status, link.consent_at = FamilyLink.Status.ACTIVE, timezone.now()
+            link.consent_by = link.beneficiary.name
+            try:
+                with transaction.atomic():
+                    link.save(update_fields=["status", "consent_at", "consent_by"])
+            except IntegrityError:  # linked meanwhile by a desk
+                raise FamilyRuleViolated(
+                    _("these two people are already linked"), field="beneficiary"
+                ) from None
+            _activate(actor, link)
+    if refusal is not None:
+        raise refusal
     return link
 
 

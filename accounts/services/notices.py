@@ -26,7 +26,7 @@ from accounts.sms import SmsRejected, SmsTemplateError, SmsUnavailable, check_me
 logger = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(minutes=30)
 # Not listed among a person's messages: its text is a secret, and it is no notice.
-SECRET_TEMPLATES = frozenset({"LOGIN_CODE"})
+SECRET_TEMPLATES = frozenset({"LOGIN_CODE", "CONSENT_CODE"})
 
 
 def sms_queue(

@@ -76,10 +76,17 @@ def _retry_after(until: datetime, now: datetime) -> int:
 
 @transaction.atomic(savepoint=False)
 def sms_code_issue(
-    *, phone: str, purpose: str, subject: str = "", person: Person | None = None
+    *,
+    phone: str,
+    purpose: str,
+    subject: str = "",
+    person: Person | None = None,
+    template: str = "LOGIN_CODE",
+    params: dict[str, str] | None = None,
 ) -> SmsCode:
-    """Make a code for ``phone`` and queue its message; a step inside the caller's
-    transaction. ``TooManyCodes`` (with ``retry_after``) past the phone's limits."""
+    """Make a code for ``phone`` and queue its message (``template``, with ``params`` beside
+    the code); a step inside the caller's transaction. ``TooManyCodes`` (with
+    ``retry_after``) past the phone's limits."""
     phone = phone_clean(phone)
     _phone_lock(phone)
     now = timezone.now()
@@ -112,8 +119,8 @@ def sms_code_issue(
     sms_queue(
         key=f"{prefix}:{code.pk}",
         phone=phone,
-        template="LOGIN_CODE",
-        params={"code": digits},
+        template=template,
+        params={**(params or {}), "code": digits},
         person=person,
         send_by=code.expires_at,
     )
@@ -141,6 +148,24 @@ def _live_code(phone: str, purpose: str, subject: str, now: datetime) -> SmsCode
         .first()
     )
     return code if code is not None and code.expires_at > now else None
+
+
+def sms_code_take(
+    *, phone: str, purpose: str, subject: str, typed: str
+) -> tuple[SmsCode | None, AccountsError | None]:
+    """Check ``typed`` against the live code for ``phone``, ``purpose`` and ``subject``, inside
+    the caller's transaction: the code (now used) or the refusal to raise once that
+    transaction has committed the wrong try it counted."""
+    _phone_lock(phone)
+    now = timezone.now()
+    found = _live_code(phone, purpose, subject, now)
+    if found is None:
+        return None, _no_code()
+    if not _code_matches(found, phone, (typed or "").strip()):
+        return None, _wrong_code(_wrong_try(found, now))
+    found.used_at = now
+    found.save(update_fields=["used_at"])
+    return found, None
 
 
 def _wrong_try(code: SmsCode, now: datetime) -> int:

@@ -46,6 +46,12 @@ TEMPLATES: dict[str, Template] = {
         ("amount",), "您有一笔{amount}元的退款待领取，请到医院收费窗口或线上办理。"
     ),
     "FAMILY_DRAW": Template(("name", "amount"), "{name}本次就医使用了您的亲情付额度{amount}元。"),
+    # To the person whose costs a family member asks to carry: their consent, by the code.
+    "CONSENT_CODE": Template(
+        ("name", "code"),
+        "{name}申请以其信用就医额度为您支付医疗费用（亲情付）。如您同意，"
+        "请将验证码{code}告诉对方，5分钟内有效。",
+    ),
 }
 
 PHONE = re.compile(r"1\d{10}")

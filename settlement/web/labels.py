@@ -53,6 +53,7 @@ LINE_STATUS: Labels = {
     "expired": _("Expired"),
 }
 LINK_STATUS: Labels = {
+    FamilyLink.Status.PENDING: _("Awaiting consent"),
     FamilyLink.Status.ACTIVE: _("Active"),
     FamilyLink.Status.REVOKED: _("Revoked"),
     FamilyLink.Status.LAPSED: _("Lapsed"),

@@ -21,7 +21,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.exceptions import AccountsError
 from accounts.models import FamilyLink, Person
 from accounts.selectors import credit_line_status, line_figures, lines_of, person_named
-from accounts.services.family import family_link_create, family_link_revoke
+from accounts.services.family import (
+    family_link_consent,
+    family_link_create,
+    family_link_request,
+    family_link_revoke,
+)
 from accounts.services.notices import messages_of
 from core.money import fen_to_yuan
 from settlement.models import Encounter, Receipt, Receivable, Refund
@@ -191,6 +196,7 @@ def family_context(person: Person, forms: dict[str, FamilyLinkForm]) -> dict[str
                 "cap": fen_to_yuan(link.cap) if link.cap is not None else None,
                 "since": link.consent_at,
                 "active": link.status == FamilyLink.Status.ACTIVE,
+                "pending": link.status == FamilyLink.Status.PENDING,
             }
             for link in as_payer
         ],
@@ -235,6 +241,22 @@ def family_add(request: HttpRequest, kind: str) -> HttpResponse:
                         " first (at a hospital cashier or by a partner bank)."
                     ),
                 )
+            elif relation == FamilyLink.Relation.CHILD_OF_PARENT:
+                if not form.cleaned_data["consent"]:
+                    form.add_error("consent", _("Your consent is needed to carry their costs."))
+                    raise _Refused
+                link = family_link_request(
+                    actor=actor(request), payer=person, beneficiary=beneficiary
+                )
+                messages.success(
+                    request,
+                    _(
+                        "A code was sent to %(name)s's phone. Their consent is that code: "
+                        "enter it below when they tell it to you."
+                    )
+                    % {"name": link.beneficiary.name},
+                )
+                return HttpResponseRedirect(reverse("portal-family") + f"#link-{link.pk}")
             else:
                 link = family_link_create(
                     actor=actor(request),
@@ -253,10 +275,39 @@ def family_add(request: HttpRequest, kind: str) -> HttpResponse:
                 return HttpResponseRedirect(reverse("portal-family"))
         except AccountsError as error:
             add_domain_error(form, error)
+        except _Refused:
+            pass
     forms = {other: new_form(other) for other in ADD_KINDS}
     forms[kind] = form
     # 200 with the errors by their fields, as Django forms do (a browser logs a 400 as an error).
     return render(request, "web/portal/family.html", family_context(person, forms))
+
+
+class _Refused(Exception):
+    """The form has its error already."""
+
+
+@require_POST
+@patient_required
+def family_consent(request: HttpRequest, pk: int) -> HttpResponse:
+    """The code the parent received, entered by the child who asked: the link is active."""
+    link = get_object_or_404(FamilyLink, pk=pk, payer=me(request), status=FamilyLink.Status.PENDING)
+    try:
+        family_link_consent(
+            actor=actor(request),
+            payer=me(request),
+            link_id=link.pk,
+            code=request.POST.get("code", ""),
+        )
+    except AccountsError as error:
+        messages.error(request, domain_error_text(error))
+        return HttpResponseRedirect(reverse("portal-family") + f"#link-{link.pk}")
+    messages.success(
+        request,
+        _("%(name)s consented: your credit lines can pay for their care.")
+        % {"name": link.beneficiary.name},
+    )
+    return HttpResponseRedirect(reverse("portal-family"))
 
 
 @require_POST
@@ -438,6 +489,7 @@ urlpatterns: list[URLPattern] = [
     path("family/", family, name="portal-family"),
     path("family/add/<str:kind>/", family_add, name="portal-family-add"),
     path("family/<int:pk>/revoke/", family_revoke, name="portal-family-revoke"),
+    path("family/<int:pk>/consent/", family_consent, name="portal-family-consent"),
     path("encounters/", encounters, name="portal-encounters"),
     path("encounters/<uuid:pk>/", encounter_detail, name="portal-encounter"),
     path("receipts/<str:receipt_no>/", receipt_detail, name="portal-receipt"),
