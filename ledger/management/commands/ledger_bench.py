@@ -18,9 +18,13 @@ import functools
 import hashlib
 import json
 import math
+import os
 import queue
 import random
 import secrets
+import statistics
+import subprocess  # noqa: S404 - runs the peer bench in our own interpreter
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -29,9 +33,12 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
 from django.utils import timezone
+from psycopg import sql as pgsql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from ledger import chain, services
@@ -256,16 +263,102 @@ class Run:
         return None
 
 
+@dataclass(frozen=True)
+class Result:
+    """What one run measured: its wall time and batch latencies in milliseconds."""
+
+    seconds: float
+    p50: float
+    p99: float
+    retries: int
+
+    @classmethod
+    def of(cls, seconds: float, run: "Run") -> "Result":
+        return cls(
+            seconds,
+            _percentile(run.latencies, 50) * 1000,
+            _percentile(run.latencies, 99) * 1000,
+            run.retries,
+        )
+
+    def rate(self, transfers: int) -> float:
+        return transfers / self.seconds
+
+
+def _median(results: list[Result]) -> Result:
+    """The run of median wall time (an odd count gives a run that happened)."""
+    ordered = sorted(results, key=lambda result: result.seconds)
+    middle = ordered[(len(ordered) - 1) // 2]
+    return Result(
+        statistics.median(result.seconds for result in results),
+        middle.p50,
+        middle.p99,
+        middle.retries,
+    )
+
+
+def _client_counts(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise CommandError(f"--clients takes numbers separated by commas, not {text!r}") from exc
+
+
+def _analyze() -> None:
+    """Fresh planner statistics after set-up, as a long-running database would have."""
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+
+
+def _peer_database_url(params: dict[str, Any]) -> str:
+    """This database's connection with ``_hordak`` appended to its name."""
+    peer = {name: value for name, value in params.items() if isinstance(value, str | int)}
+    peer["dbname"] = f"{params['dbname']}_hordak"
+    info = conninfo_to_dict(make_conninfo(**peer))
+    user = info.get("user", "")
+    password = f":{info['password']}" if info.get("password") else ""
+    host = info.get("host") or "localhost"
+    port = info.get("port") or "5432"
+    return f"postgres://{user}{password}@{host}:{port}/{info['dbname']}"
+
+
+def _create_database(database_url: str) -> None:
+    """Create the peer's database on the same server if it does not exist yet."""
+    info = conninfo_to_dict(database_url)
+    name = str(info["dbname"])
+    with psycopg.connect(database_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if exists is None:
+            conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
+
+
 class Command(BaseCommand):
     help = (
         "Post N two-leg transfers on PostgreSQL through ledger.services and through plain SQL "
-        "doing the same work; print transfers/s and p50/p99 batch latency of each."
+        "doing the same work (and, with --peer hordak, through django-hordak's transfer_to); "
+        "print transfers/s and p50/p99 batch latency of each."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--transfers", type=int, default=5000, help="Measured transfers.")
-        parser.add_argument("--clients", type=int, default=4, help="Client threads.")
+        parser.add_argument(
+            "--clients", default=None, help="Client threads, or a comma list such as 1,4."
+        )
         parser.add_argument("--batch", type=int, default=1, help="Transfers per transaction.")
+        parser.add_argument(
+            "--runs", type=int, default=None, help="Alternating runs of each; medians are shown."
+        )
+        parser.add_argument(
+            "--peer",
+            choices=["hordak"],
+            default=None,
+            help="Also run django-hordak 2.x transfer_to in a subprocess on its own database.",
+        )
+        parser.add_argument(
+            "--peer-database-url",
+            default=None,
+            help="The peer's database (default: this database's name with _hordak appended).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if connection.vendor != "postgresql":
@@ -273,35 +366,105 @@ class Command(BaseCommand):
                 f"ledger_bench measures PostgreSQL, but the default database is "
                 f"{connection.vendor}. Set DATABASE_URL to a PostgreSQL database."
             )
-        transfers, clients, batch = options["transfers"], options["clients"], options["batch"]
-        if min(transfers, clients, batch) < 1:
-            raise CommandError("--transfers, --clients and --batch must be at least 1.")
+        peer = options["peer"]
+        transfers, batch = options["transfers"], options["batch"]
+        clients_list = _client_counts(options["clients"] or ("1,4" if peer else "4"))
+        runs = options["runs"] or (3 if peer else 1)
+        if min(transfers, batch, runs, *clients_list) < 1:
+            raise CommandError("--transfers, --clients, --batch and --runs must be at least 1.")
         # Plain psycopg: without Django's cursor class, adapters and client-side binding.
         params = {
             name: value
             for name, value in connection.get_connection_params().items()
             if name not in {"cursor_factory", "context", "prepare_threshold"}
         }
+        peer_url = None
+        if peer:
+            peer_url = options["peer_database_url"] or _peer_database_url(params)
         prefix = f"bench:{timezone.now():%Y%m%d%H%M%S}-{secrets.token_hex(3)}"
         self.stdout.write(f"setting up {prefix}: {LINES} credit lines per run")
         posters: list[tuple[str, str, Callable[[Account], Poster]]] = [
             ("django services", "svc", ServicesPoster),
             ("sql only", "sql", functools.partial(SqlPoster, params=params)),
         ]
-        runs = []
-        for label, tag, poster in posters:
-            hot, lines = self._accounts(f"{prefix}:{tag}")
-            runs.append(Run(label, f"{prefix}:{tag}", hot, lines, poster, transfers, batch))
-        for run in runs:
-            self._measure(run, clients)
-        for run in runs:
-            p50, p99 = (_percentile(run.latencies, p) * 1000 for p in (50, 99))
-            self.stdout.write(
-                f"{run.label:<17} N={transfers} C={clients} B={batch}  "
-                f"{transfers / run.seconds:8.1f} transfers/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms"
-                + (f"  ({run.retries} deadlocks retried)" if run.retries else "")
+        rows = []
+        for clients in clients_list:
+            results: dict[str, list[Result]] = {}
+            for number in range(runs):
+                for label, tag, poster in posters:
+                    run_prefix = f"{prefix}:{tag}:c{clients}:r{number}"
+                    hot, lines = self._accounts(run_prefix)
+                    _analyze()
+                    run = Run(label, run_prefix, hot, lines, poster, transfers, batch)
+                    self._measure(run, clients)
+                    results.setdefault(label, []).append(Result.of(run.seconds, run))
+                    self._print(results[label][-1], label, transfers, clients, batch)
+                if peer_url is not None:
+                    result = self._peer(peer_url, transfers, clients, batch)
+                    results.setdefault("hordak", []).append(result)
+                    self._print(result, "django-hordak", transfers, clients, batch)
+            rows.append((clients, {label: _median(items) for label, items in results.items()}))
+        self._table(rows, transfers, batch, runs)
+
+    def _print(
+        self, result: "Result", label: str, transfers: int, clients: int, batch: int
+    ) -> None:
+        self.stdout.write(
+            f"{label:<17} N={transfers} C={clients} B={batch}  {result.rate(transfers):8.1f}"
+            f" transfers/s  p50 {result.p50:.1f} ms  p99 {result.p99:.1f} ms"
+            + (f"  ({result.retries} deadlocks retried)" if result.retries else "")
+        )
+
+    def _table(
+        self, rows: list[tuple[int, dict[str, "Result"]]], transfers: int, batch: int, runs: int
+    ) -> None:
+        """One table: the medians of each client count, ours beside the peers, and the ratios."""
+        self.stdout.write(f"\nmedians of {runs} alternating runs, {transfers} transfers each")
+        peer = any("hordak" in results for _, results in rows)
+        header = "| clients | batch | services /s | p50 / p99 ms | sql only /s | services/sql |"
+        if peer:
+            header += " hordak /s | services/hordak |"
+        self.stdout.write(header)
+        self.stdout.write("|" + " --- |" * (header.count("|") - 1))
+        for clients, results in rows:
+            ours, sql = results["django services"], results["sql only"]
+            rate = ours.rate(transfers)
+            line = (
+                f"| {clients} | {batch} | {rate:,.0f} | {ours.p50:.1f} / {ours.p99:.1f} |"
+                f" {sql.rate(transfers):,.0f} | {rate / sql.rate(transfers):.2f} |"
             )
-        self.stdout.write(f"ratio services/sql: {runs[1].seconds / runs[0].seconds:.2f}")
+            if peer:
+                hordak = results["hordak"]
+                line += f" {hordak.rate(transfers):,.0f} | {rate / hordak.rate(transfers):.2f} |"
+            self.stdout.write(line)
+
+    def _peer(self, database_url: str, transfers: int, clients: int, batch: int) -> "Result":
+        """One django-hordak run in a subprocess of its own (hordak is not in our settings)."""
+        if batch != 1:
+            raise CommandError("--peer measures one transfer per transaction: use --batch 1.")
+        _create_database(database_url)
+        env = {**os.environ, "HORDAK_PEER_DATABASE_URL": database_url}
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        command = [sys.executable, "-m", "tests.ledger.peer_hordak.run"]
+        command += ["--transfers", str(transfers), "--clients", str(clients)]
+        done = subprocess.run(  # noqa: S603 - our own interpreter and module
+            command,
+            env=env,
+            cwd=settings.BASE_DIR,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise CommandError(f"the hordak peer failed:\n{done.stderr[-3000:]}")
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+        latencies = [float(value) for value in report["latencies"]]
+        return Result(
+            float(report["seconds"]),
+            _percentile(latencies, 50) * 1000,
+            _percentile(latencies, 99) * 1000,
+            0,
+        )
 
     def _accounts(self, prefix: str) -> tuple[Account, list[Account]]:
         """Create a run's house account and credit lines and fund the lines (not measured)."""
