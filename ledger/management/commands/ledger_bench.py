@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 from uuid import UUID
 
 import psycopg
@@ -38,7 +39,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
 from django.utils import timezone
 from psycopg import sql as pgsql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from ledger import chain, services
@@ -310,16 +311,14 @@ def _analyze() -> None:
         cursor.execute("ANALYZE")
 
 
-def _peer_database_url(params: dict[str, Any]) -> str:
-    """This database's connection with ``_hordak`` appended to its name."""
-    peer = {name: value for name, value in params.items() if isinstance(value, str | int)}
-    peer["dbname"] = f"{params['dbname']}_hordak"
-    info = conninfo_to_dict(make_conninfo(**peer))
-    user = info.get("user", "")
-    password = f":{info['password']}" if info.get("password") else ""
-    host = info.get("host") or "localhost"
-    port = info.get("port") or "5432"
-    return f"postgres://{user}{password}@{host}:{port}/{info['dbname']}"
+def _peer_database_url() -> str:
+    """This database's server and credentials, with ``_hordak`` appended to its name."""
+    db = connection.settings_dict
+    password = f":{quote(str(db['PASSWORD']), safe='')}" if db["PASSWORD"] else ""
+    user = quote(str(db["USER"] or ""), safe="")
+    host = db["HOST"] or "localhost"
+    port = db["PORT"] or "5432"
+    return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}_hordak"
 
 
 def _create_database(database_url: str) -> None:
@@ -380,7 +379,7 @@ class Command(BaseCommand):
         }
         peer_url = None
         if peer:
-            peer_url = options["peer_database_url"] or _peer_database_url(params)
+            peer_url = options["peer_database_url"] or _peer_database_url()
         prefix = f"bench:{timezone.now():%Y%m%d%H%M%S}-{secrets.token_hex(3)}"
         self.stdout.write(f"setting up {prefix}: {LINES} credit lines per run")
         posters: list[tuple[str, str, Callable[[Account], Poster]]] = [
