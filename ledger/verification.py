@@ -24,7 +24,7 @@ from .models import (
     Transaction,
 )
 
-# Postings seal themselves after commit and a beat task seals the rest every minute; a
+# Postings queue themselves and a beat task seals the queue in batches every minute; a
 # transaction still outside the chain after this long means sealing has stopped.
 SEAL_GRACE = timedelta(minutes=5)
 
