@@ -31,7 +31,8 @@ from uuid import UUID
 
 import psycopg
 from django.db import connection, transaction
-from django.db.models import Expression, F, Value
+from django.db.models import BigIntegerField, Expression, F, Value
+from django.db.models.functions import Cast
 from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
 from django.utils.translation import gettext_lazy
@@ -65,7 +66,7 @@ from .models import (
 
 MAX_KEY_LENGTH = 200
 # Far beyond any hospital bill (10^15 fen); keeps sums well inside a bigint.
-MAX_AMOUNT = 10**15
+MAX_AMOUNT = 9 * 10**15
 
 
 @dataclass(frozen=True)
@@ -360,7 +361,7 @@ def _post_in_python(item: _Posting) -> tuple[Transaction, bool]:
 
 
 _POST_TRANSFERS_SQL = (
-    "SELECT idx, outcome, result_type, result_id, request_hash, account_id"
+    "SELECT idx, outcome, result_type, result_id, request_hash, account_id, available"
     " FROM ledger_post_transfers(%s::boolean, %s::timestamptz, %s::text[], %s::text[],"
     " %s::uuid[], %s::text[], %s::text[], %s::text[], %s::integer[], %s::bigint[],"
     " %s::bigint[], %s::integer[], %s::bigint[], %s::integer[], %s::bigint[], %s::bigint[])"
@@ -423,7 +424,7 @@ def _post_in_database(
     rows = _call_prepared(_POST_TRANSFERS_SQL, params)
     results: list[Transaction | LedgerError | None] = [None] * len(items)
     replayed: dict[int, UUID] = {}
-    for idx, outcome, result_type, result_id, request_hash, account_id in rows:
+    for idx, outcome, result_type, result_id, request_hash, account_id, available in rows:
         item = items[idx - 1]
         if outcome == "posted":
             results[idx - 1] = _posted_transaction(item, now)
@@ -436,7 +437,7 @@ def _post_in_database(
             account = accounts[account_id]
             debits, credits = _item_move(item, account_id)
             asked = debits if account.debits_must_not_exceed_credits else credits
-            results[idx - 1] = LimitExceeded(account.code, _available(account), asked)
+            results[idx - 1] = LimitExceeded(account.code, available, asked)
     if replayed:
         earlier = Transaction.objects.in_bulk(list(replayed.values()))
         for position, txn_id in replayed.items():
@@ -737,7 +738,7 @@ def _apply_balances(deltas: dict[int, tuple[Account, _Delta]]) -> None:
         if condition is not None:
             rows = rows.filter(condition)
         changes = {
-            field: F(field) + value
+            field: F(field) + _fen(value)
             for field, value in vars(delta).items()
             if value  # only the counters this posting moves
         }
@@ -755,13 +756,24 @@ def _apply_balances(deltas: dict[int, tuple[Account, _Delta]]) -> None:
 def _limit_condition(account: Account, delta: _Delta) -> tuple[LessThanOrEqual | None, int]:
     if account.debits_must_not_exceed_credits:
         asked = delta.debits_posted + delta.debits_pending
-        used: Expression = F("debits_posted") + F("debits_pending") + Value(asked)
-        return LessThanOrEqual(used, F("credits_posted") + Value(delta.credits_posted)), asked
+        used: Expression = F("debits_posted") + F("debits_pending") + _fen(asked)
+        return LessThanOrEqual(used, F("credits_posted") + _fen(delta.credits_posted)), asked
     if account.credits_must_not_exceed_debits:
         asked = delta.credits_posted + delta.credits_pending
-        used = F("credits_posted") + F("credits_pending") + Value(asked)
-        return LessThanOrEqual(used, F("debits_posted") + Value(delta.debits_posted)), asked
+        used = F("credits_posted") + F("credits_pending") + _fen(asked)
+        return LessThanOrEqual(used, F("debits_posted") + _fen(delta.debits_posted)), asked
     return None, 0
+
+
+def _fen(value: int) -> Cast:
+    """A fen parameter that is a ``bigint`` both on the wire and in the SQL text.
+
+    A bare ``Value(int)`` is an ``IntegerField``, which Django binds server-side as psycopg's
+    ``Int4``: 10^12 fen then travels as a wrapped 32-bit number and is stored wrong without an
+    error. Typed as ``BigIntegerField`` it binds as ``Int8``, and the cast keeps the sum
+    64-bit whatever the binding.
+    """
+    return Cast(Value(value, output_field=BigIntegerField()), output_field=BigIntegerField())
 
 
 def _available(account: Account) -> int:

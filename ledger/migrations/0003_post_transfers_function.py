@@ -23,7 +23,7 @@ CREATE OR REPLACE FUNCTION ledger_post_transfers(
     p_delta_credits bigint[]
 ) RETURNS TABLE (
     idx integer, outcome text, result_type text, result_id uuid, request_hash text,
-    account_id bigint
+    account_id bigint, available bigint
 )
 LANGUAGE plpgsql AS $fn$
 -- Post transfers p_keys[1..n] with their entries (p_entry_*: the transfer's index, account,
@@ -34,7 +34,8 @@ LANGUAGE plpgsql AS $fn$
 -- and transactions, entries and the chain queue one INSERT each.
 --
 -- outcome per transfer: 'posted'; 'earlier' (the key was used before: result_* and
--- request_hash are that use's, the caller compares); 'refused' (account_id's limit);
+-- request_hash are that use's, the caller compares); 'refused' (account_id's limit, with
+-- ``available`` fen of room at that point of the batch);
 -- 'linked' (p_linked and another transfer of the batch was refused or used before).
 -- A refused transfer writes nothing, not even its key: an inner block rolls the round back
 -- and the next round claims only the transfers still standing.
@@ -43,6 +44,7 @@ DECLARE
     m integer := cardinality(p_delta_txns);
     standing boolean[] := array_fill(true, ARRAY[n]);
     refused_by bigint[] := array_fill(NULL::bigint, ARRAY[n]);
+    room_left bigint[] := array_fill(NULL::bigint, ARRAY[n]);
     state text[];
     lim_ids bigint[];
     lim_debit boolean[];
@@ -126,6 +128,7 @@ BEGIN
                         END IF;
                         IF want > lim_room[pos] THEN
                             bad := p_delta_accounts[q];
+                            room_left[i] := lim_room[pos];
                             EXIT;
                         END IF;
                     END LOOP;
@@ -223,6 +226,7 @@ BEGIN
         idx := i;
         outcome := state[i];
         account_id := refused_by[i];
+        available := room_left[i];
         result_type := NULL;
         result_id := NULL;
         request_hash := NULL;
