@@ -162,10 +162,7 @@ def transaction_post(
     """Post a journal transaction of two or more legs summing to zero, all on one ledger."""
     item = _prepare(key, legs, reference, description)
     if connection.vendor == "postgresql":
-        result = _post_in_database([item], linked=False)[0]
-        if isinstance(result, LedgerError):
-            raise result
-        return result
+        return _post_one_in_database(item)
     with transaction.atomic():
         return _post_in_python(item)[0]
 
@@ -446,6 +443,54 @@ def _post_in_database(
         refusal = next((result for result in results if isinstance(result, LedgerError)), None)
         return [refusal or _partly_posted() for _ in items]
     return [result for result in results if result is not None]
+
+
+_POST_TRANSACTION_SQL = (
+    "SELECT outcome, result_type, result_id, request_hash, account_id, available"
+    " FROM ledger_post_transaction(%s::text, %s::text, %s::uuid, %s::text, %s::text, %s::text,"
+    " %s::timestamptz, %s::bigint[], %s::bigint[], %s::bigint[], %s::integer[], %s::bigint[],"
+    " %s::bigint[])"
+)
+
+
+def _post_one_in_database(item: _Posting) -> Transaction:
+    """Post one transaction with one call of ``ledger_post_transaction`` (PostgreSQL)."""
+    now = timezone.now()
+    moves: dict[int, list[int]] = {}
+    accounts: dict[int, Account] = {}
+    for leg in item.legs:
+        accounts[leg.account.pk] = leg.account
+        moves.setdefault(leg.account.pk, [0, 0])[0 if leg.amount > 0 else 1] += abs(leg.amount)
+    order = sorted(moves)  # account order: concurrent postings lock rows in one order
+    [(outcome, result_type, result_id, request_hash, account_id, available)] = _call_prepared(
+        _POST_TRANSACTION_SQL,
+        [
+            item.key,
+            item.request_hash,
+            item.txn_id,
+            item.ledger,
+            item.reference,
+            item.description,
+            now,
+            [leg.account.pk for leg in item.legs],
+            [leg.amount for leg in item.legs],
+            order,
+            [_slot_for(accounts[account_id]) for account_id in order],
+            [moves[account_id][0] for account_id in order],
+            [moves[account_id][1] for account_id in order],
+        ],
+    )
+    if outcome == "posted":
+        return _posted_transaction(item, now)
+    if outcome == "earlier":
+        if request_hash != item.request_hash or result_type != "transaction":
+            raise IdempotencyConflict(item.key)
+        return Transaction.objects.get(pk=result_id)
+    account = accounts[account_id]
+    debits, credits = moves[account_id]
+    raise LimitExceeded(
+        account.code, available, debits if account.debits_must_not_exceed_credits else credits
+    )
 
 
 def _call_prepared(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:

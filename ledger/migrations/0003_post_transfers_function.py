@@ -244,10 +244,118 @@ END;
 $fn$;
 """
 
+POST_TRANSACTION = r"""
+CREATE OR REPLACE FUNCTION ledger_post_transaction(
+    p_key text,
+    p_hash text,
+    p_id uuid,
+    p_ledger text,
+    p_reference text,
+    p_description text,
+    p_created_at timestamptz,
+    p_entry_accounts bigint[],
+    p_entry_amounts bigint[],
+    p_delta_accounts bigint[],
+    p_delta_slots integer[],
+    p_delta_debits bigint[],
+    p_delta_credits bigint[]
+) RETURNS TABLE (
+    outcome text, result_type text, result_id uuid, request_hash text, account_id bigint,
+    available bigint
+)
+LANGUAGE plpgsql AS $fn$
+-- Post one transaction: the lean path of a single posting, with no subtransaction. Its
+-- balance changes (p_delta_*, one row per account, in account order) are applied first, each
+-- limit-checked UPDATE locking its row; the key is claimed after them, so a refusal or a lost
+-- race for the key is undone by reversing the changes on rows this call still holds locked,
+-- and nothing of it remains. outcome: 'posted', 'earlier' (result_* and request_hash are the
+-- key's first use; the caller compares) or 'refused' (account_id's limit had ``available``).
+DECLARE
+    m integer := cardinality(p_delta_accounts);
+    q integer;
+    k integer;
+BEGIN
+    SELECT r.result_type, r.result_id, r.request_hash
+      INTO result_type, result_id, request_hash
+      FROM ledger_idempotencyrecord r WHERE r.key = p_key;
+    IF FOUND THEN
+        outcome := 'earlier';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    FOR q IN 1..m LOOP
+        UPDATE ledger_balanceslot b
+           SET debits_posted = b.debits_posted + p_delta_debits[q],
+               credits_posted = b.credits_posted + p_delta_credits[q]
+         WHERE b.account_id = p_delta_accounts[q] AND b.slot = p_delta_slots[q]
+           AND (NOT b.debits_must_not_exceed_credits
+                OR b.debits_posted + b.debits_pending + p_delta_debits[q]
+                   <= b.credits_posted + p_delta_credits[q])
+           AND (NOT b.credits_must_not_exceed_debits
+                OR b.credits_posted + b.credits_pending + p_delta_credits[q]
+                   <= b.debits_posted + p_delta_debits[q]);
+        IF NOT FOUND THEN
+            FOR k IN 1..q - 1 LOOP
+                UPDATE ledger_balanceslot b
+                   SET debits_posted = b.debits_posted - p_delta_debits[k],
+                       credits_posted = b.credits_posted - p_delta_credits[k]
+                 WHERE b.account_id = p_delta_accounts[k] AND b.slot = p_delta_slots[k];
+            END LOOP;
+            SELECT CASE WHEN b.debits_must_not_exceed_credits
+                        THEN b.credits_posted - b.debits_posted - b.debits_pending
+                        ELSE b.debits_posted - b.credits_posted - b.credits_pending END
+              INTO available
+              FROM ledger_balanceslot b
+             WHERE b.account_id = p_delta_accounts[q] AND b.slot = p_delta_slots[q];
+            IF NOT FOUND THEN
+                RAISE EXCEPTION 'ledger: account % has no balance slot %',
+                    p_delta_accounts[q], p_delta_slots[q];
+            END IF;
+            outcome := 'refused';
+            account_id := p_delta_accounts[q];
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    END LOOP;
+    INSERT INTO ledger_idempotencyrecord (key, request_hash, result_type, result_id, created_at)
+    VALUES (p_key, p_hash, 'transaction', p_id, p_created_at)
+    ON CONFLICT (key) DO NOTHING;
+    IF NOT FOUND THEN
+        -- A concurrent call with this key committed first (the INSERT waited for it).
+        FOR k IN 1..m LOOP
+            UPDATE ledger_balanceslot b
+               SET debits_posted = b.debits_posted - p_delta_debits[k],
+                   credits_posted = b.credits_posted - p_delta_credits[k]
+             WHERE b.account_id = p_delta_accounts[k] AND b.slot = p_delta_slots[k];
+        END LOOP;
+        SELECT r.result_type, r.result_id, r.request_hash
+          INTO result_type, result_id, request_hash
+          FROM ledger_idempotencyrecord r WHERE r.key = p_key;
+        outcome := 'earlier';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    INSERT INTO ledger_transaction
+        (id, ledger, kind, hold_id, reverses_id, reference, description, created_at)
+    VALUES (p_id, p_ledger, 'transfer', NULL, NULL, p_reference, p_description, p_created_at);
+    INSERT INTO ledger_entry (transaction_id, account_id, amount)
+    SELECT p_id, e.a, e.m FROM unnest(p_entry_accounts, p_entry_amounts) AS e(a, m);
+    INSERT INTO ledger_chainqueue (transaction_id, ledger, created_at)
+    VALUES (p_id, p_ledger, p_created_at);
+    outcome := 'posted';
+    result_type := 'transaction';
+    result_id := p_id;
+    RETURN NEXT;
+END;
+$fn$;
+"""
+
 DROP = (
     "DROP FUNCTION IF EXISTS ledger_post_transfers(boolean, timestamptz, text[], text[], uuid[],"
     " text[], text[], text[], integer[], bigint[], bigint[], integer[], bigint[], integer[],"
-    " bigint[], bigint[])"
+    " bigint[], bigint[]);"
+    "DROP FUNCTION IF EXISTS ledger_post_transaction(text, text, uuid, text, text, text,"
+    " timestamptz, bigint[], bigint[], bigint[], integer[], bigint[], bigint[])"
 )
 
 
@@ -255,6 +363,7 @@ def create_function(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
         with schema_editor.connection.cursor() as cursor:
             cursor.execute(POST_TRANSFERS)  # no parameters: its % signs are plpgsql's
+            cursor.execute(POST_TRANSACTION)
 
 
 def drop_function(apps, schema_editor):
