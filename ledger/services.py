@@ -10,7 +10,7 @@ The services join the caller's database transaction, so a use case such as a set
 several transactions atomically. A refused posting writes nothing and leaves the caller free to
 go on (say, to try another funding source) or to roll back: on PostgreSQL ``transaction_post``,
 ``transfer`` and ``transfers_post`` are one call of the ``ledger_post_transfers`` function
-(migration 0003), which refuses by result rather than by error, so they need no savepoint and a
+(migration 0005), which refuses by result rather than by error, so they need no savepoint and a
 lone call is one round trip that commits by itself; the other services, and every service on
 SQLite, run in a savepoint of their own.
 
@@ -530,6 +530,7 @@ def _posted_transaction(item: _Posting, created_at: datetime) -> Transaction:
         reference=item.reference,
         description=item.description,
         created_at=created_at,
+        legs=len(item.legs),
     )
     txn._state.adding = False
     txn._state.db = connection.alias
@@ -760,10 +761,19 @@ def _post(
         reverses=reverses,
         reference=reference,
         description=description,
+        legs=len(legs),
     )
     txn.save(force_insert=True)
     Entry.objects.bulk_create(
-        Entry(transaction=txn, account=leg.account, amount=leg.amount) for leg in legs
+        Entry(
+            transaction=txn,
+            account=leg.account,
+            amount=leg.amount,
+            ledger=ledger,
+            leg=number,
+            legs=len(legs),
+        )
+        for number, leg in enumerate(legs)
     )
     ChainQueue.objects.create(transaction=txn, ledger=ledger, created_at=txn.created_at)
     return txn

@@ -55,9 +55,11 @@ def verify_ledger() -> Report:
 def _check_transactions(report: Report) -> None:
     report.transactions = Transaction.objects.count()
     unbalanced = (
-        Transaction.objects.annotate(total=Sum("entries__amount"), legs=Count("entries"))
-        .filter(Q(legs__lt=2) | ~Q(total=0) | Q(total__isnull=True))
-        .values_list("id", "legs", "total")
+        Transaction.objects.annotate(total=Sum("entries__amount"), entry_count=Count("entries"))
+        .filter(
+            Q(entry_count__lt=2) | ~Q(entry_count=F("legs")) | ~Q(total=0) | Q(total__isnull=True)
+        )
+        .values_list("id", "entry_count", "total")
     )
     for txn_id, legs, total in unbalanced.iterator():
         report.problems.append(f"transaction {txn_id}: {legs} entries summing to {total or 0}")

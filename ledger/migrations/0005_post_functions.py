@@ -193,16 +193,23 @@ BEGIN
             END LOOP;
 
             INSERT INTO ledger_transaction
-                (id, ledger, kind, hold_id, reverses_id, reference, description, created_at)
+                (id, ledger, kind, hold_id, reverses_id, reference, description, created_at,
+                 legs)
             SELECT p_ids[o], p_ledgers[o], 'transfer', NULL, NULL, p_references[o],
-                   p_descriptions[o], p_created_at
+                   p_descriptions[o], p_created_at, c.legs
               FROM generate_subscripts(p_ids, 1) AS o
+              JOIN (SELECT e.t, count(*)::smallint AS legs
+                      FROM unnest(p_entry_txns) AS e(t) GROUP BY e.t) AS c ON c.t = o
              WHERE state[o] = 'posted'
              ORDER BY o;
-            INSERT INTO ledger_entry (transaction_id, account_id, amount)
-            SELECT p_ids[e.t], e.a, e.m
-              FROM unnest(p_entry_txns, p_entry_accounts, p_entry_amounts) AS e(t, a, m)
-             WHERE state[e.t] = 'posted';
+            INSERT INTO ledger_entry (transaction_id, account_id, amount, ledger, leg, legs)
+            SELECT p_ids[e.t], e.a, e.m, p_ledgers[e.t],
+                   (row_number() OVER w - 1)::smallint, (count(*) OVER w)::smallint
+              FROM unnest(p_entry_txns, p_entry_accounts, p_entry_amounts)
+                   WITH ORDINALITY AS e(t, a, m, o)
+             WHERE state[e.t] = 'posted'
+            WINDOW w AS (PARTITION BY e.t ORDER BY e.o
+                         ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING);
             INSERT INTO ledger_chainqueue (transaction_id, ledger, created_at)
             SELECT p_ids[o], p_ledgers[o], p_created_at
               FROM generate_subscripts(p_ids, 1) AS o
@@ -336,10 +343,12 @@ BEGIN
         RETURN;
     END IF;
     INSERT INTO ledger_transaction
-        (id, ledger, kind, hold_id, reverses_id, reference, description, created_at)
-    VALUES (p_id, p_ledger, 'transfer', NULL, NULL, p_reference, p_description, p_created_at);
-    INSERT INTO ledger_entry (transaction_id, account_id, amount)
-    SELECT p_id, e.a, e.m FROM unnest(p_entry_accounts, p_entry_amounts) AS e(a, m);
+        (id, ledger, kind, hold_id, reverses_id, reference, description, created_at, legs)
+    VALUES (p_id, p_ledger, 'transfer', NULL, NULL, p_reference, p_description, p_created_at,
+            cardinality(p_entry_accounts));
+    INSERT INTO ledger_entry (transaction_id, account_id, amount, ledger, leg, legs)
+    SELECT p_id, e.a, e.m, p_ledger, (e.o - 1)::smallint, cardinality(p_entry_accounts)
+      FROM unnest(p_entry_accounts, p_entry_amounts) WITH ORDINALITY AS e(a, m, o);
     INSERT INTO ledger_chainqueue (transaction_id, ledger, created_at)
     VALUES (p_id, p_ledger, p_created_at);
     outcome := 'posted';
@@ -373,6 +382,6 @@ def drop_function(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("ledger", "0002_chain_queue")]
+    dependencies = [("ledger", "0004_entry_legs_constraints")]
 
     operations = [migrations.RunPython(create_function, drop_function)]
