@@ -73,12 +73,12 @@ _CREDIT = (
     " WHERE account_id = %(account)s AND slot = %(slot)s"
 )
 _INSERT_TRANSACTION = (
-    "INSERT INTO ledger_transaction (id, ledger, kind, reference, description, created_at)"
-    " VALUES (%s, %s, 'transfer', '', '', %s)"
+    "INSERT INTO ledger_transaction (id, ledger, kind, reference, description, created_at, legs)"
+    " VALUES (%s, %s, 'transfer', '', '', %s, 2)"
 )
 _INSERT_ENTRIES = (
-    "INSERT INTO ledger_entry (transaction_id, account_id, amount)"
-    " VALUES (%s, %s, %s), (%s, %s, %s)"
+    "INSERT INTO ledger_entry (transaction_id, account_id, amount, ledger, leg, legs)"
+    " VALUES (%s, %s, %s, %s, 0, 2), (%s, %s, %s, %s, 1, 2)"
 )
 _QUEUE = "INSERT INTO ledger_chainqueue (transaction_id, ledger, created_at) VALUES (%s, %s, %s)"
 
@@ -154,7 +154,7 @@ class SqlPoster:
             if cursor.execute(sql, params, prepare=True).rowcount != 1:
                 raise CommandError(f"the limit of {line.code} is reached")
         cursor.execute(_INSERT_TRANSACTION, (txn_id, line.ledger, now), prepare=True)
-        entries = (txn_id, line.pk, amount, txn_id, hot.pk, -amount)
+        entries = (txn_id, line.pk, amount, line.ledger, txn_id, hot.pk, -amount, line.ledger)
         cursor.execute(_INSERT_ENTRIES, entries, prepare=True)
         cursor.execute(_QUEUE, (txn_id, line.ledger, now), prepare=True)
 
