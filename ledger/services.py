@@ -207,8 +207,9 @@ def transfers_post(
     request), and replaying a batch replays each of its transfers. Unlinked, a transfer refused
     (``LimitExceeded``, ``IdempotencyConflict``) refuses only itself and its key stays unused.
     ``linked=True`` is all or nothing, as TigerBeetle's linked flag: one refusal refuses every
-    transfer and the first refusal is raised, with nothing written; a linked batch of which
-    only some keys were used before is refused as well (a replay must be of the whole batch).
+    transfer and the first refusal is raised, with nothing written. A linked batch is one
+    request, so one of which only some keys were used before raises ``IdempotencyConflict``
+    (a replay must be of the whole batch); a key twice in one batch does too.
 
     On PostgreSQL the whole batch is one statement: one claim for all keys, one
     limit-checked UPDATE per balance slot, one INSERT each for transactions, entries and the
@@ -223,8 +224,11 @@ def transfers_post(
         )
         for item in transfers
     ]
-    if len({item.key for item in items}) != len(items):
-        raise InvalidPosting(gettext_lazy("a batch uses each idempotency key once"))
+    seen: set[str] = set()
+    for item in items:
+        if item.key in seen:  # a batch uses each key once: a second use is another request
+            raise IdempotencyConflict(item.key)
+        seen.add(item.key)
     if not items:
         return []
     if connection.vendor == "postgresql":
@@ -243,22 +247,22 @@ def _post_batch_in_python(
 ) -> list[Transaction | LedgerError]:
     """The SQLite path of ``transfers_post``: each transfer in a savepoint, or all in one."""
     results: list[Transaction | LedgerError] = []
-    replays = 0
+    replayed: list[bool] = []
     try:
         with transaction.atomic():
             for item in items:
                 try:
                     with transaction.atomic():
-                        txn, replayed = _post_in_python(item)
+                        txn, again = _post_in_python(item)
                 except (LimitExceeded, IdempotencyConflict) as refusal:
                     if linked:
                         raise
                     results.append(refusal)
                     continue
                 results.append(txn)
-                replays += replayed
-            if linked and 0 < replays < len(items):
-                raise _partly_posted()
+                replayed.append(again)
+            if linked and any(replayed) and not all(replayed):
+                raise _partly_posted(items, replayed)
     except (LimitExceeded, IdempotencyConflict, InvalidPosting) as refusal:
         if not linked:
             raise
@@ -266,10 +270,11 @@ def _post_batch_in_python(
     return results
 
 
-def _partly_posted() -> InvalidPosting:
-    return InvalidPosting(
-        gettext_lazy("a linked batch of which some keys were used before cannot be posted")
-    )
+def _partly_posted(items: Sequence["_Posting"], replayed: Sequence[bool]) -> IdempotencyConflict:
+    """A linked batch is one request: a key of it used before by another request (a single
+    transfer, another batch) conflicts, as any key reused for a different request does."""
+    key = next(item.key for item, again in zip(items, replayed, strict=True) if again)
+    return IdempotencyConflict(key)
 
 
 @transaction.atomic
@@ -441,7 +446,14 @@ def _post_in_database(
             results[position] = earlier[txn_id]
     if linked and any(result is None for result in results):  # the batch was refused
         refusal = next((result for result in results if isinstance(result, LedgerError)), None)
-        return [refusal or _partly_posted() for _ in items]
+        if refusal is None:  # no limit refused it: some of its keys were used before
+            used = set(
+                IdempotencyRecord.objects.filter(key__in=[item.key for item in items]).values_list(
+                    "key", flat=True
+                )
+            )
+            refusal = _partly_posted(items, [item.key in used for item in items])
+        return [refusal for _ in items]
     return [result for result in results if result is not None]
 
 
