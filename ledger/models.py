@@ -15,34 +15,25 @@ from .ids import uuid7
 
 GENESIS_HASH = "0" * 64
 
-# Deferred constraint check run at COMMIT for every new transaction and every new entry: a
-# journal transaction has at least two entries, they sum to zero, and every entry's account is
-# on the transaction's ledger.
+# Deferred constraint check run at COMMIT, once per new journal transaction: it has as many
+# entries as it says (``legs``, at least two) and they sum to zero. It reads the entries by the
+# (transaction, leg) index and joins nothing. What the trigger does not re-check per entry the
+# schema holds: an entry's leg is unique in its transaction and below its ``legs``, so once the
+# count matched at commit no entry can be added later; and composite foreign keys (installed
+# by migration 0004 on PostgreSQL) tie the entry's ``ledger`` and ``legs`` to its transaction's
+# and its ``ledger`` to its account's, so no entry crosses ledgers.
 BALANCED_FUNC = """
 DECLARE
-    txn_id uuid;
     total numeric;
     n integer;
-    crossed integer;
 BEGIN
-    IF TG_TABLE_NAME = 'ledger_transaction' THEN
-        txn_id := NEW.id;
-    ELSE
-        txn_id := NEW.transaction_id;
-    END IF;
-    SELECT COALESCE(SUM(e.amount), 0), COUNT(*),
-           COUNT(*) FILTER (WHERE a.ledger <> t.ledger)
-      INTO total, n, crossed
+    SELECT COALESCE(SUM(e.amount), 0), COUNT(*)
+      INTO total, n
       FROM ledger_entry e
-      JOIN ledger_account a ON a.id = e.account_id
-      JOIN ledger_transaction t ON t.id = e.transaction_id
-     WHERE e.transaction_id = txn_id;
-    IF n < 2 OR total <> 0 THEN
-        RAISE EXCEPTION 'ledger: transaction % is unbalanced (% entries, sum %)', txn_id, n, total
-            USING ERRCODE = 'check_violation';
-    END IF;
-    IF crossed > 0 THEN
-        RAISE EXCEPTION 'ledger: transaction % has entries on another ledger', txn_id
+     WHERE e.transaction_id = NEW.id;
+    IF n < 2 OR n <> NEW.legs OR total <> 0 THEN
+        RAISE EXCEPTION 'ledger: transaction % is unbalanced (% of % entries, sum %)',
+            NEW.id, n, NEW.legs, total
             USING ERRCODE = 'check_violation';
     END IF;
     RETURN NULL;
@@ -109,6 +100,8 @@ class Account(models.Model):
                 name="account_slots_range",
                 condition=Q(balance_slots__gte=1, balance_slots__lte=64),
             ),
+            # The target of entries' composite foreign key (account, ledger).
+            models.UniqueConstraint(fields=["id", "ledger"], name="account_id_ledger"),
             models.CheckConstraint(
                 name="account_limited_has_one_slot",
                 condition=Q(balance_slots=1)
@@ -216,9 +209,16 @@ class Transaction(models.Model):
     reference = models.CharField(max_length=120, blank=True, db_index=True)
     description = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # How many entries it has; the commit check counts them (see BALANCED_FUNC).
+    legs = models.PositiveSmallIntegerField()
 
     class Meta:
         constraints = [
+            models.CheckConstraint(name="transaction_two_legs", condition=Q(legs__gte=2)),
+            # The target of entries' composite foreign key (transaction, ledger, legs).
+            models.UniqueConstraint(
+                fields=["id", "ledger", "legs"], name="transaction_id_ledger_legs"
+            ),
             models.CheckConstraint(
                 name="transaction_kind_links",
                 condition=Q(kind="transfer", hold__isnull=True, reverses__isnull=True)
@@ -233,15 +233,34 @@ class Transaction(models.Model):
 
 
 class Entry(models.Model):
-    """One leg of a transaction: ``amount`` fen, positive for a debit, negative for a credit."""
+    """One leg of a transaction: ``amount`` fen, positive for a debit, negative for a credit.
 
-    transaction = models.ForeignKey(Transaction, on_delete=models.PROTECT, related_name="entries")
+    ``ledger`` and ``legs`` repeat the transaction's and ``leg`` numbers the entry within it
+    (0 to ``legs`` - 1), so the database can hold the zero-sum and one-ledger rules with
+    constraints and one check per transaction (see BALANCED_FUNC). On PostgreSQL the composite
+    foreign key (transaction, ledger, legs) stands in for the plain one to the transaction.
+    """
+
+    transaction = models.ForeignKey(
+        Transaction,
+        on_delete=models.PROTECT,
+        related_name="entries",
+        db_index=False,  # the (transaction, leg) unique index serves
+        db_constraint=False,  # the composite foreign key of migration 0004 serves
+    )
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries")
     amount = models.BigIntegerField()
+    ledger = models.CharField(max_length=16, choices=Ledger.choices)
+    leg = models.PositiveSmallIntegerField()
+    legs = models.PositiveSmallIntegerField()
 
     class Meta:
-        constraints = [models.CheckConstraint(name="entry_not_zero", condition=~Q(amount=0))]
-        triggers = [_append_only("entry"), _balanced_at_commit("entry")]
+        constraints = [
+            models.CheckConstraint(name="entry_not_zero", condition=~Q(amount=0)),
+            models.UniqueConstraint(fields=["transaction", "leg"], name="entry_leg_unique"),
+            models.CheckConstraint(name="entry_leg_in_range", condition=Q(leg__lt=F("legs"))),
+        ]
+        triggers = [_append_only("entry")]
         verbose_name_plural = "entries"
 
     def __str__(self) -> str:

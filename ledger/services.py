@@ -7,23 +7,32 @@ and one with a different request raises ``IdempotencyConflict``. Two concurrent 
 key are serialised by the key's primary-key index: the second waits for the first to commit.
 
 The services join the caller's database transaction, so a use case such as a settlement posts
-several transactions atomically. Inside a caller's transaction each call runs in a savepoint: a
-refused posting writes nothing and leaves the caller free to go on (say, to try another funding
-source) or to roll back.
+several transactions atomically. A refused posting writes nothing and leaves the caller free to
+go on (say, to try another funding source) or to roll back: on PostgreSQL ``transaction_post``,
+``transfer`` and ``transfers_post`` are one call of the ``ledger_post_transfers`` function
+(migration 0005), which refuses by result rather than by error, so they need no savepoint and a
+lone call is one round trip that commits by itself; the other services, and every service on
+SQLite, run in a savepoint of their own.
+
+Postings only queue themselves for the hash chain; ``chain_seal`` (the beat task) links the
+queue in batches, off the posting path.
 """
 
 import hashlib
 import json
 import random
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from django.db import connection, transaction
-from django.db.models import Expression, F, Value
+from django.db.models import BigIntegerField, Expression, F, Value
+from django.db.models.functions import Cast
 from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
 from django.utils.translation import gettext_lazy
@@ -57,7 +66,7 @@ from .models import (
 
 MAX_KEY_LENGTH = 200
 # Far beyond any hospital bill (10^15 fen); keeps sums well inside a bigint.
-MAX_AMOUNT = 10**15
+MAX_AMOUNT = 9 * 10**15
 
 
 @dataclass(frozen=True)
@@ -147,30 +156,15 @@ def account_create(
 # --- postings ---------------------------------------------------------------------------------
 
 
-@transaction.atomic
 def transaction_post(
     *, key: str, legs: Sequence[Leg], reference: str = "", description: str = ""
 ) -> Transaction:
     """Post a journal transaction of two or more legs summing to zero, all on one ledger."""
-    ledger = _check_legs(legs)
-    request = _request_hash(
-        "transaction_post",
-        legs=sorted((leg.account.pk, leg.amount) for leg in legs),
-        reference=reference,
-        description=description,
-    )
-    txn_id = uuid7()
-    earlier = _claim(key, request, "transaction", txn_id)
-    if earlier is not None:
-        return Transaction.objects.get(pk=earlier.result_id)
-    return _post(
-        txn_id=txn_id,
-        ledger=ledger,
-        kind=Transaction.Kind.TRANSFER,
-        legs=legs,
-        reference=reference,
-        description=description,
-    )
+    item = _prepare(key, legs, reference, description)
+    if connection.vendor == "postgresql":
+        return _post_one_in_database(item)
+    with transaction.atomic():
+        return _post_in_python(item)[0]
 
 
 def transfer(
@@ -189,6 +183,98 @@ def transfer(
         reference=reference,
         description=description,
     )
+
+
+@dataclass(frozen=True)
+class TransferRequest:
+    """One transfer of a batch for ``transfers_post``: as the arguments of ``transfer``."""
+
+    key: str
+    debit: Account
+    credit: Account
+    amount: int
+    reference: str = ""
+    description: str = ""
+
+
+def transfers_post(
+    transfers: Sequence[TransferRequest], *, linked: bool = False
+) -> list[Transaction | LedgerError]:
+    """Post many transfers at once; return, in order, each one's transaction or refusal.
+
+    Each transfer is what ``transfer`` with the same arguments would post, under its own key: a
+    key used before returns that use's transaction (or ``IdempotencyConflict`` for a different
+    request), and replaying a batch replays each of its transfers. Unlinked, a transfer refused
+    (``LimitExceeded``, ``IdempotencyConflict``) refuses only itself and its key stays unused.
+    ``linked=True`` is all or nothing, as TigerBeetle's linked flag: one refusal refuses every
+    transfer and the first refusal is raised, with nothing written. A linked batch is one
+    request, so one of which only some keys were used before raises ``IdempotencyConflict``
+    (a replay must be of the whole batch); a key twice in one batch does too.
+
+    On PostgreSQL the whole batch is one statement: one claim for all keys, one
+    limit-checked UPDATE per balance slot, one INSERT each for transactions, entries and the
+    chain queue. Elsewhere each transfer is posted by the Python path.
+    """
+    items = [
+        _prepare(
+            item.key,
+            [Leg.debit(item.debit, item.amount), Leg.credit(item.credit, item.amount)],
+            item.reference,
+            item.description,
+        )
+        for item in transfers
+    ]
+    seen: set[str] = set()
+    for item in items:
+        if item.key in seen:  # a batch uses each key once: a second use is another request
+            raise IdempotencyConflict(item.key)
+        seen.add(item.key)
+    if not items:
+        return []
+    if connection.vendor == "postgresql":
+        results = _post_in_database(items, linked=linked)
+    else:
+        results = _post_batch_in_python(items, linked=linked)
+    if linked:
+        refusal = next((result for result in results if isinstance(result, LedgerError)), None)
+        if refusal is not None:
+            raise refusal
+    return results
+
+
+def _post_batch_in_python(
+    items: Sequence["_Posting"], *, linked: bool
+) -> list[Transaction | LedgerError]:
+    """The SQLite path of ``transfers_post``: each transfer in a savepoint, or all in one."""
+    results: list[Transaction | LedgerError] = []
+    replayed: list[bool] = []
+    try:
+        with transaction.atomic():
+            for item in items:
+                try:
+                    with transaction.atomic():
+                        txn, again = _post_in_python(item)
+                except (LimitExceeded, IdempotencyConflict) as refusal:
+                    if linked:
+                        raise
+                    results.append(refusal)
+                    continue
+                results.append(txn)
+                replayed.append(again)
+            if linked and any(replayed) and not all(replayed):
+                raise _partly_posted(items, replayed)
+    except (LimitExceeded, IdempotencyConflict, InvalidPosting) as refusal:
+        if not linked:
+            raise
+        return [refusal for _ in items]
+    return results
+
+
+def _partly_posted(items: Sequence["_Posting"], replayed: Sequence[bool]) -> IdempotencyConflict:
+    """A linked batch is one request: a key of it used before by another request (a single
+    transfer, another batch) conflicts, as any key reused for a different request does."""
+    key = next(item.key for item, again in zip(items, replayed, strict=True) if again)
+    return IdempotencyConflict(key)
 
 
 @transaction.atomic
@@ -233,6 +319,234 @@ def transaction_reverse(
         reference=reference or original.reference,
         description=description or f"reversal of {original.id}",
     )
+
+
+@dataclass(frozen=True)
+class _Posting:
+    """A checked transfer or transaction about to be posted under its key."""
+
+    key: str
+    legs: Sequence[Leg]
+    reference: str
+    description: str
+    ledger: str
+    request_hash: str
+    txn_id: UUID
+
+
+def _prepare(key: str, legs: Sequence[Leg], reference: str, description: str) -> _Posting:
+    ledger = _check_legs(legs)
+    _check_key(key)
+    request = _request_hash(
+        "transaction_post",
+        legs=sorted((leg.account.pk, leg.amount) for leg in legs),
+        reference=reference,
+        description=description,
+    )
+    return _Posting(key, legs, reference, description, ledger, request, uuid7())
+
+
+def _post_in_python(item: _Posting) -> tuple[Transaction, bool]:
+    """Post ``item`` with the ORM inside the caller's atomic block; say if it was a replay."""
+    earlier = _claim(item.key, item.request_hash, "transaction", item.txn_id)
+    if earlier is not None:
+        return Transaction.objects.get(pk=earlier.result_id), True
+    txn = _post(
+        txn_id=item.txn_id,
+        ledger=item.ledger,
+        kind=Transaction.Kind.TRANSFER,
+        legs=item.legs,
+        reference=item.reference,
+        description=item.description,
+    )
+    return txn, False
+
+
+_POST_TRANSFERS_SQL = (
+    "SELECT idx, outcome, result_type, result_id, request_hash, account_id, available"
+    " FROM ledger_post_transfers(%s::boolean, %s::timestamptz, %s::text[], %s::text[],"
+    " %s::uuid[], %s::text[], %s::text[], %s::text[], %s::integer[], %s::bigint[],"
+    " %s::bigint[], %s::integer[], %s::bigint[], %s::integer[], %s::bigint[], %s::bigint[])"
+)
+
+
+def _post_in_database(
+    items: Sequence[_Posting], *, linked: bool
+) -> list[Transaction | LedgerError]:
+    """Post ``items`` with one call of the ``ledger_post_transfers`` function (PostgreSQL).
+
+    The function is all or nothing for each transfer and reports refusals as results, never
+    as errors, so it needs no savepoint: outside a transaction the call commits by itself,
+    inside one a refusal leaves the caller's transaction usable. Every fen value is sent as
+    ``bigint`` whatever the binding.
+    """
+    now = timezone.now()
+    entry_txns: list[int] = []
+    entry_accounts: list[int] = []
+    entry_amounts: list[int] = []
+    delta_txns: list[int] = []
+    delta_accounts: list[int] = []
+    delta_slots: list[int] = []
+    delta_debits: list[int] = []
+    delta_credits: list[int] = []
+    accounts: dict[int, Account] = {}
+    for number, item in enumerate(items, start=1):
+        moves: dict[int, list[int]] = {}
+        for leg in item.legs:
+            accounts[leg.account.pk] = leg.account
+            entry_txns.append(number)
+            entry_accounts.append(leg.account.pk)
+            entry_amounts.append(leg.amount)
+            move = moves.setdefault(leg.account.pk, [0, 0])
+            move[0 if leg.amount > 0 else 1] += abs(leg.amount)
+        for account_id in sorted(moves):
+            delta_txns.append(number)
+            delta_accounts.append(account_id)
+            delta_slots.append(_slot_for(accounts[account_id]))
+            delta_debits.append(moves[account_id][0])
+            delta_credits.append(moves[account_id][1])
+    params: list[Any] = [
+        linked,
+        now,
+        [item.key for item in items],
+        [item.request_hash for item in items],
+        [item.txn_id for item in items],
+        [item.ledger for item in items],
+        [item.reference for item in items],
+        [item.description for item in items],
+        entry_txns,
+        entry_accounts,
+        entry_amounts,
+        delta_txns,
+        delta_accounts,
+        delta_slots,
+        delta_debits,
+        delta_credits,
+    ]
+    rows = _call_prepared(_POST_TRANSFERS_SQL, params)
+    results: list[Transaction | LedgerError | None] = [None] * len(items)
+    replayed: dict[int, UUID] = {}
+    for idx, outcome, result_type, result_id, request_hash, account_id, available in rows:
+        item = items[idx - 1]
+        if outcome == "posted":
+            results[idx - 1] = _posted_transaction(item, now)
+        elif outcome == "earlier":
+            if request_hash != item.request_hash or result_type != "transaction":
+                results[idx - 1] = IdempotencyConflict(item.key)
+            else:
+                replayed[idx - 1] = result_id
+        elif outcome == "refused":
+            account = accounts[account_id]
+            debits, credits = _item_move(item, account_id)
+            asked = debits if account.debits_must_not_exceed_credits else credits
+            results[idx - 1] = LimitExceeded(account.code, available, asked)
+    if replayed:
+        earlier = Transaction.objects.in_bulk(list(replayed.values()))
+        for position, txn_id in replayed.items():
+            results[position] = earlier[txn_id]
+    if linked and any(result is None for result in results):  # the batch was refused
+        refusal = next((result for result in results if isinstance(result, LedgerError)), None)
+        if refusal is None:  # no limit refused it: some of its keys were used before
+            used = set(
+                IdempotencyRecord.objects.filter(key__in=[item.key for item in items]).values_list(
+                    "key", flat=True
+                )
+            )
+            refusal = _partly_posted(items, [item.key in used for item in items])
+        return [refusal for _ in items]
+    return [result for result in results if result is not None]
+
+
+_POST_TRANSACTION_SQL = (
+    "SELECT outcome, result_type, result_id, request_hash, account_id, available"
+    " FROM ledger_post_transaction(%s::text, %s::text, %s::uuid, %s::text, %s::text, %s::text,"
+    " %s::timestamptz, %s::bigint[], %s::bigint[], %s::bigint[], %s::integer[], %s::bigint[],"
+    " %s::bigint[])"
+)
+
+
+def _post_one_in_database(item: _Posting) -> Transaction:
+    """Post one transaction with one call of ``ledger_post_transaction`` (PostgreSQL)."""
+    now = timezone.now()
+    moves: dict[int, list[int]] = {}
+    accounts: dict[int, Account] = {}
+    for leg in item.legs:
+        accounts[leg.account.pk] = leg.account
+        moves.setdefault(leg.account.pk, [0, 0])[0 if leg.amount > 0 else 1] += abs(leg.amount)
+    order = sorted(moves)  # account order: concurrent postings lock rows in one order
+    [(outcome, result_type, result_id, request_hash, account_id, available)] = _call_prepared(
+        _POST_TRANSACTION_SQL,
+        [
+            item.key,
+            item.request_hash,
+            item.txn_id,
+            item.ledger,
+            item.reference,
+            item.description,
+            now,
+            [leg.account.pk for leg in item.legs],
+            [leg.amount for leg in item.legs],
+            order,
+            [_slot_for(accounts[account_id]) for account_id in order],
+            [moves[account_id][0] for account_id in order],
+            [moves[account_id][1] for account_id in order],
+        ],
+    )
+    if outcome == "posted":
+        return _posted_transaction(item, now)
+    if outcome == "earlier":
+        if request_hash != item.request_hash or result_type != "transaction":
+            raise IdempotencyConflict(item.key)
+        return Transaction.objects.get(pk=result_id)
+    account = accounts[account_id]
+    debits, credits = moves[account_id]
+    raise LimitExceeded(
+        account.code, available, debits if account.debits_must_not_exceed_credits else credits
+    )
+
+
+def _call_prepared(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Run ``sql`` as a prepared statement with server-side binding and return its rows.
+
+    Django's cursors bind on the client and never prepare; the posting function's call is the
+    same text every time, so it is parsed once per connection and its arrays travel as
+    parameters. The call is logged as Django logs its own queries (query counts stay true).
+    """
+    connection.ensure_connection()
+    connection.validate_no_broken_transaction()
+    raw = connection.connection
+    started = time.monotonic()
+    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        rows = cursor.fetchall()
+    if connection.queries_logged:
+        connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
+    return rows
+
+
+def _item_move(item: _Posting, account_id: int) -> tuple[int, int]:
+    """The debits and credits ``item`` moves on one account."""
+    debits = sum(leg.amount for leg in item.legs if leg.account.pk == account_id and leg.amount > 0)
+    credits = -sum(
+        leg.amount for leg in item.legs if leg.account.pk == account_id and leg.amount < 0
+    )
+    return debits, credits
+
+
+def _posted_transaction(item: _Posting, created_at: datetime) -> Transaction:
+    """The row the function inserted, built here rather than read back."""
+    txn = Transaction(
+        id=item.txn_id,
+        ledger=item.ledger,
+        kind=Transaction.Kind.TRANSFER,
+        reference=item.reference,
+        description=item.description,
+        created_at=created_at,
+        legs=len(item.legs),
+    )
+    txn._state.adding = False
+    txn._state.db = connection.alias
+    return txn
 
 
 # --- two-phase transfers ----------------------------------------------------------------------
@@ -375,11 +689,11 @@ def _release_deltas(hold: Hold) -> dict[int, tuple[Account, _Delta]]:
 def chain_seal(*, batch: int = 5000, wait: bool = True) -> int:
     """Link every committed, not yet chained transaction into its ledger's hash chain.
 
-    Postings queue themselves (``ChainQueue``) and seal right after they commit; the beat task
-    seals whatever is left. Sealers exclude each other with the head's row lock, which no
-    posting takes. With ``wait=False`` (the after-commit path) a sealer that finds another at
-    work leaves the queue to it or to the next seal, so postings never queue behind the chain;
-    a transaction therefore joins the chain within a beat interval at the latest.
+    Postings queue themselves (``ChainQueue``) in their own transaction and leave sealing to
+    the beat task, which links the queue in batches of ``batch``: a posting never waits for the
+    chain, and a transaction joins it within a beat interval. Sealers exclude each other with
+    the head's row lock, which no posting takes; with ``wait=False`` a sealer that finds another
+    at work leaves the queue to it.
     """
     sealed = 0
     for ledger in Ledger.values:
@@ -427,20 +741,6 @@ def _lock_chain_head(ledger: str, *, wait: bool) -> ChainHead | None:
     return head
 
 
-def _seal_after_commit() -> None:
-    chain_seal(wait=False)
-
-
-def _seal_once_after_commit() -> None:
-    """Register one seal for the current transaction, however many postings it makes.
-
-    Django drops the callbacks of a rolled-back transaction or savepoint, so a later posting
-    registers again when needed.
-    """
-    if not any(item[1] is _seal_after_commit for item in connection.run_on_commit):
-        transaction.on_commit(_seal_after_commit, robust=True)
-
-
 # --- internals --------------------------------------------------------------------------------
 
 
@@ -473,13 +773,21 @@ def _post(
         reverses=reverses,
         reference=reference,
         description=description,
+        legs=len(legs),
     )
     txn.save(force_insert=True)
     Entry.objects.bulk_create(
-        Entry(transaction=txn, account=leg.account, amount=leg.amount) for leg in legs
+        Entry(
+            transaction=txn,
+            account=leg.account,
+            amount=leg.amount,
+            ledger=ledger,
+            leg=number,
+            legs=len(legs),
+        )
+        for number, leg in enumerate(legs)
     )
     ChainQueue.objects.create(transaction=txn, ledger=ledger, created_at=txn.created_at)
-    _seal_once_after_commit()
     return txn
 
 
@@ -497,7 +805,7 @@ def _apply_balances(deltas: dict[int, tuple[Account, _Delta]]) -> None:
         if condition is not None:
             rows = rows.filter(condition)
         changes = {
-            field: F(field) + value
+            field: F(field) + _fen(value)
             for field, value in vars(delta).items()
             if value  # only the counters this posting moves
         }
@@ -515,13 +823,24 @@ def _apply_balances(deltas: dict[int, tuple[Account, _Delta]]) -> None:
 def _limit_condition(account: Account, delta: _Delta) -> tuple[LessThanOrEqual | None, int]:
     if account.debits_must_not_exceed_credits:
         asked = delta.debits_posted + delta.debits_pending
-        used: Expression = F("debits_posted") + F("debits_pending") + Value(asked)
-        return LessThanOrEqual(used, F("credits_posted") + Value(delta.credits_posted)), asked
+        used: Expression = F("debits_posted") + F("debits_pending") + _fen(asked)
+        return LessThanOrEqual(used, F("credits_posted") + _fen(delta.credits_posted)), asked
     if account.credits_must_not_exceed_debits:
         asked = delta.credits_posted + delta.credits_pending
-        used = F("credits_posted") + F("credits_pending") + Value(asked)
-        return LessThanOrEqual(used, F("debits_posted") + Value(delta.debits_posted)), asked
+        used = F("credits_posted") + F("credits_pending") + _fen(asked)
+        return LessThanOrEqual(used, F("debits_posted") + _fen(delta.debits_posted)), asked
     return None, 0
+
+
+def _fen(value: int) -> Cast:
+    """A fen parameter that is a ``bigint`` both on the wire and in the SQL text.
+
+    A bare ``Value(int)`` is an ``IntegerField``, which Django binds server-side as psycopg's
+    ``Int4``: 10^12 fen then travels as a wrapped 32-bit number and is stored wrong without an
+    error. Typed as ``BigIntegerField`` it binds as ``Int8``, and the cast keeps the sum
+    64-bit whatever the binding.
+    """
+    return Cast(Value(value, output_field=BigIntegerField()), output_field=BigIntegerField())
 
 
 def _available(account: Account) -> int:
@@ -596,6 +915,14 @@ def _check_legs(legs: Sequence[Leg]) -> str:
     return ledgers.pop()
 
 
+def _check_key(key: str) -> None:
+    if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
+        raise InvalidPosting(
+            gettext_lazy("an idempotency key of 1 to %(max)s characters is needed"),
+            params={"max": MAX_KEY_LENGTH},
+        )
+
+
 def _request_hash(operation: str, **request: Any) -> str:
     payload = json.dumps({"op": operation, **request}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()
@@ -616,11 +943,7 @@ def _claim(
     ``INSERT ... ON CONFLICT DO NOTHING`` waits for a concurrent, uncommitted claim of the same
     key, so the earlier record is always visible once this returns.
     """
-    if not key or len(key) > MAX_KEY_LENGTH:
-        raise InvalidPosting(
-            gettext_lazy("an idempotency key of 1 to %(max)s characters is needed"),
-            params={"max": MAX_KEY_LENGTH},
-        )
+    _check_key(key)
     meta = IdempotencyRecord._meta
     params = [
         key,

@@ -24,7 +24,7 @@ from .models import (
     Transaction,
 )
 
-# Postings seal themselves after commit and a beat task seals the rest every minute; a
+# Postings queue themselves and a beat task seals the queue in batches every minute; a
 # transaction still outside the chain after this long means sealing has stopped.
 SEAL_GRACE = timedelta(minutes=5)
 
@@ -55,9 +55,11 @@ def verify_ledger() -> Report:
 def _check_transactions(report: Report) -> None:
     report.transactions = Transaction.objects.count()
     unbalanced = (
-        Transaction.objects.annotate(total=Sum("entries__amount"), legs=Count("entries"))
-        .filter(Q(legs__lt=2) | ~Q(total=0) | Q(total__isnull=True))
-        .values_list("id", "legs", "total")
+        Transaction.objects.annotate(total=Sum("entries__amount"), entry_count=Count("entries"))
+        .filter(
+            Q(entry_count__lt=2) | ~Q(entry_count=F("legs")) | ~Q(total=0) | Q(total__isnull=True)
+        )
+        .values_list("id", "entry_count", "total")
     )
     for txn_id, legs, total in unbalanced.iterator():
         report.problems.append(f"transaction {txn_id}: {legs} entries summing to {total or 0}")

@@ -126,3 +126,47 @@ def test_one_hold_posted_and_voided_by_many_threads_resolves_once(make_account):
     balance = account_balance(line)
     assert balance.debits_pending == 0
     assert balance.debits_posted == (4_000 if winners[0] == "posted" else 0)
+
+
+def test_concurrent_batches_never_overdraw_and_refuse_only_what_does_not_fit(make_account):
+    """Unlinked batches of draws on shared lines from many threads: every line ends exactly at
+    the sum of the draws that were posted, never past its limit."""
+    limit = 20_000
+    granted = make_account("credit", "debit", prefix="granted")
+    drawn_to = make_account("credit", "debit", prefix="drawn", slots=4)
+    lines = [make_account("credit", "credit", limit="debits", prefix="line") for _ in range(3)]
+    for number, line in enumerate(lines):
+        services.transfer(key=f"grant-{number}", debit=granted, credit=line, amount=limit)
+
+    def post_batches(i: int) -> list[tuple[int, int]]:
+        rng = random.Random(i)
+        posted = []
+        for n in range(6):
+            batch = [
+                services.TransferRequest(
+                    key=f"t{i}-{n}-{m}",
+                    debit=rng.choice(lines),
+                    credit=drawn_to,
+                    amount=rng.randint(100, 1_500),
+                )
+                for m in range(8)
+            ]
+            batch.sort(key=lambda item: item.debit.pk)  # account order, as ledger_bench does
+            for item, result in zip(batch, services.transfers_post(batch), strict=True):
+                if isinstance(result, Transaction):
+                    posted.append((item.debit.pk, item.amount))
+                else:
+                    assert isinstance(result, LimitExceeded), result
+        return posted
+
+    results = run_threads(post_batches)
+    assert not [r for r in results if isinstance(r, Exception)], results
+    posted = [draw for drawn in results for draw in drawn]  # type: ignore[union-attr]
+    for line in lines:
+        total = sum(amount for account_id, amount in posted if account_id == line.pk)
+        balance = account_balance(line)
+        assert balance.debits_posted == total <= limit
+        assert limit - total < 1_500  # asked for more than fits, so each line was filled
+    assert account_balance(drawn_to).credits_posted == sum(amount for _, amount in posted)
+    services.chain_seal()
+    assert verify_ledger().intact

@@ -370,6 +370,58 @@ class LedgerMachine(RuleBasedStateMachine):
         return call
 
     @rule(
+        targets=(transactions, calls),
+        transfers=st.lists(st.tuples(same_ledger_pairs, amounts), min_size=1, max_size=4),
+        linked=st.booleans(),
+    )
+    def transfer_batch(self, transfers, linked):
+        """``transfers_post``: the model applies the transfers in order; unlinked, one that
+        would break a limit is refused alone, linked, it refuses them all."""
+        requests, legs_of, fits = [], [], []
+        saved = dict(self.balances)
+        for (debit, credit), amount in transfers:
+            amount = self._amount(amount, debit, credit)
+            requests.append(
+                services.TransferRequest(
+                    key=self._key(),
+                    debit=self.accounts[debit],
+                    credit=self.accounts[credit],
+                    amount=amount,
+                )
+            )
+            legs = ((debit, amount), (credit, -amount))
+            changes = [(name, posting(leg)) for name, leg in legs]
+            legs_of.append(legs)
+            fits.append(not self._limits_broken(changes))
+            if fits[-1]:
+                for name, change in changes:
+                    self.balances[name] = self.balances[name] + change
+        if linked and not all(fits):
+            self.balances = saved
+            before = self._snapshot()
+            with pytest.raises(LimitExceeded), transaction.atomic():
+                services.transfers_post(requests, linked=True)
+            assert self._snapshot() == before
+            event("refused linked batch")
+            return multiple()
+        with transaction.atomic():
+            results = services.transfers_post(requests, linked=linked)
+        calls = []
+        for request, fit, legs, result in zip(requests, fits, legs_of, results, strict=True):
+            if not fit:
+                assert isinstance(result, LimitExceeded), result
+                assert not IdempotencyRecord.objects.filter(key=request.key).exists()
+                self.refused_keys.append(request.key)
+                continue
+            assert isinstance(result, Transaction), result
+            self.model_transactions[result.pk] = ModelTransaction("transfer", legs)
+            self.keys_recorded += 1
+            kwargs = {"debit": request.debit, "credit": request.credit, "amount": request.amount}
+            calls.append(Call("transfer", request.key, kwargs, result.pk))
+        event(f"batch of {len(requests)}, {len(calls)} posted")
+        return multiple(*calls)
+
+    @rule(
         targets=(holds, open_holds, calls),
         pair=same_ledger_pairs,
         amount=amounts,

@@ -1,48 +1,63 @@
-"""Posting throughput of ``ledger.services`` next to hand-written SQL doing the same work.
+"""Posting throughput of ``ledger.services`` next to hand-written SQL and to django-hordak.
 
-``manage.py ledger_bench --transfers N --clients C [--batch B]`` posts N two-leg transfers from
-C threads, B transfers per database transaction, twice: through ``ledger.services``, then
-through plain psycopg statements. Each run gets accounts of its own on the "credit" ledger:
-credit lines with ``debits_must_not_exceed_credits``, each funded with a grant large enough
-that the limit is checked by every posting and never reached, and a hot house account with
-several balance slots. A transfer debits a random credit line, credits the house account and
-has a key of its own. A batch posts in account order, as a careful caller would, so batches do
-not deadlock; a batch that still does is retried and counted. A batch's latency runs from its
-first statement to the end of sealing.
+``manage.py ledger_bench --transfers N --clients C[,C...] [--batch B] [--runs R]
+[--peer hordak]`` posts N two-leg transfers from C threads through ``ledger.services``, then
+through plain psycopg statements doing the same work (and, with ``--peer hordak``, through
+django-hordak's ``transfer_to`` in a subprocess on a database of its own), R times in
+alternation, and prints the medians and their ratios in one table.
 
-The SQL run writes what the services write, so ``manage.py verify_ledger`` still finds the
-ledger intact, but seals once per batch where the services seal once per posting.
+Each run gets accounts of its own on the "credit" ledger: credit lines with
+``debits_must_not_exceed_credits``, each funded with a grant large enough that the limit is
+checked by every posting and never reached, and a hot house account with several balance
+slots; then ``ANALYZE``. A transfer debits a random credit line, credits the house account and
+has a key of its own. With ``--batch 1`` each transfer is posted by itself (``transfer``, one
+database transaction each); with ``--batch B`` the services post B transfers with one
+``transfers_post`` call (linked) and the SQL script posts B per database transaction, and a
+run of single postings through the services is added to show what batching gains. A batch
+posts in account order, as a careful caller would; a batch that still deadlocks is retried
+and counted.
+
+Postings queue themselves for the hash chain and the beat task seals the queue; after each run
+the bench seals what the run queued (not timed into the run) and prints how fast that went, so
+the sealer's pace can be compared with the posting rate. ``manage.py verify_ledger`` finds the
+ledger intact afterwards.
 """
 
 import functools
 import hashlib
 import json
 import math
+import os
 import queue
 import random
 import secrets
+import statistics
+import subprocess  # noqa: S404 - runs the peer bench in our own interpreter
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from uuid import UUID
+from urllib.parse import quote
 
 import psycopg
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
 from django.utils import timezone
-from psycopg.rows import dict_row
+from psycopg import sql as pgsql
+from psycopg.conninfo import conninfo_to_dict
 
-from ledger import chain, services
+from ledger import services
 from ledger.ids import uuid7
-from ledger.models import GENESIS_HASH, Account, Ledger, Side, Transaction
+from ledger.models import Account, Ledger, Side, Transaction
 
 LINES = 200
 HOT_SLOTS = 16
 GRANT = 10**12  # fen per credit line, far beyond what a run spends
 WARMUP = 10  # transfers per client before the clock starts
-SEAL_BATCH = 5000  # as services.chain_seal
+SINGLE = "services one by one"
 
 _CLAIM = (
     "INSERT INTO ledger_idempotencyrecord (key, request_hash, result_type, result_id, created_at)"
@@ -58,34 +73,14 @@ _CREDIT = (
     " WHERE account_id = %(account)s AND slot = %(slot)s"
 )
 _INSERT_TRANSACTION = (
-    "INSERT INTO ledger_transaction (id, ledger, kind, reference, description, created_at)"
-    " VALUES (%s, %s, 'transfer', '', '', %s)"
+    "INSERT INTO ledger_transaction (id, ledger, kind, reference, description, created_at, legs)"
+    " VALUES (%s, %s, 'transfer', '', '', %s, 2)"
 )
 _INSERT_ENTRIES = (
-    "INSERT INTO ledger_entry (transaction_id, account_id, amount)"
-    " VALUES (%s, %s, %s), (%s, %s, %s)"
+    "INSERT INTO ledger_entry (transaction_id, account_id, amount, ledger, leg, legs)"
+    " VALUES (%s, %s, %s, %s, 0, 2), (%s, %s, %s, %s, 1, 2)"
 )
 _QUEUE = "INSERT INTO ledger_chainqueue (transaction_id, ledger, created_at) VALUES (%s, %s, %s)"
-_QUEUED = "SELECT 1 FROM ledger_chainqueue WHERE ledger = %s LIMIT 1"
-_HEAD_EXISTS = "SELECT 1 FROM ledger_chainhead WHERE ledger = %s"
-_LOCK_HEAD = "SELECT seq, hash FROM ledger_chainhead WHERE ledger = %s FOR UPDATE SKIP LOCKED"
-_CREATE_HEAD = (
-    "INSERT INTO ledger_chainhead (ledger, seq, hash) VALUES (%s, 0, %s)"
-    " ON CONFLICT (ledger) DO NOTHING"
-)
-_UNSEALED = (
-    "SELECT t.id, t.kind, t.hold_id, t.reverses_id, t.reference, t.description, t.created_at"
-    " FROM ledger_chainqueue q JOIN ledger_transaction t ON t.id = q.transaction_id"
-    " WHERE q.ledger = %s ORDER BY q.created_at, q.transaction_id LIMIT %s"
-)
-_DEQUEUE = "DELETE FROM ledger_chainqueue WHERE transaction_id = ANY(%s)"
-_ENTRIES = (
-    "SELECT transaction_id, account_id, amount FROM ledger_entry WHERE transaction_id = ANY(%s)"
-)
-_INSERT_LINK = (
-    "INSERT INTO ledger_chainlink (ledger, seq, transaction_id, hash) VALUES (%s, %s, %s, %s)"
-)
-_MOVE_HEAD = "UPDATE ledger_chainhead SET seq = %s, hash = %s WHERE ledger = %s"
 
 
 @dataclass(frozen=True)
@@ -96,24 +91,34 @@ class Transfer:
 
 
 class ServicesPoster:
-    """Posts a batch through ``ledger.services``; sealing runs when the ``atomic`` block ends."""
+    """Posts a transfer with ``transfer`` or a batch with one linked ``transfers_post`` call."""
 
     def __init__(self, hot: Account) -> None:
         self.hot = hot
 
     def post(self, batch: list[Transfer]) -> None:
-        with transaction.atomic():
-            for item in batch:
-                services.transfer(
+        if len(batch) == 1:  # one posting commits by itself, as a lone caller's does
+            item = batch[0]
+            services.transfer(key=item.key, debit=item.line, credit=self.hot, amount=item.amount)
+            return
+        results = services.transfers_post(
+            [
+                services.TransferRequest(
                     key=item.key, debit=item.line, credit=self.hot, amount=item.amount
                 )
+                for item in batch
+            ],
+            linked=True,
+        )
+        if len(results) != len(batch):
+            raise CommandError("transfers_post returned a result per transfer")
 
     def close(self) -> None:
         """The client thread closes its Django connection itself."""
 
 
 class SqlPoster:
-    """Posts a batch with hand-written SQL on a psycopg connection of its own, then seals."""
+    """Posts a batch with prepared hand-written statements on a psycopg connection of its own."""
 
     def __init__(self, hot: Account, params: dict[str, Any]) -> None:
         self.hot = hot
@@ -130,7 +135,6 @@ class SqlPoster:
         except BaseException:
             self.conn.rollback()
             raise
-        self._seal()
 
     def _transfer(self, cursor: psycopg.Cursor[Any], item: Transfer) -> None:
         line, hot, amount = item.line, self.hot, item.amount
@@ -138,7 +142,8 @@ class SqlPoster:
         request = {"op": "transaction_post", "legs": legs, "reference": "", "description": ""}
         payload = json.dumps(request, sort_keys=True, separators=(",", ":")).encode()
         txn_id, now = uuid7(), timezone.now()
-        cursor.execute(_CLAIM, (item.key, hashlib.sha256(payload).hexdigest(), txn_id, now))
+        claim = (item.key, hashlib.sha256(payload).hexdigest(), txn_id, now)
+        cursor.execute(_CLAIM, claim, prepare=True)
         if cursor.fetchone() is None:
             raise CommandError(f"key {item.key} was used before")
         updates = [  # in account order, as services._apply_balances
@@ -146,45 +151,12 @@ class SqlPoster:
             (hot.pk, _CREDIT, {"amount": amount, "account": hot.pk, "slot": self.slot}),
         ]
         for _, sql, params in sorted(updates, key=lambda update: update[0]):
-            if cursor.execute(sql, params).rowcount != 1:
+            if cursor.execute(sql, params, prepare=True).rowcount != 1:
                 raise CommandError(f"the limit of {line.code} is reached")
-        cursor.execute(_INSERT_TRANSACTION, (txn_id, line.ledger, now))
-        cursor.execute(_INSERT_ENTRIES, (txn_id, line.pk, amount, txn_id, hot.pk, -amount))
-        cursor.execute(_QUEUE, (txn_id, line.ledger, now))
-
-    def _seal(self) -> None:
-        """Do what ``services.chain_seal(wait=False)`` does after a commit."""
-        with self.conn.cursor(row_factory=dict_row) as cursor:
-            for ledger in Ledger.values:
-                while cursor.execute(_QUEUED, (ledger,)).fetchone() is not None:
-                    if self._seal_some(cursor, ledger) < SEAL_BATCH:
-                        break
-            self.conn.commit()
-
-    def _seal_some(self, cursor: psycopg.Cursor[dict[str, Any]], ledger: str) -> int:
-        head = cursor.execute(_LOCK_HEAD, (ledger,)).fetchone()
-        if head is None and cursor.execute(_HEAD_EXISTS, (ledger,)).fetchone() is None:
-            cursor.execute(_CREATE_HEAD, (ledger, GENESIS_HASH))  # the ledger's first seal
-            head = cursor.execute(_LOCK_HEAD, (ledger,)).fetchone()
-        if head is None:  # another sealer is at work
-            self.conn.commit()
-            return 0
-        pending = cursor.execute(_UNSEALED, (ledger, SEAL_BATCH)).fetchall()
-        entries: dict[UUID, list[tuple[int, int]]] = {row["id"]: [] for row in pending}
-        if pending:
-            for entry in cursor.execute(_ENTRIES, (list(entries),)):
-                entries[entry["transaction_id"]].append((entry["account_id"], entry["amount"]))
-        seq, digest, links = head["seq"], head["hash"], []
-        for row in pending:
-            content = chain.transaction_bytes(Transaction(ledger=ledger, **row), entries[row["id"]])
-            seq, digest = seq + 1, chain.link_hash(digest, content)
-            links.append((ledger, seq, row["id"], digest))
-        if links:
-            cursor.executemany(_INSERT_LINK, links)
-            cursor.execute(_DEQUEUE, ([link[2] for link in links],))
-            cursor.execute(_MOVE_HEAD, (seq, digest, ledger))
-        self.conn.commit()
-        return len(pending)
+        cursor.execute(_INSERT_TRANSACTION, (txn_id, line.ledger, now), prepare=True)
+        entries = (txn_id, line.pk, amount, line.ledger, txn_id, hot.pk, -amount, line.ledger)
+        cursor.execute(_INSERT_ENTRIES, entries, prepare=True)
+        cursor.execute(_QUEUE, (txn_id, line.ledger, now), prepare=True)
 
     def close(self) -> None:
         self.conn.close()
@@ -256,16 +228,100 @@ class Run:
         return None
 
 
+@dataclass(frozen=True)
+class Result:
+    """What one run measured: its wall time and batch latencies in milliseconds."""
+
+    seconds: float
+    p50: float
+    p99: float
+    retries: int
+
+    @classmethod
+    def of(cls, seconds: float, run: "Run") -> "Result":
+        return cls(
+            seconds,
+            _percentile(run.latencies, 50) * 1000,
+            _percentile(run.latencies, 99) * 1000,
+            run.retries,
+        )
+
+    def rate(self, transfers: int) -> float:
+        return transfers / self.seconds
+
+
+def _median(results: list[Result]) -> Result:
+    """The run of median wall time (an odd count gives a run that happened)."""
+    ordered = sorted(results, key=lambda result: result.seconds)
+    middle = ordered[(len(ordered) - 1) // 2]
+    return Result(
+        statistics.median(result.seconds for result in results),
+        middle.p50,
+        middle.p99,
+        middle.retries,
+    )
+
+
+def _client_counts(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise CommandError(f"--clients takes numbers separated by commas, not {text!r}") from exc
+
+
+def _analyze() -> None:
+    """Fresh planner statistics after set-up, as a long-running database would have."""
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+
+
+def _peer_database_url() -> str:
+    """This database's server and credentials, with ``_hordak`` appended to its name."""
+    db = connection.settings_dict
+    password = f":{quote(str(db['PASSWORD']), safe='')}" if db["PASSWORD"] else ""
+    user = quote(str(db["USER"] or ""), safe="")
+    host = db["HOST"] or "localhost"
+    port = db["PORT"] or "5432"
+    return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}_hordak"
+
+
+def _create_database(database_url: str) -> None:
+    """Create the peer's database on the same server if it does not exist yet."""
+    info = conninfo_to_dict(database_url)
+    name = str(info["dbname"])
+    with psycopg.connect(database_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if exists is None:
+            conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
+
+
 class Command(BaseCommand):
     help = (
         "Post N two-leg transfers on PostgreSQL through ledger.services and through plain SQL "
-        "doing the same work; print transfers/s and p50/p99 batch latency of each."
+        "doing the same work (and, with --peer hordak, through django-hordak's transfer_to); "
+        "print transfers/s and p50/p99 batch latency of each."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--transfers", type=int, default=5000, help="Measured transfers.")
-        parser.add_argument("--clients", type=int, default=4, help="Client threads.")
+        parser.add_argument(
+            "--clients", default=None, help="Client threads, or a comma list such as 1,4."
+        )
         parser.add_argument("--batch", type=int, default=1, help="Transfers per transaction.")
+        parser.add_argument(
+            "--runs", type=int, default=None, help="Alternating runs of each; medians are shown."
+        )
+        parser.add_argument(
+            "--peer",
+            choices=["hordak"],
+            default=None,
+            help="Also run django-hordak 2.x transfer_to in a subprocess on its own database.",
+        )
+        parser.add_argument(
+            "--peer-database-url",
+            default=None,
+            help="The peer's database (default: this database's name with _hordak appended).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if connection.vendor != "postgresql":
@@ -273,35 +329,124 @@ class Command(BaseCommand):
                 f"ledger_bench measures PostgreSQL, but the default database is "
                 f"{connection.vendor}. Set DATABASE_URL to a PostgreSQL database."
             )
-        transfers, clients, batch = options["transfers"], options["clients"], options["batch"]
-        if min(transfers, clients, batch) < 1:
-            raise CommandError("--transfers, --clients and --batch must be at least 1.")
+        peer = options["peer"]
+        transfers, batch = options["transfers"], options["batch"]
+        clients_list = _client_counts(options["clients"] or ("1,4" if peer else "4"))
+        runs = options["runs"] or (3 if peer else 1)
+        if min(transfers, batch, runs, *clients_list) < 1:
+            raise CommandError("--transfers, --clients, --batch and --runs must be at least 1.")
         # Plain psycopg: without Django's cursor class, adapters and client-side binding.
         params = {
             name: value
             for name, value in connection.get_connection_params().items()
             if name not in {"cursor_factory", "context", "prepare_threshold"}
         }
+        peer_url = None
+        if peer:
+            peer_url = options["peer_database_url"] or _peer_database_url()
         prefix = f"bench:{timezone.now():%Y%m%d%H%M%S}-{secrets.token_hex(3)}"
         self.stdout.write(f"setting up {prefix}: {LINES} credit lines per run")
-        posters: list[tuple[str, str, Callable[[Account], Poster]]] = [
-            ("django services", "svc", ServicesPoster),
-            ("sql only", "sql", functools.partial(SqlPoster, params=params)),
+        posters: list[tuple[str, str, Callable[[Account], Poster], int]] = [
+            ("django services", "svc", ServicesPoster, batch),
+            ("sql only", "sql", functools.partial(SqlPoster, params=params), batch),
         ]
-        runs = []
-        for label, tag, poster in posters:
-            hot, lines = self._accounts(f"{prefix}:{tag}")
-            runs.append(Run(label, f"{prefix}:{tag}", hot, lines, poster, transfers, batch))
-        for run in runs:
-            self._measure(run, clients)
-        for run in runs:
-            p50, p99 = (_percentile(run.latencies, p) * 1000 for p in (50, 99))
-            self.stdout.write(
-                f"{run.label:<17} N={transfers} C={clients} B={batch}  "
-                f"{transfers / run.seconds:8.1f} transfers/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms"
-                + (f"  ({run.retries} deadlocks retried)" if run.retries else "")
+        if batch > 1:  # what the batch call gains over posting one by one
+            posters.append((SINGLE, "one", ServicesPoster, 1))
+        rows = []
+        for clients in clients_list:
+            results: dict[str, list[Result]] = {}
+            for number in range(runs):
+                for label, tag, poster, size in posters:
+                    run_prefix = f"{prefix}:{tag}:c{clients}:r{number}"
+                    hot, lines = self._accounts(run_prefix)
+                    _analyze()
+                    run = Run(label, run_prefix, hot, lines, poster, transfers, size)
+                    self._measure(run, clients)
+                    results.setdefault(label, []).append(Result.of(run.seconds, run))
+                    self._print(results[label][-1], label, transfers, clients, size)
+                    self._seal(transfers)
+                if peer_url is not None:
+                    result = self._peer(peer_url, transfers, clients)
+                    results.setdefault("hordak", []).append(result)
+                    self._print(result, "django-hordak", transfers, clients, 1)
+            rows.append((clients, {label: _median(items) for label, items in results.items()}))
+        self._table(rows, transfers, batch, runs)
+
+    def _seal(self, transfers: int) -> None:
+        """Seal what the run queued, as the beat task would, and say how fast (not timed in)."""
+        started = time.perf_counter()
+        sealed = services.chain_seal()
+        seconds = time.perf_counter() - started
+        self.stdout.write(
+            f"  sealed {sealed} transactions in {seconds:.2f} s"
+            f" ({sealed / max(seconds, 1e-9):,.0f}/s) after {transfers} postings"
+        )
+
+    def _print(
+        self, result: "Result", label: str, transfers: int, clients: int, batch: int
+    ) -> None:
+        self.stdout.write(
+            f"{label:<17} N={transfers} C={clients} B={batch}  {result.rate(transfers):8.1f}"
+            f" transfers/s  p50 {result.p50:.1f} ms  p99 {result.p99:.1f} ms"
+            + (f"  ({result.retries} deadlocks retried)" if result.retries else "")
+        )
+
+    def _table(
+        self, rows: list[tuple[int, dict[str, "Result"]]], transfers: int, batch: int, runs: int
+    ) -> None:
+        """One table: the medians of each client count, ours beside the peers, and the ratios."""
+        self.stdout.write(f"\nmedians of {runs} alternating runs, {transfers} transfers each")
+        peer = any("hordak" in results for _, results in rows)
+        header = "| clients | batch | services /s | p50 / p99 ms | sql only /s | services/sql |"
+        if batch > 1:
+            header += " one by one /s | batch/one |"
+        if peer:
+            header += " hordak /s | services/hordak |"
+        self.stdout.write(header)
+        self.stdout.write("|" + " --- |" * (header.count("|") - 1))
+        for clients, results in rows:
+            ours, sql = results["django services"], results["sql only"]
+            rate = ours.rate(transfers)
+            line = (
+                f"| {clients} | {batch} | {rate:,.0f} | {ours.p50:.1f} / {ours.p99:.1f} |"
+                f" {sql.rate(transfers):,.0f} | {rate / sql.rate(transfers):.2f} |"
             )
-        self.stdout.write(f"ratio services/sql: {runs[1].seconds / runs[0].seconds:.2f}")
+            if batch > 1:
+                single = results[SINGLE].rate(transfers)
+                line += f" {single:,.0f} | {rate / single:.2f} |"
+            if peer:
+                hordak = results["hordak"]
+                line += f" {hordak.rate(transfers):,.0f} | {rate / hordak.rate(transfers):.2f} |"
+            self.stdout.write(line)
+
+    def _peer(self, database_url: str, transfers: int, clients: int) -> "Result":
+        """One django-hordak run in a subprocess of its own (hordak is not in our settings).
+
+        hordak has no batch call: it posts one ``transfer_to`` per database transaction.
+        """
+        _create_database(database_url)
+        env = {**os.environ, "HORDAK_PEER_DATABASE_URL": database_url}
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        command = [sys.executable, "-m", "tests.ledger.peer_hordak.run"]
+        command += ["--transfers", str(transfers), "--clients", str(clients)]
+        done = subprocess.run(  # noqa: S603 - our own interpreter and module
+            command,
+            env=env,
+            cwd=settings.BASE_DIR,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise CommandError(f"the hordak peer failed:\n{done.stderr[-3000:]}")
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+        latencies = [float(value) for value in report["latencies"]]
+        return Result(
+            float(report["seconds"]),
+            _percentile(latencies, 50) * 1000,
+            _percentile(latencies, 99) * 1000,
+            0,
+        )
 
     def _accounts(self, prefix: str) -> tuple[Account, list[Account]]:
         """Create a run's house account and credit lines and fund the lines (not measured)."""
