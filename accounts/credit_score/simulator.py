@@ -39,7 +39,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from accounts.credit_score import MAX_SCORE, PURPOSE
-from accounts.simserver import (
+from core.simserver import (
     DEFAULT_HANG_SECONDS,
     HangingServer,
     JsonHandler,

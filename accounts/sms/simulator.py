@@ -40,7 +40,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from uuid import uuid4
 
-from accounts.simserver import (
+from accounts.sms import PHONE, TEMPLATES, SmsTemplateError, check_message, render
+from core.simserver import (
     DEFAULT_HANG_SECONDS,
     HangingServer,
     JsonHandler,
@@ -48,7 +49,6 @@ from accounts.simserver import (
     control_hang,
     serve,
 )
-from accounts.sms import PHONE, TEMPLATES, SmsTemplateError, check_message, render
 
 MODES = ("ok", "reject", "fail", "hang")
 DEFAULT_REJECT_CODE = "isv.BUSINESS_LIMIT_CONTROL"

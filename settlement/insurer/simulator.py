@@ -29,18 +29,17 @@ import copy
 import json
 import os
 import re
-import signal
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from core.money import WIRE, fen_to_yuan, yuan_to_fen
+from core.simserver import DEFAULT_HANG_SECONDS, HangingServer, Log, serve
 from settlement.insurer import (
     CANCEL,
     CHANGES_STATE,
@@ -55,7 +54,6 @@ from settlement.insurer.policy import Policy, compute_split
 
 MODES = ("ok", "fail", "hang", "drop")
 DEFAULT_STATE = "var/insurer-sim.json"
-DEFAULT_HANG_SECONDS = 30.0
 MAX_BODY = 1 << 20
 # The insurer's business day is China Standard Time, which has no daylight saving.
 CST = timezone(timedelta(hours=8), "CST")
@@ -67,7 +65,6 @@ _KIND = {
 _FSI_PATH = re.compile(r"/fsi/api/(\d{4})")
 
 Json = dict[str, Any]
-Log = Callable[[str], None]
 
 
 class Refused(Exception):
@@ -418,10 +415,9 @@ def _wire(settlement: Json) -> Json:
 # --- HTTP ---------------------------------------------------------------------------------------
 
 
-class SimulatorServer(ThreadingHTTPServer):
-    """``ThreadingHTTPServer`` around an :class:`Insurer`, with the failure mode it plays."""
-
-    daemon_threads = True
+class SimulatorServer(HangingServer):
+    """The shared simulator server (``core.simserver``) around an :class:`Insurer`, with the
+    failure mode it plays."""
 
     def __init__(
         self,
@@ -434,39 +430,7 @@ class SimulatorServer(ThreadingHTTPServer):
     ) -> None:
         self.insurer = insurer
         self.mode = _mode(mode)
-        self.hang_seconds = hang_seconds
-        self.hanging = 0
-        self._gate = threading.Event()
-        self._gate_lock = threading.Lock()
-        self._log = log
-        self._log_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def log(self, line: str) -> None:
-        with self._log_lock:
-            self._log(line)
-
-    def hang(self, seconds: float) -> None:
-        """Hold the calling request ``seconds``, or until :meth:`release`."""
-        with self._gate_lock:
-            gate = self._gate
-            self.hanging += 1
-        try:
-            gate.wait(seconds)
-        finally:
-            with self._gate_lock:
-                self.hanging -= 1
-
-    def release(self) -> None:
-        """Let every request held now go on; requests held later wait again."""
-        with self._gate_lock:
-            gate, self._gate = self._gate, threading.Event()
-        gate.set()
+        super().__init__(address, _Handler, hang_seconds=hang_seconds, log=log)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -658,27 +622,6 @@ def server_from_options(options: dict[str, Any], log: Log = print) -> SimulatorS
         hang_seconds=options["hang_seconds"],
         log=log,
     )
-
-
-class _Stop(BaseException):
-    pass
-
-
-def serve(server: SimulatorServer) -> None:
-    """Serve in the foreground until SIGTERM or SIGINT, then close the socket."""
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        raise _Stop
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        server.serve_forever(poll_interval=0.2)
-    except _Stop:
-        pass
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        server.server_close()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

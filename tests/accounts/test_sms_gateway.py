@@ -34,6 +34,11 @@ EVERY_TEMPLATE = {
         {"name": "李秀英", "amount": "3000.00"},
         "李秀英本次就医使用了您的亲情付额度3000.00元。",
     ),
+    "CONSENT_CODE": (
+        {"name": "林子豪", "code": "654321"},
+        "林子豪申请以其信用就医额度为您支付医疗费用（亲情付）。如您同意，"
+        "请将验证码654321告诉对方，5分钟内有效。",
+    ),
 }
 
 
@@ -61,7 +66,9 @@ def messages(simulator: SimulatorProcess, phone: str = "") -> list[dict]:
 
 
 def test_the_register_and_api_md_list_the_same_templates():
+    """API.md's templates, and the one the family consent adds (README § family links)."""
     assert {name: t.params for name, t in TEMPLATES.items()} == {
+        "CONSENT_CODE": ("name", "code"),
         "LOGIN_CODE": ("code",),
         "SETTLED": ("amount", "due_date"),
         "DUE_SOON": ("amount", "due_date"),

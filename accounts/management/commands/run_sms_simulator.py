@@ -2,8 +2,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from accounts import simserver
 from accounts.sms import simulator
+from core import simserver
 
 
 class Command(BaseCommand):

@@ -1,7 +1,8 @@
-"""What the SMS gateway and credit-score simulators share: a threaded HTTP server that can be
-told to hang, a JSON answer, and running in the foreground until SIGTERM or SIGINT.
+"""What the shipped simulators (insurer, SMS gateway, credit-score platform) share: a threaded
+HTTP server that can be told to hang, a JSON answer, and running in the foreground until
+SIGTERM or SIGINT.
 
-No Django here, so either simulator also runs as a plain ``python -m`` program.
+No Django here, so each simulator also runs as a plain ``python -m`` program.
 """
 
 import json
