@@ -98,7 +98,6 @@ class _Delta:
 # --- accounts ---------------------------------------------------------------------------------
 
 
-@transaction.atomic
 def account_create(
     *,
     code: str,
@@ -131,16 +130,32 @@ def account_create(
         "credits_must_not_exceed_debits": credits_must_not_exceed_debits,
         "balance_slots": balance_slots,
     }
+    # An account, once made, never changes: one that exists is found in one statement, with no
+    # savepoint (most calls ask for an account made before).
+    account = Account.objects.filter(code=code).first()
+    if account is None:
+        account, created = _account_insert(code, name, definition)
+        if created:
+            return account
+    if any(getattr(account, field) != value for field, value in definition.items()):
+        raise InvalidPosting(
+            gettext_lazy("account %(code)s exists with a different definition"),
+            params={"code": code},
+        )
+    return account
+
+
+@transaction.atomic
+def _account_insert(code: str, name: str, definition: dict[str, Any]) -> tuple[Account, bool]:
+    """Make the account and its balance slots, unless another transaction made it first."""
     account, created = Account.objects.get_or_create(
         code=code, defaults={"name": name, **definition}
     )
     if not created:
-        if any(getattr(account, field) != value for field, value in definition.items()):
-            raise InvalidPosting(
-                gettext_lazy("account %(code)s exists with a different definition"),
-                params={"code": code},
-            )
-        return account
+        return account, False
+    debits_must_not_exceed_credits = definition["debits_must_not_exceed_credits"]
+    credits_must_not_exceed_debits = definition["credits_must_not_exceed_debits"]
+    balance_slots = definition["balance_slots"]
     BalanceSlot.objects.bulk_create(
         BalanceSlot(
             account=account,
@@ -150,7 +165,7 @@ def account_create(
         )
         for slot in range(balance_slots)
     )
-    return account
+    return account, True
 
 
 # --- postings ---------------------------------------------------------------------------------

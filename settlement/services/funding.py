@@ -28,7 +28,6 @@ from accounts.services.credit_lines import (
 )
 from core.money import fen_to_yuan
 from ledger import services as ledger
-from ledger.selectors import account_balance
 
 from ..exceptions import SelfPayNotCovered
 from ..models import (
@@ -40,6 +39,7 @@ from ..models import (
     Refund,
     Settlement,
 )
+from ..selectors import deposit_paid
 from . import house
 from .notices import refund_ready_notice
 from .outbox import event_record
@@ -87,7 +87,7 @@ def funding_plan(
     each plans on what the others left. A line chosen now that has nothing left once locked is
     not used.
     """
-    deposit_held = max(account_balance(house.deposit_held(encounter)).posted, 0)
+    deposit_held = deposit_paid(encounter)  # read, never made: a waived deposit has none
     from_deposit = min(deposit_held, self_pay)
     rest = self_pay - from_deposit
     line, link = encounter.funding_line, encounter.funding_link

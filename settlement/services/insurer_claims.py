@@ -84,7 +84,8 @@ def insurer_ask(
         return remembered_answer(claim)
     mdtrt_id, psn_no = str(encounter.pk), f"P{encounter.person_id}"
     lines = fee_lines(encounter)
-    total = bill_total(encounter)
+    # The bill: a reversed pair nets to nothing, so the standing lines sum to every line's sum.
+    total = sum(line.amount for line in lines)
     if total == 0:
         return InsurerAnswer(status="settled")
     try:
