@@ -483,8 +483,8 @@ def credit_draw(
     _check_usable(line)
     cap = _cap_pool_and_account(link)
     captured = 0
-    if hold is not None and Hold.objects.get(pk=hold.line_hold).status == Hold.Status.PENDING:
-        line_hold = Hold.objects.get(pk=hold.line_hold)
+    line_hold = Hold.objects.get(pk=hold.line_hold) if hold is not None else None
+    if hold is not None and line_hold is not None and line_hold.status == Hold.Status.PENDING:
         captured = min(amount, line_hold.amount)
         ledger.hold_post(key=f"{key}:line", hold_id=line_hold.pk, amount=captured)
         if hold.cap_hold is not None:
