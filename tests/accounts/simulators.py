@@ -1,4 +1,5 @@
-"""The SMS gateway and credit-score simulators as real child processes, for the tests."""
+"""The shipped simulators (insurer, SMS gateway, credit-score platform) as real child
+processes, for the tests."""
 
 import json
 import os
@@ -27,10 +28,12 @@ def free_port() -> int:
 
 
 class SimulatorProcess:
-    """``manage.py <command> --port N`` in a child process, its output in ``log_path``."""
+    """``manage.py <command> --port N [args]`` in a child process, its output in ``log_path``;
+    restartable (on the same port and arguments)."""
 
-    def __init__(self, command: str, log: Path) -> None:
+    def __init__(self, command: str, log: Path, args: tuple[str, ...] = ()) -> None:
         self.command = command
+        self.args = args
         self.port = free_port()
         self.log_path = log
         self.process: subprocess.Popen[bytes] | None = None
@@ -42,6 +45,7 @@ class SimulatorProcess:
     def start(self) -> None:
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"}
         command = [sys.executable, "manage.py", self.command, "--port", str(self.port)]
+        command += self.args
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT

@@ -1,12 +1,5 @@
 """The insurer simulator as a real child process, for the settlement tests."""
 
-import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -14,87 +7,36 @@ import pytest
 from django.test import override_settings
 
 from accounts.services.institutions import department_ensure, institution_ensure
+from tests.accounts.simulators import HOLD, SimulatorProcess
 
-ROOT = Path(__file__).resolve().parents[2]
-# Mode hang holds a call this long at most: tests release it when they choose, and the bound
-# only ends a call nobody released.
-HOLD = 120.0
+__all__ = ["HOLD", "Simulator"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Simulator:
+class Simulator(SimulatorProcess):
     """``manage.py run_insurer_simulator`` in a child process, restartable on its state file."""
 
     def __init__(self, state: Path, log: Path) -> None:
-        self.port = free_port()
+        super().__init__("run_insurer_simulator", log, args=("--state", str(state)))
         self.state_path = state
-        self.log_path = log
-        self.process: subprocess.Popen[bytes] | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"}
-        command = [sys.executable, "manage.py", "run_insurer_simulator"]
-        command += ["--port", str(self.port), "--state", str(self.state_path)]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"the simulator exited:\n{self.log_path.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        pytest.fail("the simulator did not open its port")
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-
-    def control(self, mode: str, hang_seconds: float | None = None, release: bool = False) -> None:
+    def control(  # type: ignore[override]  # the insurer's modes, by name
+        self, mode: str, hang_seconds: float | None = None, release: bool = False
+    ) -> dict[str, Any]:
         """Switch the failure mode; ``release`` lets the calls held in mode hang go on now."""
         body: dict[str, Any] = {"mode": mode, "release": release}
         if hang_seconds is not None:
             body["hang_seconds"] = hang_seconds
-        assert self._request("/sim/control", body)["mode"] == mode
+        return super().control(**body)
 
     def hanging(self) -> int:
         """How many calls the simulator holds now (mode hang, not yet released)."""
         count: int = self.state()["hanging"]
         return count
 
-    def state(self) -> dict[str, Any]:
-        return self._request("/sim/state")
-
     def post(self, infno: str, body: dict[str, Any]) -> dict[str, Any]:
         """A raw protocol call, bypassing the adapter."""
-        return self._request(f"/fsi/api/{infno}", body)
-
-    def _request(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data)  # noqa: S310 - http only
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(request, timeout=5) as answer:
-            return json.loads(answer.read())
+        answer: dict[str, Any] = self.request("POST", f"/fsi/api/{infno}", body)
+        return answer
 
 
 @pytest.fixture
