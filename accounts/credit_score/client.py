@@ -13,10 +13,7 @@ insurer. The name sent is personal data: nothing here logs it.
 
 import hashlib
 import hmac
-import http.client
 import json
-import urllib.error
-import urllib.request
 from datetime import date
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +29,7 @@ from accounts.credit_score import (
     CreditScoreUnavailable,
     Score,
 )
+from core.http import NoAnswer, NotSent, opener, post_json
 
 __all__ = [
     "CreditScoreClient",
@@ -74,7 +72,7 @@ class CreditScoreClient:
         self.timeout = float(
             timeout if timeout is not None else settings.CREDIT_SCORE_TIMEOUT_SECONDS
         )
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._opener = opener()
 
     def score(self, *, id_number_hash: str, name: str, consent_id: str) -> Score | None:
         """The score of the citizen ``id_number_hash`` names, read under ``consent_id``.
@@ -110,27 +108,14 @@ class CreditScoreClient:
             raise CreditScoreUnavailable(f"answer not understood: {e}") from e
 
     def _post(self, body: dict[str, str]) -> tuple[int, Any]:
-        request = urllib.request.Request(  # noqa: S310 - the scheme is checked in __init__
-            f"{self.base_url}/score",
-            data=json.dumps(body, ensure_ascii=False).encode(),
-            headers={"Content-Type": "application/json; charset=utf-8"},
-            method="POST",
-        )
         try:
-            with self._opener.open(request, timeout=self.timeout) as answer:  # noqa: S310
-                status, raw = answer.status, answer.read()
-        except urllib.error.HTTPError as e:
-            status = e.code
-            try:
-                raw = e.read()
-            except (OSError, http.client.HTTPException):
-                raw = b""
-            finally:
-                e.close()
-        except urllib.error.URLError as e:
-            raise CreditScoreUnavailable(f"not reached: {e.reason}") from e
-        except (OSError, http.client.HTTPException) as e:
-            raise CreditScoreUnavailable(f"no answer: {type(e).__name__}: {e}".rstrip(": ")) from e
+            status, raw = post_json(
+                self._opener, f"{self.base_url}/score", body, timeout=self.timeout
+            )
+        except NotSent as e:
+            raise CreditScoreUnavailable(f"not reached: {e}") from e
+        except NoAnswer as e:
+            raise CreditScoreUnavailable(f"no answer: {e}") from e
         try:
             return status, json.loads(raw)
         except ValueError:

@@ -13,11 +13,8 @@ Only the standard library is used, and proxies from the environment are ignored,
 insurer. The login code in ``LOGIN_CODE`` is a secret: nothing here logs the parameters.
 """
 
-import http.client
 import json
 import logging
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +23,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from accounts.sms import SmsRejected, SmsTemplateError, SmsUnavailable, check_message
+from core.http import NoAnswer, NotSent, opener, post_json
 
 __all__ = ["SmsClient", "SmsRejected", "SmsTemplateError", "SmsUnavailable"]
 
@@ -51,7 +49,7 @@ class SmsClient:
         if not self.sign_name:
             raise ImproperlyConfigured("SMS_SIGN_NAME must not be empty")
         self.timeout = float(timeout if timeout is not None else settings.SMS_TIMEOUT_SECONDS)
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._opener = opener()
 
     def send(
         self, phone: str, template: str, params: Mapping[str, object], *, out_id: str = ""
@@ -97,31 +95,12 @@ class SmsClient:
         return biz_id
 
     def _post(self, body: dict[str, str]) -> tuple[int, Any]:
-        request = urllib.request.Request(  # noqa: S310 - the scheme is checked in __init__
-            self.url,
-            data=json.dumps(body, ensure_ascii=False).encode(),
-            headers={"Content-Type": "application/json; charset=utf-8"},
-            method="POST",
-        )
         try:
-            with self._opener.open(request, timeout=self.timeout) as answer:  # noqa: S310
-                status, raw = answer.status, answer.read()
-        except urllib.error.HTTPError as e:
-            status = e.code
-            try:
-                raw = e.read()
-            except (OSError, http.client.HTTPException):
-                raw = b""
-            finally:
-                e.close()
-        except urllib.error.URLError as e:
-            # Raised while connecting or sending: the gateway never had the whole message.
-            raise SmsUnavailable(f"not sent: {e.reason}", maybe_sent=False) from e
-        except (OSError, http.client.HTTPException) as e:
-            # A timeout while waiting, a connection closed without an answer, a cut-off body.
-            raise SmsUnavailable(
-                f"no answer: {type(e).__name__}: {e}".rstrip(": "), maybe_sent=True
-            ) from e
+            status, raw = post_json(self._opener, self.url, body, timeout=self.timeout)
+        except NotSent as e:  # the gateway never had the whole message
+            raise SmsUnavailable(f"not sent: {e}", maybe_sent=False) from e
+        except NoAnswer as e:
+            raise SmsUnavailable(f"no answer: {e}", maybe_sent=True) from e
         try:
             return status, json.loads(raw)
         except ValueError:

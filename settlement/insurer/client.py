@@ -20,10 +20,7 @@ Only the standard library is used, and proxies from the environment are ignored:
 reached over its own network, not the hospital's way out to the internet.
 """
 
-import http.client
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import date
@@ -35,6 +32,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
+from core.http import NoAnswer, NotSent, opener, post_json
 from core.money import WIRE, fen_to_yuan, yuan_to_fen
 from settlement.insurer import (
     CANCEL,
@@ -130,14 +128,6 @@ class DetailRow:
     acct_pay: int
 
 
-class _NotSent(Exception):
-    """The request never reached the insurer whole."""
-
-
-class _NoAnswer(Exception):
-    """The request was sent and no answer came back."""
-
-
 class InsurerClient:
     """Calls to the insurer at ``base_url`` (``settings.INSURER_URL``).
 
@@ -154,7 +144,7 @@ class InsurerClient:
             timeout if timeout is not None else getattr(settings, "INSURER_TIMEOUT_SECONDS", 5.0)
         )
         self.last_msgid = ""
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._opener = opener()
 
     @staticmethod
     def new_msgid(infno: str) -> str:
@@ -286,9 +276,9 @@ class InsurerClient:
         after_send = InsurerOutcomeUnknown if infno in CHANGES_STATE else InsurerUnavailable
         try:
             status, response = self._post(infno, body)
-        except _NotSent as e:
+        except NotSent as e:
             raise self._finish(call, InsurerUnavailable, None, f"not sent: {e}") from e
-        except _NoAnswer as e:
+        except NoAnswer as e:
             raise self._finish(call, after_send, None, f"no answer: {e}") from e
         if status >= 500:
             gateway = status in (502, 504)  # a gateway's: the insurer may have acted
@@ -314,30 +304,10 @@ class InsurerClient:
         return result
 
     def _post(self, infno: str, body: Json) -> tuple[int, Any]:
-        request = urllib.request.Request(  # noqa: S310 - the scheme is checked in __init__
-            f"{self.base_url}/fsi/api/{infno}",
-            data=json.dumps(body, ensure_ascii=False).encode(),
-            headers={"Content-Type": "application/json; charset=utf-8"},
-            method="POST",
+        # http(s) only: the scheme is checked in __init__.
+        status, raw = post_json(
+            self._opener, f"{self.base_url}/fsi/api/{infno}", body, timeout=self.timeout
         )
-        try:
-            # http(s) only: the scheme is checked in __init__.
-            with self._opener.open(request, timeout=self.timeout) as answer:  # noqa: S310
-                status, raw = answer.status, answer.read()
-        except urllib.error.HTTPError as e:
-            status = e.code
-            try:
-                raw = e.read()
-            except (OSError, http.client.HTTPException):
-                raw = b""
-            finally:
-                e.close()
-        except urllib.error.URLError as e:
-            # urllib raises URLError while connecting or sending, before anything was answered.
-            raise _NotSent(str(e.reason)) from e
-        except (OSError, http.client.HTTPException) as e:
-            # A timeout while waiting, a connection closed without an answer, a cut-off body.
-            raise _NoAnswer(f"{type(e).__name__}: {e}".rstrip(": ")) from e
         try:
             return status, json.loads(raw)
         except ValueError:
