@@ -300,6 +300,12 @@ class FamilyLink(models.Model):
                 condition=Q(status="active"),
                 name="one_active_link_per_pair",
             ),
+            # One request waiting for consent per pair: asking again reuses it.
+            models.UniqueConstraint(
+                fields=["payer", "beneficiary"],
+                condition=Q(status="pending"),
+                name="one_pending_link_per_pair",
+            ),
             models.CheckConstraint(
                 name="link_not_to_self", condition=~Q(payer=models.F("beneficiary"))
             ),

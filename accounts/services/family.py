@@ -155,7 +155,7 @@ def _activate(actor: str, link: FamilyLink) -> None:
 
 @transaction.atomic(durable=True)
 def family_link_request(
-    *, actor: str, payer: Person, beneficiary: Person, cap: int | None = None
+    *, actor: str, payer: Person, beneficiary: Person, consent: bool, cap: int | None = None
 ) -> FamilyLink:
     """An adult child asks to carry a parent's costs (child_of_parent): the link waits for
     the parent's consent, asked by a code sent to the parent's phone, which the parent gives
@@ -164,7 +164,7 @@ def family_link_request(
     today = timezone.localdate()
     relation = FamilyLink.Relation.CHILD_OF_PARENT
     check_family_rules(
-        payer=payer, beneficiary=beneficiary, relation=relation, consent=True, today=today
+        payer=payer, beneficiary=beneficiary, relation=relation, consent=consent, today=today
     )
     _check_cap(cap)
     if not beneficiary.phone_encrypted:
@@ -183,15 +183,21 @@ def family_link_request(
         .first()
     )
     if link is None:
-        link = FamilyLink.objects.create(
-            payer=payer,
-            beneficiary=beneficiary,
-            relation=relation,
-            status=FamilyLink.Status.PENDING,
-            cap=cap,
-            consent_by="",
-            consent_channel="sms",
-        )
+        try:
+            with transaction.atomic():  # the same request sent twice at once: one link waits
+                link = FamilyLink.objects.create(
+                    payer=payer,
+                    beneficiary=beneficiary,
+                    relation=relation,
+                    status=FamilyLink.Status.PENDING,
+                    cap=cap,
+                    consent_by="",
+                    consent_channel="sms",
+                )
+        except IntegrityError:
+            raise FamilyRuleViolated(
+                _("this link is already waiting for consent"), field="beneficiary"
+            ) from None
     elif link.cap != cap:
         link.cap = cap
         link.save(update_fields=["cap"])

@@ -4,8 +4,9 @@ A code is six digits from ``secrets``, good for ``CODE_MINUTES`` minutes and ``C
 wrong tries (the last voids it), used once. Only a keyed hash of it is stored (the field key's
 lookup hash, over the purpose, the phone and the code), and the message carrying it goes out
 through the SMS outbox (``notices.sms_queue``), whose copy of the code is wiped once sent. A
-phone gets at most one code a minute and ``DAILY_CODES`` in any 24 hours; a new code voids the
-phone's earlier unused ones for the same purpose.
+phone gets at most one code a minute and ``DAILY_CODES`` in any 24 hours for each purpose
+(signing in, a family member's consent); a new code voids the phone's earlier unused ones for
+the same purpose and subject.
 
 Signing in checks the code and then finds the person: the one whose phone it is, or, for a
 phone on nobody, the holder of the ID number given (who has no phone yet, and whose name
@@ -91,8 +92,10 @@ def sms_code_issue(
     _phone_lock(phone)
     now = timezone.now()
     hashes = crypto.lookup_hashes(phone)
+    # Counted per purpose: consent codes a family member has asked for do not use up the
+    # phone's own sign-ins.
     recent = list(
-        SmsCode.objects.filter(phone_hash__in=hashes, created_at__gt=now - DAY)
+        SmsCode.objects.filter(phone_hash__in=hashes, purpose=purpose, created_at__gt=now - DAY)
         .order_by("-created_at")
         .values_list("created_at", flat=True)[:DAILY_CODES]
     )
@@ -103,8 +106,14 @@ def sms_code_issue(
         )
     if len(recent) >= DAILY_CODES:
         raise TooManyCodes(retry_after=_retry_after(recent[-1] + DAY, now), daily=True)
+    # A new code voids the earlier unused ones for the same thing (two family members asking a
+    # parent's consent each keep theirs).
     SmsCode.objects.filter(
-        phone_hash__in=hashes, purpose=purpose, used_at__isnull=True, voided_at__isnull=True
+        phone_hash__in=hashes,
+        purpose=purpose,
+        subject=subject,
+        used_at__isnull=True,
+        voided_at__isnull=True,
     ).update(voided_at=now)
     digits = f"{secrets.randbelow(10**6):06d}"
     code = SmsCode.objects.create(

@@ -242,11 +242,11 @@ def family_add(request: HttpRequest, kind: str) -> HttpResponse:
                     ),
                 )
             elif relation == FamilyLink.Relation.CHILD_OF_PARENT:
-                if not form.cleaned_data["consent"]:
-                    form.add_error("consent", _("Your consent is needed to carry their costs."))
-                    raise _Refused
                 link = family_link_request(
-                    actor=actor(request), payer=person, beneficiary=beneficiary
+                    actor=actor(request),
+                    payer=person,
+                    beneficiary=beneficiary,
+                    consent=bool(form.cleaned_data["consent"]),
                 )
                 messages.success(
                     request,
@@ -275,16 +275,10 @@ def family_add(request: HttpRequest, kind: str) -> HttpResponse:
                 return HttpResponseRedirect(reverse("portal-family"))
         except AccountsError as error:
             add_domain_error(form, error)
-        except _Refused:
-            pass
     forms = {other: new_form(other) for other in ADD_KINDS}
     forms[kind] = form
     # 200 with the errors by their fields, as Django forms do (a browser logs a 400 as an error).
     return render(request, "web/portal/family.html", family_context(person, forms))
-
-
-class _Refused(Exception):
-    """The form has its error already."""
 
 
 @require_POST

@@ -7,7 +7,7 @@ from datetime import date
 import pytest
 
 from accounts import crypto
-from accounts.exceptions import CodeNotValid, FamilyRuleViolated, WrongCode
+from accounts.exceptions import CodeNotValid, FamilyRuleViolated, TooManyCodes, WrongCode
 from accounts.models import AuditEvent, FamilyLink, SmsCode, SmsMessage
 from accounts.services.family import family_link_consent, family_link_request
 
@@ -31,7 +31,9 @@ def code_sent(link: FamilyLink) -> str:
 
 def test_the_parent_consents_by_the_code_sent_to_their_phone(family):
     child, parent = family
-    link = family_link_request(actor="patient:1", payer=child, beneficiary=parent, cap=50_000)
+    link = family_link_request(
+        actor="patient:1", payer=child, beneficiary=parent, consent=True, cap=50_000
+    )
     assert (link.status, link.consent_at, link.relation) == ("pending", None, "child_of_parent")
     code = code_sent(link)
     message = SmsMessage.objects.get(template="CONSENT_CODE")
@@ -55,7 +57,7 @@ def test_the_parent_consents_by_the_code_sent_to_their_phone(family):
 
 def test_five_wrong_codes_void_it_and_someone_else_cannot_consent(family, make_person):
     child, parent = family
-    link = family_link_request(actor="patient:1", payer=child, beneficiary=parent)
+    link = family_link_request(actor="patient:1", payer=child, beneficiary=parent, consent=True)
     code = code_sent(link)
     stranger = make_person("王五", birth=date(1990, 1, 1))
     with pytest.raises(FamilyRuleViolated):  # not the one who asked
@@ -73,7 +75,7 @@ def test_a_parent_without_a_phone_consents_at_a_desk(make_person):
     child = make_person("林子豪", birth=date(1985, 4, 4), phone="13900020001")
     parent = make_person("林国强", birth=date(1955, 1, 1))
     with pytest.raises(FamilyRuleViolated) as refused:
-        family_link_request(actor="patient:1", payer=child, beneficiary=parent)
+        family_link_request(actor="patient:1", payer=child, beneficiary=parent, consent=True)
     assert refused.value.field == "beneficiary"
     assert not FamilyLink.objects.exists() and not SmsMessage.objects.exists()
 
@@ -98,8 +100,37 @@ def test_on_the_portal_the_child_asks_and_enters_the_code_the_parent_got(family,
     assert "等待对方同意" in asked.content.decode()
 
     wrong = client.post(f"/portal/family/{link.pk}/consent/", {"code": "12"}, follow=True)
-    assert "验证码" in wrong.content.decode()
+    assert "验证码错误" in wrong.content.decode()  # said on the page, the link still waiting
     assert FamilyLink.objects.get(pk=link.pk).status == "pending"
     done = client.post(f"/portal/family/{link.pk}/consent/", {"code": code_sent(link)}, follow=True)
     assert "林国强已同意" in done.content.decode()
     assert FamilyLink.objects.get(pk=link.pk).status == "active"
+
+
+@pytest.mark.postgres
+def test_the_same_request_sent_at_once_makes_one_waiting_link(family):
+    from tests.threads import run_threads
+
+    child, parent = family
+    results = run_threads(
+        lambda i: family_link_request(
+            actor="patient:1", payer=child, beneficiary=parent, consent=True
+        ),
+        threads=4,
+    )
+    links = [r for r in results if isinstance(r, FamilyLink)]
+    assert links and all(r.pk == links[0].pk for r in links), results
+    refused = [r for r in results if not isinstance(r, FamilyLink)]
+    assert all(isinstance(r, (FamilyRuleViolated, TooManyCodes)) for r in refused), results
+    assert FamilyLink.objects.filter(status="pending").count() == 1
+    live = SmsCode.objects.filter(purpose="family_consent", voided_at__isnull=True)
+    assert live.count() == 1  # the parent has one code to tell
+
+
+def test_a_consent_code_does_not_use_up_the_parents_sign_ins(family):
+    from accounts.services.sms_codes import sign_in_code_send
+
+    child, parent = family
+    family_link_request(actor="patient:1", payer=child, beneficiary=parent, consent=True)
+    sign_in_code_send(phone="13900020002")  # the parent signs in the same minute
+    assert SmsCode.objects.filter(purpose="sign_in").count() == 1
