@@ -28,7 +28,7 @@ from accounts.exceptions import InvalidInput
 from accounts.models import Consent, CreditApplication, CreditLine, Partner, Person
 from accounts.selectors import person_id_number
 from accounts.services.audit import audit_record
-from accounts.services.consents import consent_record, live_consent
+from accounts.services.consents import consent_record
 from accounts.services.credit_lines import credit_line_grant_to, credit_line_set_frozen
 from accounts.services.partners import lowest_tier_score, tier_limit_or_none
 from core.money import fen_to_yuan
@@ -261,8 +261,10 @@ class RefreshReport:
 def scores_refresh(
     *, client: CreditScoreClient | None = None, today: date | None = None
 ) -> RefreshReport:
-    """Ask again the score of every holder of an open line who has a live credit-score
-    consent, and put each of their lines on its bank's tier table: the limit moves to the
+    """Ask again the score of every holder of an open line their enrolment granted (a
+    ``CreditApplication``), under that enrolment's consent while it is live, and put each such
+    line on its bank's tier table. A line a bank granted or set on its own, or one whose
+    enrolment's consent was revoked, is the bank's business and left alone. The limit moves to the
     score's band (``credit.line_retiered``), a score under the lowest band (or none any more)
     freezes the line (``credit.line_frozen``), and a line frozen for its score is thawed
     when the score is back in a band. A holder whose score cannot be had (the platform down)
@@ -271,20 +273,24 @@ def scores_refresh(
     """
     client = client or CreditScoreClient()
     report = RefreshReport()
-    holders = (
-        Person.objects.filter(
-            credit_lines__status__in=[CreditLine.Status.ACTIVE, CreditLine.Status.FROZEN],
-            consents__purpose=Consent.Purpose.CREDIT_SCORE,
-            consents__revoked_at__isnull=True,
-        )
-        .order_by("pk")
-        .distinct()
+    granted = CreditApplication.objects.filter(
+        status=CreditApplication.Status.GRANTED,
+        credit_line__status__in=[CreditLine.Status.ACTIVE, CreditLine.Status.FROZEN],
+        consent__revoked_at__isnull=True,
     )
     # Ids first: each holder is then read and written in transactions of its own, with no
     # cursor held open across them.
-    for person_id in list(holders.values_list("pk", flat=True)):
+    lines_of: dict[int, list[UUID]] = {}
+    consent_of: dict[int, int] = {}
+    for person_id, line_id, consent_id in granted.order_by("person_id", "created_at").values_list(
+        "person_id", "credit_line_id", "consent_id"
+    ):
+        if line_id not in lines_of.setdefault(person_id, []):
+            lines_of[person_id].append(line_id)
+        consent_of.setdefault(person_id, consent_id)
+    for person_id, line_ids in lines_of.items():
         person = Person.objects.get(pk=person_id)
-        consent = live_consent(person, Consent.Purpose.CREDIT_SCORE)
+        consent = Consent.objects.filter(pk=consent_of[person_id], revoked_at__isnull=True).first()
         if consent is None:  # revoked since the query
             continue
         report.asked += 1
@@ -294,12 +300,6 @@ def scores_refresh(
             report.skipped += 1
             report.skipped_persons.append(person.pk)
             continue
-        line_ids = list(
-            CreditLine.objects.filter(person=person)
-            .exclude(status=CreditLine.Status.CLOSED)
-            .order_by("opened_at")
-            .values_list("pk", flat=True)
-        )
         for line_id in line_ids:
             outcome = _retier(line_id, score)
             setattr(report, outcome, getattr(report, outcome) + 1)

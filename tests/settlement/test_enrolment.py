@@ -538,3 +538,24 @@ def test_enrolments_racing_for_one_person_grant_one_line(score_platform, make_pa
     assert CreditLine.objects.filter(person=person).count() == 1
     assert CreditApplication.objects.filter(person=person).count() == 1
     assert Consent.objects.filter(person=person).count() == 1  # the refused wrote nothing
+
+
+def test_the_refresh_leaves_a_line_the_bank_set_itself_alone(
+    score_platform, bank, make_person, make_partner
+):
+    """A holder enrolled at one bank keeps another bank's line as that bank set it: the
+    refresh re-tiers only what an enrolment granted."""
+    from tests.factories import grant_line
+
+    partner, _ = bank
+    line = enrolled(score_platform, partner, make_person, "宋佳", 640)
+    other, _ = make_partner("厦门银行")  # no tier table of its own matters here
+    own = grant_line(other, line.person, limit=123_400)
+    pin(score_platform, line.person, 550)
+
+    report = scores_refresh()
+
+    assert (report.asked, report.retiered, report.frozen) == (1, 1, 0)
+    own.refresh_from_db()
+    assert (own.status, own.limit) == ("active", 123_400)
+    assert all(e["credit_line"] == str(line.pk) for e in events("credit.line_retiered"))
