@@ -74,6 +74,7 @@ ERROR_ANSWERS = {
     404: "No such object, or one the caller may not see; a malformed id; a page past the end.",
     409: "A state conflict: already done, not allowed in this state, an Idempotency-Key reused "
     "with another request, or a collision with a concurrent request (code `retry`).",
+    415: "A file upload sent without a multipart/form-data body it can read.",
 }
 
 IDEMPOTENCY_KEY = OpenApiParameter(
@@ -115,7 +116,8 @@ class ApiSchema(AutoSchema):
     Every operation can be malformed (400) and needs credentials (401); views that check a
     role refuse others (403); an id in the path, a page number, or an id in the body of a
     view that says ``may_miss`` can name nothing (404); a POST with an Idempotency-Key, or
-    one whose view says ``may_conflict``, can conflict (409). Answer objects list every field
+    one whose view says ``may_conflict``, can conflict (409); an upload (multipart) sent as
+    something else is refused (415). Answer objects list every field
     they have and no others (``additionalProperties: false``), so a field added to an answer
     but not to its serializer fails tests/test_schema_contract.py.
     """
@@ -130,6 +132,9 @@ class ApiSchema(AutoSchema):
             statuses.append(404)
         if "Idempotency-Key" in named or getattr(self.view, "may_conflict", False):
             statuses.append(409)
+        parsers = getattr(self.view, "parser_classes", [])
+        if self.method == "POST" and any(p.media_type == "multipart/form-data" for p in parsers):
+            statuses.append(415)  # an upload whose body is not one it can read
         for code in statuses:
             answer = OpenApiResponse(ErrorOut, description=ERROR_ANSWERS[code])
             bodies.setdefault(str(code), self._get_response_for_code(answer, str(code)))

@@ -9,21 +9,16 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.authentication import IsPatient, PatientTokenAuthentication, patient_of
+from accounts.authentication import patient_of
 from accounts.models import Consent, CreditApplication, CreditLine
+from accounts.patient_api import PatientView
 from accounts.selectors import line_figures
 from accounts.serializers import CreditLineOut, credit_line_out
 from accounts.services.consents import consent_revoke
-from core.api import IDEMPOTENCY_KEY, ApiView, YuanField, idempotent
+from core.api import IDEMPOTENCY_KEY, YuanField, idempotent
 from core.api_errors import ErrorOut
 
 from .services.enrolment import CONSENT_TEXT, Enrolment, enrolment_apply, enrolment_bank
-
-
-class PatientView(ApiView):
-    authentication_classes = [PatientTokenAuthentication]
-    permission_classes = [IsPatient]
-    checks_roles = False  # a patient is never refused for a role: only for others' objects
 
 
 class EnrolmentOut(serializers.Serializer):

@@ -14,8 +14,9 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.authentication import IsPatient, PatientTokenAuthentication, patient_of
+from accounts.authentication import patient_of
 from accounts.models import SmsMessage
+from accounts.patient_api import PatientView
 from accounts.services.notices import messages_of
 from core.api import PAGE, ApiView, YuanField, page_of
 from core.money import fen_to_yuan
@@ -24,15 +25,6 @@ from .api import refund_out
 from .models import Encounter, Refund
 from .selectors import encounter_bill, patient_encounters
 from .serializers import BillOut, RefundOut
-
-
-class PatientView(ApiView):
-    """A patient's own reads: a bearer token, nothing else; no role can be refused (a caller
-    who is no patient is not signed in here: 401)."""
-
-    authentication_classes = [PatientTokenAuthentication]
-    permission_classes = [IsPatient]
-    checks_roles = False
 
 
 def _page(request: Request, view: ApiView, rows: Any, out: Any) -> Response:

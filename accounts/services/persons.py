@@ -119,14 +119,15 @@ def person_register(*, actor: str, name: str, id_number: str, phone: str) -> Per
     return _person_enrol(actor=actor, name=name, id_number=id_number, phone=phone)
 
 
-def person_phone_attach(*, actor: str, person: Person, phone: str) -> None:
-    """Give ``person`` (who has no phone) this verified one: a step of the sign-in service."""
+def person_phone_attach(*, actor: str, person: Person, phone: str, how: str = "verified") -> None:
+    """Give ``person`` (who has no phone) this one: a step of the sign-in service (a phone
+    verified by its code) or of a bank's grant (``how``: the bank's customer's phone)."""
     cleaned = phone_clean(phone)
     person.phone_encrypted = crypto.encrypt(cleaned)
     person.phone_hash = crypto.lookup_hash(cleaned)
     person.updated_at = timezone.now()
     person.save(update_fields=["phone_encrypted", "phone_hash", "updated_at"])
-    audit_record(actor=actor, action="person.update", obj=person, changes={"phone": "verified"})
+    audit_record(actor=actor, action="person.update", obj=person, changes={"phone": how})
 
 
 def person_get_or_create(
@@ -148,13 +149,10 @@ def person_get_or_create(
             existing = person_find(id_number)
             assert existing is not None  # noqa: S101 - PersonExists means the row is there
     if phone and not existing.phone_hash:
-        existing.phone_encrypted, existing.phone_hash = (
-            crypto.encrypt(phone),
-            crypto.lookup_hash(phone),
-        )
-        existing.updated_at = timezone.now()
-        existing.save(update_fields=["phone_encrypted", "phone_hash", "updated_at"])
-        audit_record(actor=actor, action="person.update", obj=existing, changes={"phone": "added"})
+        # Locked and read again: a patient's own sign-in may be verifying a phone this moment.
+        existing = Person.objects.select_for_update().get(pk=existing.pk)
+        if not existing.phone_hash:
+            person_phone_attach(actor=actor, person=existing, phone=phone, how="given by a bank")
     return existing, False
 
 

@@ -428,20 +428,7 @@ def deposit_view(encounter: Encounter, deposit: dict[str, Any]) -> dict[str, Any
             }
             for d in taken
         ],
-        "refunds": [
-            {
-                "amount": fen_to_yuan(r.amount),
-                "channel": labels.label(labels.CHANNEL, r.channel),
-                "reason": r.reason,
-                "reason_label": labels.label(labels.REFUND_REASON, r.reason),
-                "status": r.status,
-                "status_label": labels.label(labels.REFUND_STATUS, r.status),
-                "at": r.paid_at or r.created_at,
-                "paid_at": r.paid_at,
-                "reference": r.reference,
-            }
-            for r in refunds
-        ],
+        "refunds": refund_rows(refunds),
     }
 
 
