@@ -34,10 +34,10 @@ def post_json(
     via: urllib.request.OpenerDirector, url: str, body: Any, *, timeout: float
 ) -> tuple[int, bytes]:
     """POST ``body`` as UTF-8 JSON to ``url`` (an http(s) URL the caller checked); the answer's
-    status and bytes, whatever the status."""
+    status and bytes, whatever the status. ``body`` may be the JSON already encoded (bytes)."""
     request = urllib.request.Request(  # noqa: S310 - the callers check the scheme
         url,
-        data=json.dumps(body, ensure_ascii=False).encode(),
+        data=body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode(),
         headers={"Content-Type": "application/json; charset=utf-8"},
         method="POST",
     )

@@ -12,6 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import CreditLine, Department, FamilyLink, Institution, Partner, Person
+from core.jsontext import TextKeepingEncoder
 
 
 class Channel(models.TextChoices):
@@ -194,7 +195,8 @@ class InsurerCall(models.Model):
     msgid = models.CharField(max_length=64, unique=True)
     infno = models.CharField(max_length=8)
     mdtrt_id = models.CharField(max_length=64, blank=True, db_index=True)
-    request = models.JSONField()
+    # The request as it was sent (see the adapter for what a pre-settle leaves out).
+    request = models.JSONField(encoder=TextKeepingEncoder)
     response = models.JSONField(null=True, blank=True)
     outcome = models.CharField(max_length=12, choices=Outcome.choices, default=Outcome.SENT)
     error = models.TextField(blank=True)

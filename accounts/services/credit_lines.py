@@ -467,7 +467,8 @@ def credit_room(line: CreditLine, link: FamilyLink | None, hold: CreditHold | No
     return available
 
 
-@transaction.atomic
+# No savepoint: a draw that fails fails the whole transaction it is part of (a settlement).
+@transaction.atomic(savepoint=False)
 def credit_draw(
     *,
     key: str,

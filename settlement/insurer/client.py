@@ -1,7 +1,12 @@
 """The adapter to the insurer (API.md § Insurer protocol).
 
 Each call gets a fresh ``msgid`` and is stored as an :class:`~settlement.models.InsurerCall`
-before it is sent, then completed with the answer and its outcome:
+with the answer and its outcome. A call that may change the insurer's state (settle, cancel,
+reversal) is stored before it is sent and completed after, so a crash mid-call leaves its
+msgid to resolve; one that changes nothing is stored once, when it ends. The body is encoded
+once, and the text sent is the text stored; a pre-settle is stored without its fee lines
+(their count is kept): they are the encounter's standing charge lines, which the settle that
+follows sends again and stores. The outcomes:
 
 ``ok``
     ``infcode 0``; the typed helpers return what it says, in fen.
@@ -21,10 +26,11 @@ reached over its own network, not the hospital's way out to the internet.
 """
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date
-from typing import Any, TypeVar
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 from uuid import uuid4
 
@@ -33,6 +39,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from core.http import NoAnswer, NotSent, opener, post_json
+from core.jsontext import EncodedJson
 from core.money import WIRE, fen_to_yuan, yuan_to_fen
 from settlement.insurer import (
     CANCEL,
@@ -50,10 +57,14 @@ from settlement.insurer import (
 )
 from settlement.models import Charge, InsurerCall
 
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
+
 __all__ = [
     "DailyTotals",
     "DetailRow",
     "FeeLine",
+    "FeeLines",
     "InsurerClient",
     "InsurerError",
     "InsurerOutcomeUnknown",
@@ -77,8 +88,11 @@ class FeeLine:
     service_date: date | None = None
 
     @classmethod
-    def from_charge(cls, charge: Charge) -> "FeeLine":
-        return cls(charge.insurance_class, charge.amount, charge.code, charge.service_date)
+    def of_charges(cls, charges: "QuerySet[Charge]") -> "FeeLines":
+        """The lines of ``charges`` (their order kept, zero amounts left out), read as tuples
+        rather than model instances: a long stay has thousands."""
+        rows = charges.values_list("insurance_class", "amount", "code", "service_date")
+        return FeeLines(cls(*row) for row in rows if row[1])
 
     def to_wire(self) -> Json:
         return {
@@ -87,6 +101,32 @@ class FeeLine:
             "code": self.code,
             "service_date": self.service_date.isoformat() if self.service_date else None,
         }
+
+
+class FeeLines:
+    """Fee lines with their total and wire form worked out once, however often they are sent
+    (a pre-settle and then a settle send the same lines)."""
+
+    def __init__(self, lines: Iterable[FeeLine]) -> None:
+        self.lines = tuple(lines)
+
+    def __iter__(self) -> Iterator[FeeLine]:
+        return iter(self.lines)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    @cached_property
+    def total(self) -> int:
+        return sum(line.amount for line in self.lines)
+
+    @cached_property
+    def wire(self) -> list[Json]:
+        return [line.to_wire() for line in self.lines]
+
+
+def _fee_lines(lines: Iterable[FeeLine]) -> FeeLines:
+    return lines if isinstance(lines, FeeLines) else FeeLines(lines)
 
 
 @dataclass(frozen=True)
@@ -162,13 +202,16 @@ class InsurerClient:
         *,
         fixmedins_code: str = "",
     ) -> Split:
-        """2206/2303: what the insurer would pay; changes nothing."""
-        lines = list(fee_lines)
+        """2206/2303: what the insurer would pay; changes nothing. Stored without its fee
+        lines, whose count is kept (see the module's docstring)."""
+        lines = _fee_lines(fee_lines)
+        data = _settle_input(mdtrt_id, psn_no, lines, fixmedins_code)
         split = self._exchange(
             PRE_SETTLE[_kind(kind)],
-            _settle_input(mdtrt_id, psn_no, lines, fixmedins_code),
-            lambda output: _split(output, sum(line.amount for line in lines), settled=False),
+            data,
+            lambda output: _split(output, lines.total, settled=False),
             mdtrt_id=mdtrt_id,
+            stored={**data, "fee_lines": {"count": len(lines)}},
         )
         return replace(split, msgid=self.last_msgid)
 
@@ -188,11 +231,11 @@ class InsurerClient:
         ``msgid`` may be chosen beforehand (see :meth:`new_msgid`) so that the caller can
         record it before the call; on :class:`InsurerOutcomeUnknown` it is the one to reverse.
         """
-        lines = list(fee_lines)
+        lines = _fee_lines(fee_lines)
         split = self._exchange(
             SETTLE[_kind(kind)],
             _settle_input(mdtrt_id, psn_no, lines, fixmedins_code),
-            lambda output: _split(output, sum(line.amount for line in lines), settled=True),
+            lambda output: _split(output, lines.total, settled=True),
             mdtrt_id=mdtrt_id,
             msgid=msgid,
         )
@@ -266,16 +309,28 @@ class InsurerClient:
         *,
         mdtrt_id: str = "",
         msgid: str | None = None,
+        stored: Json | None = None,
     ) -> T:
+        """Send ``data`` as ``infno`` and parse the output; the call is stored (``stored`` in
+        place of ``data`` if given) before it is sent if it may change the insurer's state,
+        else once it ends."""
         msgid = msgid or self.new_msgid(infno)
         self.last_msgid = msgid
         body = {"infno": infno, "msgid": msgid, "input": data}
-        call = InsurerCall.objects.create(msgid=msgid, infno=infno, mdtrt_id=mdtrt_id, request=body)
+        sent = json.dumps(body, ensure_ascii=False)
+        call = InsurerCall(
+            msgid=msgid,
+            infno=infno,
+            mdtrt_id=mdtrt_id,
+            request=EncodedJson(sent) if stored is None else {**body, "input": stored},
+        )
+        if infno in CHANGES_STATE:
+            call.save()
         # Failing before the insurer could act is "unavailable"; after a state-changing call
         # was sent, anything short of a clear answer is "unknown".
         after_send = InsurerOutcomeUnknown if infno in CHANGES_STATE else InsurerUnavailable
         try:
-            status, response = self._post(infno, body)
+            status, response = self._post(infno, sent.encode())
         except NotSent as e:
             raise self._finish(call, InsurerUnavailable, None, f"not sent: {e}") from e
         except NoAnswer as e:
@@ -303,7 +358,7 @@ class InsurerClient:
         self._complete(call, InsurerCall.Outcome.OK, response, "")
         return result
 
-    def _post(self, infno: str, body: Json) -> tuple[int, Any]:
+    def _post(self, infno: str, body: bytes) -> tuple[int, Any]:
         # http(s) only: the scheme is checked in __init__.
         status, raw = post_json(
             self._opener, f"{self.base_url}/fsi/api/{infno}", body, timeout=self.timeout
@@ -334,7 +389,10 @@ class InsurerClient:
         call.response = response
         call.error = error
         call.finished_at = timezone.now()
-        call.save(update_fields=["outcome", "response", "error", "finished_at"])
+        if call.pk is None:  # a call that changes nothing: stored now, once
+            call.save()
+        else:
+            call.save(update_fields=["outcome", "response", "error", "finished_at"])
 
 
 def _kind(kind: str) -> str:
@@ -343,14 +401,12 @@ def _kind(kind: str) -> str:
     return kind
 
 
-def _settle_input(
-    mdtrt_id: str, psn_no: str, lines: list[FeeLine], fixmedins_code: str = ""
-) -> Json:
+def _settle_input(mdtrt_id: str, psn_no: str, lines: FeeLines, fixmedins_code: str = "") -> Json:
     data: Json = {
         "mdtrt_id": mdtrt_id,
         "psn_no": psn_no,
-        "medfee_sumamt": fen_to_yuan(sum(line.amount for line in lines)),
-        "fee_lines": [line.to_wire() for line in lines],
+        "medfee_sumamt": fen_to_yuan(lines.total),
+        "fee_lines": lines.wire,
     }
     if fixmedins_code:  # the institution (定点医药机构编号) the encounter is at
         data["fixmedins_code"] = fixmedins_code

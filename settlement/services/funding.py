@@ -78,16 +78,23 @@ class FundingPlan:
 
 
 def funding_plan(
-    encounter: Encounter, self_pay: int, channel: str | None, *, lock_line: bool = False
+    encounter: Encounter,
+    self_pay: int,
+    channel: str | None,
+    *,
+    lock_line: bool = False,
+    deposit_held: int | None = None,
 ) -> FundingPlan:
     """How ``self_pay`` is paid for the encounter.
 
     With ``lock_line`` (inside the settlement's transaction, the encounter locked) the line is
-    locked before its room is read: settlements drawing on one (family) line queue there, and
-    each plans on what the others left. A line chosen now that has nothing left once locked is
-    not used.
+    locked, and read again, before its room is read: settlements drawing on one (family) line
+    queue there, and each plans on what the others left. A line chosen now that has nothing
+    left once locked is not used. ``deposit_held``, when the caller read it once the encounter
+    was ``settling`` (no deposit is taken then), saves reading it again.
     """
-    deposit_held = deposit_paid(encounter)  # read, never made: a waived deposit has none
+    if deposit_held is None:
+        deposit_held = deposit_paid(encounter)  # read, never made: a waived deposit has none
     from_deposit = min(deposit_held, self_pay)
     rest = self_pay - from_deposit
     line, link = encounter.funding_line, encounter.funding_link
@@ -100,7 +107,11 @@ def funding_plan(
     if chosen is not None:
         line, link = chosen.line, chosen.via_link
     if lock_line and line is not None:
-        CreditLine.objects.select_for_update().get(pk=line.pk)
+        line = (
+            CreditLine.objects.select_for_update(of=("self",))
+            .select_related("partner", "capacity_account")
+            .get(pk=line.pk)
+        )
     room = credit_room(line, link, hold) if rest and line is not None else 0
     if chosen is not None and room == 0:
         line, link, chosen = None, None, None

@@ -9,7 +9,7 @@ reverse, 冲正) before anything else is sent. A claim the insurer could not set
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from django.db.models import Q, Sum
@@ -23,7 +23,7 @@ from ..insurer import (
     InsurerRejected,
     InsurerUnavailable,
 )
-from ..insurer.client import FeeLine, InsurerClient, Split
+from ..insurer.client import FeeLine, FeeLines, InsurerClient, Split
 from ..models import Charge, Encounter, InsuranceClaim
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,9 @@ class InsurerAnswer:
     account: int = 0
     setl_id: str = ""
     error: str = ""
+    # The bill's total (fen) as read for this attempt, the encounter already ``settling`` (no
+    # charge can change any more); ``None`` when this attempt did not read the bill.
+    bill: int | None = None
 
     @property
     def insurer_pays(self) -> int:
@@ -51,12 +54,13 @@ class InsurerAnswer:
         return self.fund + self.account if self.status == "settled" else 0
 
 
-def fee_lines(encounter: Encounter) -> list[FeeLine]:
+def fee_lines(encounter: Encounter) -> FeeLines:
     """The charge lines still standing (reversed pairs left out), as the insurer wants them."""
-    lines = Charge.objects.filter(
-        encounter=encounter, reverses__isnull=True, reversed_by__isnull=True
-    ).order_by("service_date", "pk")
-    return [FeeLine.from_charge(line) for line in lines if line.amount]
+    return FeeLine.of_charges(
+        Charge.objects.filter(
+            encounter=encounter, reverses__isnull=True, reversed_by__isnull=True
+        ).order_by("service_date", "pk")
+    )
 
 
 def bill_total(encounter: Encounter) -> int:
@@ -85,32 +89,32 @@ def insurer_ask(
     mdtrt_id, psn_no = str(encounter.pk), f"P{encounter.person_id}"
     lines = fee_lines(encounter)
     # The bill: a reversed pair nets to nothing, so the standing lines sum to every line's sum.
-    total = sum(line.amount for line in lines)
+    total = lines.total
     if total == 0:
-        return InsurerAnswer(status="settled")
+        return InsurerAnswer(status="settled", bill=0)
     try:
         if claim.settle_msgid:  # an earlier settle may or may not have happened
             earlier = earlier_settle_resolve(client, claim, mdtrt_id)
             if earlier is not None:
-                return earlier
+                return replace(earlier, bill=total)
         pre = client.pre_settle(
             encounter.kind, mdtrt_id, psn_no, lines, fixmedins_code=encounter.institution.code
         )
         if cover is not None:
             cover(pre.psn_cash_pay)
-        return _settle(client, encounter, claim, lines)
+        return replace(_settle(client, encounter, claim, lines), bill=total)
     except (InsurerUnavailable, InsurerOutcomeUnknown) as error:
         if cover is not None:
             cover(total)
-        return InsurerAnswer(status="deferred", medfee=total, error=str(error))
+        return InsurerAnswer(status="deferred", medfee=total, error=str(error), bill=total)
     except InsurerRejected as error:
         if cover is not None:
             cover(total)
-        return InsurerAnswer(status="failed", medfee=total, error=str(error))
+        return InsurerAnswer(status="failed", medfee=total, error=str(error), bill=total)
 
 
 def _settle(
-    client: InsurerClient, encounter: Encounter, claim: InsuranceClaim, lines: list[FeeLine]
+    client: InsurerClient, encounter: Encounter, claim: InsuranceClaim, lines: FeeLines
 ) -> InsurerAnswer:
     mdtrt_id, psn_no = str(encounter.pk), f"P{encounter.person_id}"
     # The msgid is stored before the settle is sent: after a crash the next attempt knows

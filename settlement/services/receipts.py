@@ -44,14 +44,17 @@ def _new_number(encounter: Encounter) -> str:
             return number
 
 
-def receipt_issue(*, settlement: Settlement) -> Receipt:
+def receipt_issue(*, settlement: Settlement, first: bool = False) -> Receipt:
     """Issue a receipt for the settlement as it stands; a re-issue supersedes the current one.
 
-    Call inside the transaction that changes the settlement.
+    Call inside the transaction that changes the settlement; ``first`` when it is being made
+    (a settlement is made once per encounter, so no receipt is there to supersede).
     """
     encounter = settlement.encounter
     previous = (
-        Receipt.objects.select_for_update()
+        None
+        if first
+        else Receipt.objects.select_for_update()
         .filter(encounter=encounter, superseded_by__isnull=True)
         .first()
     )

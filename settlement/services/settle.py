@@ -50,6 +50,7 @@ from ..exceptions import (
 from ..insurer.client import InsurerClient
 from ..models import Channel, Encounter, InsuranceClaim, Settlement
 from ..rules import status_word
+from ..selectors import deposit_paid
 from .funding import FundingPlan, cover_check, funded_by, funding_plan, settlement_post
 from .insurer_claims import LEASE, InsurerAnswer, bill_total, insurer_ask, recovered_answer
 from .notices import family_draw_notice, settled_notice
@@ -58,6 +59,14 @@ from .receipts import receipt_issue
 logger = logging.getLogger(__name__)
 
 RECOVERY_ACTOR = "system:settle_recover"
+# What a settle reads with its encounter, in the same statement (only the encounter is locked).
+_SETTLE_RELATED = (
+    "institution",
+    "person",
+    "funding_line__partner",
+    "funding_line__capacity_account",
+    "funding_link__payer",
+)
 
 
 # --- the public calls -------------------------------------------------------------------------
@@ -82,25 +91,27 @@ def encounter_settle(
         earlier = _settled_for(encounter_id, key)
         if earlier is not None:
             return earlier
-    _begin(encounter_id, key or "")
+    encounter, claim = _begin(encounter_id, key or "")
     try:
-        encounter = Encounter.objects.select_related("person", "institution").get(pk=encounter_id)
-        claim = InsuranceClaim.objects.get(encounter=encounter)
+        deposit_held = deposit_paid(encounter)  # no deposit is taken while settling
         answer = insurer_ask(
-            client or InsurerClient(), encounter, claim, cover=_cover(encounter, channel)
+            client or InsurerClient(),
+            encounter,
+            claim,
+            cover=_cover(encounter, channel, deposit_held),
         )
-        return _finish(actor, encounter_id, answer, channel)
+        return _finish(actor, encounter_id, answer, channel, deposit_held=deposit_held)
     except BaseException:
         _abort(encounter_id)
         raise
 
 
-def _cover(encounter: Encounter, channel: str | None) -> Callable[[int], None]:
+def _cover(encounter: Encounter, channel: str | None, deposit_held: int) -> Callable[[int], None]:
     """The check made before the insurer is asked to settle: the self-pay must be covered by
     the deposit, a credit line or the channel offered (nothing is locked yet)."""
 
     def check(self_pay: int) -> None:
-        cover_check(funding_plan(encounter, self_pay, channel))
+        cover_check(funding_plan(encounter, self_pay, channel, deposit_held=deposit_held))
 
     return check
 
@@ -188,11 +199,19 @@ def _settled_for(encounter_id: UUID, key: str) -> Settlement | None:
 
 
 @transaction.atomic(durable=True)
-def _begin(encounter_id: UUID, key: str) -> None:
-    encounter = Encounter.objects.select_for_update().get(pk=encounter_id)
+def _begin(encounter_id: UUID, key: str) -> tuple[Encounter, InsuranceClaim]:
+    """Step 1; the encounter (with its person and institution) and its claim, as left."""
+    encounter = (
+        Encounter.objects.select_for_update(of=("self",))
+        .select_related(*_SETTLE_RELATED)
+        .get(pk=encounter_id)
+    )
     if encounter.status in (Encounter.Status.SETTLED, Encounter.Status.SETTLED_INSURANCE_DEFERRED):
         raise AlreadySettled(gettext_lazy("the encounter is already settled"))
-    claim, _ = InsuranceClaim.objects.get_or_create(encounter=encounter)
+    # The encounter's lock keeps a second claim from being made meanwhile: no savepoint.
+    claim = InsuranceClaim.objects.filter(encounter=encounter).first()
+    if claim is None:
+        claim = InsuranceClaim.objects.create(encounter=encounter)
     now = timezone.now()
     if (
         encounter.status == Encounter.Status.SETTLING
@@ -205,6 +224,7 @@ def _begin(encounter_id: UUID, key: str) -> None:
     claim.lease_until = now + LEASE
     claim.settle_key = key
     claim.save(update_fields=["lease_until", "settle_key"])
+    return encounter, claim
 
 
 def _abort(encounter_id: UUID) -> None:
@@ -227,11 +247,22 @@ def _abort(encounter_id: UUID) -> None:
 
 @transaction.atomic(durable=True)
 def _finish(
-    actor: str, encounter_id: UUID, answer: InsurerAnswer, channel: str | None
+    actor: str,
+    encounter_id: UUID,
+    answer: InsurerAnswer,
+    channel: str | None,
+    *,
+    deposit_held: int | None = None,
 ) -> Settlement:
     encounter = _settling_locked(encounter_id)
     total = _bill_as_settled(encounter, answer)
-    plan = funding_plan(encounter, total - answer.insurer_pays, channel, lock_line=True)
+    plan = funding_plan(
+        encounter,
+        total - answer.insurer_pays,
+        channel,
+        lock_line=True,
+        deposit_held=deposit_held,
+    )
     cover_check(plan)
     due_date = settlement_post(
         encounter,
@@ -260,7 +291,7 @@ def _draw_notices(encounter: Encounter, plan: FundingPlan, due_date: date) -> No
 def _settling_locked(encounter_id: UUID) -> Encounter:
     encounter = (
         Encounter.objects.select_for_update(of=("self",))
-        .select_related("institution", "person", "funding_line__partner", "funding_link__payer")
+        .select_related(*_SETTLE_RELATED)
         .get(pk=encounter_id)
     )
     if encounter.status != Encounter.Status.SETTLING:
@@ -272,8 +303,9 @@ def _settling_locked(encounter_id: UUID) -> Encounter:
 
 
 def _bill_as_settled(encounter: Encounter, answer: InsurerAnswer) -> int:
-    """The bill's total, refused unless it is the one the insurer settled."""
-    total = bill_total(encounter)
+    """The bill's total, refused unless it is the one the insurer settled: as the attempt read
+    it (the encounter was ``settling`` already), else read now."""
+    total = answer.bill if answer.bill is not None else bill_total(encounter)
     if answer.status == "settled" and total and answer.medfee != total:
         raise EncounterStateError(
             gettext_lazy("the insurer settled %(insurer)s but the bill is %(bill)s"),
@@ -304,7 +336,7 @@ def _settlement_record(
         funded_by=funded_by(encounter, plan),
         due_date=due_date,
     )
-    receipt_issue(settlement=settlement)
+    receipt_issue(settlement=settlement, first=True)
     settlement.save()
     return settlement
 

@@ -1,5 +1,6 @@
 """The insurer policy, the simulator as a real process, and the adapter's outcomes against it."""
 
+import json
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -148,6 +149,36 @@ def settlements_of(sim: Simulator, mdtrt_id: str) -> list[dict[str, Any]]:
 
 
 # --- the adapter against it -------------------------------------------------------------------
+
+
+class Recording(InsurerClient):
+    """The adapter, keeping the bodies it sends."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(base_url=url, timeout=5)
+        self.sent: list[bytes] = []
+
+    def _post(self, infno: str, body: bytes) -> tuple[int, Any]:
+        self.sent.append(body)
+        return super()._post(infno, body)
+
+
+@pytest.mark.django_db
+def test_the_settle_is_stored_as_sent_and_the_pre_settle_without_its_lines(shared_sim):
+    """A stay's fee lines are stored once: with the settle, as the very text sent; the
+    pre-settle before it keeps only their count."""
+    recording = Recording(shared_sim.url)
+    mdtrt_id, psn_no = new_id("enc"), new_id("psn")
+    recording.pre_settle("inpatient", mdtrt_id, psn_no, WARD_LINES, fixmedins_code="XMH1")
+    recording.settle("inpatient", mdtrt_id, psn_no, WARD_LINES, fixmedins_code="XMH1")
+
+    pre, settle = InsurerCall.objects.filter(mdtrt_id=mdtrt_id).order_by("started_at")
+    sent_pre, sent_settle = (json.loads(body) for body in recording.sent)
+    assert len(sent_pre["input"]["fee_lines"]) == len(WARD_LINES)
+    assert pre.request == {**sent_pre, "input": {**sent_pre["input"], "fee_lines": {"count": 3}}}
+    assert settle.request == sent_settle
+    assert sent_settle["input"]["fee_lines"] == sent_pre["input"]["fee_lines"]
+    assert pre.outcome == settle.outcome == InsurerCall.Outcome.OK
 
 
 @pytest.mark.django_db

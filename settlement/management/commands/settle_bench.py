@@ -69,7 +69,7 @@ class TimedInsurer(InsurerClient):
         super().__init__(base_url=url, timeout=30)
         self.waited = 0.0
 
-    def _post(self, infno: str, body: dict[str, Any]) -> tuple[int, Any]:
+    def _post(self, infno: str, body: bytes) -> tuple[int, Any]:
         started = time.perf_counter()
         try:
             return super()._post(infno, body)
