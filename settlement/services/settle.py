@@ -203,16 +203,14 @@ def _begin(encounter_id: UUID, key: str) -> tuple[Encounter, InsuranceClaim]:
     """Step 1; the encounter (with its person and institution) and its claim, as left."""
     encounter = (
         Encounter.objects.select_for_update(of=("self",))
-        .select_related(*_SETTLE_RELATED, "claim")
+        .select_related(*_SETTLE_RELATED)
         .get(pk=encounter_id)
     )
     if encounter.status in (Encounter.Status.SETTLED, Encounter.Status.SETTLED_INSURANCE_DEFERRED):
         raise AlreadySettled(gettext_lazy("the encounter is already settled"))
-    # The claim is read with the encounter, whose lock guards it; the first settle makes it
-    # (the lock keeps a second from being made meanwhile: no savepoint).
-    try:
-        claim = encounter.claim
-    except InsuranceClaim.DoesNotExist:
+    # The encounter's lock keeps a second claim from being made meanwhile: no savepoint.
+    claim = InsuranceClaim.objects.filter(encounter=encounter).first()
+    if claim is None:
         claim = InsuranceClaim.objects.create(encounter=encounter)
     now = timezone.now()
     if (
