@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import psycopg
@@ -609,12 +609,25 @@ def hold_create(
     )
 
 
-@transaction.atomic
 def hold_post(*, key: str, hold_id: UUID, amount: int | None = None) -> Transaction:
-    """Post a pending hold for its full amount or less; the rest of the reservation is freed."""
+    """Post a pending hold for its full amount or less; the rest of the reservation is freed.
+
+    On PostgreSQL this is one call of the ``ledger_hold_resolve`` function (migration 0007),
+    which refuses by result rather than by error, as ``transaction_post`` does.
+    """
     if amount is not None:
         _check_amount(amount)
+    _check_key(key)
     request = _request_hash("hold_post", hold=str(hold_id), amount=amount)
+    if connection.vendor == "postgresql":
+        return cast(
+            Transaction, _resolve_in_database(key, request, hold_id, Hold.Status.POSTED, amount)
+        )
+    with transaction.atomic():
+        return _hold_post_in_python(key, request, hold_id, amount)
+
+
+def _hold_post_in_python(key: str, request: str, hold_id: UUID, amount: int | None) -> Transaction:
     txn_id = uuid7()
     earlier = _claim(key, request, "transaction", txn_id)
     if earlier is not None:
@@ -624,10 +637,7 @@ def hold_post(*, key: str, hold_id: UUID, amount: int | None = None) -> Transact
         raise HoldExpired(hold_id)
     posted = hold.amount if amount is None else amount
     if posted > hold.amount:
-        raise InvalidPosting(
-            gettext_lazy("cannot post %(posted)s fen of a %(held)s fen hold"),
-            params={"posted": posted, "held": hold.amount},
-        )
+        raise _over_capture(posted, hold.amount)
     Hold.objects.filter(pk=hold.pk).update(status=Hold.Status.POSTED, resolved_at=now)
     return _post(
         txn_id=txn_id,
@@ -640,14 +650,95 @@ def hold_post(*, key: str, hold_id: UUID, amount: int | None = None) -> Transact
     )
 
 
-@transaction.atomic
 def hold_void(*, key: str, hold_id: UUID) -> Hold:
-    """Release a pending hold without posting anything."""
+    """Release a pending hold without posting anything (one function call on PostgreSQL)."""
+    _check_key(key)
     request = _request_hash("hold_void", hold=str(hold_id))
-    earlier = _claim(key, request, "hold", hold_id)
-    if earlier is not None:
-        return Hold.objects.get(pk=earlier.result_id)
-    return _release(hold_id, Hold.Status.VOIDED)
+    if connection.vendor == "postgresql":
+        return cast(Hold, _resolve_in_database(key, request, hold_id, Hold.Status.VOIDED, None))
+    with transaction.atomic():
+        earlier = _claim(key, request, "hold", hold_id)
+        if earlier is not None:
+            return Hold.objects.get(pk=earlier.result_id)
+        return _release(hold_id, Hold.Status.VOIDED)
+
+
+def _over_capture(posted: int, held: int) -> InvalidPosting:
+    return InvalidPosting(
+        gettext_lazy("cannot post %(posted)s fen of a %(held)s fen hold"),
+        params={"posted": posted, "held": held},
+    )
+
+
+_HOLD_RESOLVE_SQL = (
+    "SELECT outcome, result_type, result_id, request_hash, hold_status, hold_ledger,"
+    " debit_account_id, credit_account_id, hold_amount, hold_expires_at, hold_reference,"
+    " hold_created_at, account_id, available"
+    " FROM ledger_hold_resolve(%s::text, %s::text, %s::text, %s::uuid, %s::text, %s::bigint,"
+    " %s::uuid, %s::timestamptz, %s::integer)"
+)
+
+
+def _resolve_in_database(
+    key: str, request: str, hold_id: UUID, status: str, amount: int | None
+) -> Transaction | Hold:
+    """Post or void a hold with one call of ``ledger_hold_resolve`` (PostgreSQL)."""
+    now = timezone.now()
+    txn_id = uuid7()
+    result_type = "transaction" if status == Hold.Status.POSTED else "hold"
+    [row] = _call_prepared(
+        _HOLD_RESOLVE_SQL,
+        [key, request, result_type, hold_id, status, amount, txn_id, now, _slot_seed_value()],
+    )
+    (outcome, earlier_type, earlier_id, earlier_hash, hold_status, ledger, debit_id, credit_id,
+     held, expires_at, reference, created_at, account_id, available) = row  # fmt: skip
+    if outcome == "earlier":
+        if earlier_hash != request or earlier_type != result_type:
+            raise IdempotencyConflict(key)
+        if result_type == "hold":
+            return Hold.objects.get(pk=earlier_id)
+        return Transaction.objects.get(pk=earlier_id)
+    if outcome == "missing":
+        raise InvalidPosting(gettext_lazy("hold %(hold)s does not exist"), params={"hold": hold_id})
+    if outcome == "not_pending":
+        raise HoldNotPending(hold_id, hold_status)
+    if outcome == "expired":
+        raise HoldExpired(hold_id)
+    if outcome == "over":
+        raise _over_capture(amount or 0, held)
+    if outcome == "refused":  # pragma: no cover - releasing a reservation frees room
+        account = Account.objects.get(pk=account_id)
+        posted = held if amount is None else amount
+        raise LimitExceeded(account.code, available, posted - held)
+    hold = Hold(
+        id=hold_id,
+        ledger=ledger,
+        debit_account_id=debit_id,
+        credit_account_id=credit_id,
+        amount=held,
+        status=hold_status,
+        expires_at=expires_at,
+        reference=reference,
+        created_at=created_at,
+        resolved_at=now,
+    )
+    hold._state.adding = False
+    hold._state.db = connection.alias
+    if outcome == Hold.Status.VOIDED:
+        return hold
+    txn = Transaction(
+        id=txn_id,
+        ledger=ledger,
+        kind=Transaction.Kind.HOLD_POST,
+        hold=hold,
+        reference=reference,
+        description="",
+        created_at=now,
+        legs=2,
+    )
+    txn._state.adding = False
+    txn._state.db = connection.alias
+    return txn
 
 
 def holds_void_expired(*, now: datetime | None = None, batch: int = 500) -> int:
@@ -877,10 +968,16 @@ def _slot_for(account: Account) -> int:
     """
     if account.balance_slots == 1:
         return 0
+    return _slot_seed_value() % account.balance_slots
+
+
+def _slot_seed_value() -> int:
+    """This thread's seed for ``_slot_for`` (the posting functions take it for the accounts
+    they find themselves: a slot is the seed modulo the account's ``balance_slots``)."""
     seed = getattr(_slot_seed, "value", None)
     if seed is None:
         seed = _slot_seed.value = random.randrange(1 << 30)  # noqa: S311 - load spreading
-    return int(seed) % account.balance_slots
+    return int(seed)
 
 
 def _check_amount(amount: int) -> None:
