@@ -8,11 +8,13 @@ key are serialised by the key's primary-key index: the second waits for the firs
 
 The services join the caller's database transaction, so a use case such as a settlement posts
 several transactions atomically. A refused posting writes nothing and leaves the caller free to
-go on (say, to try another funding source) or to roll back: on PostgreSQL ``transaction_post``,
-``transfer`` and ``transfers_post`` are one call of the ``ledger_post_transfers`` function
-(migration 0005), which refuses by result rather than by error, so they need no savepoint and a
-lone call is one round trip that commits by itself; the other services, and every service on
-SQLite, run in a savepoint of their own.
+go on (say, to try another funding source) or to roll back: on PostgreSQL ``transaction_post``
+and ``transfer`` are one call of the ``ledger_post_transaction`` function (migration 0005),
+``transfers_post`` one of ``ledger_post_transfers`` (migrations 0005, 0006 and 0008), and
+``hold_post`` and ``hold_void`` one of ``ledger_hold_resolve`` (migration 0007); they refuse by
+result rather than by error, so they need no savepoint and a lone call is one round trip that
+commits by itself; the other services, and every service on SQLite, run in a savepoint of
+their own.
 
 Postings only queue themselves for the hash chain; ``chain_seal`` (the beat task) links the
 queue in batches, off the posting path.
@@ -226,19 +228,12 @@ def transfers_post(
     request, so one of which only some keys were used before raises ``IdempotencyConflict``
     (a replay must be of the whole batch); a key twice in one batch does too.
 
-    On PostgreSQL the whole batch is one statement: one claim for all keys, one
-    limit-checked UPDATE per balance slot, one INSERT each for transactions, entries and the
-    chain queue. Elsewhere each transfer is posted by the Python path.
+    On PostgreSQL the whole batch is one statement: one claim for all keys, one INSERT each for
+    transactions, entries and the chain queue, then the balance rows locked in (account, slot)
+    order and one limit-checked UPDATE for all of them. Elsewhere each transfer is posted by
+    the Python path.
     """
-    items = [
-        _prepare(
-            item.key,
-            [Leg.debit(item.debit, item.amount), Leg.credit(item.credit, item.amount)],
-            item.reference,
-            item.description,
-        )
-        for item in transfers
-    ]
+    items = [_prepare_transfer(item) for item in transfers]
     seen: set[str] = set()
     for item in items:
         if item.key in seen:  # a batch uses each key once: a second use is another request
@@ -359,6 +354,41 @@ def _prepare(key: str, legs: Sequence[Leg], reference: str, description: str) ->
         description=description,
     )
     return _Posting(key, legs, reference, description, ledger, request, uuid7())
+
+
+def _prepare_transfer(item: TransferRequest) -> _Posting:
+    """``_prepare`` of a two-leg transfer, with the same checks and the same request hash.
+
+    The hash's JSON is written out rather than built by ``json.dumps`` of a dict (a batch
+    prepares a hundred transfers); ``test_batch`` holds the two to the same bytes.
+    """
+    debit, credit, amount = item.debit, item.credit, item.amount
+    _check_amount(amount)
+    if debit.pk is None or credit.pk is None or debit.pk == credit.pk:
+        return _prepare(  # let the general path say what is wrong
+            item.key,
+            [Leg(debit, amount), Leg(credit, -amount)],
+            item.reference,
+            item.description,
+        )
+    if debit.ledger != credit.ledger:
+        _check_legs([Leg(debit, amount), Leg(credit, -amount)])  # raises CrossLedgerTransfer
+    _check_key(item.key)
+    legs = sorted(((debit.pk, amount), (credit.pk, -amount)))
+    payload = (
+        f'{{"description":{json.dumps(item.description)},'
+        f'"legs":[[{legs[0][0]},{legs[0][1]}],[{legs[1][0]},{legs[1][1]}]],'
+        f'"op":"transaction_post","reference":{json.dumps(item.reference)}}}'
+    )
+    return _Posting(
+        item.key,
+        (Leg(debit, amount), Leg(credit, -amount)),
+        item.reference,
+        item.description,
+        debit.ledger,
+        hashlib.sha256(payload.encode()).hexdigest(),
+        uuid7(),
+    )
 
 
 def _post_in_python(item: _Posting) -> tuple[Transaction, bool]:
@@ -549,19 +579,29 @@ def _item_move(item: _Posting, account_id: int) -> tuple[int, int]:
 
 
 def _posted_transaction(item: _Posting, created_at: datetime) -> Transaction:
-    """The row the function inserted, built here rather than read back."""
-    txn = Transaction(
-        id=item.txn_id,
-        ledger=item.ledger,
-        kind=Transaction.Kind.TRANSFER,
-        reference=item.reference,
-        description=item.description,
-        created_at=created_at,
-        legs=len(item.legs),
+    """The row the function inserted, built here rather than read back.
+
+    Built as a row read from the database is (``from_db``, every field by position), which
+    costs less than keyword construction (1.3 ms against 2.1 ms for a hundred, measured): a
+    batch builds a hundred of these.
+    """
+    row = {
+        "id": item.txn_id,
+        "ledger": item.ledger,
+        "kind": Transaction.Kind.TRANSFER,
+        "hold_id": None,
+        "reverses_id": None,
+        "reference": item.reference,
+        "description": item.description,
+        "created_at": created_at,
+        "legs": len(item.legs),
+    }
+    return Transaction.from_db(
+        connection.alias, _TRANSACTION_FIELDS, [row[name] for name in _TRANSACTION_FIELDS]
     )
-    txn._state.adding = False
-    txn._state.db = connection.alias
-    return txn
+
+
+_TRANSACTION_FIELDS = [field.attname for field in Transaction._meta.concrete_fields]
 
 
 # --- two-phase transfers ----------------------------------------------------------------------

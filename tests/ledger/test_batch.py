@@ -145,3 +145,33 @@ def test_a_batch_uses_each_key_once(books):
     with pytest.raises(IdempotencyConflict):
         services.transfers_post([draw("d", line_a, house, 1), draw("d", line_a, house, 2)])
     assert services.transfers_post([]) == []
+
+
+@pytest.mark.parametrize(
+    ("reference", "description"),
+    [
+        ("", ""),
+        ("enc-1", "draw"),
+        ('q"uote\\', "tab\tnew\nline"),
+        ("结算", "住院 ¥"),
+        ("\x00", "é"),
+    ],
+)
+def test_a_batch_transfer_hashes_its_request_as_a_single_transfer_does(
+    books, reference, description
+):
+    """A key used by ``transfer`` replays in a batch and the other way round: both hash the
+    same request to the same bytes."""
+    facility, house, line_a, _ = books
+    for debit, credit in ((line_a, house), (house, line_a), (facility, line_a)):
+        request = TransferRequest(
+            key="k", debit=debit, credit=credit, amount=123, reference=reference,
+            description=description,
+        )  # fmt: skip
+        general = services._prepare(
+            "k",
+            [services.Leg.debit(debit, 123), services.Leg.credit(credit, 123)],
+            reference,
+            description,
+        )
+        assert services._prepare_transfer(request).request_hash == general.request_hash
