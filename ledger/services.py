@@ -214,12 +214,24 @@ class TransferRequest:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class TransactionRequest:
+    """A journal transaction of a batch for ``transfers_post``: as the arguments of
+    ``transaction_post`` (two or more legs summing to zero, on one ledger)."""
+
+    key: str
+    legs: Sequence[Leg]
+    reference: str = ""
+    description: str = ""
+
+
 def transfers_post(
-    transfers: Sequence[TransferRequest], *, linked: bool = False
+    transfers: Sequence[TransferRequest | TransactionRequest], *, linked: bool = False
 ) -> list[Transaction | LedgerError]:
     """Post many transfers at once; return, in order, each one's transaction or refusal.
 
-    Each transfer is what ``transfer`` with the same arguments would post, under its own key: a
+    Each transfer is what ``transfer`` (or, for a ``TransactionRequest``, ``transaction_post``)
+    with the same arguments would post, under its own key: a
     key used before returns that use's transaction (or ``IdempotencyConflict`` for a different
     request), and replaying a batch replays each of its transfers. Unlinked, a transfer refused
     (``LimitExceeded``, ``IdempotencyConflict``) refuses only itself and its key stays unused.
@@ -233,7 +245,12 @@ def transfers_post(
     order and one limit-checked UPDATE for all of them. Elsewhere each transfer is posted by
     the Python path.
     """
-    items = [_prepare_transfer(item) for item in transfers]
+    items = [
+        _prepare_transfer(item)
+        if isinstance(item, TransferRequest)
+        else _prepare(item.key, item.legs, item.reference, item.description)
+        for item in transfers
+    ]
     seen: set[str] = set()
     for item in items:
         if item.key in seen:  # a batch uses each key once: a second use is another request

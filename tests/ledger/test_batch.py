@@ -175,3 +175,36 @@ def test_a_batch_transfer_hashes_its_request_as_a_single_transfer_does(
             description,
         )
         assert services._prepare_transfer(request).request_hash == general.request_hash
+
+
+def test_a_batch_takes_journal_transactions_of_several_legs(books):
+    """A ``TransactionRequest`` is what ``transaction_post`` would post under its key: it
+    replays that key, and in a linked batch its refusal refuses every other member."""
+    facility, house, line_a, line_b = books
+    legs = [
+        services.Leg.debit(line_a, 300),
+        services.Leg.debit(line_b, 200),
+        services.Leg.credit(house, 500),
+    ]
+    first = services.transaction_post(key="multi", legs=legs)
+    [again, grant] = services.transfers_post(
+        [
+            services.TransactionRequest(key="multi", legs=legs),
+            TransferRequest(key="g", debit=facility, credit=line_b, amount=100),
+        ],
+        linked=False,
+    )
+    assert again.pk == first.pk  # type: ignore[union-attr]
+    assert isinstance(grant, Transaction)
+    before = written()
+    too_much = [services.Leg.debit(line_a, 800), services.Leg.credit(house, 800)]  # 700 left
+    with pytest.raises(LimitExceeded):
+        services.transfers_post(
+            [
+                TransferRequest(key="fits", debit=line_b, credit=house, amount=10),
+                services.TransactionRequest(key="too-much", legs=too_much),
+            ],
+            linked=True,
+        )
+    assert written() == before
+    assert account_balance(line_b).available == 400  # nothing of "fits" stayed
