@@ -10,11 +10,11 @@ The services join the caller's database transaction, so a use case such as a set
 several transactions atomically. A refused posting writes nothing and leaves the caller free to
 go on (say, to try another funding source) or to roll back: on PostgreSQL ``transaction_post``
 and ``transfer`` are one call of the ``ledger_post_transaction`` function (migration 0005),
-``transfers_post`` one of ``ledger_post_transfers`` (migrations 0005, 0006 and 0008), and
-``hold_post`` and ``hold_void`` one of ``ledger_hold_resolve`` (migration 0007); they refuse by
-result rather than by error, so they need no savepoint and a lone call is one round trip that
-commits by itself; the other services, and every service on SQLite, run in a savepoint of
-their own.
+``transfers_post`` one of ``ledger_post_transfers`` (migrations 0005, 0006 and 0008),
+``hold_create`` one of ``ledger_hold_create`` (migration 0009), and ``hold_post`` and
+``hold_void`` one of ``ledger_hold_resolve`` (migration 0007); they refuse by result rather
+than by error, so they need no savepoint and a lone call is one round trip that commits by
+itself; the other services, and every service on SQLite, run in a savepoint of their own.
 
 Postings only queue themselves for the hash chain; ``chain_seal`` (the beat task) links the
 queue in batches, off the posting path.
@@ -624,7 +624,6 @@ _TRANSACTION_FIELDS = [field.attname for field in Transaction._meta.concrete_fie
 # --- two-phase transfers ----------------------------------------------------------------------
 
 
-@transaction.atomic
 def hold_create(
     *,
     key: str,
@@ -634,9 +633,14 @@ def hold_create(
     expires_at: datetime | None = None,
     reference: str = "",
 ) -> Hold:
-    """Reserve ``amount`` fen as pending on both accounts; limits count pending debits."""
+    """Reserve ``amount`` fen as pending on both accounts; limits count pending debits.
+
+    On PostgreSQL this is one call of the ``ledger_hold_create`` function (migration 0009),
+    which refuses by result rather than by error, as ``transaction_post`` does.
+    """
     _check_amount(amount)
     ledger = _check_legs([Leg(debit, amount), Leg(credit, -amount)])
+    _check_key(key)
     request = _request_hash(
         "hold_create",
         debit=debit.pk,
@@ -646,24 +650,90 @@ def hold_create(
         reference=reference,
     )
     hold_id = uuid7()
-    earlier = _claim(key, request, "hold", hold_id)
-    if earlier is not None:
-        return Hold.objects.get(pk=earlier.result_id)
-    _apply_balances(
-        {
-            debit.pk: (debit, _Delta(debits_pending=amount)),
-            credit.pk: (credit, _Delta(credits_pending=amount)),
-        }
+    if connection.vendor == "postgresql":
+        return _hold_create_in_database(
+            key, request, hold_id, ledger, debit, credit, amount, expires_at, reference
+        )
+    with transaction.atomic():
+        earlier = _claim(key, request, "hold", hold_id)
+        if earlier is not None:
+            return Hold.objects.get(pk=earlier.result_id)
+        _apply_balances(
+            {
+                debit.pk: (debit, _Delta(debits_pending=amount)),
+                credit.pk: (credit, _Delta(credits_pending=amount)),
+            }
+        )
+        return Hold.objects.create(
+            id=hold_id,
+            ledger=ledger,
+            debit_account=debit,
+            credit_account=credit,
+            amount=amount,
+            expires_at=expires_at,
+            reference=reference,
+        )
+
+
+_HOLD_CREATE_SQL = (
+    "SELECT outcome, result_type, result_id, request_hash, account_id, available"
+    " FROM ledger_hold_create(%s::text, %s::text, %s::uuid, %s::text, %s::bigint, %s::bigint,"
+    " %s::bigint, %s::timestamptz, %s::text, %s::timestamptz, %s::integer, %s::integer)"
+)
+
+
+def _hold_create_in_database(
+    key: str,
+    request: str,
+    hold_id: UUID,
+    ledger: str,
+    debit: Account,
+    credit: Account,
+    amount: int,
+    expires_at: datetime | None,
+    reference: str,
+) -> Hold:
+    """Create a hold with one call of ``ledger_hold_create`` (PostgreSQL)."""
+    now = timezone.now()
+    [(outcome, result_type, result_id, request_hash, account_id, available)] = _call_prepared(
+        _HOLD_CREATE_SQL,
+        [
+            key,
+            request,
+            hold_id,
+            ledger,
+            debit.pk,
+            credit.pk,
+            amount,
+            expires_at,
+            reference,
+            now,
+            _slot_for(debit),
+            _slot_for(credit),
+        ],
     )
-    return Hold.objects.create(
+    if outcome == "earlier":
+        if request_hash != request or result_type != "hold":
+            raise IdempotencyConflict(key)
+        return Hold.objects.get(pk=result_id)
+    if outcome == "refused":
+        account = debit if account_id == debit.pk else credit
+        asked = amount if (account is debit) == account.debits_must_not_exceed_credits else 0
+        raise LimitExceeded(account.code, available, asked)
+    hold = Hold(
         id=hold_id,
         ledger=ledger,
         debit_account=debit,
         credit_account=credit,
         amount=amount,
+        status=Hold.Status.PENDING,
         expires_at=expires_at,
         reference=reference,
+        created_at=now,
     )
+    hold._state.adding = False
+    hold._state.db = connection.alias
+    return hold
 
 
 def hold_post(*, key: str, hold_id: UUID, amount: int | None = None) -> Transaction:

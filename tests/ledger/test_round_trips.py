@@ -23,15 +23,17 @@ def line(make_account):
     return line, granted
 
 
-def test_hold_post_and_hold_void_are_one_statement_each(line):
+def test_hold_create_post_and_void_are_one_statement_each(line):
     line, granted = line
     with transaction.atomic():
-        captured = services.hold_create(key="h1", debit=line, credit=granted, amount=50_000)
+        with CaptureQueriesContext(connection) as create:
+            captured = services.hold_create(key="h1", debit=line, credit=granted, amount=50_000)
         voided = services.hold_create(key="h2", debit=line, credit=granted, amount=10_000)
         with CaptureQueriesContext(connection) as post:
             txn = services.hold_post(key="p", hold_id=captured.id, amount=30_000)
         with CaptureQueriesContext(connection) as void:
             hold = services.hold_void(key="v", hold_id=voided.id)
+    assert len(create) == 1, [query["sql"] for query in create]
     assert len(post) == 1, [query["sql"] for query in post]
     assert len(void) == 1, [query["sql"] for query in void]
     assert txn.hold_id == captured.id and hold.status == Hold.Status.VOIDED
