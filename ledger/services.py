@@ -8,11 +8,13 @@ key are serialised by the key's primary-key index: the second waits for the firs
 
 The services join the caller's database transaction, so a use case such as a settlement posts
 several transactions atomically. A refused posting writes nothing and leaves the caller free to
-go on (say, to try another funding source) or to roll back: on PostgreSQL ``transaction_post``,
-``transfer`` and ``transfers_post`` are one call of the ``ledger_post_transfers`` function
-(migration 0005), which refuses by result rather than by error, so they need no savepoint and a
-lone call is one round trip that commits by itself; the other services, and every service on
-SQLite, run in a savepoint of their own.
+go on (say, to try another funding source) or to roll back: on PostgreSQL ``transaction_post``
+and ``transfer`` are one call of the ``ledger_post_transaction`` function (migration 0005),
+``transfers_post`` one of ``ledger_post_transfers`` (migrations 0005, 0006 and 0008),
+``hold_create`` one of ``ledger_hold_create`` (migration 0009), and ``hold_post`` and
+``hold_void`` one of ``ledger_hold_resolve`` (migration 0007); they refuse by result rather
+than by error, so they need no savepoint and a lone call is one round trip that commits by
+itself; the other services, and every service on SQLite, run in a savepoint of their own.
 
 Postings only queue themselves for the hash chain; ``chain_seal`` (the beat task) links the
 queue in batches, off the posting path.
@@ -26,7 +28,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import psycopg
@@ -212,12 +214,24 @@ class TransferRequest:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class TransactionRequest:
+    """A journal transaction of a batch for ``transfers_post``: as the arguments of
+    ``transaction_post`` (two or more legs summing to zero, on one ledger)."""
+
+    key: str
+    legs: Sequence[Leg]
+    reference: str = ""
+    description: str = ""
+
+
 def transfers_post(
-    transfers: Sequence[TransferRequest], *, linked: bool = False
+    transfers: Sequence[TransferRequest | TransactionRequest], *, linked: bool = False
 ) -> list[Transaction | LedgerError]:
     """Post many transfers at once; return, in order, each one's transaction or refusal.
 
-    Each transfer is what ``transfer`` with the same arguments would post, under its own key: a
+    Each transfer is what ``transfer`` (or, for a ``TransactionRequest``, ``transaction_post``)
+    with the same arguments would post, under its own key: a
     key used before returns that use's transaction (or ``IdempotencyConflict`` for a different
     request), and replaying a batch replays each of its transfers. Unlinked, a transfer refused
     (``LimitExceeded``, ``IdempotencyConflict``) refuses only itself and its key stays unused.
@@ -226,17 +240,15 @@ def transfers_post(
     request, so one of which only some keys were used before raises ``IdempotencyConflict``
     (a replay must be of the whole batch); a key twice in one batch does too.
 
-    On PostgreSQL the whole batch is one statement: one claim for all keys, one
-    limit-checked UPDATE per balance slot, one INSERT each for transactions, entries and the
-    chain queue. Elsewhere each transfer is posted by the Python path.
+    On PostgreSQL the whole batch is one statement: one claim for all keys, one INSERT each for
+    transactions, entries and the chain queue, then the balance rows locked in (account, slot)
+    order and one limit-checked UPDATE for all of them. Elsewhere each transfer is posted by
+    the Python path.
     """
     items = [
-        _prepare(
-            item.key,
-            [Leg.debit(item.debit, item.amount), Leg.credit(item.credit, item.amount)],
-            item.reference,
-            item.description,
-        )
+        _prepare_transfer(item)
+        if isinstance(item, TransferRequest)
+        else _prepare(item.key, item.legs, item.reference, item.description)
         for item in transfers
     ]
     seen: set[str] = set()
@@ -359,6 +371,41 @@ def _prepare(key: str, legs: Sequence[Leg], reference: str, description: str) ->
         description=description,
     )
     return _Posting(key, legs, reference, description, ledger, request, uuid7())
+
+
+def _prepare_transfer(item: TransferRequest) -> _Posting:
+    """``_prepare`` of a two-leg transfer, with the same checks and the same request hash.
+
+    The hash's JSON is written out rather than built by ``json.dumps`` of a dict (a batch
+    prepares a hundred transfers); ``test_batch`` holds the two to the same bytes.
+    """
+    debit, credit, amount = item.debit, item.credit, item.amount
+    _check_amount(amount)
+    if debit.pk is None or credit.pk is None or debit.pk == credit.pk:
+        return _prepare(  # let the general path say what is wrong
+            item.key,
+            [Leg(debit, amount), Leg(credit, -amount)],
+            item.reference,
+            item.description,
+        )
+    if debit.ledger != credit.ledger:
+        _check_legs([Leg(debit, amount), Leg(credit, -amount)])  # raises CrossLedgerTransfer
+    _check_key(item.key)
+    legs = sorted(((debit.pk, amount), (credit.pk, -amount)))
+    payload = (
+        f'{{"description":{json.dumps(item.description)},'
+        f'"legs":[[{legs[0][0]},{legs[0][1]}],[{legs[1][0]},{legs[1][1]}]],'
+        f'"op":"transaction_post","reference":{json.dumps(item.reference)}}}'
+    )
+    return _Posting(
+        item.key,
+        (Leg(debit, amount), Leg(credit, -amount)),
+        item.reference,
+        item.description,
+        debit.ledger,
+        hashlib.sha256(payload.encode()).hexdigest(),
+        uuid7(),
+    )
 
 
 def _post_in_python(item: _Posting) -> tuple[Transaction, bool]:
@@ -549,25 +596,34 @@ def _item_move(item: _Posting, account_id: int) -> tuple[int, int]:
 
 
 def _posted_transaction(item: _Posting, created_at: datetime) -> Transaction:
-    """The row the function inserted, built here rather than read back."""
-    txn = Transaction(
-        id=item.txn_id,
-        ledger=item.ledger,
-        kind=Transaction.Kind.TRANSFER,
-        reference=item.reference,
-        description=item.description,
-        created_at=created_at,
-        legs=len(item.legs),
+    """The row the function inserted, built here rather than read back.
+
+    Built as a row read from the database is (``from_db``, every field by position), which
+    costs less than keyword construction (1.3 ms against 2.1 ms for a hundred, measured): a
+    batch builds a hundred of these.
+    """
+    row = {
+        "id": item.txn_id,
+        "ledger": item.ledger,
+        "kind": Transaction.Kind.TRANSFER,
+        "hold_id": None,
+        "reverses_id": None,
+        "reference": item.reference,
+        "description": item.description,
+        "created_at": created_at,
+        "legs": len(item.legs),
+    }
+    return Transaction.from_db(
+        connection.alias, _TRANSACTION_FIELDS, [row[name] for name in _TRANSACTION_FIELDS]
     )
-    txn._state.adding = False
-    txn._state.db = connection.alias
-    return txn
+
+
+_TRANSACTION_FIELDS = [field.attname for field in Transaction._meta.concrete_fields]
 
 
 # --- two-phase transfers ----------------------------------------------------------------------
 
 
-@transaction.atomic
 def hold_create(
     *,
     key: str,
@@ -577,9 +633,14 @@ def hold_create(
     expires_at: datetime | None = None,
     reference: str = "",
 ) -> Hold:
-    """Reserve ``amount`` fen as pending on both accounts; limits count pending debits."""
+    """Reserve ``amount`` fen as pending on both accounts; limits count pending debits.
+
+    On PostgreSQL this is one call of the ``ledger_hold_create`` function (migration 0009),
+    which refuses by result rather than by error, as ``transaction_post`` does.
+    """
     _check_amount(amount)
     ledger = _check_legs([Leg(debit, amount), Leg(credit, -amount)])
+    _check_key(key)
     request = _request_hash(
         "hold_create",
         debit=debit.pk,
@@ -589,32 +650,111 @@ def hold_create(
         reference=reference,
     )
     hold_id = uuid7()
-    earlier = _claim(key, request, "hold", hold_id)
-    if earlier is not None:
-        return Hold.objects.get(pk=earlier.result_id)
-    _apply_balances(
-        {
-            debit.pk: (debit, _Delta(debits_pending=amount)),
-            credit.pk: (credit, _Delta(credits_pending=amount)),
-        }
+    if connection.vendor == "postgresql":
+        return _hold_create_in_database(
+            key, request, hold_id, ledger, debit, credit, amount, expires_at, reference
+        )
+    with transaction.atomic():
+        earlier = _claim(key, request, "hold", hold_id)
+        if earlier is not None:
+            return Hold.objects.get(pk=earlier.result_id)
+        _apply_balances(
+            {
+                debit.pk: (debit, _Delta(debits_pending=amount)),
+                credit.pk: (credit, _Delta(credits_pending=amount)),
+            }
+        )
+        return Hold.objects.create(
+            id=hold_id,
+            ledger=ledger,
+            debit_account=debit,
+            credit_account=credit,
+            amount=amount,
+            expires_at=expires_at,
+            reference=reference,
+        )
+
+
+_HOLD_CREATE_SQL = (
+    "SELECT outcome, result_type, result_id, request_hash, account_id, available"
+    " FROM ledger_hold_create(%s::text, %s::text, %s::uuid, %s::text, %s::bigint, %s::bigint,"
+    " %s::bigint, %s::timestamptz, %s::text, %s::timestamptz, %s::integer, %s::integer)"
+)
+
+
+def _hold_create_in_database(
+    key: str,
+    request: str,
+    hold_id: UUID,
+    ledger: str,
+    debit: Account,
+    credit: Account,
+    amount: int,
+    expires_at: datetime | None,
+    reference: str,
+) -> Hold:
+    """Create a hold with one call of ``ledger_hold_create`` (PostgreSQL)."""
+    now = timezone.now()
+    [(outcome, result_type, result_id, request_hash, account_id, available)] = _call_prepared(
+        _HOLD_CREATE_SQL,
+        [
+            key,
+            request,
+            hold_id,
+            ledger,
+            debit.pk,
+            credit.pk,
+            amount,
+            expires_at,
+            reference,
+            now,
+            _slot_for(debit),
+            _slot_for(credit),
+        ],
     )
-    return Hold.objects.create(
+    if outcome == "earlier":
+        if request_hash != request or result_type != "hold":
+            raise IdempotencyConflict(key)
+        return Hold.objects.get(pk=result_id)
+    if outcome == "refused":
+        account = debit if account_id == debit.pk else credit
+        asked = amount if (account is debit) == account.debits_must_not_exceed_credits else 0
+        raise LimitExceeded(account.code, available, asked)
+    hold = Hold(
         id=hold_id,
         ledger=ledger,
         debit_account=debit,
         credit_account=credit,
         amount=amount,
+        status=Hold.Status.PENDING,
         expires_at=expires_at,
         reference=reference,
+        created_at=now,
     )
+    hold._state.adding = False
+    hold._state.db = connection.alias
+    return hold
 
 
-@transaction.atomic
 def hold_post(*, key: str, hold_id: UUID, amount: int | None = None) -> Transaction:
-    """Post a pending hold for its full amount or less; the rest of the reservation is freed."""
+    """Post a pending hold for its full amount or less; the rest of the reservation is freed.
+
+    On PostgreSQL this is one call of the ``ledger_hold_resolve`` function (migration 0007),
+    which refuses by result rather than by error, as ``transaction_post`` does.
+    """
     if amount is not None:
         _check_amount(amount)
+    _check_key(key)
     request = _request_hash("hold_post", hold=str(hold_id), amount=amount)
+    if connection.vendor == "postgresql":
+        return cast(
+            Transaction, _resolve_in_database(key, request, hold_id, Hold.Status.POSTED, amount)
+        )
+    with transaction.atomic():
+        return _hold_post_in_python(key, request, hold_id, amount)
+
+
+def _hold_post_in_python(key: str, request: str, hold_id: UUID, amount: int | None) -> Transaction:
     txn_id = uuid7()
     earlier = _claim(key, request, "transaction", txn_id)
     if earlier is not None:
@@ -624,10 +764,7 @@ def hold_post(*, key: str, hold_id: UUID, amount: int | None = None) -> Transact
         raise HoldExpired(hold_id)
     posted = hold.amount if amount is None else amount
     if posted > hold.amount:
-        raise InvalidPosting(
-            gettext_lazy("cannot post %(posted)s fen of a %(held)s fen hold"),
-            params={"posted": posted, "held": hold.amount},
-        )
+        raise _over_capture(posted, hold.amount)
     Hold.objects.filter(pk=hold.pk).update(status=Hold.Status.POSTED, resolved_at=now)
     return _post(
         txn_id=txn_id,
@@ -640,14 +777,95 @@ def hold_post(*, key: str, hold_id: UUID, amount: int | None = None) -> Transact
     )
 
 
-@transaction.atomic
 def hold_void(*, key: str, hold_id: UUID) -> Hold:
-    """Release a pending hold without posting anything."""
+    """Release a pending hold without posting anything (one function call on PostgreSQL)."""
+    _check_key(key)
     request = _request_hash("hold_void", hold=str(hold_id))
-    earlier = _claim(key, request, "hold", hold_id)
-    if earlier is not None:
-        return Hold.objects.get(pk=earlier.result_id)
-    return _release(hold_id, Hold.Status.VOIDED)
+    if connection.vendor == "postgresql":
+        return cast(Hold, _resolve_in_database(key, request, hold_id, Hold.Status.VOIDED, None))
+    with transaction.atomic():
+        earlier = _claim(key, request, "hold", hold_id)
+        if earlier is not None:
+            return Hold.objects.get(pk=earlier.result_id)
+        return _release(hold_id, Hold.Status.VOIDED)
+
+
+def _over_capture(posted: int, held: int) -> InvalidPosting:
+    return InvalidPosting(
+        gettext_lazy("cannot post %(posted)s fen of a %(held)s fen hold"),
+        params={"posted": posted, "held": held},
+    )
+
+
+_HOLD_RESOLVE_SQL = (
+    "SELECT outcome, result_type, result_id, request_hash, hold_status, hold_ledger,"
+    " debit_account_id, credit_account_id, hold_amount, hold_expires_at, hold_reference,"
+    " hold_created_at, account_id, available"
+    " FROM ledger_hold_resolve(%s::text, %s::text, %s::text, %s::uuid, %s::text, %s::bigint,"
+    " %s::uuid, %s::timestamptz, %s::integer)"
+)
+
+
+def _resolve_in_database(
+    key: str, request: str, hold_id: UUID, status: str, amount: int | None
+) -> Transaction | Hold:
+    """Post or void a hold with one call of ``ledger_hold_resolve`` (PostgreSQL)."""
+    now = timezone.now()
+    txn_id = uuid7()
+    result_type = "transaction" if status == Hold.Status.POSTED else "hold"
+    [row] = _call_prepared(
+        _HOLD_RESOLVE_SQL,
+        [key, request, result_type, hold_id, status, amount, txn_id, now, _slot_seed_value()],
+    )
+    (outcome, earlier_type, earlier_id, earlier_hash, hold_status, ledger, debit_id, credit_id,
+     held, expires_at, reference, created_at, account_id, available) = row  # fmt: skip
+    if outcome == "earlier":
+        if earlier_hash != request or earlier_type != result_type:
+            raise IdempotencyConflict(key)
+        if result_type == "hold":
+            return Hold.objects.get(pk=earlier_id)
+        return Transaction.objects.get(pk=earlier_id)
+    if outcome == "missing":
+        raise InvalidPosting(gettext_lazy("hold %(hold)s does not exist"), params={"hold": hold_id})
+    if outcome == "not_pending":
+        raise HoldNotPending(hold_id, hold_status)
+    if outcome == "expired":
+        raise HoldExpired(hold_id)
+    if outcome == "over":
+        raise _over_capture(amount or 0, held)
+    if outcome == "refused":  # pragma: no cover - releasing a reservation frees room
+        account = Account.objects.get(pk=account_id)
+        posted = held if amount is None else amount
+        raise LimitExceeded(account.code, available, posted - held)
+    hold = Hold(
+        id=hold_id,
+        ledger=ledger,
+        debit_account_id=debit_id,
+        credit_account_id=credit_id,
+        amount=held,
+        status=hold_status,
+        expires_at=expires_at,
+        reference=reference,
+        created_at=created_at,
+        resolved_at=now,
+    )
+    hold._state.adding = False
+    hold._state.db = connection.alias
+    if outcome == Hold.Status.VOIDED:
+        return hold
+    txn = Transaction(
+        id=txn_id,
+        ledger=ledger,
+        kind=Transaction.Kind.HOLD_POST,
+        hold=hold,
+        reference=reference,
+        description="",
+        created_at=now,
+        legs=2,
+    )
+    txn._state.adding = False
+    txn._state.db = connection.alias
+    return txn
 
 
 def holds_void_expired(*, now: datetime | None = None, batch: int = 500) -> int:
@@ -877,10 +1095,16 @@ def _slot_for(account: Account) -> int:
     """
     if account.balance_slots == 1:
         return 0
+    return _slot_seed_value() % account.balance_slots
+
+
+def _slot_seed_value() -> int:
+    """This thread's seed for ``_slot_for`` (the posting functions take it for the accounts
+    they find themselves: a slot is the seed modulo the account's ``balance_slots``)."""
     seed = getattr(_slot_seed, "value", None)
     if seed is None:
         seed = _slot_seed.value = random.randrange(1 << 30)  # noqa: S311 - load spreading
-    return int(seed) % account.balance_slots
+    return int(seed)
 
 
 def _check_amount(amount: int) -> None:

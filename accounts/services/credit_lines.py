@@ -520,24 +520,29 @@ def credit_restore(
     cap = _cap_pool_and_account(link)
     if cap is not None:
         legs += [ledger.Leg.debit(cap[0], amount), ledger.Leg.credit(cap[1], amount)]
-    ledger.transaction_post(key=f"{key}:restore", legs=legs, reference=reference)
+    # The restore, what a limit cut still claims of it and, on a closed line, the rest back to
+    # the bank: one linked batch, all posted or none (the later ones use the room the restore
+    # makes), under the keys each had when posted one by one.
+    batch: list[ledger.TransferRequest | ledger.TransactionRequest] = [
+        ledger.TransactionRequest(key=f"{key}:restore", legs=legs, reference=reference)
+    ]
     absorbed = min(line.limit_shortfall, amount)
     if absorbed:
-        ledger.transfer(
-            key=f"{key}:shortfall",
-            debit=line.capacity_account,
-            credit=partner_pool(line.partner),
-            amount=absorbed,
-            reference=f"credit-line:{line.pk}",
-            description="limit cut taken from a repayment",
+        batch.append(
+            ledger.TransferRequest(
+                key=f"{key}:shortfall",
+                debit=line.capacity_account,
+                credit=partner_pool(line.partner),
+                amount=absorbed,
+                reference=f"credit-line:{line.pk}",
+                description="limit cut taken from a repayment",
+            )
         )
-        line.limit_shortfall -= absorbed
-        line.save(update_fields=["limit_shortfall"])
-    if line.status == CreditLine.Status.CLOSED:
-        # A closed line keeps no capacity: what a late repayment frees goes back to the bank.
-        freed = amount - absorbed
-        if freed:
-            ledger.transfer(
+    # A closed line keeps no capacity: what a late repayment frees goes back to the bank.
+    freed = amount - absorbed if line.status == CreditLine.Status.CLOSED else 0
+    if freed:
+        batch.append(
+            ledger.TransferRequest(
                 key=f"{key}:closed",
                 debit=line.capacity_account,
                 credit=partner_pool(line.partner),
@@ -545,3 +550,8 @@ def credit_restore(
                 reference=f"credit-line:{line.pk}",
                 description="repaid on a closed line, returned to the bank",
             )
+        )
+    ledger.transfers_post(batch, linked=True)
+    if absorbed:
+        line.limit_shortfall -= absorbed
+        line.save(update_fields=["limit_shortfall"])

@@ -24,7 +24,8 @@ from accounts.services.credit_lines import (
 )
 from accounts.services.partners import partner_create
 from ledger import services as ledger
-from ledger.models import Transaction
+from ledger.exceptions import IdempotencyConflict
+from ledger.models import IdempotencyRecord, Transaction
 from ledger.selectors import account_balance
 from ledger.verification import verify_ledger
 
@@ -510,3 +511,72 @@ def test_a_late_repayment_on_a_closed_line_returns_capacity_to_the_bank(partner,
     assert (available(line), drawn(line)) == (0, 0)
     ledger.chain_seal()
     assert verify_ledger().intact
+
+
+def test_a_restore_posts_its_shortfall_and_closed_transfers_in_one_linked_batch(partner, id_number):
+    """A repayment's restore, the part a limit cut still claims and, on a closed line, the rest
+    back to the bank are one batch: all posted under their keys, replayed as they were."""
+    number = id_number(date(1980, 1, 2))
+    line, _ = grant(partner, number, limit=100_000)
+    draw(line, 60_000)
+    line, _ = grant(partner, number, limit=20_000)  # shortfall 40,000
+    credit_lines.credit_line_close(actor="bank", partner=partner, line_id=line.pk)
+    line.refresh_from_db()
+    pool_before = account_balance(partner_pool(partner)).posted
+
+    credit_lines.credit_restore(key="repay", line=line, link=None, amount=50_000, reference="r")
+
+    line.refresh_from_db()
+    assert line.limit_shortfall == 0
+    assert (available(line), drawn(line)) == (0, 10_000)
+    # 40,000 of the shortfall and the 10,000 freed on the closed line went back to the bank.
+    assert account_balance(partner_pool(partner)).posted == pool_before - 50_000
+    posted = {
+        txn.description: txn
+        for txn in Transaction.objects.filter(
+            pk__in=IdempotencyRecord.objects.filter(
+                key__in=["repay:restore", "repay:shortfall", "repay:closed"]
+            ).values("result_id")
+        )
+    }
+    assert set(posted) == {
+        "",
+        "limit cut taken from a repayment",
+        "repaid on a closed line, returned to the bank",
+    }
+    # Each key replays as a single posting of the same request would.
+    again = ledger.transfer(
+        key="repay:shortfall",
+        debit=line.capacity_account,
+        credit=partner_pool(partner),
+        amount=40_000,
+        reference=f"credit-line:{line.pk}",
+        description="limit cut taken from a repayment",
+    )
+    assert again.pk == posted["limit cut taken from a repayment"].pk
+    assert_ledger_intact()
+
+
+def test_a_refused_member_refuses_the_whole_restore(partner, id_number):
+    """Linked: the shortfall transfer's key used before for another request refuses it, and
+    with it the restore; nothing of the repayment is written."""
+    number = id_number(date(1980, 1, 2))
+    line, _ = grant(partner, number, limit=100_000)
+    draw(line, 60_000)
+    line, _ = grant(partner, number, limit=20_000)  # shortfall 40,000
+    line.refresh_from_db()
+    ledger.transfer(  # another request under the key the restore's shortfall will use
+        key="repay:shortfall",
+        debit=partner_pool(partner),
+        credit=line.capacity_account,
+        amount=1,
+    )
+    before = (available(line), drawn(line), Transaction.objects.count())
+
+    with pytest.raises(IdempotencyConflict):
+        credit_lines.credit_restore(key="repay", line=line, link=None, amount=50_000, reference="r")
+
+    assert (available(line), drawn(line), Transaction.objects.count()) == before
+    assert not IdempotencyRecord.objects.filter(key="repay:restore").exists()
+    line.refresh_from_db()
+    assert line.limit_shortfall == 40_000

@@ -145,3 +145,66 @@ def test_a_batch_uses_each_key_once(books):
     with pytest.raises(IdempotencyConflict):
         services.transfers_post([draw("d", line_a, house, 1), draw("d", line_a, house, 2)])
     assert services.transfers_post([]) == []
+
+
+@pytest.mark.parametrize(
+    ("reference", "description"),
+    [
+        ("", ""),
+        ("enc-1", "draw"),
+        ('q"uote\\', "tab\tnew\nline"),
+        ("结算", "住院 ¥"),
+        ("\x00", "é"),
+    ],
+)
+def test_a_batch_transfer_hashes_its_request_as_a_single_transfer_does(
+    books, reference, description
+):
+    """A key used by ``transfer`` replays in a batch and the other way round: both hash the
+    same request to the same bytes."""
+    facility, house, line_a, _ = books
+    for debit, credit in ((line_a, house), (house, line_a), (facility, line_a)):
+        request = TransferRequest(
+            key="k", debit=debit, credit=credit, amount=123, reference=reference,
+            description=description,
+        )  # fmt: skip
+        general = services._prepare(
+            "k",
+            [services.Leg.debit(debit, 123), services.Leg.credit(credit, 123)],
+            reference,
+            description,
+        )
+        assert services._prepare_transfer(request).request_hash == general.request_hash
+
+
+def test_a_batch_takes_journal_transactions_of_several_legs(books):
+    """A ``TransactionRequest`` is what ``transaction_post`` would post under its key: it
+    replays that key, and in a linked batch its refusal refuses every other member."""
+    facility, house, line_a, line_b = books
+    legs = [
+        services.Leg.debit(line_a, 300),
+        services.Leg.debit(line_b, 200),
+        services.Leg.credit(house, 500),
+    ]
+    first = services.transaction_post(key="multi", legs=legs)
+    [again, grant] = services.transfers_post(
+        [
+            services.TransactionRequest(key="multi", legs=legs),
+            TransferRequest(key="g", debit=facility, credit=line_b, amount=100),
+        ],
+        linked=False,
+    )
+    assert again.pk == first.pk  # type: ignore[union-attr]
+    assert isinstance(grant, Transaction)
+    before = written()
+    too_much = [services.Leg.debit(line_a, 800), services.Leg.credit(house, 800)]  # 700 left
+    with pytest.raises(LimitExceeded):
+        services.transfers_post(
+            [
+                TransferRequest(key="fits", debit=line_b, credit=house, amount=10),
+                services.TransactionRequest(key="too-much", legs=too_much),
+            ],
+            linked=True,
+        )
+    assert written() == before
+    assert account_balance(line_b).available == 400  # nothing of "fits" stayed

@@ -170,3 +170,54 @@ def test_concurrent_batches_never_overdraw_and_refuse_only_what_does_not_fit(mak
     assert account_balance(drawn_to).credits_posted == sum(amount for _, amount in posted)
     services.chain_seal()
     assert verify_ledger().intact
+
+
+def test_unsorted_batches_racing_single_postings_never_deadlock(make_account):
+    """Every posting path takes its balance rows in one global order (account, then slot):
+    unsorted batches and single postings on the same accounts, from many threads at once,
+    never deadlock and end at the exact sums."""
+    # The unlimited accounts sort on both sides of the limited lines, so a path that locks the
+    # lines first and the rest after takes rows out of account order.
+    low = make_account("credit", "debit", prefix="low")
+    granted = make_account("credit", "debit", prefix="granted")
+    lines = [make_account("credit", "credit", limit="debits", prefix="line") for _ in range(2)]
+    high = make_account("credit", "debit", prefix="high")
+    for number, line in enumerate(lines):
+        services.transfer(key=f"grant-{number}", debit=granted, credit=line, amount=10**9)
+
+    def race(i: int) -> int:
+        rng = random.Random(i)
+        total = 0
+        for n in range(30):
+            if i % 2:
+                batch = [
+                    services.TransferRequest(
+                        key=f"b{i}-{n}-{m}",
+                        debit=rng.choice(lines),
+                        credit=rng.choice((low, high)),
+                        amount=rng.randint(1, 100),
+                    )
+                    for m in range(6)
+                ]
+                rng.shuffle(batch)  # not in account order
+                results = services.transfers_post(batch, linked=bool(n % 2))
+                assert all(isinstance(result, Transaction) for result in results), results
+                total += sum(item.amount for item in batch)
+            else:
+                amount = rng.randint(1, 100)
+                services.transfer(
+                    key=f"s{i}-{n}",
+                    debit=rng.choice(lines),
+                    credit=rng.choice((low, high)),
+                    amount=amount,
+                )
+                total += amount
+        return total
+
+    results = run_threads(race)
+    assert not [r for r in results if isinstance(r, Exception)], results
+    drawn = sum(results)  # type: ignore[arg-type]
+    assert sum(account_balance(line).debits_posted for line in lines) == drawn
+    assert account_balance(low).credits_posted + account_balance(high).credits_posted == drawn
+    services.chain_seal()
+    assert verify_ledger().intact

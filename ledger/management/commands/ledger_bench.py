@@ -17,6 +17,9 @@ run of single postings through the services is added to show what batching gains
 posts in account order, as a careful caller would; a batch that still deadlocks is retried
 and counted.
 
+The bench writes ledger rows into the database it runs on, so it refuses one whose name
+contains neither "bench" nor "test" unless ``--i-know`` is given.
+
 Postings queue themselves for the hash chain and the beat task seals the queue; after each run
 the bench seals what the run queued (not timed into the run) and prints how fast that went, so
 the sealer's pace can be compared with the posting rate. ``manage.py verify_ledger`` finds the
@@ -58,6 +61,7 @@ HOT_SLOTS = 16
 GRANT = 10**12  # fen per credit line, far beyond what a run spends
 WARMUP = 10  # transfers per client before the clock starts
 SINGLE = "services one by one"
+BENCH_NAMES = ("bench", "test")  # a database named with one of these may take bench rows
 
 _CLAIM = (
     "INSERT INTO ledger_idempotencyrecord (key, request_hash, result_type, result_id, created_at)"
@@ -318,6 +322,11 @@ class Command(BaseCommand):
             help="Also run django-hordak 2.x transfer_to in a subprocess on its own database.",
         )
         parser.add_argument(
+            "--i-know",
+            action="store_true",
+            help="Run even on a database not named for benches or tests (it writes ledger rows).",
+        )
+        parser.add_argument(
             "--peer-database-url",
             default=None,
             help="The peer's database (default: this database's name with _hordak appended).",
@@ -328,6 +337,14 @@ class Command(BaseCommand):
             raise CommandError(
                 f"ledger_bench measures PostgreSQL, but the default database is "
                 f"{connection.vendor}. Set DATABASE_URL to a PostgreSQL database."
+            )
+        name = str(connection.settings_dict["NAME"])
+        if not options["i_know"] and not any(word in name.lower() for word in BENCH_NAMES):
+            raise CommandError(
+                f"ledger_bench writes accounts, transfers and chain links straight into the "
+                f"ledger of the database it runs on, and {name!r} is not named as a bench or "
+                f"test database. Run it on a database whose name contains "
+                f"{' or '.join(repr(word) for word in BENCH_NAMES)}, or pass --i-know."
             )
         peer = options["peer"]
         transfers, batch = options["transfers"], options["batch"]
