@@ -20,12 +20,13 @@ Postings only queue themselves for the hash chain; ``chain_seal`` (the beat task
 queue in batches, off the posting path.
 """
 
+import functools
 import hashlib
 import json
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -572,15 +573,24 @@ def _call_prepared(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
 
     Django's cursors bind on the client and never prepare; the posting function's call is the
     same text every time, so it is parsed once per connection and its arrays travel as
-    parameters. The call is logged as Django logs its own queries (query counts stay true).
+    parameters. The call goes through the connection's execute wrappers and is logged as
+    Django logs its own queries, so whatever watches or counts the queries sees it too.
     """
     connection.ensure_connection()
     connection.validate_no_broken_transaction()
     raw = connection.connection
+
+    def run(sql: str, params: Any, many: bool, context: dict[str, Any]) -> list[tuple[Any, ...]]:
+        with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
+            cursor.execute(sql, params, prepare=True)
+            return cursor.fetchall()
+
+    call: Callable[..., list[tuple[Any, ...]]] = run
+    for wrapper in reversed(connection.execute_wrappers):
+        call = functools.partial(wrapper, call)
     started = time.monotonic()
-    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
-        cursor.execute(sql, params, prepare=True)
-        rows = cursor.fetchall()
+    with connection.cursor() as seen_as:  # what a wrapper is told the cursor is
+        rows = call(sql, params, False, {"connection": connection, "cursor": seen_as})
     if connection.queries_logged:
         connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
     return rows

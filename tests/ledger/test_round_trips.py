@@ -40,3 +40,20 @@ def test_hold_create_post_and_void_are_one_statement_each(line):
     balance = account_balance(line)
     assert (balance.debits_posted, balance.debits_pending, balance.available) == (30_000, 0, 70_000)
     assert account_balance(granted).credits_pending == 0
+
+
+def test_the_posting_call_goes_through_the_connections_execute_wrappers(line):
+    """What watches a connection's queries (a counter, a tracer) sees the prepared posting
+    call too, though it goes around Django's cursor."""
+    line, granted = line
+    seen: list[str] = []
+
+    def watch(execute, sql, params, many, context):
+        seen.append(sql)
+        assert context["connection"] is connection
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(watch):
+        txn = services.transfer(key="watched", debit=line, credit=granted, amount=1_000)
+    assert [sql.split("(")[0].split()[-1] for sql in seen] == ["ledger_post_transaction"], seen
+    assert account_balance(line).debits_posted == 1_000 and txn.legs == 2
