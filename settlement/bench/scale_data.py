@@ -36,15 +36,16 @@ and holds, limits hold and the chain is intact.
 
 import hashlib
 import json
-import os
+import queue
 import random
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -62,7 +63,6 @@ from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.partners import DEFAULT_TIERS, partner_create
 from ledger import chain
 from ledger import services as ledger_services
-from ledger.ids import uuid7
 from ledger.models import Account, ChainHead, Ledger, Transaction
 
 from ..models import Channel
@@ -157,9 +157,7 @@ class TableOut:
     buffer: list[str] = field(default_factory=list)
 
     def add(self, row: str) -> None:
-        self.buffer.append(row)
-        if len(self.buffer) >= 20_000:
-            self.flush()
+        self.buffer.append(row)  # flushed by the generator between stays
 
     def flush(self) -> None:
         if self.buffer:
@@ -385,35 +383,6 @@ NUMBERED = (
 )
 
 
-class _Txn:
-    """What ``ledger.chain.transaction_bytes`` reads of a transaction, without a model."""
-
-    __slots__ = (
-        "pk",
-        "ledger",
-        "kind",
-        "hold_id",
-        "reverses_id",
-        "reference",
-        "description",
-        "created_at",
-    )
-
-    def __init__(
-        self,
-        pk: UUID,
-        ledger: str,
-        kind: str,
-        hold_id: UUID | None,
-        reference: str,
-        description: str,
-        created_at: datetime,
-    ) -> None:
-        self.pk, self.ledger, self.kind, self.hold_id = pk, ledger, kind, hold_id
-        self.reverses_id = None
-        self.reference, self.description, self.created_at = reference, description, created_at
-
-
 def _ts(moment: datetime) -> str:
     return moment.isoformat()
 
@@ -447,10 +416,7 @@ class Generator:
         self.sizes = sizes
         self.rng = random.Random(sizes.seed)  # noqa: S311 - benchmark data
         self.log = log
-        self.out = {
-            name: TableOut(name, columns, folder / f"{name}.copy", _open(folder / f"{name}.copy"))
-            for name, columns in TABLES.items()
-        }
+        self.out = self._files(folder, 0)
         self.next = dict(starts)  # table -> last id used
         self.heads = dict(heads)  # ledger -> (seq, hash)
         self.places = places
@@ -473,7 +439,10 @@ class Generator:
         self.receipts: dict[tuple[int, date], int] = {}
         self.lines: list[_Line] = []  # one per citizen, in the order of their ids
         self.names: list[str] = []
-        self.holds: dict[UUID, tuple[str, datetime | None]] = {}
+        self.holds: dict[str, tuple[str, datetime | None]] = {}
+        self.hold_rows: dict[str, tuple[str, str, str]] = {}
+        self.folder = folder
+        self.chunk = 0
         self.first_person = self.next["accounts_person"] + 1
 
     # --- ids and rows ---------------------------------------------------------------------
@@ -482,8 +451,21 @@ class Generator:
         self.next[table] += 1
         return self.next[table]
 
-    def _uuid4(self) -> UUID:
-        return UUID(int=self.rng.getrandbits(128), version=4)
+    def _uuid4(self) -> str:
+        return str(UUID(int=self.rng.getrandbits(128), version=4))
+
+    def _uuid7(self, at: datetime) -> str:
+        """A time-ordered id (as ``ledger.ids.uuid7``) for a row made at ``at``, as text."""
+        value = (int(at.timestamp() * 1000) & 0xFFFF_FFFF_FFFF) << 80
+        value |= 0x7 << 76 | self.rng.getrandbits(12) << 64
+        value |= 0b10 << 62 | self.rng.getrandbits(62)
+        text = f"{value:032x}"
+        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+    def _flush(self) -> None:
+        for table in self.out.values():
+            if len(table.buffer) >= 20_000:
+                table.flush()
 
     def _account(self, code: str, name: str, ledger: str, side: str, limited: bool) -> int:
         account_id = self._id("ledger_account")
@@ -518,15 +500,21 @@ class Generator:
         description: str,
         at: datetime,
         key: str,
-        request: str,
-        hold: UUID | None = None,
+        request: str | None = None,
+        hold: str | None = None,
         released: tuple[int, int, int] | None = None,
-    ) -> UUID:
+    ) -> str:
         """One journal transaction as the posting services write it: the row, its entries, the
-        balance slots, the key's idempotency record and the chain link."""
-        txn_id = uuid7()
+        balance slots, the key's idempotency record and the chain link.
+
+        ``request`` is the idempotency record's request hash; None for a transfer, whose hash
+        is computed here."""
+        txn_id = self._uuid7(at)
         count = len(legs)
         stamp = _ts(at)
+        ordered = "[" + ",".join(f"[{a},{b}]" for a, b in sorted(legs)) + "]"
+        if request is None:
+            request = _transfer_hash(ordered, reference, description)
         self.out["ledger_transaction"].add(
             f"{txn_id}\t{ledger}\t{kind}\t{reference}\t{description}\t{stamp}\t{_n(hold)}\t"
             f"{NULL}\t{count}\n"
@@ -548,9 +536,14 @@ class Generator:
         self.out["ledger_idempotencyrecord"].add(
             f"{key}\t{request}\ttransaction\t{txn_id}\t{stamp}\n"
         )
-        view = _Txn(txn_id, ledger, kind, hold, reference, description, at)
+        # ``ledger.chain.transaction_bytes`` of the transaction, written out: the same JSON for
+        # these values (ASCII references, a UTC time); verify_ledger recomputes every link.
+        content = (
+            f'["{txn_id}","{ledger}","{kind}","{hold or ""}","","{reference}","{description}",'
+            f'"{stamp}",{ordered}]'
+        )
         seq, previous = self.heads[ledger]
-        digest = chain.link_hash(previous, chain.transaction_bytes(cast(Transaction, view), legs))
+        digest = chain.link_hash(previous, content.encode())
         self.heads[ledger] = (seq + 1, digest)
         self.out["ledger_chainlink"].add(
             f"{self._id('ledger_chainlink')}\t{ledger}\t{seq + 1}\t{digest}\t{txn_id}\n"
@@ -583,6 +576,8 @@ class Generator:
             self.names.append(name)
             bank = rng.choices(self.banks, weights)[0]
             self._line(person_id, bank, created + hour)
+            if index % 1000 == 999:
+                self._flush()
             if index % 50_000 == 49_999:
                 yield index + 1
         yield self.sizes.citizens
@@ -621,7 +616,6 @@ class Generator:
             description=description,
             at=opened,
             key=f"credit-line:{line_id}:limit:0->{limit}:{opened.isoformat()}",
-            request=_transfer_hash(legs, reference, description),
         )
         self.lines.append(_Line(line_id, partner.pk, capacity, drawn, limit))
 
@@ -646,6 +640,8 @@ class Generator:
         ):
             person = rng.randrange(len(self.lines))
             self._stay(place, inpatient, still_open, lines, persons + person, self.lines[person])
+            if number % 1000 == 999:
+                self._flush()
             if number % 50_000 == 49_999:
                 yield number + 1
         for line in self.lines:
@@ -682,7 +678,7 @@ class Generator:
         encounter_id = self._uuid4()
         department, deposit = rng.choice(place.inpatient) if inpatient else (place.outpatient, 0)
         self.seen.add((person, place.institution.pk))
-        hold: tuple[UUID, int] | None = None
+        hold: tuple[str, int] | None = None
         if deposit and line.available >= deposit:
             hold = (self._hold(encounter_id, line, deposit, admitted), deposit)
         # Charges, one posting a day (a HIS sends each day's orders).
@@ -724,7 +720,6 @@ class Generator:
                 description="charges",
                 at=posted,
                 key=f"encounter:{encounter_id}:charges:{_key_hash(f'his:{encounter_id}:{day}')}",
-                request=_transfer_hash(legs, reference, "charges"),
             )
             stamp, service_date = _ts(posted), day.isoformat()
             for code, name, category, klass, quantity, price, amount in rows:
@@ -743,6 +738,8 @@ class Generator:
             )
             funding_line = funding_line or chosen
         self._slot_row(receivable, limited=False)
+        if hold is not None:
+            self._hold_row(hold[0])
         self.out["settlement_encounter"].add(
             f"{encounter_id}\t{'inpatient' if inpatient else 'outpatient'}\t\t"
             f"{'open' if settled is None else 'settled'}\t{deposit}\t{_b(hold is not None)}\t"
@@ -751,14 +748,16 @@ class Generator:
             f"{place.institution.pk}\t{person}\t{NULL}\n"
         )
 
-    def _hold(self, encounter_id: UUID, line: "_Line", amount: int, at: datetime) -> UUID:
+    def _hold(self, encounter_id: str, line: "_Line", amount: int, at: datetime) -> str:
         """``credit_hold_create`` for the waived deposit: a pending hold on the line."""
-        hold_id = uuid7()
+        hold_id = self._uuid7(at)
         expires = at + timedelta(days=HOLD_DAYS)
         reference = f"credit-line:{line.line_id}"
-        self.out["ledger_hold"].add(
-            f"{hold_id}\t{Ledger.CREDIT}\t{amount}\t@STATUS@\t{_ts(expires)}\t{reference}\t"
-            f"{_ts(at)}\t@RESOLVED@\t{line.drawn}\t{line.capacity}\n"
+        # Written once its stay is over (``_hold_row``), with the status the stay left it in.
+        self.hold_rows[hold_id] = (
+            f"{hold_id}\t{Ledger.CREDIT}\t{amount}\t",
+            f"\t{_ts(expires)}\t{reference}\t{_ts(at)}\t",
+            f"\t{line.drawn}\t{line.capacity}\n",
         )
         request = ledger_services._request_hash(
             "hold_create",
@@ -779,17 +778,17 @@ class Generator:
 
     def _settle(
         self,
-        encounter_id: UUID,
+        encounter_id: str,
         place: Place,
         person: int,
         line: "_Line",
-        hold: tuple[UUID, int] | None,
+        hold: tuple[str, int] | None,
         receivable: int,
         at: datetime,
         total: int,
         fund: int,
         personal: int,
-    ) -> UUID | None:
+    ) -> str | None:
         """``encounter_settle`` with the insurer answering; the line chosen now, if any."""
         rng = self.rng
         key = f"encounter:{encounter_id}:settle"
@@ -815,14 +814,13 @@ class Generator:
             description="settlement",
             at=at,
             key=key,
-            request=_transfer_hash(legs, reference, "settlement"),
         )
         due: date | None = None
         if from_credit:
             due = self._draw(encounter_id, place, line, hold, from_credit, key, reference, at)
         elif hold is not None:  # nothing drawn: the stay's hold is voided
             hold_id, amount = hold
-            request = ledger_services._request_hash("hold_void", hold=str(hold_id))
+            request = ledger_services._request_hash("hold_void", hold=hold_id)
             self.out["ledger_idempotencyrecord"].add(
                 f"{key}:release:line\t{request}\thold\t{hold_id}\t{_ts(at)}\n"
             )
@@ -858,17 +856,18 @@ class Generator:
         )
         self.out["settlement_insuranceclaim"].add(
             f"{self._id('settlement_insuranceclaim')}\tsettled\t1\t\t{NULL}\t{total}\t{fund}\t"
-            f"{personal}\t{self_pay}\tSETL{encounter_id.hex[:20].upper()}\t\t\t{NULL}\t{NULL}\t"
+            f"{personal}\t{self_pay}\tSETL{encounter_id.replace('-', '')[:20].upper()}\t\t\t"
+            f"{NULL}\t{NULL}\t"
             f"{stamp}\t{stamp}\t{encounter_id}\t{stamp}\t\n"
         )
         return line.line_id if chosen_now else None
 
     def _draw(
         self,
-        encounter_id: UUID,
+        encounter_id: str,
         place: Place,
         line: "_Line",
-        hold: tuple[UUID, int] | None,
+        hold: tuple[str, int] | None,
         amount: int,
         key: str,
         reference: str,
@@ -888,9 +887,7 @@ class Generator:
                 description="",
                 at=at,
                 key=f"{key}:line",
-                request=ledger_services._request_hash(
-                    "hold_post", hold=str(hold_id), amount=captured
-                ),
+                request=ledger_services._request_hash("hold_post", hold=hold_id, amount=captured),
                 hold=hold_id,
                 released=(line.capacity, line.drawn, held),
             )
@@ -907,13 +904,12 @@ class Generator:
                 description="",
                 at=at,
                 key=f"{key}:draw",
-                request=_transfer_hash(legs, reference, ""),
             )
             line.available -= excess
         settled_on = timezone.localdate(at)
         due = settled_on + timedelta(days=GRACE_DAYS)
         receivable_id = self._uuid4()
-        code = f"DR{encounter_id.hex[:12].upper()}"
+        code = f"DR{encounter_id.replace('-', '')[:12].upper()}"
         stamp = _ts(at)
         repaid = due < self.today
         self.out["settlement_receivable"].add(
@@ -928,10 +924,10 @@ class Generator:
         )
         if repaid:
             paid = at + timedelta(days=self.rng.uniform(1, GRACE_DAYS - 1))
-            bank_txn = f"SB{receivable_id.hex[:24].upper()}"
+            bank_txn = f"SB{receivable_id.replace('-', '')[:24].upper()}"
             self.out["settlement_repayment"].add(
                 f"{self._id('settlement_repayment')}\t{amount}\t{bank_txn}\t{_ts(paid)}\t"
-                f"{_fingerprint(str(receivable_id), amount, paid)}\t{_ts(paid)}\t"
+                f"{_fingerprint(receivable_id, amount, paid)}\t{_ts(paid)}\t"
                 f"{line.partner_id}\t{receivable_id}\t0\trepaid\n"
             )
             restore = f"receivable:{code}"
@@ -944,13 +940,12 @@ class Generator:
                 description="",
                 at=paid,
                 key=f"repayment:{line.partner_id}:{bank_txn}:restore",
-                request=_transfer_hash(legs, restore, ""),
             )
             line.available += amount
         return due
 
     def _receipt(
-        self, encounter_id: UUID, place: Place, at: datetime, figures: dict[str, Any]
+        self, encounter_id: str, place: Place, at: datetime, figures: dict[str, Any]
     ) -> str:
         """``receipt_issue``: the e-receipt's number, content and verification code."""
         day = timezone.localdate(at)
@@ -958,7 +953,7 @@ class Generator:
         self.receipts[(place.institution.pk, day)] = turn
         number = f"{place.institution.code}{day:%Y%m%d}{turn:06d}"
         content = {
-            "encounter": str(encounter_id),
+            "encounter": encounter_id,
             "institution": place.institution.name,
             **figures,
         }
@@ -969,15 +964,39 @@ class Generator:
         )
         return number
 
-    def finish(self) -> None:
+    def _hold_row(self, hold_id: str) -> None:
+        status, resolved = self.holds.pop(hold_id)
+        start, middle, end = self.hold_rows.pop(hold_id)
+        self.out["ledger_hold"].add(
+            f"{start}{status}{middle}{NULL if resolved is None else _ts(resolved)}{end}"
+        )
+
+    @staticmethod
+    def _files(folder: Path, chunk: int) -> dict[str, TableOut]:
+        paths = {name: folder / f"{name}.{chunk}.copy" for name in TABLES}
+        return {
+            name: TableOut(name, columns, paths[name], _open(paths[name]))
+            for name, columns in TABLES.items()
+        }
+
+    def rotate(self) -> list[TableOut]:
+        """Close the files written so far (those with rows, for loading) and start new ones."""
+        done = []
         for table in self.out.values():
             table.flush()
             table.handle.close()
+            if table.rows:
+                done.append(table)
+            else:
+                table.path.unlink()
+        self.chunk += 1
+        self.out = self._files(self.folder, self.chunk)
+        return done
 
 
 @dataclass
 class _Line:
-    line_id: UUID
+    line_id: str
     partner_id: int
     capacity: int
     drawn: int
@@ -988,11 +1007,15 @@ def _open(path: Path) -> TextIO:
     return path.open("w", encoding="utf-8", newline="\n")
 
 
-def _transfer_hash(legs: list[tuple[int, int]], reference: str, description: str) -> str:
-    """The request hash ``transaction_post`` records with its key (``ledger.services``)."""
-    return ledger_services._request_hash(
-        "transaction_post", legs=sorted(legs), reference=reference, description=description
+def _transfer_hash(ordered_legs: str, reference: str, description: str) -> str:
+    """The request hash ``transaction_post`` records with its key: ``ledger.services``'
+    ``_request_hash`` written out for these values (``ordered_legs`` is the JSON of the sorted
+    ``[account, amount]`` pairs; references and descriptions are ASCII without quotes)."""
+    payload = (
+        f'{{"description":"{description}","legs":{ordered_legs},"op":"transaction_post",'
+        f'"reference":"{reference}"}}'
     )
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def _line_counts(rng: random.Random, inpatient: list[bool], total: int) -> list[int]:
@@ -1089,14 +1112,20 @@ class BuildReport:
 
 
 def build(sizes: Sizes, log: Callable[[str], None]) -> BuildReport:
-    """Generate and load the data set (see the module docstring); ``log`` reports progress."""
+    """Generate and load the data set (see the module docstring); ``log`` reports progress.
+
+    Rows are generated in chunks of 50,000 citizens or stays; while Python generates a chunk,
+    a thread loads the one before with ``COPY`` on the same connection (PostgreSQL works on
+    the other core), all in the one database transaction."""
     started = time.perf_counter()
     places, banks = setup(sizes)
     ledger_services.chain_seal()  # anything posted before joins the chain first
     for value in Ledger.values:
         ChainHead.objects.get_or_create(ledger=value)
+    log(f"  set-up through the services took {time.perf_counter() - started:.1f} s")
     with tempfile.TemporaryDirectory(prefix="scale_bench_") as folder, transaction.atomic():
-        with connection.cursor() as cursor:
+        with connection.cursor() as wrapper:
+            cursor = wrapper.cursor
             cursor.execute(
                 "LOCK TABLE ledger_chainhead, ledger_chainqueue, ledger_balanceslot"
                 " IN EXCLUSIVE MODE"
@@ -1110,28 +1139,41 @@ def build(sizes: Sizes, log: Callable[[str], None]) -> BuildReport:
             starts = {}
             for table in NUMBERED:
                 cursor.execute(
-                    sql.SQL("SELECT COALESCE(MAX(id), 0) FROM {}")
-                    .format(sql.Identifier(table))
-                    .as_string(cursor.connection)
+                    sql.SQL("SELECT COALESCE(MAX(id), 0) FROM {}").format(sql.Identifier(table))
                 )
                 starts[table] = int(cursor.fetchone()[0])
+            foreign_keys = _set_aside(cursor)
         generator = Generator(sizes, Path(folder), starts, heads, places, banks, log)
-        began = time.perf_counter()
-        for done in generator.citizens():
-            log(f"  generated {done:,} citizens with lines ({_rate(done, began)})")
-        stays_began = time.perf_counter()
-        for done in generator.stays():
-            log(f"  generated {done:,} encounters ({_rate(done, stays_began)})")
-        generator.finish()
-        _resolve_holds(Path(folder), generator.holds)
-        generated = time.perf_counter() - began
-        log(f"  generation took {generated:.1f} s")
-        rows, constraints = _load(generator, log)
+        raw = connection.connection
+        assert raw is not None  # noqa: S101 - the cursor above connected
+        loader = _Loader(raw, log)
+        loader.start()
+        try:
+            began = time.perf_counter()
+            for done in generator.citizens():
+                loader.put(generator.rotate())
+                log(f"  generated {done:,} citizens with lines ({_rate(done, began)})")
+            stays_began = time.perf_counter()
+            for done in generator.stays():
+                loader.put(generator.rotate())
+                log(f"  generated {done:,} encounters ({_rate(done, stays_began)})")
+            loader.put(generator.rotate())
+            generated = time.perf_counter() - began
+            log(f"  generation took {generated:.1f} s; waiting for the last COPY")
+        finally:
+            loader.put(None)
+            loader.join()
+        if loader.error is not None:
+            raise loader.error
+        for table, (rows, seconds) in loader.totals.items():
+            log(f"  COPY {table}: {rows:,} rows in {seconds:.1f} s ({rows / seconds:,.0f}/s)")
+        with connection.cursor() as wrapper:
+            constraints = _restore(wrapper.cursor, foreign_keys, log)
         _finish_ledger(generator)
     log("  ANALYZE")
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
-    return BuildReport(time.perf_counter() - started, generated, rows, constraints)
+    return BuildReport(time.perf_counter() - started, generated, loader.totals, constraints)
 
 
 def _rows(cursor: Any, query: str) -> list[tuple[Any, ...]]:
@@ -1143,80 +1185,94 @@ def _rate(done: int, began: float) -> str:
     return f"{done / max(time.perf_counter() - began, 1e-9):,.0f}/s"
 
 
-def _resolve_holds(folder: Path, holds: dict[UUID, tuple[str, datetime | None]]) -> None:
-    """Write each hold's final status (known only once its stay is settled)."""
-    path = folder / "ledger_hold.copy"
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    with path.open("w", encoding="utf-8", newline="\n") as handle:
-        for row in lines:
-            hold_id = UUID(row[:36])
-            status, resolved = holds[hold_id]
-            handle.write(
-                row.replace("@STATUS@", status, 1).replace(
-                    "@RESOLVED@", NULL if resolved is None else _ts(resolved), 1
-                )
-            )
+class _Loader(threading.Thread):
+    """Loads chunks of table files with ``COPY``, in order, on the build's connection (the
+    main thread does not use it meanwhile)."""
 
+    def __init__(self, raw: Any, log: Callable[[str], None]) -> None:
+        super().__init__(name="scale_bench COPY", daemon=True)
+        self.raw = raw
+        self.log = log
+        self.chunks: queue.Queue[list[TableOut] | None] = queue.Queue(maxsize=3)
+        self.totals: dict[str, tuple[int, float]] = {}
+        self.error: BaseException | None = None
 
-def _load(
-    generator: Generator, log: Callable[[str], None]
-) -> tuple[dict[str, tuple[int, float]], float]:
-    tables = list(TABLES)
-    with connection.cursor() as wrapper:
-        cursor = wrapper.cursor
-        cursor.execute(
-            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)"
-            " FROM pg_constraint WHERE contype = 'f' AND conrelid = ANY(%s::regclass[])",
-            [tables],
-        )
-        foreign_keys = list(cursor.fetchall())
-        for table, name, _ in foreign_keys:
-            cursor.execute(
-                sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
-                    sql.Identifier(table), sql.Identifier(name)
-                )
-            )
-        for table in tables:
-            cursor.execute(
-                sql.SQL("ALTER TABLE {} DISABLE TRIGGER USER").format(sql.Identifier(table))
-            )
-        rows = {}
-        for table in tables:
-            out = generator.out[table]
-            began = time.perf_counter()
-            statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-                sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, out.columns))
-            )
-            with cursor.copy(statement) as copy, out.path.open("rb") as source:
-                while block := source.read(8 << 20):
-                    copy.write(block)
-            seconds = time.perf_counter() - began
-            rows[table] = (out.rows, seconds)
-            rate = out.rows / max(seconds, 1e-9)
-            log(f"  COPY {table}: {out.rows:,} rows in {seconds:.1f} s ({rate:,.0f}/s)")
-            os.unlink(out.path)
+    def put(self, chunk: list[TableOut] | None) -> None:
+        if self.error is not None and chunk is not None:
+            raise self.error
+        self.chunks.put(chunk)
+
+    def run(self) -> None:
+        while (chunk := self.chunks.get()) is not None:
+            for out in chunk:
+                try:
+                    if self.error is None:
+                        self._copy(out)
+                except BaseException as error:  # reported by the main thread
+                    self.error = error
+                finally:
+                    out.path.unlink(missing_ok=True)
+
+    def _copy(self, out: TableOut) -> None:
         began = time.perf_counter()
-        for table in tables:
-            cursor.execute(
-                sql.SQL("ALTER TABLE {} ENABLE TRIGGER USER").format(sql.Identifier(table))
+        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            sql.Identifier(out.name), sql.SQL(", ").join(map(sql.Identifier, out.columns))
+        )
+        with (
+            self.raw.cursor() as cursor,
+            cursor.copy(statement) as copy,
+            out.path.open("rb") as source,
+        ):
+            while block := source.read(8 << 20):
+                copy.write(block)
+        rows, seconds = self.totals.get(out.name, (0, 0.0))
+        self.totals[out.name] = (rows + out.rows, seconds + time.perf_counter() - began)
+
+
+def _set_aside(cursor: Any) -> list[tuple[str, str, str]]:
+    """Drop the loaded tables' foreign keys and disable their triggers; the keys, to restore."""
+    tables = list(TABLES)
+    cursor.execute(
+        "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)"
+        " FROM pg_constraint WHERE contype = 'f' AND conrelid = ANY(%s::regclass[])",
+        [tables],
+    )
+    foreign_keys = list(cursor.fetchall())
+    for table, name, _ in foreign_keys:
+        cursor.execute(
+            sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                sql.Identifier(table), sql.Identifier(name)
             )
-        for table, name, definition in foreign_keys:
-            cursor.execute(
-                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} ").format(
-                    sql.Identifier(table), sql.Identifier(name)
-                )
-                + sql.SQL(definition)  # as PostgreSQL printed it
+        )
+    for table in tables:
+        cursor.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER USER").format(sql.Identifier(table)))
+    return foreign_keys
+
+
+def _restore(
+    cursor: Any, foreign_keys: list[tuple[str, str, str]], log: Callable[[str], None]
+) -> float:
+    """Enable the triggers again and add the foreign keys back (PostgreSQL checks every row)."""
+    began = time.perf_counter()
+    for table in TABLES:
+        cursor.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER USER").format(sql.Identifier(table)))
+    for table, name, definition in foreign_keys:
+        cursor.execute(
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} ").format(
+                sql.Identifier(table), sql.Identifier(name)
             )
-        for table in NUMBERED:
-            cursor.execute(
-                sql.SQL(
-                    "SELECT setval(pg_get_serial_sequence(%s, 'id'), GREATEST(MAX(id), 1)) FROM {}"
-                ).format(sql.Identifier(table)),
-                [table],
-            )
-        constraints = time.perf_counter() - began
-        log(f"  {len(foreign_keys)} foreign keys checked and restored in {constraints:.1f} s")
-    return rows, constraints
+            + sql.SQL(definition)  # as PostgreSQL printed it
+        )
+    for table in NUMBERED:
+        cursor.execute(
+            sql.SQL(
+                "SELECT setval(pg_get_serial_sequence(%s, 'id'), GREATEST(MAX(id), 1)) FROM {}"
+            ).format(sql.Identifier(table)),
+            [table],
+        )
+    seconds = time.perf_counter() - began
+    log(f"  {len(foreign_keys)} foreign keys checked and restored in {seconds:.1f} s")
+    return seconds
 
 
 def _finish_ledger(generator: Generator) -> None:

@@ -10,8 +10,10 @@ from django.core.management import CommandError, call_command
 from django.db.models import Sum
 
 from accounts.models import CreditLine, Institution, Person
+from ledger import services as ledger_services
 from ledger.models import ChainLink, Entry, Hold, IdempotencyRecord, Transaction
 from ledger.verification import verify_ledger
+from settlement.bench import scale_data
 from settlement.models import Charge, Encounter, Receipt, Settlement
 
 pytestmark = [pytest.mark.postgres]
@@ -77,3 +79,13 @@ def test_scale_bench_refuses_a_database_holding_other_data(make_person):
         call_command("scale_bench", runs=1, stdout=io.StringIO(), **SIZES)
     with pytest.raises(CommandError, match="no scale_bench data set"):
         call_command("scale_bench", runs=1, reuse=True, stdout=io.StringIO())
+
+
+def test_the_written_out_request_hash_is_the_posting_services():
+    legs = [(12, 30_000), (3, -29_000), (7, -1_000)]
+    ordered = "[" + ",".join(f"[{a},{b}]" for a, b in sorted(legs)) + "]"
+    assert scale_data._transfer_hash(ordered, "encounter:x", "charges") == (
+        ledger_services._request_hash(
+            "transaction_post", legs=sorted(legs), reference="encounter:x", description="charges"
+        )
+    )
