@@ -454,9 +454,10 @@ class Generator:
     def _uuid4(self) -> str:
         return str(UUID(int=self.rng.getrandbits(128), version=4))
 
-    def _uuid7(self, at: datetime) -> str:
-        """A time-ordered id (as ``ledger.ids.uuid7``) for a row made at ``at``, as text."""
-        value = (int(at.timestamp() * 1000) & 0xFFFF_FFFF_FFFF) << 80
+    def _uuid7(self) -> str:
+        """A time-ordered id, as ``ledger.ids.uuid7`` makes one now, as text: ids follow the
+        order rows are made in (the generation's), as the services' follow commit order."""
+        value = (time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF) << 80
         value |= 0x7 << 76 | self.rng.getrandbits(12) << 64
         value |= 0b10 << 62 | self.rng.getrandbits(62)
         text = f"{value:032x}"
@@ -509,7 +510,7 @@ class Generator:
 
         ``request`` is the idempotency record's request hash; None for a transfer, whose hash
         is computed here."""
-        txn_id = self._uuid7(at)
+        txn_id = self._uuid7()
         count = len(legs)
         stamp = _ts(at)
         ordered = "[" + ",".join(f"[{a},{b}]" for a, b in sorted(legs)) + "]"
@@ -750,7 +751,7 @@ class Generator:
 
     def _hold(self, encounter_id: str, line: "_Line", amount: int, at: datetime) -> str:
         """``credit_hold_create`` for the waived deposit: a pending hold on the line."""
-        hold_id = self._uuid7(at)
+        hold_id = self._uuid7()
         expires = at + timedelta(days=HOLD_DAYS)
         reference = f"credit-line:{line.line_id}"
         # Written once its stay is over (``_hold_row``), with the status the stay left it in.
@@ -1142,7 +1143,7 @@ def build(sizes: Sizes, log: Callable[[str], None]) -> BuildReport:
                     sql.SQL("SELECT COALESCE(MAX(id), 0) FROM {}").format(sql.Identifier(table))
                 )
                 starts[table] = int(cursor.fetchone()[0])
-            foreign_keys = _set_aside(cursor)
+            aside = _set_aside(cursor)
         generator = Generator(sizes, Path(folder), starts, heads, places, banks, log)
         raw = connection.connection
         assert raw is not None  # noqa: S101 - the cursor above connected
@@ -1168,7 +1169,7 @@ def build(sizes: Sizes, log: Callable[[str], None]) -> BuildReport:
         for table, (rows, seconds) in loader.totals.items():
             log(f"  COPY {table}: {rows:,} rows in {seconds:.1f} s ({rows / seconds:,.0f}/s)")
         with connection.cursor() as wrapper:
-            constraints = _restore(wrapper.cursor, foreign_keys, log)
+            constraints = _restore(wrapper.cursor, aside, log)
         _finish_ledger(generator)
     log("  ANALYZE")
     with connection.cursor() as cursor:
@@ -1229,8 +1230,21 @@ class _Loader(threading.Thread):
         self.totals[out.name] = (rows + out.rows, seconds + time.perf_counter() - began)
 
 
-def _set_aside(cursor: Any) -> list[tuple[str, str, str]]:
-    """Drop the loaded tables' foreign keys and disable their triggers; the keys, to restore."""
+@dataclass
+class _SetAside:
+    """What the load set aside, to restore: foreign keys, key and unique constraints, and
+    indexes of the loaded tables (each as PostgreSQL prints its definition)."""
+
+    foreign_keys: list[tuple[str, str, str]]
+    constraints: list[tuple[str, str, str]]
+    indexes: list[tuple[str, str]]
+
+
+def _set_aside(cursor: Any) -> _SetAside:
+    """Drop the loaded tables' foreign keys, constraints with an index and indexes, and disable
+    their triggers: PostgreSQL then builds each index once, sorted, after the load, instead of
+    inserting into it row by row. An index a table not loaded depends on (the target of its
+    foreign key) stays."""
     tables = list(TABLES)
     cursor.execute(
         "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)"
@@ -1238,31 +1252,58 @@ def _set_aside(cursor: Any) -> list[tuple[str, str, str]]:
         [tables],
     )
     foreign_keys = list(cursor.fetchall())
+    cursor.execute(
+        "SELECT t.relname, c.conname, pg_get_constraintdef(c.oid), x.relname,"
+        " pg_get_indexdef(i.indexrelid)"
+        " FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid"
+        " JOIN pg_class x ON x.oid = i.indexrelid"
+        " LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid"
+        " AND c.contype IN ('p', 'u', 'x')"
+        " WHERE i.indrelid = ANY(%s::regclass[]) AND i.indexrelid NOT IN ("
+        "  SELECT f.conindid FROM pg_constraint f WHERE f.contype = 'f'"
+        "  AND f.confrelid = ANY(%s::regclass[]) AND NOT f.conrelid = ANY(%s::regclass[]))",
+        [tables, tables, tables],
+    )
+    indexed = list(cursor.fetchall())
     for table, name, _ in foreign_keys:
         cursor.execute(
             sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
                 sql.Identifier(table), sql.Identifier(name)
             )
         )
+    aside = _SetAside(foreign_keys, [], [])
+    for table, constraint, definition, index, index_definition in indexed:
+        if constraint is not None:
+            cursor.execute(
+                sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                    sql.Identifier(table), sql.Identifier(constraint)
+                )
+            )
+            aside.constraints.append((table, constraint, definition))
+        else:
+            cursor.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(index)))
+            aside.indexes.append((index, index_definition))
     for table in tables:
         cursor.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER USER").format(sql.Identifier(table)))
-    return foreign_keys
+    return aside
 
 
-def _restore(
-    cursor: Any, foreign_keys: list[tuple[str, str, str]], log: Callable[[str], None]
-) -> float:
-    """Enable the triggers again and add the foreign keys back (PostgreSQL checks every row)."""
+def _restore(cursor: Any, aside: _SetAside, log: Callable[[str], None]) -> float:
+    """Enable the triggers again, build the indexes and add the constraints back (PostgreSQL
+    checks every row against each key, unique constraint and foreign key)."""
     began = time.perf_counter()
+    cursor.execute("SET LOCAL maintenance_work_mem = '512MB'")
     for table in TABLES:
         cursor.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER USER").format(sql.Identifier(table)))
-    for table, name, definition in foreign_keys:
+    for table, name, definition in aside.constraints + aside.foreign_keys:  # keys, then FKs
         cursor.execute(
             sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} ").format(
                 sql.Identifier(table), sql.Identifier(name)
             )
             + sql.SQL(definition)  # as PostgreSQL printed it
         )
+    for _, definition in aside.indexes:
+        cursor.execute(sql.SQL(definition))
     for table in NUMBERED:
         cursor.execute(
             sql.SQL(
@@ -1271,7 +1312,10 @@ def _restore(
             [table],
         )
     seconds = time.perf_counter() - began
-    log(f"  {len(foreign_keys)} foreign keys checked and restored in {seconds:.1f} s")
+    log(
+        f"  {len(aside.constraints)} keys and unique constraints, {len(aside.indexes)} indexes"
+        f" built and {len(aside.foreign_keys)} foreign keys checked in {seconds:.1f} s"
+    )
     return seconds
 
 

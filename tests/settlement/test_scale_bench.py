@@ -7,6 +7,7 @@ import re
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.db.models import Sum
 
 from accounts.models import CreditLine, Institution, Person
@@ -21,10 +22,31 @@ pytestmark = [pytest.mark.postgres]
 SIZES = {"citizens": 2000, "institutions": 5, "encounters": 3000, "lines": 30_000}
 
 
+def _schema() -> set[tuple[str, ...]]:
+    """The loaded tables' indexes, constraints and enabled triggers, as PostgreSQL prints them."""
+    tables = list(scale_data.TABLES)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 'index', indexdef FROM pg_indexes WHERE tablename = ANY(%s)"
+            " UNION ALL SELECT 'constraint', conrelid::regclass::text || conname"
+            " || pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = ANY(%s::regclass[])"
+            " UNION ALL SELECT 'trigger', tgrelid::regclass::text || tgname || tgenabled::text"
+            " FROM pg_trigger WHERE tgrelid = ANY(%s::regclass[]) AND NOT tgisinternal",
+            [tables, tables, tables],
+        )
+        return set(cursor.fetchall())
+
+
 @pytest.mark.django_db(transaction=True)
 def test_scale_bench_builds_the_sizes_asked_and_the_ledger_verifies():
+    schema = _schema()
     out = io.StringIO()
     call_command("scale_bench", runs=5, seed=3, stdout=out, **SIZES)
+    # What the load set aside (keys, indexes, foreign keys, triggers) is all back as it was.
+    assert _schema() == schema
+    assert any(kind == "index" for kind, _ in schema) and any(
+        kind == "trigger" for kind, _ in schema
+    )
     text = out.getvalue()
 
     rows = {
