@@ -231,9 +231,12 @@ class Command(BaseCommand):
     def _repeat(self, label: str, runs: int, once: Callable[[int], float]) -> Timing:
         """``once(n)`` returns one timed request's milliseconds; the first call warms up."""
         once(-1)  # not counted: a server has answered such a request before
-        times = [once(number) for number in range(runs)]
-        self.stdout.write(f"  timed {runs} × {label}")
-        return Timing(label, times)
+        timing = Timing(label, [once(number) for number in range(runs)])
+        self.stdout.write(
+            f"  timed {runs} × {label}: p50 {statistics.median(timing.times):.1f} ms, "
+            f"p99 {timing.percentile(0.99):.1f} ms"
+        )
+        return timing
 
     def _random_ids(self, table: str, runs: int, where: str = "") -> list[Any]:
         """``runs`` + 1 random row ids of ``table`` across the whole table."""
