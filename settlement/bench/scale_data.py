@@ -25,9 +25,12 @@ balance of each account is the sum of what was generated for it. Not written: au
 insurer call logs, webhooks to banks and SMS notices (citizens here have no phone), which are
 records about the flows, not part of the money; family pay is not modelled.
 
-The load runs in one database transaction. The foreign keys of the loaded tables are dropped
-first and added back after the load, which makes PostgreSQL check every row against them in one
-pass; the loaded tables' own triggers are disabled for the load (they refuse UPDATE and DELETE,
+The load runs in one database transaction, chunk by chunk while the next chunk is generated.
+The loaded tables' foreign keys, keys, unique constraints and indexes are dropped first (but
+for the keys that tables not loaded point at) and built again after the load, as
+``pg_restore`` does: PostgreSQL then checks every row against each of them in one pass, and a
+duplicate or a dangling reference fails the whole build. The loaded tables' own triggers are
+disabled for the load (they refuse UPDATE and DELETE,
 which a load does not do, and check at commit that each transaction balances: with them on,
 the commit would run one check per transaction). ``verify_ledger`` afterwards proves what that
 trigger would have: every transaction balances, every stored balance is the sum of its entries
