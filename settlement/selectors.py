@@ -3,6 +3,9 @@
 import re
 from dataclasses import dataclass
 from datetime import date, timedelta
+from decimal import Decimal
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 from uuid import UUID
 
@@ -25,7 +28,7 @@ from .models import (
     Receivable,
     Settlement,
 )
-from .rules import bill_change_refusal, reversal_refusal
+from .rules import bill_change_refusal, line_reversal_refusal
 
 
 def deposit_code(encounter: Encounter) -> str:
@@ -86,6 +89,12 @@ def settlement_out(settlement: Settlement) -> dict[str, Any]:
     }
 
 
+def quantity_text(quantity: Decimal) -> str:
+    """A charge line's quantity as the API writes it: plain decimal notation, no trailing
+    zeros (``1000``, never ``1E+3``; ``1.5``, not ``1.500``)."""
+    return f"{quantity.normalize():f}"
+
+
 def charge_out(charge: Charge) -> dict[str, Any]:
     return {
         "id": charge.pk,
@@ -93,7 +102,7 @@ def charge_out(charge: Charge) -> dict[str, Any]:
         "name": charge.name,
         "category": charge.category,
         "insurance_class": charge.insurance_class,
-        "quantity": f"{charge.quantity.normalize():f}",  # 1000, never 1E+3
+        "quantity": quantity_text(charge.quantity),
         "unit_price": fen_to_yuan(charge.unit_price),
         "amount": fen_to_yuan(charge.amount),
         "service_date": charge.service_date.isoformat(),
@@ -109,15 +118,85 @@ def receivable_is_overdue(receivable: Receivable, today: date) -> bool:
     return receivable.outstanding > 0 and receivable.due_date < today
 
 
+# A bill's line, read as one row: what ``charge_out`` says of a charge, in the order it says it.
+_BILL_LINE = (
+    "pk",
+    "code",
+    "name",
+    "category",
+    "insurance_class",
+    "quantity",
+    "unit_price",
+    "amount",
+    "service_date",
+    "reverses_id",
+    "reason",
+)
+
+
+class _YuanTexts(dict[int, str]):
+    """Fen to yuan text, each amount written once per bill: a long stay repeats its prices."""
+
+    def __missing__(self, fen: int) -> str:
+        text = self[fen] = fen_to_yuan(fen)
+        return text
+
+
+class _QuantityTexts(dict[Decimal, str]):
+    """:func:`quantity_text` of each quantity, written once per bill."""
+
+    def __missing__(self, quantity: Decimal) -> str:
+        text = self[quantity] = quantity_text(quantity)
+        return text
+
+
 def encounter_bill(encounter: Encounter) -> dict[str, Any]:
-    """Totals, the lines per day (每日清单), what is paid and outstanding, and the settlement."""
-    charges = list(encounter.charges.order_by("service_date", "pk"))
-    reversed_ids = {charge.reverses_id for charge in charges if charge.reverses_id}
+    """Totals, the lines per day (每日清单), what is paid and outstanding, and the settlement.
+
+    The lines are read as plain rows in one query, ordered by day, and each line is what
+    :func:`charge_out` says of it with ``reversed`` and ``reversible`` added: a stay of
+    thousands of lines is read without a model instance or a serializer per line.
+    """
+    lines = list(encounter.charges.order_by("service_date", "pk").values_list(*_BILL_LINE))
+    reversed_ids = {line[9] for line in lines if line[9] is not None}
     bill_open = bill_change_refusal(encounter) is None
-    days: dict[date, list[Charge]] = {}
-    for charge in charges:
-        days.setdefault(charge.service_date, []).append(charge)
-    total = sum(charge.amount for charge in charges)
+    # The reversal rule asked once per kind of line (a reversal or not, reversed or not).
+    reversible = {
+        (is_reversal, already_reversed): bill_open
+        and line_reversal_refusal(is_reversal=is_reversal, already_reversed=already_reversed)
+        is None
+        for is_reversal in (False, True)
+        for already_reversed in (False, True)
+    }
+    yuan, quantities = _YuanTexts(), _QuantityTexts()
+    days = []
+    total = 0
+    for day, day_lines in groupby(lines, key=itemgetter(8)):
+        date_text = day.isoformat()
+        items = []
+        subtotal = 0
+        for pk, code, name, category, klass, qty, price, amount, _, reverses, reason in day_lines:
+            subtotal += amount
+            already_reversed = pk in reversed_ids
+            items.append(
+                {
+                    "id": pk,
+                    "code": code,
+                    "name": name,
+                    "category": category,
+                    "insurance_class": klass,
+                    "quantity": quantities[qty],
+                    "unit_price": yuan[price],
+                    "amount": yuan[amount],
+                    "service_date": date_text,
+                    "reverses": reverses,
+                    "reason": reason,
+                    "reversed": already_reversed,
+                    "reversible": reversible[reverses is not None, already_reversed],
+                }
+            )
+        total += subtotal
+        days.append({"date": date_text, "items": items, "subtotal": fen_to_yuan(subtotal)})
     settlement = Settlement.objects.filter(encounter=encounter).first()
     if settlement is not None:
         paid = settlement.total
@@ -127,23 +206,7 @@ def encounter_bill(encounter: Encounter) -> dict[str, Any]:
         "encounter": str(encounter.pk),
         "status": encounter.status,
         "total": fen_to_yuan(total),
-        "days": [
-            {
-                "date": day.isoformat(),
-                "items": [
-                    {
-                        **charge_out(charge),
-                        "reversed": charge.pk in reversed_ids,
-                        "reversible": bill_open
-                        and reversal_refusal(charge, already_reversed=charge.pk in reversed_ids)
-                        is None,
-                    }
-                    for charge in lines
-                ],
-                "subtotal": fen_to_yuan(sum(charge.amount for charge in lines)),
-            }
-            for day, lines in sorted(days.items())
-        ],
+        "days": days,
         "paid": fen_to_yuan(paid),
         "outstanding": fen_to_yuan(max(total - paid, 0)),
         "settlement": settlement_out(settlement) if settlement is not None else None,
