@@ -28,6 +28,7 @@ from core.api import (
     service_key,
 )
 from core.money import fen_to_yuan
+from core.renderers import fast_json_renderers
 
 from .models import Channel, Charge, Encounter, InsuranceClaim, Receipt, Refund
 from .selectors import charge_out, encounter_bill, encounter_out, settlement_out
@@ -280,6 +281,7 @@ class BillApi(StaffView):
 
     authentication_classes = [StaffTokenAuthentication, SessionAuthentication]
     permission_classes = [IsAuthenticated]
+    renderer_classes = fast_json_renderers()  # a long stay's bill has thousands of lines
 
     @extend_schema(operation_id="encounters_bill", responses=BillOut)
     def get(self, request: Request, encounter_id: UUID) -> Response:

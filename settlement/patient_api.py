@@ -20,6 +20,7 @@ from accounts.patient_api import PatientView
 from accounts.services.notices import messages_of
 from core.api import PAGE, ApiView, YuanField, page_of
 from core.money import fen_to_yuan
+from core.renderers import fast_json_renderers
 
 from .api import refund_out
 from .models import Encounter, Refund
@@ -78,6 +79,8 @@ class PatientEncountersApi(PatientView):
 
 
 class PatientBillApi(PatientView):
+    renderer_classes = fast_json_renderers()  # a long stay's bill has thousands of lines
+
     @extend_schema(
         operation_id="patient_encounters_bill",
         description="The bill as the staff API shows it (每日清单, paid, settlement), for the "

@@ -10,6 +10,7 @@ from uuid import uuid4
 
 import pytest
 from django.utils import timezone
+from rest_framework.renderers import JSONRenderer
 
 from settlement.models import Encounter, InsuranceClaim
 from settlement.selectors import charge_out, encounter_bill
@@ -118,3 +119,11 @@ def test_a_stay_without_charges_has_an_empty_bill(department, make_person):
     )
     bill = encounter_bill(visit)
     assert (bill["days"], bill["total"], bill["outstanding"]) == ([], "0.00", "0.00")
+
+
+def test_the_api_writes_the_bill_as_drfs_own_json_renderer_would(stay, staff_client):
+    answer = staff_client("cashier").get(f"/api/v1/encounters/{stay.pk}/bill/")
+
+    assert answer.status_code == 200
+    assert answer["Content-Type"] == "application/json"
+    assert answer.content == JSONRenderer().render(encounter_bill(stay))
