@@ -6,7 +6,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from itertools import groupby
 from operator import itemgetter
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from django.db.models import Q, QuerySet, Sum
@@ -150,12 +150,70 @@ class _QuantityTexts(dict[Decimal, str]):
         return text
 
 
-def encounter_bill(encounter: Encounter) -> dict[str, Any]:
+class BillItem(Protocol):
+    """What a bill makes of each of its lines, given the line's fields as the API writes them
+    (in ``charge_out``'s order, then ``reversed`` and ``reversible``): the API's object
+    (:func:`bill_item`), or for a page whatever it shows."""
+
+    def __call__(
+        self,
+        pk: int,
+        code: str,
+        name: str,
+        category: str,
+        insurance_class: str,
+        quantity: str,
+        unit_price: str,
+        amount: str,
+        service_date: str,
+        reverses: int | None,
+        reason: str,
+        reversed_: bool,
+        reversible: bool,
+        /,
+    ) -> Any: ...
+
+
+def bill_item(
+    pk: int,
+    code: str,
+    name: str,
+    category: str,
+    insurance_class: str,
+    quantity: str,
+    unit_price: str,
+    amount: str,
+    service_date: str,
+    reverses: int | None,
+    reason: str,
+    reversed_: bool,
+    reversible: bool,
+    /,
+) -> dict[str, Any]:
+    """A bill's line as the API writes it: :func:`charge_out`'s fields, then the flags."""
+    return {
+        "id": pk,
+        "code": code,
+        "name": name,
+        "category": category,
+        "insurance_class": insurance_class,
+        "quantity": quantity,
+        "unit_price": unit_price,
+        "amount": amount,
+        "service_date": service_date,
+        "reverses": reverses,
+        "reason": reason,
+        "reversed": reversed_,
+        "reversible": reversible,
+    }
+
+
+def encounter_bill(encounter: Encounter, item: BillItem = bill_item) -> dict[str, Any]:
     """Totals, the lines per day (每日清单), what is paid and outstanding, and the settlement.
 
-    The lines are read as plain rows in one query, ordered by day, and each line is what
-    :func:`charge_out` says of it with ``reversed`` and ``reversible`` added: a stay of
-    thousands of lines is read without a model instance or a serializer per line.
+    The lines are read as plain rows in one query, ordered by day, and each day's ``items``
+    are what ``item`` makes of its lines (the API's objects unless a page asks otherwise): a
+    stay of thousands of lines is read without a model instance or a serializer per line.
     """
     lines = list(encounter.charges.order_by("service_date", "pk").values_list(*_BILL_LINE))
     reversed_ids = {line[9] for line in lines if line[9] is not None}
@@ -179,21 +237,21 @@ def encounter_bill(encounter: Encounter) -> dict[str, Any]:
             subtotal += amount
             already_reversed = pk in reversed_ids
             items.append(
-                {
-                    "id": pk,
-                    "code": code,
-                    "name": name,
-                    "category": category,
-                    "insurance_class": klass,
-                    "quantity": quantities[qty],
-                    "unit_price": yuan[price],
-                    "amount": yuan[amount],
-                    "service_date": date_text,
-                    "reverses": reverses,
-                    "reason": reason,
-                    "reversed": already_reversed,
-                    "reversible": reversible[reverses is not None, already_reversed],
-                }
+                item(
+                    pk,
+                    code,
+                    name,
+                    category,
+                    klass,
+                    quantities[qty],
+                    yuan[price],
+                    yuan[amount],
+                    date_text,
+                    reverses,
+                    reason,
+                    already_reversed,
+                    reversible[reverses is not None, already_reversed],
+                )
             )
         total += subtotal
         days.append({"date": date_text, "items": items, "subtotal": fen_to_yuan(subtotal)})
