@@ -131,6 +131,34 @@ def bill_page(encounter: Encounter) -> dict[str, Any]:
     }
 
 
+def _receipt_row(
+    pk: int,
+    code: str,
+    name: str,
+    category: str,
+    insurance_class: str,
+    quantity: str,
+    unit_price: str,
+    amount: str,
+    service_date: str,
+    reverses: int | None,
+    reason: str,
+    reversed_: bool,
+    reversible: bool,
+    /,
+) -> str:
+    return (
+        f'<tr><td>{service_date}</td><td>{escape(name)}</td><td class="money">{quantity}</td>'
+        f'<td class="money">{unit_price}</td><td class="money">{amount}</td></tr>'
+    )
+
+
+def receipt_rows(encounter: Encounter) -> SafeString:
+    """The receipt's charges, every line of every day in order, as table rows (safe HTML)."""
+    bill = encounter_bill(encounter, _receipt_row)
+    return _safe("\n".join(row for day in bill["days"] for row in day["items"]))
+
+
 def _safe(html: str) -> SafeString:
     # Every text in the rows was escaped by _Rows; the rest is markup and numbers made there.
     return mark_safe(html)  # noqa: S308

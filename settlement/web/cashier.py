@@ -49,7 +49,7 @@ from settlement.models import (
     Refund,
     Settlement,
 )
-from settlement.selectors import encounter_bill, encounter_out, insurer_outage, settlement_out
+from settlement.selectors import encounter_out, insurer_outage, settlement_out
 from settlement.services.encounters import (
     ChargeItem,
     charge_reverse,
@@ -61,7 +61,7 @@ from settlement.services.settle import encounter_settle
 
 from . import labels
 from .access import cashier_only, page_actor
-from .bill_rows import bill_page
+from .bill_rows import bill_page, receipt_rows
 from .cashier_forms import (
     CATEGORY_SUGGESTIONS,
     AdmitForm,
@@ -575,7 +575,7 @@ def receipt(request: HttpRequest, encounter_id: UUID) -> HttpResponse:
             "kind": KIND_LABELS.get(encounter.kind, encounter.kind),
             "settlement": settlement,
             "receipt": current,
-            "bill": labels.bill_labelled(encounter_bill(encounter)),
+            "charge_rows": receipt_rows(encounter),
             "funding": funding_view(encounter),
             "refunds": refund_rows(encounter.refunds.order_by("created_at", "pk")),
         },

@@ -8,13 +8,14 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
-from django.test import Client
+from django.test import Client, override_settings
 from django.utils import timezone
 
 from accounts.services.institutions import department_ensure, institution_ensure
 from accounts.services.staff import staff_create
-from settlement.models import Charge, Encounter
+from settlement.models import Channel, Charge, Encounter
 from settlement.services.encounters import ChargeItem, charge_reverse, charges_post, encounter_admit
+from settlement.services.settle import encounter_settle
 from settlement.web.bill_rows import ALL_DAYS_OPEN_UP_TO
 from tests.factories import home_institution
 from tests.web.conftest import sign_in
@@ -190,3 +191,25 @@ class TestInABrowser:
         page.goto(f"{url}#day-{first_day}")
         page.reload()
         assert page.locator(f"#day-{first_day}").get_attribute("open") is not None
+
+
+@pytest.mark.django_db
+def test_the_receipt_lists_every_line_of_every_day(department, make_person):
+    stay = stay_with(department, make_person, days=2, per_day=2, name="<i>药</i>")
+    with override_settings(INSURER_URL="http://127.0.0.1:9", INSURER_TIMEOUT_SECONDS=1):
+        encounter_settle(actor="test", encounter_id=stay.pk, channel=Channel.CASH)
+    client = Client()
+    client.force_login(cashier())
+
+    html = client.get(f"/cashier/encounters/{stay.pk}/receipt/").content.decode()
+    rows = re.findall(
+        r'<tr><td>([\d-]+)</td><td>([^<]*)</td><td class="money">([\d.-]+)</td>'
+        r'<td class="money">([\d.-]+)</td><td class="money">([\d.-]+)</td></tr>',
+        html,
+    )
+    today = timezone.localdate()
+    assert rows == [
+        ((today - timedelta(days)).isoformat(), "&lt;i&gt;药&lt;/i&gt;", "1", price, price)
+        for days in (1, 0)
+        for price in ("1.00", "1.01")
+    ]
