@@ -5,6 +5,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+import orjson
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
@@ -28,10 +29,10 @@ from core.api import (
     service_key,
 )
 from core.money import fen_to_yuan
-from core.renderers import fast_json_renderers
+from core.renderers import answers_with_fragments, fast_json_renderers
 
 from .models import Channel, Charge, Encounter, InsuranceClaim, Receipt, Refund
-from .selectors import charge_out, encounter_bill, encounter_out, settlement_out
+from .selectors import bill_item, charge_out, encounter_bill, encounter_out, settlement_out
 from .serializers import (
     BillOut,
     ChargeOut,
@@ -294,7 +295,20 @@ class BillApi(StaffView):
             encounter = Encounter.objects.get(pk=encounter_id)
             if own != encounter.person_id:
                 raise PermissionDenied("a patient sees only their own bills")
-        return Response(encounter_bill(encounter))
+        return Response(bill_answer(request, encounter))
+
+
+def _line_json(*fields: Any) -> orjson.Fragment:
+    """A bill's line written as JSON at once (:func:`bill_item`'s object)."""
+    return orjson.Fragment(orjson.dumps(bill_item(*fields)))
+
+
+def bill_answer(request: Request, encounter: Encounter) -> dict[str, Any]:
+    """The bill as the API answers it. Through orjson (compact JSON, as nearly always) each
+    line is written as it is made, so that a long stay's thousands of line objects are not
+    all alive at once (they would set the garbage collector off several times a request, and
+    now and then a full collection of the process); otherwise each line is its object."""
+    return encounter_bill(encounter, _line_json if answers_with_fragments(request) else bill_item)
 
 
 class SettleApi(StaffView):

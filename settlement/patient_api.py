@@ -22,9 +22,9 @@ from core.api import PAGE, ApiView, YuanField, page_of
 from core.money import fen_to_yuan
 from core.renderers import fast_json_renderers
 
-from .api import refund_out
+from .api import bill_answer, refund_out
 from .models import Encounter, Refund
-from .selectors import encounter_bill, patient_encounters
+from .selectors import patient_encounters
 from .serializers import BillOut, RefundOut
 
 
@@ -89,7 +89,7 @@ class PatientBillApi(PatientView):
     )
     def get(self, request: Request, encounter_id: Any) -> Response:
         encounter = patient_encounters(patient_of(request)).get(pk=encounter_id)
-        return Response(encounter_bill(encounter))
+        return Response(bill_answer(request, encounter))
 
 
 # --- refunds ----------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 hold it to ``charge_out``, which reads each line as a model instance, line by line.
 """
 
+import json
 from datetime import date, timedelta
 from decimal import Decimal
 from uuid import uuid4
@@ -127,3 +128,20 @@ def test_the_api_writes_the_bill_as_drfs_own_json_renderer_would(stay, staff_cli
     assert answer.status_code == 200
     assert answer["Content-Type"] == "application/json"
     assert answer.content == JSONRenderer().render(encounter_bill(stay))
+
+
+def test_an_indented_or_browsable_answer_has_the_same_bill(stay, staff_client):
+    """Compact JSON writes each line as it is made (orjson fragments); an answer asked for
+    indented, or the browsable API's page, takes the lines as objects: the same bill."""
+    client = staff_client("cashier")
+    url = f"/api/v1/encounters/{stay.pk}/bill/"
+
+    indented = client.get(url, HTTP_ACCEPT="application/json; indent=2")
+    assert indented.status_code == 200
+    assert indented.content == JSONRenderer().render(
+        encounter_bill(stay), "application/json; indent=2"
+    )
+    assert json.loads(indented.content) == json.loads(client.get(url).content)
+    page = client.get(url, HTTP_ACCEPT="text/html")
+    assert page.status_code == 200 and page["Content-Type"].startswith("text/html")
+    assert "&quot;reversible&quot;" in page.content.decode()
