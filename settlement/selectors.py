@@ -1,6 +1,7 @@
 """Reads for bills, settlements, claims, receivables and bank statements."""
 
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -212,13 +213,18 @@ def bill_item(
     }
 
 
-def encounter_bill(encounter: Encounter, item: BillItem = bill_item) -> dict[str, Any]:
+def encounter_bill(
+    encounter: Encounter,
+    item: BillItem = bill_item,
+    day_items: Callable[[Iterator[Any]], Any] = list,
+) -> dict[str, Any]:
     """Totals, the lines per day (每日清单), what is paid and outstanding, and the settlement.
 
     The lines are read as plain rows in one query, ordered by day (the ids of those reversed
     in another), and each day's ``items`` are what ``item`` makes of its lines (the API's
-    objects unless a page asks otherwise): a stay of thousands of lines is read without a
-    model instance or a serializer per line.
+    objects unless a page asks otherwise), gathered by ``day_items`` (a list unless the
+    caller writes them as it goes): a stay of thousands of lines is read without a model
+    instance or a serializer per line.
     """
     charges = encounter.charges.all()
     reversed_ids = set(charges.filter(reverses__isnull=False).values_list("reverses", flat=True))
@@ -241,32 +247,33 @@ def encounter_bill(encounter: Encounter, item: BillItem = bill_item) -> dict[str
         # set the garbage collector off several times a request (and now and then a full
         # collection of the whole process, tens of milliseconds).
         rows = chain.from_iterable(iter(partial(cursor.fetchmany, _ROWS_AT_ONCE), []))
+
+        def made(day_lines: Iterable[tuple[Any, ...]], date_text: str, sums: list[int]) -> Any:
+            for pk, code, name, cat, klass, qty, price, amount, _, reverses, reason in day_lines:
+                sums[0] += amount
+                already_reversed = pk in reversed_ids
+                yield item(
+                    pk,
+                    code,
+                    name,
+                    cat,
+                    klass,
+                    quantities[qty],
+                    yuan[price],
+                    yuan[amount],
+                    date_text,
+                    reverses,
+                    reason,
+                    already_reversed,
+                    reversible[reverses is not None, already_reversed],
+                )
+
         for day, day_lines in groupby(rows, key=itemgetter(8)):
             date_text = day.isoformat()
-            items = []
-            subtotal = 0
-            for pk, code, name, cat, klass, qty, price, amount, _, reverses, reason in day_lines:
-                subtotal += amount
-                already_reversed = pk in reversed_ids
-                items.append(
-                    item(
-                        pk,
-                        code,
-                        name,
-                        cat,
-                        klass,
-                        quantities[qty],
-                        yuan[price],
-                        yuan[amount],
-                        date_text,
-                        reverses,
-                        reason,
-                        already_reversed,
-                        reversible[reverses is not None, already_reversed],
-                    )
-                )
-            total += subtotal
-            days.append({"date": date_text, "items": items, "subtotal": fen_to_yuan(subtotal)})
+            subtotal = [0]
+            items = day_items(made(day_lines, date_text, subtotal))
+            total += subtotal[0]
+            days.append({"date": date_text, "items": items, "subtotal": fen_to_yuan(subtotal[0])})
     settlement = Settlement.objects.filter(encounter=encounter).first()
     if settlement is not None:
         paid = settlement.total
