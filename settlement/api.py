@@ -1,10 +1,13 @@
 """Staff API: encounters, deposits, charges, bills, settlement, receipts, insurance claims."""
 
 import re
+from collections.abc import Iterator
 from decimal import Decimal
+from itertools import islice
 from typing import Any
 from uuid import UUID
 
+import orjson
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
@@ -28,9 +31,10 @@ from core.api import (
     service_key,
 )
 from core.money import fen_to_yuan
+from core.renderers import answers_with_fragments, fast_json_renderers
 
 from .models import Channel, Charge, Encounter, InsuranceClaim, Receipt, Refund
-from .selectors import charge_out, encounter_bill, encounter_out, settlement_out
+from .selectors import bill_item, charge_out, encounter_bill, encounter_out, settlement_out
 from .serializers import (
     BillOut,
     ChargeOut,
@@ -280,6 +284,7 @@ class BillApi(StaffView):
 
     authentication_classes = [StaffTokenAuthentication, SessionAuthentication]
     permission_classes = [IsAuthenticated]
+    renderer_classes = fast_json_renderers()  # a long stay's bill has thousands of lines
 
     @extend_schema(operation_id="encounters_bill", responses=BillOut)
     def get(self, request: Request, encounter_id: UUID) -> Response:
@@ -292,7 +297,27 @@ class BillApi(StaffView):
             encounter = Encounter.objects.get(pk=encounter_id)
             if own != encounter.person_id:
                 raise PermissionDenied("a patient sees only their own bills")
-        return Response(encounter_bill(encounter))
+        return Response(bill_answer(request, encounter))
+
+
+_LINES_AT_ONCE = 100  # line objects alive at once, well under the garbage collector's 700
+
+
+def _json_array(items: Iterator[Any]) -> orjson.Fragment:
+    """The items as one JSON array written already, a block at a time."""
+    blocks = iter(lambda: list(islice(items, _LINES_AT_ONCE)), [])
+    return orjson.Fragment(b"[" + b",".join(orjson.dumps(block)[1:-1] for block in blocks) + b"]")
+
+
+def bill_answer(request: Request, encounter: Encounter) -> dict[str, Any]:
+    """The bill as the API answers it. Through orjson (compact JSON, as nearly always) each
+    day's lines are written as they are made, a block at a time, so that a long stay's
+    thousands of line objects are not all alive at once (they would set the garbage
+    collector off several times a request, and now and then a full collection of the
+    process); otherwise each line is its object."""
+    if answers_with_fragments(request):
+        return encounter_bill(encounter, bill_item, _json_array)
+    return encounter_bill(encounter)
 
 
 class SettleApi(StaffView):

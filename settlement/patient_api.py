@@ -20,10 +20,11 @@ from accounts.patient_api import PatientView
 from accounts.services.notices import messages_of
 from core.api import PAGE, ApiView, YuanField, page_of
 from core.money import fen_to_yuan
+from core.renderers import fast_json_renderers
 
-from .api import refund_out
+from .api import bill_answer, refund_out
 from .models import Encounter, Refund
-from .selectors import encounter_bill, patient_encounters
+from .selectors import patient_encounters
 from .serializers import BillOut, RefundOut
 
 
@@ -78,6 +79,8 @@ class PatientEncountersApi(PatientView):
 
 
 class PatientBillApi(PatientView):
+    renderer_classes = fast_json_renderers()  # a long stay's bill has thousands of lines
+
     @extend_schema(
         operation_id="patient_encounters_bill",
         description="The bill as the staff API shows it (每日清单, paid, settlement), for the "
@@ -86,7 +89,7 @@ class PatientBillApi(PatientView):
     )
     def get(self, request: Request, encounter_id: Any) -> Response:
         encounter = patient_encounters(patient_of(request)).get(pk=encounter_id)
-        return Response(encounter_bill(encounter))
+        return Response(bill_answer(request, encounter))
 
 
 # --- refunds ----------------------------------------------------------------------------------

@@ -42,7 +42,17 @@ def bill_change_refusal(encounter: Encounter) -> EncounterStateError | None:
 
 def reversal_refusal(charge: Charge, *, already_reversed: bool) -> EncounterStateError | None:
     """Why this charge line cannot be reversed, whatever the encounter (the error), or None."""
-    if charge.reverses_id is not None:
+    return line_reversal_refusal(
+        is_reversal=charge.reverses_id is not None, already_reversed=already_reversed
+    )
+
+
+def line_reversal_refusal(
+    *, is_reversal: bool, already_reversed: bool
+) -> EncounterStateError | None:
+    """:func:`reversal_refusal` for a line known by what it is rather than as a ``Charge``
+    (a bill reads its lines as plain rows)."""
+    if is_reversal:
         return EncounterStateError(_("a reversing line cannot itself be reversed"))
     if already_reversed:
         return EncounterStateError(_("this charge line is already reversed"))

@@ -256,7 +256,7 @@ class TestAtTheDesk:
         post_charge(page, "E007", "CT", "exam", "B", "2", "200", yesterday)
         post_charge(page, "R100", "单人病房", "bed", "C", "1", "150.00", today)
         post_charge(page, "D002", "输液", "drug", "A", "1.5", "200.00", today)
-        days = page.locator("tbody.bill-day")
+        days = page.locator("details.bill-day")
         assert days.count() == 2
         assert [days.nth(i).get_attribute("data-date") for i in range(2)] == [
             yesterday.isoformat(),
@@ -307,16 +307,21 @@ class TestAtTheDesk:
 
         ct = encounter.charges.get(code="E007")
         row = page.locator(f"tr[data-charge='{ct.pk}']")
-        row.locator("input[name=reason]").fill("重复收费")
+        # The page's one reverse form: the reason, then the line's own button.
+        assert page.locator("form.reverse-form").count() == 1
+        page.fill("#reverse-reason", "重复收费")
         with page.expect_navigation():
-            row.locator("button[type=submit]").click()
+            row.locator("button[name=charge]").click()
+        assert page.url.endswith(f"#day-{today.isoformat()}")
         assert "reversed" in (page.get_attribute(f"tr[data-charge='{ct.pk}']", "class") or "")
         reversal = encounter.charges.get(reverses=ct)
         assert reversal.amount == -20_000
         reversal_row = page.locator(f"tr[data-charge='{reversal.pk}']")
         assert "-200.00" in reversal_row.inner_text() and "重复收费" in reversal_row.inner_text()
         assert page.inner_text("#bill-total") == "35.00"
-        assert page.locator(f"tr[data-charge='{ct.pk}'] .reverse-form").count() == 0
+        assert page.locator(f"tr[data-charge='{ct.pk}'] button").count() == 0
+        lab = encounter.charges.get(code="L001")
+        assert page.locator(f"tr[data-charge='{lab.pk}'] button[name=charge]").count() == 1
 
     def test_a_bad_deposit_amount_is_refused_in_chinese(
         self, page, live_server, department, make_person

@@ -1,16 +1,17 @@
 """What a settlement costs the server: queries per settle, its time with the insurer's wait
 taken out, and the time to read a long stay's daily bill.
 
-``manage.py settle_bench [--runs 50] [--lines 30,3000]`` builds, for each number of charge
-lines, ``--runs`` inpatient stays through the services (a patient with a credit line, the
-deposit waived onto it, the lines posted 500 at a time), then settles each against the insurer
-simulator, started in this process. A settle's time is ``encounter_settle`` from call to
-return less the time its adapter spent waiting for the insurer's answers (the insurer's share:
-it is not the server's), after one settle of the size not measured (a running server has
-settled before); its queries are counted on one more stay of the same size, apart (counting
-slows what it watches). Then the bill of one open stay
-of the largest size is read ``--runs`` times through the staff API and as the cashier's page,
-in this process through Django's test client (the server's time, without a network).
+``manage.py settle_bench [--runs 50] [--lines 30,3000] [--only settle|bill]`` builds, for each
+number of charge lines, ``--runs`` inpatient stays through the services (a patient with a
+credit line, the deposit waived onto it, the lines posted 500 at a time), then settles each
+against the insurer simulator, started in this process. A settle's time is
+``encounter_settle`` from call to return less the time its adapter spent waiting for the
+insurer's answers (the insurer's share: it is not the server's), after one settle of the size
+not measured (a running server has settled before); its queries are counted on one more stay
+of the same size, apart (counting slows what it watches). Then the bill of one open stay of
+the largest size is read ``--runs`` times through the staff API and as the cashier's page, in
+this process through Django's test client (the server's time, without a network). ``--only``
+measures one of the two: ``bill`` builds only the open stay.
 
 The set-up is followed by ``ANALYZE``, as a database that has run a while would be. Each figure
 is printed with its target (issue: "≤ 40 queries per settle whatever the number of lines;
@@ -125,6 +126,12 @@ class Command(BaseCommand):
             "--lines", default="30,3000", help="Charge lines per stay, comma-separated."
         )
         parser.add_argument("--seed", type=int, default=1, help="Seed of the generated stays.")
+        parser.add_argument(
+            "--only",
+            choices=["settle", "bill"],
+            help="Measure only the settles, or only the bill's reads (one stay of the largest "
+            "size is built for them).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         runs = options["runs"]
@@ -144,29 +151,31 @@ class Command(BaseCommand):
             thread = threading.Thread(target=server.serve_forever, daemon=True)
             thread.start()
             try:
-                self._run(server.url, runs, sizes)
+                self._run(server.url, runs, sizes, options["only"])
             finally:
                 server.shutdown()
                 server.server_close()
 
-    def _run(self, url: str, runs: int, sizes: list[int]) -> None:
+    def _run(self, url: str, runs: int, sizes: list[int], only: str | None) -> None:
         department, partner = self._setup()
         stays: dict[int, list[UUID]] = {}
-        for size in sizes:
-            self.stdout.write(f"building {runs + 2} stays of {size} lines (not measured)")
-            stays[size] = [self._stay(department, partner, size) for _ in range(runs + 2)]
-        open_stay = self._stay(department, partner, max(sizes))
+        if only != "bill":
+            for size in sizes:
+                self.stdout.write(f"building {runs + 2} stays of {size} lines (not measured)")
+                stays[size] = [self._stay(department, partner, size) for _ in range(runs + 2)]
+        open_stay = self._stay(department, partner, max(sizes)) if only != "settle" else None
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE")
         results = []
-        for size in sizes:
+        for size in stays:
             warm_up, *timed, counted = stays[size]
             self._settle_time(url, warm_up)  # as a server that has settled before: not counted
             times = [self._settle_time(url, stay) for stay in timed]
             queries = self._settle_queries(url, counted)
             target = TARGETS["settle_small"] if size <= 30 else TARGETS["settle_large"]
             results.append(Figures(f"settle, {size} lines", queries, times, target))
-        results += self._bill(open_stay, runs, max(sizes))
+        if open_stay is not None:
+            results += self._bill(open_stay, runs, max(sizes))
         self._print(results, connection.vendor)
 
     # --- set-up ---------------------------------------------------------------------------
