@@ -13,6 +13,7 @@ the rest owed back to the patient as a refund.
 
 from dataclasses import dataclass
 from datetime import date, timedelta
+from uuid import UUID
 
 from django.utils import timezone
 from django.utils.translation import gettext_lazy
@@ -97,21 +98,18 @@ def funding_plan(
         deposit_held = deposit_paid(encounter)  # read, never made: a waived deposit has none
     from_deposit = min(deposit_held, self_pay)
     rest = self_pay - from_deposit
-    line, link = encounter.funding_line, encounter.funding_link
+    link = encounter.funding_link
     hold = (
         CreditHold(line_hold=encounter.line_hold_id, cap_hold=encounter.cap_hold_id)
         if encounter.line_hold_id
         else None
     )
+    line = _line_row(encounter.funding_line_id, lock=lock_line)
     chosen = _line_with_room(encounter, rest) if rest and line is None else None
     if chosen is not None:
         line, link = chosen.line, chosen.via_link
-    if lock_line and line is not None:
-        line = (
-            CreditLine.objects.select_for_update(of=("self",))
-            .select_related("partner", "capacity_account")
-            .get(pk=line.pk)
-        )
+        if lock_line:
+            line = _line_row(line.pk, lock=True)
     room = credit_room(line, link, hold) if rest and line is not None else 0
     if chosen is not None and room == 0:
         line, link, chosen = None, None, None
@@ -126,6 +124,16 @@ def funding_plan(
         line_chosen_now=chosen is not None,
         channel=channel,
     )
+
+
+def _line_row(line_id: UUID | None, *, lock: bool) -> CreditLine | None:
+    """The line as it is now, with its bank and capacity account (locked if ``lock``). Read
+    by itself, not joined to the encounter's row: a join of that many tables takes the
+    database longer to plan than this read and the encounter's take together."""
+    if line_id is None:
+        return None
+    lines = CreditLine.objects.select_related("partner", "capacity_account")
+    return (lines.select_for_update(of=("self",)) if lock else lines).get(pk=line_id)
 
 
 def _line_with_room(encounter: Encounter, amount: int) -> Funding | None:

@@ -59,14 +59,9 @@ from .receipts import receipt_issue
 logger = logging.getLogger(__name__)
 
 RECOVERY_ACTOR = "system:settle_recover"
-# What a settle reads with its encounter, in the same statement (only the encounter is locked).
-_SETTLE_RELATED = (
-    "institution",
-    "person",
-    "funding_line__partner",
-    "funding_line__capacity_account",
-    "funding_link__payer",
-)
+# What a settle reads with its encounter, in the same statement (only the encounter is
+# locked); its credit line is read by the funding plan.
+_SETTLE_RELATED = ("institution", "person")
 
 
 # --- the public calls -------------------------------------------------------------------------
