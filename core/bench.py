@@ -1,10 +1,22 @@
 """What the benchmark commands share."""
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from django.test.utils import override_settings
 
 
-def as_in_production() -> override_settings:
-    """Settings as a production server has them, for a benchmark's run (``with``): ``DEBUG``
-    off. With it on (the local default) Django keeps every query in a log and renders templates
-    in debug mode, which a production server does not pay for."""
-    return override_settings(DEBUG=False)
+@contextmanager
+def as_in_production() -> Iterator[None]:
+    """A benchmark's timed run (``with``) in the state a production web process is in:
+    ``DEBUG`` off (with it on, the local default, Django keeps every query in a log and renders
+    templates in debug mode) and what is loaded so far frozen out of the garbage collector's
+    reach, as ``config.wsgi`` does once the application is loaded."""
+    gc.collect()
+    gc.freeze()
+    try:
+        with override_settings(DEBUG=False):
+            yield
+    finally:
+        gc.unfreeze()

@@ -122,7 +122,25 @@ class FeeLines:
 
     @cached_property
     def wire(self) -> list[Json]:
-        return [line.to_wire() for line in self.lines]
+        """Each line as ``FeeLine.to_wire`` writes it; an amount or a day repeated along a stay
+        is written out once."""
+        amounts: dict[int, str] = {}
+        days: dict[date | None, str | None] = {}
+        return [
+            {
+                "insurance_class": line.insurance_class,
+                "amount": amounts.get(line.amount)
+                or amounts.setdefault(line.amount, fen_to_yuan(line.amount)),
+                "code": line.code,
+                "service_date": days[line.service_date]
+                if line.service_date in days
+                else days.setdefault(
+                    line.service_date,
+                    line.service_date.isoformat() if line.service_date else None,
+                ),
+            }
+            for line in self.lines
+        ]
 
 
 def _fee_lines(lines: Iterable[FeeLine]) -> FeeLines:

@@ -20,7 +20,7 @@ from settlement.insurer import (
     InsurerUnavailable,
 )
 from settlement.insurer import simulator as sim_module
-from settlement.insurer.client import FeeLine, InsurerClient, Split
+from settlement.insurer.client import FeeLine, FeeLines, InsurerClient, Split
 from settlement.insurer.policy import Policy, PolicySplit, compute_split
 from settlement.models import InsurerCall
 from tests.settlement.conftest import HOLD, Simulator
@@ -451,3 +451,14 @@ def test_daily_totals_and_detail_show_what_was_settled_that_day(sim):
     ]
     assert client.daily_totals(day - timedelta(days=1)).count == 0
     assert client.daily_detail(day + timedelta(days=1)) == []
+
+
+def test_fee_lines_wire_form_is_each_lines_own_with_repeats_and_no_date():
+    lines = [
+        FeeLine("A", 1_000, "C1", date(2026, 11, 30)),
+        FeeLine("B", 1_000, "C2", date(2026, 11, 30)),
+        FeeLine("C", -1_000, "C1", date(2026, 12, 1)),
+        FeeLine("A", 5, "C3", None),
+    ]
+    assert FeeLines(lines).wire == [line.to_wire() for line in lines]
+    assert FeeLines(lines).total == 1_005
