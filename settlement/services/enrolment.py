@@ -262,8 +262,9 @@ def scores_refresh(
     *, client: CreditScoreClient | None = None, today: date | None = None
 ) -> RefreshReport:
     """Ask again the score of every holder of an open line their enrolment granted (a
-    ``CreditApplication``), under that enrolment's consent while it is live, and put each such
-    line on its bank's tier table. A line a bank granted or set on its own, or one whose
+    ``CreditApplication``) at a bank enrolling on its tier table, under that enrolment's consent
+    while it is live, and put each such line on the table. A line a bank granted or set on its
+    own (every line of a bank that decides each application), or one whose
     enrolment's consent was revoked, is the bank's business and left alone. The limit moves to the
     score's band (``credit.line_retiered``), a score under the lowest band (or none any more)
     freezes the line (``credit.line_frozen``), and a line frozen for its score is thawed
@@ -274,6 +275,9 @@ def scores_refresh(
     client = client or CreditScoreClient()
     report = RefreshReport()
     granted = CreditApplication.objects.filter(
+        # A bank that decides each application decides its limits too: only lines granted on
+        # a tier table (an auto bank's) are the table's to move.
+        partner__enrolment=Partner.Enrolment.AUTO,
         status=CreditApplication.Status.GRANTED,
         credit_line__status__in=[CreditLine.Status.ACTIVE, CreditLine.Status.FROZEN],
         consent__revoked_at__isnull=True,

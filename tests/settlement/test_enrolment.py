@@ -191,6 +191,23 @@ def test_a_bank_deciding_each_case_is_sent_one_signed_application_and_its_grant_
     assert granted.json()["limit"] == "1000.00"
     assert OutboxEvent.objects.count() == 1
 
+    # The bank decides the limit as well: the monthly refresh leaves what it set alone, even
+    # where the score's band on its table says otherwise.
+    raised = bank_client.post(
+        "/api/partner/v1/credit-lines/",
+        {
+            "id_number": person_id_number(person),
+            "name": person.name,
+            "score": 550,
+            "score_provider": "白鹭分",
+            "limit": "2500.00",
+        },
+    )
+    assert raised.status_code == 200, raised.json()
+    report = scores_refresh()
+    line = CreditLine.objects.get(pk=granted.json()["id"])
+    assert (line.status, line.limit, report.retiered, report.asked) == ("active", 250_000, 0, 0)
+
 
 def test_a_citizen_without_a_score_is_declined_and_the_consent_kept(
     score_platform, bank, make_person
