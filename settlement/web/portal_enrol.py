@@ -17,7 +17,13 @@ from accounts.exceptions import AccountsError
 from accounts.models import Consent, CreditApplication, Partner
 from accounts.services.consents import consent_revoke
 from core.money import fen_to_yuan
-from settlement.services.enrolment import CONSENT_TEXT, enrolment_apply, enrolment_bank
+from settlement.services.enrolment import (
+    CONSENT_TEXT,
+    DECLINED_BELOW_LOWEST_TIER,
+    DECLINED_NO_SCORE,
+    enrolment_apply,
+    enrolment_bank,
+)
 
 from .access import patient_required
 from .portal_forms import domain_error_text
@@ -31,8 +37,8 @@ APPLICATION_STATUS: dict[str, StrPromise] = {
     CreditApplication.Status.DECLINED: _("declined"),
 }
 DECLINE_REASONS: dict[str, StrPromise] = {
-    "no score": _("the credit platform has no score for you"),
-    "below the lowest tier": _("your score is below the bank's lowest tier"),
+    DECLINED_NO_SCORE: _("the credit platform has no score for you"),
+    DECLINED_BELOW_LOWEST_TIER: _("your score is below the bank's lowest tier"),
 }
 OUTCOMES: dict[str, StrPromise] = {
     CreditApplication.Status.GRANTED: _(
@@ -102,7 +108,11 @@ def enrol(request: HttpRequest) -> HttpResponse:
                 messages.error(
                     request,
                     _("Not enrolled: %(reason)s.")
-                    % {"reason": DECLINE_REASONS[enrolment.application.reason]},
+                    % {
+                        "reason": DECLINE_REASONS.get(
+                            enrolment.application.reason, enrolment.application.reason
+                        )
+                    },
                 )
             else:
                 messages.success(
