@@ -46,6 +46,7 @@ def _statements(stay: Encounter, url: str) -> list[str]:
     return [query["sql"] for query in captured.captured_queries]
 
 
+@pytest.mark.postgres  # SQLite posts through the ledger's Python path, statement by statement
 @pytest.mark.django_db(transaction=True)
 def test_a_settle_sends_the_same_few_statements_for_3_lines_as_for_300(department, shared_sim):
     partner, _, _ = partner_create(actor="test", name=f"计数银行 {uuid4().hex[:6]}")
