@@ -135,3 +135,37 @@ def test_a_deposit_or_charges_sent_again_with_their_key_take_effect_once(ward, m
     assert Deposit.objects.filter(encounter=stay).count() == 2
     assert Charge.objects.filter(encounter=stay).count() == 2
     assert Transaction.objects.count() == postings + 4
+
+
+def test_the_insurer_is_sent_the_standing_lines_in_day_order(ward, make_person):
+    """A reversed line and its reversal are left out, and so is a line of no amount; the rest go
+    by service day, then as they were posted."""
+    from settlement.services.encounters import charge_reverse
+    from settlement.services.insurer_claims import fee_lines
+
+    patient = make_person("病人", birth=date(1970, 1, 1))
+    encounter = encounter_admit(actor="test", person=patient, department=ward, kind="inpatient")
+    today = timezone.localdate()
+    Encounter.objects.filter(pk=encounter.pk).update(admitted_at=timezone.now() - timedelta(days=2))
+    charges_post(
+        key=uuid4().hex,
+        actor="test",
+        encounter_id=encounter.pk,
+        items=[
+            charge_item(1_000, code="TODAY-1"),
+            charge_item(2_000, code="WRONG"),
+            charge_item(0, code="FREE"),
+            charge_item(3_000, code="YESTERDAY", service_date=today - timedelta(days=1)),
+            charge_item(4_000, code="TODAY-2"),
+        ],
+    )
+    wrong = encounter.charges.get(code="WRONG")
+    charge_reverse(actor="test", charge_id=wrong.pk, reason="wrong item")
+
+    lines = fee_lines(encounter)
+    assert [(line.code, line.amount, line.service_date) for line in lines] == [
+        ("YESTERDAY", 3_000, today - timedelta(days=1)),
+        ("TODAY-1", 1_000, today),
+        ("TODAY-2", 4_000, today),
+    ]
+    assert lines.total == 8_000 == sum(encounter.charges.values_list("amount", flat=True))
