@@ -441,30 +441,40 @@ def credit_hold_release(*, key: str, hold: CreditHold) -> None:
             ledger.hold_void(key=f"{key}:{suffix}", hold_id=hold_id)
 
 
-def credit_room(line: CreditLine, link: FamilyLink | None, hold: CreditHold | None) -> int:
+@dataclass(frozen=True)
+class CreditRoom:
+    """What a line can still pay for a stay (fen), and of it what the stay's own hold keeps."""
+
+    available: int
+    held: int = 0  # the stay's pending hold on the line: a draw captures it first
+
+
+def credit_room(line: CreditLine, link: FamilyLink | None, hold: CreditHold | None) -> CreditRoom:
     """What the line can still pay for this stay: its free capacity plus the stay's own hold,
-    within the link's cap; 0 when the line is not usable."""
+    within the link's cap; nothing when the line is not usable."""
     if line.status != CreditLine.Status.ACTIVE or (
         line.expires_on is not None and line.expires_on < timezone.localdate()
     ):
-        return 0
+        return CreditRoom(available=0)
 
     # A revoked or lapsed link still carries what the stay already holds, nothing more.
     live = link is None or link_is_live(link, timezone.localdate())
 
-    def room(account: Account, hold_id: UUID | None) -> int:
-        free = max(account_balance(account).available or 0, 0) if live else 0
-        if hold_id is not None:
-            held = Hold.objects.get(pk=hold_id)
-            if held.status == Hold.Status.PENDING:
-                free += held.amount
-        return free
+    def pending(hold_id: UUID | None) -> int:
+        if hold_id is None:
+            return 0
+        held = Hold.objects.get(pk=hold_id)
+        return held.amount if held.status == Hold.Status.PENDING else 0
 
-    available = room(line.capacity_account, hold.line_hold if hold else None)
+    def free(account: Account) -> int:
+        return max(account_balance(account).available or 0, 0) if live else 0
+
+    held = pending(hold.line_hold if hold else None)
+    available = free(line.capacity_account) + held
     cap = _cap_pool_and_account(link)
     if cap is not None:
-        available = min(available, room(cap[1], hold.cap_hold if hold else None))
-    return available
+        available = min(available, free(cap[1]) + pending(hold.cap_hold if hold else None))
+    return CreditRoom(available=available, held=held)
 
 
 # No savepoint: a draw that fails fails the whole transaction it is part of (a settlement).
@@ -476,18 +486,20 @@ def credit_draw(
     link: FamilyLink | None,
     amount: int,
     hold: CreditHold | None,
+    held: int,
     reference: str,
 ) -> None:
     """Draw ``amount``: capture the stay's hold for what it covers (freeing the rest of it),
-    then draw any excess directly. Raises ``LimitExceeded`` when the line lacks the room."""
-    line = CreditLine.objects.select_for_update().get(pk=line.pk)
+    then draw any excess directly. Raises ``LimitExceeded`` when the line lacks the room.
+
+    ``line`` is locked by the caller in this transaction (``select_for_update``, read after
+    the lock), and ``held`` is what ``credit_room`` read under that lock as the stay's hold.
+    """
     _check_usable(line)
     cap = _cap_pool_and_account(link)
-    captured = 0
-    line_hold = Hold.objects.get(pk=hold.line_hold) if hold is not None else None
-    if hold is not None and line_hold is not None and line_hold.status == Hold.Status.PENDING:
-        captured = min(amount, line_hold.amount)
-        ledger.hold_post(key=f"{key}:line", hold_id=line_hold.pk, amount=captured)
+    captured = min(amount, held) if hold is not None else 0
+    if hold is not None and captured:
+        ledger.hold_post(key=f"{key}:line", hold_id=hold.line_hold, amount=captured)
         if hold.cap_hold is not None:
             ledger.hold_post(key=f"{key}:cap", hold_id=hold.cap_hold, amount=captured)
     excess = amount - captured

@@ -22,6 +22,7 @@ from accounts.models import CreditLine, FamilyLink
 from accounts.selectors import Funding, funding_line_for
 from accounts.services.credit_lines import (
     CreditHold,
+    CreditRoom,
     credit_draw,
     credit_hold_release,
     credit_restore,
@@ -60,6 +61,8 @@ class FundingPlan:
     line: CreditLine | None  # the stay's line, else one chosen now; None when none has room
     link: FamilyLink | None  # the family link the line is used through: its cap applies
     hold: CreditHold | None  # the stay's reservation on its line (and on the link's cap)
+    held: int  # what that reservation keeps on the line now (0 once it is not pending)
+    locked: bool  # made under the line's lock, in the settlement's transaction
     line_chosen_now: bool  # the line was chosen at settlement, not held at admission
     channel: str | None  # the payment channel offered at the window, if any
 
@@ -110,17 +113,19 @@ def funding_plan(
         line, link = chosen.line, chosen.via_link
         if lock_line:
             line = _line_row(line.pk, lock=True)
-    room = credit_room(line, link, hold) if rest and line is not None else 0
-    if chosen is not None and room == 0:
+    room = credit_room(line, link, hold) if rest and line is not None else CreditRoom(0)
+    if chosen is not None and room.available == 0:
         line, link, chosen = None, None, None
     return FundingPlan(
         self_pay=self_pay,
         deposit_held=deposit_held,
         from_deposit=from_deposit,
-        from_credit=min(rest, room),
+        from_credit=min(rest, room.available),
         line=line,
         link=link,
         hold=hold,
+        held=room.held,
+        locked=lock_line,
         line_chosen_now=chosen is not None,
         channel=channel,
     )
@@ -185,12 +190,15 @@ def settlement_post(
     due_date = None
     line = plan.drawing_line
     if line is not None:
+        if not plan.locked:  # the draw trusts the line and its hold as the plan read them
+            raise ValueError("a settlement posts a plan made under its line's lock")
         credit_draw(
             key=key,
             line=line,
             link=plan.link,
             amount=plan.from_credit,
             hold=None if plan.line_chosen_now else plan.hold,
+            held=plan.held,
             reference=f"encounter:{encounter.pk}",
         )
         due_date = credit_draw_record(encounter, line, plan.from_credit)

@@ -203,22 +203,25 @@ def _begin(encounter_id: UUID, key: str) -> tuple[Encounter, InsuranceClaim]:
     )
     if encounter.status in (Encounter.Status.SETTLED, Encounter.Status.SETTLED_INSURANCE_DEFERRED):
         raise AlreadySettled(gettext_lazy("the encounter is already settled"))
+    now = timezone.now()
     # The encounter's lock keeps a second claim from being made meanwhile: no savepoint.
     claim = InsuranceClaim.objects.filter(encounter=encounter).first()
-    if claim is None:
-        claim = InsuranceClaim.objects.create(encounter=encounter)
-    now = timezone.now()
-    if (
-        encounter.status == Encounter.Status.SETTLING
-        and claim.lease_until
-        and claim.lease_until > now
-    ):
-        raise EncounterStateError(gettext_lazy("the encounter is being settled right now"))
+    if claim is None:  # a first attempt: the claim is made with its lease
+        claim = InsuranceClaim.objects.create(
+            encounter=encounter, lease_until=now + LEASE, settle_key=key
+        )
+    else:
+        if (
+            encounter.status == Encounter.Status.SETTLING
+            and claim.lease_until
+            and claim.lease_until > now
+        ):
+            raise EncounterStateError(gettext_lazy("the encounter is being settled right now"))
+        claim.lease_until = now + LEASE
+        claim.settle_key = key
+        claim.save(update_fields=["lease_until", "settle_key"])
     encounter.status = Encounter.Status.SETTLING
     encounter.save(update_fields=["status"])
-    claim.lease_until = now + LEASE
-    claim.settle_key = key
-    claim.save(update_fields=["lease_until", "settle_key"])
     return encounter, claim
 
 

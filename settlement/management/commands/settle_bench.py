@@ -4,14 +4,14 @@ taken out, and the time to read a long stay's daily bill.
 ``manage.py settle_bench [--runs 50] [--lines 30,3000] [--only settle|bill]`` builds, for each
 number of charge lines, ``--runs`` inpatient stays through the services (a patient with a
 credit line, the deposit waived onto it, the lines posted 500 at a time), then settles each
-against the insurer simulator, started in this process. A settle's time is
-``encounter_settle`` from call to return less the time its adapter spent waiting for the
-insurer's answers (the insurer's share: it is not the server's), after one settle of the size
-not measured (a running server has settled before); its queries are counted on one more stay
-of the same size, apart (counting slows what it watches). Then the bill of one open stay of
-the largest size is read ``--runs`` times through the staff API and as the cashier's page, in
-this process through Django's test client (the server's time, without a network). ``--only``
-measures one of the two: ``bill`` builds only the open stay.
+against the insurer simulator, started in a process of its own (as the insurer is another
+system). A settle's time is ``encounter_settle`` from call to return less the time its adapter
+spent waiting for the insurer's answers (the insurer's share: it is not the server's), after
+one settle of the size not measured (a running server has settled before); its queries are
+counted on one more stay of the same size, apart (counting slows what it watches). Then the
+bill of one open stay of the largest size is read ``--runs`` times through the staff API and as
+the cashier's page, in this process through Django's test client (the server's time, without
+a network). ``--only`` measures one of the two: ``bill`` builds only the open stay.
 
 The set-up is followed by ``ANALYZE``, as a database that has run a while would be. Each figure
 is printed with its target (issue: "≤ 40 queries per settle whatever the number of lines;
@@ -23,7 +23,6 @@ database of its own.
 import random
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,9 +49,8 @@ from accounts.services.partners import partner_create
 from accounts.services.persons import person_create
 from accounts.services.staff import staff_create
 from core.bench import as_in_production
+from settlement.bench.insurer import insurer_process
 from settlement.insurer.client import InsurerClient
-from settlement.insurer.policy import Policy
-from settlement.insurer.simulator import Insurer, SimulatorServer
 from settlement.services.encounters import ChargeItem, charges_post, encounter_admit
 from settlement.services.settle import encounter_settle
 
@@ -141,20 +139,9 @@ class Command(BaseCommand):
         if runs < 1 or not sizes or min(sizes) < 1:
             raise CommandError("--runs and every --lines size must be at least 1")
         self.rng = random.Random(options["seed"])  # noqa: S311 - benchmark data
-        with tempfile.TemporaryDirectory() as folder:
-            server = SimulatorServer(
-                ("127.0.0.1", 0),
-                Insurer(Path(folder) / "insurer.json", Policy()),
-                log=lambda line: None,
-            )
-            thread = threading.Thread(target=server.serve_forever, daemon=True)
-            thread.start()
-            try:
-                with as_in_production():
-                    self._run(server.url, runs, sizes, options["only"])
-            finally:
-                server.shutdown()
-                server.server_close()
+        with tempfile.TemporaryDirectory() as folder, insurer_process(Path(folder)) as url:
+            with as_in_production():
+                self._run(url, runs, sizes, options["only"])
 
     def _run(self, url: str, runs: int, sizes: list[int], only: str | None) -> None:
         department, partner = self._setup()
