@@ -18,7 +18,7 @@ requests, as a server keeps them):
 - an admission: ``POST /api/v1/encounters/`` as the institution's cashier, for a random citizen
   (an inpatient's deposit held on their line when it has room);
 - a settle: ``encounter_settle`` of a random open stay against the insurer simulator started in
-  this process, less the time waiting for the insurer (as ``settle_bench``);
+  a process of its own, less the time waiting for the insurer (as ``settle_bench``);
 - a bill: ``GET /api/v1/encounters/{id}/bill/`` of a random stay, as its institution's cashier;
 - a partner's line: ``GET /api/partner/v1/credit-lines/{id}/``, signed with the bank's key;
 - a patient's own list: ``GET /api/patient/v1/encounters/`` with a token of a random citizen;
@@ -35,7 +35,6 @@ import random
 import secrets
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,8 +60,7 @@ from ledger.models import Transaction
 from ledger.services import chain_seal
 from ledger.verification import verify_ledger
 from settlement.bench import scale_data
-from settlement.insurer.policy import Policy
-from settlement.insurer.simulator import Insurer, SimulatorServer
+from settlement.bench.insurer import insurer_process
 from settlement.models import Channel, Charge, Encounter
 from settlement.services.settle import encounter_settle
 
@@ -182,26 +180,17 @@ class Command(BaseCommand):
     # --- the timed part -------------------------------------------------------------------
 
     def _timed(self, runs: int, skip_verify: bool) -> None:
-        with tempfile.TemporaryDirectory() as folder:
-            server = SimulatorServer(
-                ("127.0.0.1", 0),
-                Insurer(Path(folder) / "insurer.json", Policy()),
-                log=lambda line: None,
-            )
-            thread = threading.Thread(target=server.serve_forever, daemon=True)
-            thread.start()
+        with tempfile.TemporaryDirectory() as folder, insurer_process(Path(folder)) as url:
             # A server keeps its connection between requests (CONN_MAX_AGE); the test client
             # would close it at the end of each, and reconnect at the next.
             signals.request_started.disconnect(close_old_connections)
             signals.request_finished.disconnect(close_old_connections)
             try:
                 with override_settings(ALLOWED_HOSTS=["testserver"]):
-                    results = self._measure(server.url, runs)
+                    results = self._measure(url, runs)
             finally:
                 signals.request_started.connect(close_old_connections)
                 signals.request_finished.connect(close_old_connections)
-                server.shutdown()
-                server.server_close()
         self._print(results)
         if not skip_verify:
             self._verify()
