@@ -449,9 +449,16 @@ class CreditRoom:
     held: int = 0  # the stay's pending hold on the line: a draw captures it first
 
 
-def credit_room(line: CreditLine, link: FamilyLink | None, hold: CreditHold | None) -> CreditRoom:
+def credit_room(
+    line: CreditLine, link: FamilyLink | None, hold: CreditHold | None, *, need: int | None = None
+) -> CreditRoom:
     """What the line can still pay for this stay: its free capacity plus the stay's own hold,
-    within the link's cap; nothing when the line is not usable."""
+    within the link's cap; nothing when the line is not usable.
+
+    With ``need``, the room is read only as far as ``need``: when the stay's own holds cover it
+    (a stay's bill is drawn from its hold first), the line's free capacity is not read, and
+    the room given is what they keep.
+    """
     if line.status != CreditLine.Status.ACTIVE or (
         line.expires_on is not None and line.expires_on < timezone.localdate()
     ):
@@ -469,11 +476,14 @@ def credit_room(line: CreditLine, link: FamilyLink | None, hold: CreditHold | No
     def free(account: Account) -> int:
         return max(account_balance(account).available or 0, 0) if live else 0
 
-    held = pending(hold.line_hold if hold else None)
-    available = free(line.capacity_account) + held
     cap = _cap_pool_and_account(link)
+    held = pending(hold.line_hold if hold else None)
+    cap_held = pending(hold.cap_hold if hold else None) if cap is not None else held
+    if need is not None and min(held, cap_held) >= need:
+        return CreditRoom(available=min(held, cap_held), held=held)
+    available = free(line.capacity_account) + held
     if cap is not None:
-        available = min(available, free(cap[1]) + pending(hold.cap_hold if hold else None))
+        available = min(available, free(cap[1]) + cap_held)
     return CreditRoom(available=available, held=held)
 
 

@@ -113,7 +113,7 @@ def funding_plan(
         line, link = chosen.line, chosen.via_link
         if lock_line:
             line = _line_row(line.pk, lock=True)
-    room = credit_room(line, link, hold) if rest and line is not None else CreditRoom(0)
+    room = credit_room(line, link, hold, need=rest) if rest and line is not None else CreditRoom(0)
     if chosen is not None and room.available == 0:
         line, link, chosen = None, None, None
     return FundingPlan(

@@ -12,6 +12,7 @@ from uuid import uuid4
 
 import pytest
 
+from accounts.services.credit_lines import credit_line_freeze
 from accounts.services.family import family_link_create
 from accounts.services.institutions import department_ensure, institution_ensure
 from ledger.selectors import account_balance
@@ -110,6 +111,43 @@ def test_the_stays_own_line_pays_the_rest_capturing_the_hold_taken_at_admission(
     assert account_balance(line.drawn_account).posted == 80_000
     assert account_balance(line.capacity_account).debits_pending == 0  # the hold was captured
     assert Receivable.objects.get(encounter=stay).amount == 80_000
+
+
+def test_a_bill_within_the_stays_hold_is_drawn_from_it_and_the_rest_of_it_freed(
+    ward, make_person, bank
+):
+    patient = make_person("陈水", birth=date(1976, 3, 3))
+    line = grant_line(bank, patient)
+    stay = admit(patient, ward, "inpatient", fen=30_000)  # the hold keeps ¥500
+    free_before = account_balance(line.capacity_account).available
+
+    plan = funding_plan(stay, 30_000, None)
+    assert (plan.from_deposit, plan.from_credit, plan.from_channel) == (0, 30_000, 0)
+    assert plan.held == DEPOSIT
+
+    settlement = settle_offline(stay)
+    assert paid(settlement) == (0, 30_000, 0)
+    assert account_balance(line.drawn_account).posted == 30_000
+    capacity = account_balance(line.capacity_account)
+    assert capacity.debits_pending == 0  # ¥300 of the hold captured, ¥200 of it freed
+    assert capacity.available == free_before + DEPOSIT - 30_000
+
+
+def test_a_line_frozen_since_admission_pays_nothing_though_its_hold_covers_the_bill(
+    ward, make_person, bank
+):
+    patient = make_person("陈木", birth=date(1977, 3, 3))
+    line = grant_line(bank, patient)
+    stay = admit(patient, ward, "inpatient", fen=30_000)
+    credit_line_freeze(actor="test", partner=bank, line_id=line.pk)
+
+    plan = funding_plan(stay, 30_000, None)
+    assert (plan.from_credit, plan.from_channel) == (0, 30_000)
+    with pytest.raises(SelfPayNotCovered):
+        settle_offline(stay)
+    settlement = settle_offline(stay, channel="cash")
+    assert paid(settlement) == (0, 0, 30_000)
+    assert account_balance(line.capacity_account).debits_pending == 0  # the hold was freed
 
 
 def test_an_adult_child_carries_a_parents_visit_on_a_line_chosen_at_settlement(
