@@ -13,13 +13,19 @@ def again_if_disconnected(work: Callable[[], T]) -> T:
     an administrator ended it), run it once more on a new connection.
 
     For clean-up after a failure, outside any transaction: inside one, what the transaction did
-    went with the old connection, and the error stands.
+    went with the old connection, and the error stands. A connection replaced while ``work``
+    failed also means the old one died: a transaction (``atomic``) that fails on a dead
+    connection leaves Django connected anew as it ends.
     """
+    if not connection.in_atomic_block:
+        connection.ensure_connection()
+    before = connection.connection
     try:
         return work()
     except (OperationalError, InterfaceError):
-        alive = connection.connection is not None and connection.is_usable()
-        if connection.in_atomic_block or alive:
+        if connection.in_atomic_block:
             raise
+        if connection.connection is before and before is not None and connection.is_usable():
+            raise  # the connection it ran on still works: the failure was the work's own
         connection.close()
         return work()

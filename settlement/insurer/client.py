@@ -29,6 +29,7 @@ way out to the internet.
 
 import json
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import date
 from functools import cached_property
@@ -39,8 +40,10 @@ from uuid import uuid4
 import orjson
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
 from django.utils import timezone
 
+from core.db import again_if_disconnected
 from core.http import NoAnswer, NotSent, opener, post_json
 from core.jsontext import EncodedJson
 from core.money import WIRE, fen_to_yuan, yuan_to_fen
@@ -235,22 +238,30 @@ class InsurerClient:
         *,
         msgid: str | None = None,
         fixmedins_code: str = "",
+        sending: Callable[[], None] | None = None,
+        settled: Callable[[Split], None] | None = None,
     ) -> Split:
         """2207/2304: settle the encounter at the institution ``fixmedins_code`` (which the
         insurer's daily lists are asked by); ``Split.setl_id`` and ``Split.msgid`` are set.
 
         ``msgid`` may be chosen beforehand (see :meth:`new_msgid`) so that the caller can
         record it before the call; on :class:`InsurerOutcomeUnknown` it is the one to reverse.
+        The caller's own records go in the transactions that store the call: ``sending()`` in
+        the one before it is sent, ``settled(split)`` in the one that stores the answer.
         """
         lines = _fee_lines(fee_lines)
         split = self._exchange(
             SETTLE[_kind(kind)],
             _settle_input(mdtrt_id, psn_no, lines, fixmedins_code),
-            lambda output: _split(output, lines.total, settled=True),
+            lambda output: replace(
+                _split(output, lines.total, settled=True), msgid=self.last_msgid
+            ),
             mdtrt_id=mdtrt_id,
             msgid=msgid,
+            sending=sending,
+            answered=settled,
         )
-        return replace(split, msgid=self.last_msgid)
+        return split
 
     def cancel(
         self, kind: str, setl_id: str, mdtrt_id: str, psn_no: str, *, msgid: str | None = None
@@ -321,10 +332,13 @@ class InsurerClient:
         mdtrt_id: str = "",
         msgid: str | None = None,
         stored: Json | None = None,
+        sending: Callable[[], None] | None = None,
+        answered: Callable[[T], None] | None = None,
     ) -> T:
         """Send ``data`` as ``infno`` and parse the output; the call is stored (``stored`` in
         place of ``data`` if given) before it is sent if it may change the insurer's state,
-        else once it ends."""
+        else once it ends. ``sending()`` runs in the transaction that stores a state-changing
+        call before it is sent, ``answered(result)`` in the one that stores a clear answer."""
         msgid = msgid or self.new_msgid(infno)
         self.last_msgid = msgid
         body = {"infno": infno, "msgid": msgid, "input": data}
@@ -336,7 +350,10 @@ class InsurerClient:
             request=EncodedJson(sent) if stored is None else {**body, "input": stored},
         )
         if infno in CHANGES_STATE:
-            call.save()
+            with _one_transaction(sending):
+                call.save()
+                if sending is not None:
+                    sending()
         # Failing before the insurer could act is "unavailable"; after a state-changing call
         # was sent, anything short of a clear answer is "unknown".
         after_send = InsurerOutcomeUnknown if infno in CHANGES_STATE else InsurerUnavailable
@@ -366,7 +383,8 @@ class InsurerClient:
             result = parse(output)
         except (ValueError, KeyError, TypeError) as e:
             raise self._finish(call, after_send, response, f"answer not understood: {e}") from e
-        self._complete(call, InsurerCall.Outcome.OK, response, "")
+        then = None if answered is None else lambda: answered(result)
+        self._complete(call, InsurerCall.Outcome.OK, response, "", then=then)
         return result
 
     def _post(self, infno: str, body: bytes) -> tuple[int, Any]:
@@ -395,15 +413,35 @@ class InsurerClient:
         return error(message, msgid=call.msgid, infno=call.infno)
 
     @staticmethod
-    def _complete(call: InsurerCall, outcome: str, response: Any, error: str) -> None:
+    def _complete(
+        call: InsurerCall,
+        outcome: str,
+        response: Any,
+        error: str,
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        """Store the call's outcome (and ``then`` the caller's records, in one transaction),
+        on a new connection if the one there was died while the insurer was asked."""
         call.outcome = outcome
         call.response = response
         call.error = error
         call.finished_at = timezone.now()
-        if call.pk is None:  # a call that changes nothing: stored now, once
-            call.save()
-        else:
-            call.save(update_fields=["outcome", "response", "error", "finished_at"])
+
+        def store() -> None:
+            with _one_transaction(then):
+                if call.pk is None:  # a call that changes nothing: stored now, once
+                    call.save()
+                else:
+                    call.save(update_fields=["outcome", "response", "error", "finished_at"])
+                if then is not None:
+                    then()
+
+        again_if_disconnected(store)
+
+
+def _one_transaction(hook: object) -> AbstractContextManager[object]:
+    """A transaction for a call's record and the caller's ``hook`` on it, when there is one."""
+    return transaction.atomic(savepoint=False) if hook is not None else nullcontext()
 
 
 def _kind(kind: str) -> str:

@@ -129,10 +129,10 @@ def _settle(
 ) -> InsurerAnswer:
     mdtrt_id, psn_no = str(encounter.pk), f"P{encounter.person_id}"
     # The msgid is stored before the settle is sent: after a crash the next attempt knows
-    # a settle may have happened and resolves it first.
+    # a settle may have happened and resolves it first. It goes in the transaction that
+    # stores the call before it is sent, and what was settled in the one that stores the answer.
     infno = SETTLE[encounter.kind]
     msgid = client.new_msgid(infno)
-    _remember(claim, settle_msgid=msgid, settle_infno=infno)
     try:
         split = client.settle(
             encounter.kind,
@@ -141,8 +141,10 @@ def _settle(
             lines,
             msgid=msgid,
             fixmedins_code=encounter.institution.code,
+            sending=lambda: _claim_update(claim, settle_msgid=msgid, settle_infno=infno),
+            settled=lambda split: _claim_update(claim, **_settled_fields(split)),
         )
-        return _settled(claim, split)
+        return _settled_answer(split)
     except InsurerOutcomeUnknown:
         lost = earlier_settle_resolve(client, claim, mdtrt_id)
         if lost is not None:
@@ -185,35 +187,42 @@ def recovered_answer(
 def _remember(claim: InsuranceClaim, **fields: object) -> None:
     """Store what the insurer said at once, outside any transaction: it must survive a crash.
     A connection that died while the insurer was asked is replaced, so the settle goes on."""
+    again_if_disconnected(lambda: _claim_update(claim, **fields))
+
+
+def _claim_update(claim: InsuranceClaim, **fields: object) -> None:
     for name, value in fields.items():
         setattr(claim, name, value)
-    again_if_disconnected(
-        lambda: InsuranceClaim.objects.filter(pk=claim.pk).update(
-            updated_at=timezone.now(), **fields
-        )
-    )
+    InsuranceClaim.objects.filter(pk=claim.pk).update(updated_at=timezone.now(), **fields)
 
 
 def _settled(claim: InsuranceClaim, split: Split) -> InsurerAnswer:
-    answer = InsurerAnswer(
+    _remember(claim, **_settled_fields(split))
+    return _settled_answer(split)
+
+
+def _settled_answer(split: Split) -> InsurerAnswer:
+    return InsurerAnswer(
         status="settled",
         medfee=split.medfee_sumamt,
         fund=split.fund_pay_sumamt,
         account=split.acct_pay,
         setl_id=split.setl_id or "",
     )
-    _remember(
-        claim,
-        setl_id=answer.setl_id,
-        medfee_sumamt=answer.medfee,
-        insurance_fund=answer.fund,
-        personal_account=answer.account,
-        self_pay=answer.medfee - answer.fund - answer.account,
-        settle_msgid="",
-        settle_infno="",
-        insurer_settled_at=timezone.now(),
-    )
-    return answer
+
+
+def _settled_fields(split: Split) -> dict[str, object]:
+    """The claim's fields once the insurer settled ``split``."""
+    return {
+        "setl_id": split.setl_id or "",
+        "medfee_sumamt": split.medfee_sumamt,
+        "insurance_fund": split.fund_pay_sumamt,
+        "personal_account": split.acct_pay,
+        "self_pay": split.medfee_sumamt - split.fund_pay_sumamt - split.acct_pay,
+        "settle_msgid": "",
+        "settle_infno": "",
+        "insurer_settled_at": timezone.now(),
+    }
 
 
 def remembered_answer(claim: InsuranceClaim) -> InsurerAnswer:

@@ -346,9 +346,11 @@ def _encounter_settled(encounter: Encounter, answer: InsurerAnswer, plan: Fundin
         else Encounter.Status.SETTLED
     )
     encounter.settled_at = timezone.now()
+    fields = ["status", "settled_at"]
     if plan.line_chosen_now:
         encounter.funding_line, encounter.funding_link = plan.line, plan.link
-    encounter.save()
+        fields += ["funding_line", "funding_link"]
+    encounter.save(update_fields=fields)
 
 
 def _claim_closed(encounter: Encounter, answer: InsurerAnswer, settlement: Settlement) -> None:

@@ -28,6 +28,7 @@ from config.celery import app
 from ledger.models import Transaction
 from ledger.selectors import account_balance
 from settlement import tasks
+from settlement.insurer import SETTLE
 from settlement.insurer.client import InsurerClient
 from settlement.models import Encounter, InsuranceClaim, InsurerCall, Receipt, Settlement
 from settlement.services import house
@@ -120,21 +121,25 @@ def cut_after_settle(outage: Outage, refuse: bool = True) -> type[InsurerClient]
     """The insurer settles; the database goes away before its answer is stored."""
 
     class Client(InsurerClient):
-        def settle(self, *args: Any, **kwargs: Any) -> Any:
-            split = super().settle(*args, **kwargs)
-            outage.begin(refuse=refuse)
-            return split
+        def _post(self, infno: str, body: bytes) -> tuple[int, Any]:
+            answer = super()._post(infno, body)
+            if infno in SETTLE.values():  # answered, not yet stored
+                outage.begin(refuse=refuse)
+            return answer
 
     return Client
 
 
 def cut_before_settle(outage: Outage, refuse: bool = True) -> type[InsurerClient]:
-    """The settle's msgid is stored; the database goes away before the settle is sent."""
+    """The settle and its msgid are stored; the database goes away, and a statement the request
+    makes before sending fails on it (nothing is sent)."""
 
     class Client(InsurerClient):
-        def settle(self, *args: Any, **kwargs: Any) -> Any:
-            outage.begin(refuse=refuse)
-            return super().settle(*args, **kwargs)
+        def _post(self, infno: str, body: bytes) -> tuple[int, Any]:
+            if infno in SETTLE.values():  # stored, not yet sent
+                outage.begin(refuse=refuse)
+                InsurerCall.objects.exists()
+            return super()._post(infno, body)
 
     return Client
 
@@ -331,7 +336,13 @@ def test_a_failed_settle_whose_connection_was_ended_puts_the_encounter_back_on_a
         again = settle(cashier, encounter)
         assert again.status_code == 200, again.json()
         assert (again.json()["status"], again.json()["self_pay"]) == ("settled", yuan(WARD_SELF))
-    assert calls(encounter)[sent:] == [("5203", "rejected"), ("2303", "ok"), ("2304", "ok")]
+    # The unsent settle was stored before it was to go: its reversal is the encounter's too.
+    assert calls(encounter)[sent:] == [
+        ("5203", "rejected"),
+        ("2601", "ok"),
+        ("2303", "ok"),
+        ("2304", "ok"),
+    ]
     assert InsurerCall.objects.get(infno="2601", request__input__omsgid=claim.settle_msgid)
     assert len(standing(sim, encounter)) == 1
     done = settled_money(encounter, line)
@@ -429,7 +440,7 @@ def test_a_settle_cut_off_before_it_was_sent_is_reversed_and_undone_then_settles
         lease_lapses(encounter)
         assert settlements_recover() == {"undone": 1}
         # Not found, so reversed (冲正): a late arrival would be refused. Nothing settled.
-        assert calls(encounter)[sent:] == [("5203", "rejected")]
+        assert calls(encounter)[sent:] == [("5203", "rejected"), ("2601", "ok")]
         reversal = InsurerCall.objects.get(infno="2601", request__input__omsgid=lost)
         assert reversal.outcome == "ok"
         encounter.refresh_from_db()
