@@ -10,7 +10,7 @@ The services join the caller's database transaction, so a use case such as a set
 several transactions atomically. A refused posting writes nothing and leaves the caller free to
 go on (say, to try another funding source) or to roll back: on PostgreSQL ``transaction_post``
 and ``transfer`` are one call of the ``ledger_post_transaction`` function (migration 0005),
-``transfers_post`` one of ``ledger_post_transfers`` (migrations 0005, 0006 and 0008),
+``transfers_post`` one of ``ledger_post_transfers`` (migrations 0005, 0006, 0008 and 0010),
 ``hold_create`` one of ``ledger_hold_create`` (migration 0009), and ``hold_post`` and
 ``hold_void`` one of ``ledger_hold_resolve`` (migration 0007); they refuse by result rather
 than by error, so they need no savepoint and a lone call is one round trip that commits by
@@ -241,10 +241,11 @@ def transfers_post(
     request, so one of which only some keys were used before raises ``IdempotencyConflict``
     (a replay must be of the whole batch); a key twice in one batch does too.
 
-    On PostgreSQL the whole batch is one statement: one claim for all keys, one INSERT each for
-    transactions, entries and the chain queue, then the balance rows locked in (account, slot)
-    order and one limit-checked UPDATE for all of them. Elsewhere each transfer is posted by
-    the Python path.
+    On PostgreSQL the whole batch is one statement: the balance rows locked in (account, slot)
+    order, one claim for all keys (in key order, after the rows, as every posting path claims
+    its key after its rows), one INSERT each for transactions, entries and the chain queue,
+    and one limit-checked UPDATE for all the rows. Elsewhere each transfer is posted by the
+    Python path.
     """
     items = [
         _prepare_transfer(item)
