@@ -423,3 +423,59 @@ def test_batches_claiming_the_same_keys_in_different_orders_never_deadlock(make_
     assert Transaction.objects.count() == rounds * 3
     posted = sum(account_balance(debit).debits_posted for debit, _ in groups)
     assert posted == rounds * 3 * 50
+
+
+def test_a_reversal_and_a_transfer_sharing_a_key_never_deadlock(make_account):
+    """Reversals of a transaction and transfers on its accounts racing under one key: no
+    deadlock; the key is used once, by a reversal or by a transfer, and the other requests for
+    it get that result back (the same request) or ``IdempotencyConflict``."""
+    a, b = make_account(prefix="a"), make_account(prefix="b")
+    rounds = 25
+    originals = [
+        services.transfer(key=f"t{number}", debit=a, credit=b, amount=1_000 + number)
+        for number in range(rounds)
+    ]
+    seen: list[tuple[str, str, object]] = []  # key, what was asked, outcome
+
+    def prepare(i: int, number: int) -> Callable[[], None]:
+        key = f"k{number}"
+
+        def reverse() -> None:
+            result = _outcome(
+                lambda: services.transaction_reverse(key=key, transaction_id=originals[number].id)
+            )
+            seen.append((key, "reverse", result))
+
+        def post() -> None:
+            result = _outcome(lambda: services.transfer(key=key, debit=b, credit=a, amount=7))
+            seen.append((key, "transfer", result))
+
+        return reverse if i % 2 else post
+
+    results = _race_rounds(rounds, prepare)
+    assert not [r for r in results if isinstance(r, Exception)], results
+    errors = [o for _, _, o in seen if isinstance(o, Exception)]
+    assert all(isinstance(error, IdempotencyConflict) for error in errors), {
+        repr(error) for error in errors if not isinstance(error, IdempotencyConflict)
+    }
+    reversed_total = 0
+    for number in range(rounds):
+        key = f"k{number}"
+        txn = Transaction.objects.get(pk=IdempotencyRecord.objects.get(key=key).result_id)
+        won = "reverse" if txn.kind == Transaction.Kind.REVERSAL else "transfer"
+        if won == "reverse":
+            assert txn.reverses_id == originals[number].id
+            reversed_total += originals[number].entries.get(account=a).amount
+        for _, asked, outcome in (s for s in seen if s[0] == key):
+            if asked == won:
+                assert isinstance(outcome, Transaction) and outcome.id == txn.id
+            else:
+                assert isinstance(outcome, IdempotencyConflict), outcome
+    transfers = Transaction.objects.filter(kind=Transaction.Kind.TRANSFER).count() - rounds
+    reversals = Transaction.objects.filter(kind=Transaction.Kind.REVERSAL).count()
+    assert transfers + reversals == rounds
+    balance = account_balance(a)
+    assert balance.debits_posted == sum(1_000 + n for n in range(rounds))
+    assert balance.credits_posted == reversed_total + 7 * transfers
+    services.chain_seal()
+    assert verify_ledger().intact
