@@ -10,7 +10,7 @@ The services join the caller's database transaction, so a use case such as a set
 several transactions atomically. A refused posting writes nothing and leaves the caller free to
 go on (say, to try another funding source) or to roll back: on PostgreSQL ``transaction_post``
 and ``transfer`` are one call of the ``ledger_post_transaction`` function (migration 0005),
-``transfers_post`` one of ``ledger_post_transfers`` (migrations 0005, 0006 and 0008),
+``transfers_post`` one of ``ledger_post_transfers`` (migrations 0005, 0006, 0008 and 0010),
 ``hold_create`` one of ``ledger_hold_create`` (migration 0009), and ``hold_post`` and
 ``hold_void`` one of ``ledger_hold_resolve`` (migration 0007); they refuse by result rather
 than by error, so they need no savepoint and a lone call is one round trip that commits by
@@ -34,7 +34,7 @@ from uuid import UUID
 
 import psycopg
 from django.db import connection, transaction
-from django.db.models import BigIntegerField, Expression, F, Value
+from django.db.models import BigIntegerField, Expression, F, Q, Value
 from django.db.models.functions import Cast
 from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
@@ -241,10 +241,11 @@ def transfers_post(
     request, so one of which only some keys were used before raises ``IdempotencyConflict``
     (a replay must be of the whole batch); a key twice in one batch does too.
 
-    On PostgreSQL the whole batch is one statement: one claim for all keys, one INSERT each for
-    transactions, entries and the chain queue, then the balance rows locked in (account, slot)
-    order and one limit-checked UPDATE for all of them. Elsewhere each transfer is posted by
-    the Python path.
+    On PostgreSQL the whole batch is one statement: the balance rows locked in (account, slot)
+    order, one claim for all keys (in key order, after the rows, as every posting path claims
+    its key after its rows), one INSERT each for transactions, entries and the chain queue,
+    and one limit-checked UPDATE for all the rows. Elsewhere each transfer is posted by the
+    Python path.
     """
     items = [
         _prepare_transfer(item)
@@ -309,19 +310,25 @@ def _partly_posted(items: Sequence["_Posting"], replayed: Sequence[bool]) -> Ide
 def transaction_reverse(
     *, key: str, transaction_id: UUID, reference: str = "", description: str = ""
 ) -> Transaction:
-    """Post the mirror image of a transaction, pointing at it. A transaction is reversed once."""
+    """Post the mirror image of a transaction, pointing at it. A transaction is reversed once.
+
+    The original's row is locked first (a concurrent reversal of it waits, then sees this
+    one, by its key if this call replays it), then the balance rows in (account, slot) order,
+    and the key is claimed last, as every posting path claims its key after its rows: a
+    transfer or a batch sent with the same key, holding these rows and waiting for the key,
+    so never deadlocks with the reversal.
+    """
+    _check_key(key)
     request = _request_hash(
         "transaction_reverse",
         transaction=str(transaction_id),
         reference=reference,
         description=description,
     )
-    txn_id = uuid7()
-    earlier = _claim(key, request, "transaction", txn_id)
+    original = Transaction.objects.select_for_update().filter(pk=transaction_id).first()
+    earlier = _earlier_use(key, request, "transaction")  # a replay, seen without a claim
     if earlier is not None:
         return Transaction.objects.get(pk=earlier.result_id)
-    # The row lock makes a concurrent reversal of the same transaction wait, then see this one.
-    original = Transaction.objects.select_for_update().filter(pk=transaction_id).first()
     if original is None:
         raise NotReversible(
             gettext_lazy("transaction %(id)s does not exist"), params={"id": transaction_id}
@@ -338,6 +345,11 @@ def transaction_reverse(
         Leg(entry.account, -entry.amount)
         for entry in original.entries.select_related("account").order_by("id")
     ]
+    _lock_balance_rows([leg.account for leg in legs])
+    txn_id = uuid7()
+    earlier = _claim(key, request, "transaction", txn_id)
+    if earlier is not None:  # a concurrent posting with this key committed first
+        return Transaction.objects.get(pk=earlier.result_id)
     return _post(
         txn_id=txn_id,
         ledger=original.ledger,
@@ -1034,6 +1046,21 @@ def _post(
     return txn
 
 
+def _lock_balance_rows(accounts: Sequence[Account]) -> None:
+    """Lock the balance rows ``_apply_balances`` would write for ``accounts``, in (account,
+    slot) order: for a path that must hold them before it claims its key."""
+    rows = {(account.pk, _slot_for(account)) for account in accounts}
+    condition = Q()
+    for account_id, slot in rows:
+        condition |= Q(account_id=account_id, slot=slot)
+    list(
+        BalanceSlot.objects.select_for_update()
+        .filter(condition)
+        .order_by("account_id", "slot")
+        .values_list("pk", flat=True)
+    )
+
+
 def _apply_balances(deltas: dict[int, tuple[Account, _Delta]]) -> None:
     """Add each delta to one balance slot of its account, in account order (no deadlocks).
 
@@ -1205,7 +1232,23 @@ def _claim(
         cursor.execute(_CLAIM_SQL, params)
         if cursor.fetchone() is not None:
             return None
-    earlier = IdempotencyRecord.objects.get(key=key)
+    return _same_request(IdempotencyRecord.objects.get(key=key), request_hash, result_type)
+
+
+def _earlier_use(key: str, request_hash: str, result_type: str) -> IdempotencyRecord | None:
+    """The record of ``key`` if a committed call used it, read without claiming the key.
+
+    A use for another request raises ``IdempotencyConflict``.
+    """
+    earlier = IdempotencyRecord.objects.filter(key=key).first()
+    if earlier is None:
+        return None
+    return _same_request(earlier, request_hash, result_type)
+
+
+def _same_request(
+    earlier: IdempotencyRecord, request_hash: str, result_type: str
+) -> IdempotencyRecord:
     if earlier.request_hash != request_hash or earlier.result_type != result_type:
-        raise IdempotencyConflict(key)
+        raise IdempotencyConflict(earlier.key)
     return earlier
