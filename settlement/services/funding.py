@@ -132,13 +132,16 @@ def funding_plan(
 
 
 def _line_row(line_id: UUID | None, *, lock: bool) -> CreditLine | None:
-    """The line as it is now, with its bank and capacity account (locked if ``lock``). Read
-    by itself, not joined to the encounter's row: a join of that many tables takes the
-    database longer to plan than this read and the encounter's take together."""
+    """The line as it is now (locked, with its bank, if ``lock``: for the settlement, which
+    draws on it). Read by itself, not joined to the encounter's row: a join of that many tables
+    takes the database longer to plan than this read and the encounter's take together. Its
+    capacity account is read when its room is (a stay whose hold covers the bill never is)."""
     if line_id is None:
         return None
-    lines = CreditLine.objects.select_related("partner", "capacity_account")
-    return (lines.select_for_update(of=("self",)) if lock else lines).get(pk=line_id)
+    if lock:
+        lines = CreditLine.objects.select_related("partner").select_for_update(of=("self",))
+        return lines.get(pk=line_id)
+    return CreditLine.objects.get(pk=line_id)
 
 
 def _line_with_room(encounter: Encounter, amount: int) -> Funding | None:

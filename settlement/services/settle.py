@@ -95,7 +95,9 @@ def encounter_settle(
             claim,
             cover=_cover(encounter, channel, deposit_held),
         )
-        return _finish(actor, encounter_id, answer, channel, deposit_held=deposit_held)
+        return _finish(
+            actor, encounter_id, answer, channel, deposit_held=deposit_held, begun=encounter
+        )
     except BaseException:
         _abort(encounter_id)
         raise
@@ -251,8 +253,9 @@ def _finish(
     channel: str | None,
     *,
     deposit_held: int | None = None,
+    begun: Encounter | None = None,
 ) -> Settlement:
-    encounter = _settling_locked(encounter_id)
+    encounter = _settling_locked(encounter_id, begun)
     total = _bill_as_settled(encounter, answer)
     plan = funding_plan(
         encounter,
@@ -286,12 +289,15 @@ def _draw_notices(encounter: Encounter, plan: FundingPlan, due_date: date) -> No
         family_draw_notice(encounter, payer=plan.link.payer, amount=plan.from_credit)
 
 
-def _settling_locked(encounter_id: UUID) -> Encounter:
-    encounter = (
-        Encounter.objects.select_for_update(of=("self",))
-        .select_related(*_SETTLE_RELATED)
-        .get(pk=encounter_id)
-    )
+def _settling_locked(encounter_id: UUID, begun: Encounter | None) -> Encounter:
+    """The encounter, locked and read again; its person and institution are those this settle
+    read as it began (``begun``), if it did, else read with it."""
+    encounters = Encounter.objects.select_for_update(of=("self",))
+    if begun is None:
+        encounter = encounters.select_related(*_SETTLE_RELATED).get(pk=encounter_id)
+    else:
+        encounter = encounters.get(pk=encounter_id)
+        encounter.person, encounter.institution = begun.person, begun.institution
     if encounter.status != Encounter.Status.SETTLING:
         raise EncounterStateError(
             gettext_lazy("the encounter is %(status)s"),
