@@ -110,10 +110,11 @@ def test_postgresql_binds_on_the_server_and_keeps_the_urls_options():
     and the options the URL gives (an application name, TLS) are kept beside that."""
     result = load_production(
         "from django.conf import settings as s; o = s.DATABASES['default']['OPTIONS']; "
-        "print(o.get('server_side_binding'), o.get('sslmode'), o.get('application_name'))",
+        "print(o.get('server_side_binding'), o.get('prepare_threshold'), o.get('sslmode'), "
+        "o.get('application_name'))",
         DJANGO_SECRET_KEY=SECRET,
         FIELD_ENCRYPTION_KEY=FIELD_KEY,
         DATABASE_URL="postgres://ledger@db.internal:5432/ledger?sslmode=require&application_name=web",
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["True", "require", "web"]
+    assert result.stdout.split() == ["True", "5", "require", "web"]
