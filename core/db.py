@@ -12,10 +12,11 @@ def again_if_disconnected(work: Callable[[], T]) -> T:
     """Run ``work``; when it fails because the database connection died (PostgreSQL restarted,
     an administrator ended it), run it once more on a new connection.
 
-    For clean-up after a failure, outside any transaction: inside one, what the transaction did
-    went with the old connection, and the error stands. A connection replaced while ``work``
-    failed also means the old one died: a transaction (``atomic``) that fails on a dead
-    connection leaves Django connected anew as it ends.
+    For work outside any transaction that is safe to run twice (a clean-up after a failure, a
+    record that a first try may or may not have stored): inside a transaction, what it did went
+    with the old connection, and the error stands. The connection counts as dead when it no
+    longer answers or when Django dropped it as the work failed (a transaction, ``atomic``,
+    that fails on a dead connection closes it as it ends).
     """
     if not connection.in_atomic_block:
         connection.ensure_connection()

@@ -118,3 +118,35 @@ def test_postgresql_binds_on_the_server_and_keeps_the_urls_options():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "5", "require", "web"]
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"DATABASE_PREPARE_THRESHOLD": "off"}, ["True", "None"]),
+        ({"DATABASE_PREPARE_THRESHOLD": "10"}, ["True", "10"]),
+        ({"DATABASE_SERVER_SIDE_BINDING": "0"}, ["False", "5"]),
+    ],
+)
+def test_postgresql_preparing_and_binding_can_be_turned_off(env, expected):
+    result = load_production(
+        "from django.conf import settings as s; o = s.DATABASES['default']['OPTIONS']; "
+        "print(o['server_side_binding'], o['prepare_threshold'])",
+        DJANGO_SECRET_KEY=SECRET,
+        FIELD_ENCRYPTION_KEY=FIELD_KEY,
+        DATABASE_URL="postgres://ledger@db.internal:5432/ledger",
+        **env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == expected
+
+
+def test_a_prepare_threshold_that_is_not_a_number_is_refused():
+    result = load_production(
+        DJANGO_SECRET_KEY=SECRET,
+        FIELD_ENCRYPTION_KEY=FIELD_KEY,
+        DATABASE_URL="postgres://ledger@db.internal:5432/ledger",
+        DATABASE_PREPARE_THRESHOLD="sometimes",
+    )
+    assert result.returncode != 0
+    assert "DATABASE_PREPARE_THRESHOLD" in result.stderr

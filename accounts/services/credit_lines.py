@@ -502,8 +502,10 @@ def credit_draw(
     """Draw ``amount``: capture the stay's hold for what it covers (freeing the rest of it),
     then draw any excess directly. Raises ``LimitExceeded`` when the line lacks the room.
 
-    ``line`` is locked by the caller in this transaction (``select_for_update``, read after
-    the lock), and ``held`` is what ``credit_room`` read under that lock as the stay's hold.
+    For a settlement's postings (``settlement.services.funding.settlement_post``) only: ``line``
+    is locked by the caller in this transaction (``select_for_update``, read after the lock),
+    and ``held`` is what ``credit_room`` read under that lock as the stay's hold. The line's
+    limit is still the ledger's to enforce; the lock is what keeps the plan true until here.
     """
     _check_usable(line)
     cap = _cap_pool_and_account(link)

@@ -4,7 +4,8 @@ Variables read here (all optional in development):
 ``DATABASE_URL``, ``CELERY_BROKER_URL``, ``INSURER_URL``, ``SMS_URL``, ``SMS_SIGN_NAME``,
 ``CREDIT_SCORE_URL``, ``CREDIT_SCORE_ID_KEY``, ``CREDIT_SCORE_PROVIDER``,
 ``ENROLMENT_DEFAULT_BANK``, ``DJANGO_SECRET_KEY``, ``FIELD_ENCRYPTION_KEY``, ``DJANGO_DEBUG``,
-``DJANGO_ALLOWED_HOSTS``.
+``DJANGO_ALLOWED_HOSTS``, ``DATABASE_CONN_MAX_AGE``, ``DATABASE_PREPARE_THRESHOLD``,
+``DATABASE_SERVER_SIDE_BINDING``.
 """
 
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 import dj_database_url
 import django_stubs_ext
 from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
 
 django_stubs_ext.monkeypatch()
 
@@ -111,9 +113,16 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     # Parameters are bound by PostgreSQL, not spliced into the text, and a statement a
     # connection has run five times is prepared (psycopg's threshold; Django turns it off by
     # default) and not parsed and planned again: a 30-line settle spends 3-4 ms less.
-    # (Behind PgBouncer: see the README.)
+    # DATABASE_PREPARE_THRESHOLD=off turns preparing off (a pooler that cannot track prepared
+    # statements: see the README), DATABASE_SERVER_SIDE_BINDING=0 the binding.
+    _threshold = os.environ.get("DATABASE_PREPARE_THRESHOLD", "5").strip().lower()
+    if _threshold != "off" and not _threshold.isdigit():
+        raise ImproperlyConfigured(
+            f"DATABASE_PREPARE_THRESHOLD is a number of runs or off, not {_threshold!r}"
+        )
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        server_side_binding=True, prepare_threshold=5
+        server_side_binding=env_bool("DATABASE_SERVER_SIDE_BINDING", True),
+        prepare_threshold=None if _threshold == "off" else int(_threshold),
     )
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # The embedded database has a web server and a worker writing at once: a transaction

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import CommandError
 
 STARTUP_SECONDS = 20
@@ -36,6 +37,7 @@ def insurer_process(folder: Path) -> Iterator[str]:
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
+            cwd=settings.BASE_DIR,
         )
     try:
         yield _url(process, log)

@@ -350,10 +350,7 @@ class InsurerClient:
             request=EncodedJson(sent) if stored is None else {**body, "input": stored},
         )
         if infno in CHANGES_STATE:
-            with _one_transaction(sending):
-                call.save()
-                if sending is not None:
-                    sending()
+            self._store_before_sending(call, sending)
         # Failing before the insurer could act is "unavailable"; after a state-changing call
         # was sent, anything short of a clear answer is "unknown".
         after_send = InsurerOutcomeUnknown if infno in CHANGES_STATE else InsurerUnavailable
@@ -413,6 +410,24 @@ class InsurerClient:
         return error(message, msgid=call.msgid, infno=call.infno)
 
     @staticmethod
+    def _store_before_sending(call: InsurerCall, sending: Callable[[], None] | None) -> None:
+        """Store a state-changing call (and ``sending()`` the caller's records, in one
+        transaction), on a new connection if the one there died since it was last used."""
+        tries = 0
+
+        def store() -> None:
+            nonlocal tries
+            tries += 1
+            with _one_transaction(sending):
+                if tries > 1:  # the first try may have committed unseen
+                    call.pk = _stored_pk(call)
+                call.save(force_insert=call.pk is None)
+                if sending is not None:
+                    sending()
+
+        again_if_disconnected(store)
+
+    @staticmethod
     def _complete(
         call: InsurerCall,
         outcome: str,
@@ -426,17 +441,27 @@ class InsurerClient:
         call.response = response
         call.error = error
         call.finished_at = timezone.now()
+        tries = 0
 
         def store() -> None:
+            nonlocal tries
+            tries += 1
             with _one_transaction(then):
+                if call.pk is None and tries > 1:  # the first try may have committed unseen
+                    call.pk = _stored_pk(call)
                 if call.pk is None:  # a call that changes nothing: stored now, once
-                    call.save()
+                    call.save(force_insert=True)
                 else:
                     call.save(update_fields=["outcome", "response", "error", "finished_at"])
                 if then is not None:
                     then()
 
         again_if_disconnected(store)
+
+
+def _stored_pk(call: InsurerCall) -> int | None:
+    """The id of the row of ``call``'s msgid, if a try whose answer was lost stored it."""
+    return InsurerCall.objects.filter(msgid=call.msgid).values_list("pk", flat=True).first()
 
 
 def _one_transaction(hook: object) -> AbstractContextManager[object]:

@@ -130,16 +130,33 @@ def cut_after_settle(outage: Outage, refuse: bool = True) -> type[InsurerClient]
     return Client
 
 
+class KilledBeforeSending(Exception):
+    """The request dies between storing its settle and sending it (a process killed there)."""
+
+
 def cut_before_settle(outage: Outage, refuse: bool = True) -> type[InsurerClient]:
-    """The settle and its msgid are stored; the database goes away, and a statement the request
-    makes before sending fails on it (nothing is sent)."""
+    """The settle and its msgid are stored; the database goes away and the request dies before
+    the settle is sent. (Nothing touches the database in between, so an outage alone there
+    would not stop the settle: the request is made to die.)"""
 
     class Client(InsurerClient):
         def _post(self, infno: str, body: bytes) -> tuple[int, Any]:
             if infno in SETTLE.values():  # stored, not yet sent
                 outage.begin(refuse=refuse)
-                InsurerCall.objects.exists()
+                raise KilledBeforeSending
             return super()._post(infno, body)
+
+    return Client
+
+
+def cut_before_storing_the_settle(outage: Outage) -> type[InsurerClient]:
+    """An administrator ends the connection just before the settle and its msgid are stored."""
+
+    class Client(InsurerClient):
+        def new_msgid(self, infno: str) -> str:
+            if infno in SETTLE.values():
+                outage.begin(refuse=False)
+            return super().new_msgid(infno)
 
     return Client
 
@@ -287,6 +304,28 @@ def test_a_settle_cut_off_after_the_insurer_settled_is_finished_by_the_worker_on
 # --- connections ended, PostgreSQL still up: the request carries on, or puts it back ----------
 
 
+def test_a_settle_whose_connection_is_ended_before_it_is_stored_carries_on_on_a_new_one(
+    ward_stay, sim, outage, monkeypatch
+):
+    """An administrator ends the connection as the settle is about to be stored: nothing was
+    sent, so it is stored on a new connection, sent once, and the desk gets its 200."""
+    cashier, encounter, line = ward_stay
+
+    with override_settings(INSURER_URL=sim.url, INSURER_TIMEOUT_SECONDS=2):
+        with monkeypatch.context() as patch:
+            client = cut_before_storing_the_settle(outage)
+            patch.setattr("settlement.services.settle.InsurerClient", client)
+            settled = settle(cashier, encounter)
+    assert outage.began == 1
+    assert settled.status_code == 200, settled.json()
+    assert (settled.json()["status"], settled.json()["self_pay"]) == ("settled", yuan(WARD_SELF))
+    assert calls(encounter) == [("2303", "ok"), ("2304", "ok")]
+    assert len(standing(sim, encounter)) == 1
+    done = settled_money(encounter, line)
+    assert (done["insurer_receivable"], done["drawn"], done["held"]) == (WARD_SHARE, WARD_SELF, 0)
+    assert_ledger_intact()
+
+
 def test_a_settle_whose_connection_is_ended_while_the_insurer_settles_carries_on_on_a_new_one(
     ward_stay, sim, outage, monkeypatch
 ):
@@ -322,7 +361,7 @@ def test_a_failed_settle_whose_connection_was_ended_puts_the_encounter_back_on_a
         with monkeypatch.context() as patch:
             client = cut_before_settle(outage, refuse=False)
             patch.setattr("settlement.services.settle.InsurerClient", client)
-            with pytest.raises(DatabaseError):
+            with pytest.raises(KilledBeforeSending):
                 settle(cashier, encounter)
         connection.close()
         encounter.refresh_from_db()
