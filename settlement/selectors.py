@@ -8,7 +8,7 @@ from decimal import Decimal
 from functools import partial
 from itertools import groupby
 from operator import itemgetter
-from typing import Any, Protocol
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from django.db import connections
@@ -156,61 +156,46 @@ class _QuantityTexts(dict[Decimal, str]):
         return text
 
 
-class BillItem(Protocol):
-    """What a bill makes of each of its lines, given the line's fields as the API writes them
-    (in ``charge_out``'s order, then ``reversed`` and ``reversible``): the API's object
-    (:func:`bill_item`), or for a page whatever it shows."""
+class BillLine(NamedTuple):
+    """A bill's line as the API writes it: :func:`charge_out`'s fields (amounts and quantity
+    as text, the day as ISO text), then whether it was reversed and whether it can be now."""
 
-    def __call__(
-        self,
-        pk: int,
-        code: str,
-        name: str,
-        category: str,
-        insurance_class: str,
-        quantity: str,
-        unit_price: str,
-        amount: str,
-        service_date: str,
-        reverses: int | None,
-        reason: str,
-        reversed_: bool,
-        reversible: bool,
-        /,
-    ) -> Any: ...
+    pk: int
+    code: str
+    name: str
+    category: str
+    insurance_class: str
+    quantity: str
+    unit_price: str
+    amount: str
+    service_date: str
+    reverses: int | None
+    reason: str
+    reversed_: bool
+    reversible: bool
 
 
-def bill_item(
-    pk: int,
-    code: str,
-    name: str,
-    category: str,
-    insurance_class: str,
-    quantity: str,
-    unit_price: str,
-    amount: str,
-    service_date: str,
-    reverses: int | None,
-    reason: str,
-    reversed_: bool,
-    reversible: bool,
-    /,
-) -> dict[str, Any]:
+# What a bill makes of each of its lines: the API's object (:func:`bill_item`), or for a page
+# whatever it shows.
+BillItem = Callable[[BillLine], Any]
+
+
+def bill_item(line: BillLine) -> dict[str, Any]:
     """A bill's line as the API writes it: :func:`charge_out`'s fields, then the flags."""
     return {
-        "id": pk,
-        "code": code,
-        "name": name,
-        "category": category,
-        "insurance_class": insurance_class,
-        "quantity": quantity,
-        "unit_price": unit_price,
-        "amount": amount,
-        "service_date": service_date,
-        "reverses": reverses,
-        "reason": reason,
-        "reversed": reversed_,
-        "reversible": reversible,
+        "id": line.pk,
+        "code": line.code,
+        "name": line.name,
+        "category": line.category,
+        "insurance_class": line.insurance_class,
+        "quantity": line.quantity,
+        "unit_price": line.unit_price,
+        "amount": line.amount,
+        "service_date": line.service_date,
+        "reverses": line.reverses,
+        "reason": line.reason,
+        "reversed": line.reversed_,
+        "reversible": line.reversible,
     }
 
 
@@ -261,19 +246,21 @@ def encounter_bill(
                 already_reversed = bool(line[11])
                 sums[0] += amount
                 yield item(
-                    pk,
-                    code,
-                    name,
-                    cat,
-                    klass,
-                    quantities[qty],
-                    yuan[price],
-                    yuan[amount],
-                    date_text,
-                    reverses,
-                    reason,
-                    already_reversed,
-                    reversible[reverses is not None, already_reversed],
+                    BillLine(
+                        pk,
+                        code,
+                        name,
+                        cat,
+                        klass,
+                        quantities[qty],
+                        yuan[price],
+                        yuan[amount],
+                        date_text,
+                        reverses,
+                        reason,
+                        already_reversed,
+                        reversible[reverses is not None, already_reversed],
+                    )
                 )
 
         for day, day_lines in groupby(rows, key=itemgetter(8)):

@@ -19,7 +19,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext
 
 from settlement.models import Encounter
-from settlement.selectors import encounter_bill
+from settlement.selectors import BillLine, encounter_bill
 
 from .labels import CATEGORY, INSURANCE_CLASS, label
 
@@ -64,34 +64,19 @@ class _Rows:
         self.reversed = escape(gettext("Reversed"))
         self.any_reversible = False
 
-    def __call__(
-        self,
-        pk: int,
-        code: str,
-        name: str,
-        category: str,
-        insurance_class: str,
-        quantity: str,
-        unit_price: str,
-        amount: str,
-        service_date: str,
-        reverses: int | None,
-        reason: str,
-        reversed_: bool,
-        reversible: bool,
-        /,
-    ) -> str:
+    def __call__(self, line: BillLine) -> str:
         # Quantities and yuan are digits, a point and a sign: nothing in them to escape.
-        if reversible:
+        pk = line.pk
+        if line.reversible:
             self.any_reversible = True
             kind = "charge"
             action = (
                 f'<button form="reverse-form" name="charge" value="{pk}">{self.reverse}</button>'
             )
-        elif reverses is not None:
+        elif line.reverses is not None:
             kind = "charge reversal"
-            action = f"{self.reversal}: {self.text[reason]}"
-        elif reversed_:
+            action = f"{self.reversal}: {self.text[line.reason]}"
+        elif line.reversed_:
             kind = "charge reversed"
             action = self.reversed
         else:
@@ -99,9 +84,10 @@ class _Rows:
             action = ""
         text = self.text
         return (
-            f'<tr class="{kind}" data-charge="{pk}"><td>{text[code]}</td><td>{text[name]}</td>'
-            f"<td>{self.categories[category]}</td><td>{self.classes[insurance_class]}</td>"
-            f"<td>{quantity}</td><td>{unit_price}</td><td>{amount}</td><td>{action}</td></tr>"
+            f'<tr class="{kind}" data-charge="{pk}"><td>{text[line.code]}</td>'
+            f"<td>{text[line.name]}</td><td>{self.categories[line.category]}</td>"
+            f"<td>{self.classes[line.insurance_class]}</td><td>{line.quantity}</td>"
+            f"<td>{line.unit_price}</td><td>{line.amount}</td><td>{action}</td></tr>"
         )
 
 
@@ -131,25 +117,11 @@ def bill_page(encounter: Encounter) -> dict[str, Any]:
     }
 
 
-def _receipt_row(
-    pk: int,
-    code: str,
-    name: str,
-    category: str,
-    insurance_class: str,
-    quantity: str,
-    unit_price: str,
-    amount: str,
-    service_date: str,
-    reverses: int | None,
-    reason: str,
-    reversed_: bool,
-    reversible: bool,
-    /,
-) -> str:
+def _receipt_row(line: BillLine) -> str:
     return (
-        f'<tr><td>{service_date}</td><td>{escape(name)}</td><td class="money">{quantity}</td>'
-        f'<td class="money">{unit_price}</td><td class="money">{amount}</td></tr>'
+        f"<tr><td>{line.service_date}</td><td>{escape(line.name)}</td>"
+        f'<td class="money">{line.quantity}</td><td class="money">{line.unit_price}</td>'
+        f'<td class="money">{line.amount}</td></tr>'
     )
 
 
